@@ -1,7 +1,7 @@
 """Mini-batches of seed rows with their sampled, time-aware neighbourhoods."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -35,6 +35,8 @@ class Batch:
     rows: Tensor  # [B] event row ids (seeds)
     tf: TensorFrame  # the seed rows, uncorrupted
     graph: GraphContext | None
+    # Work that several objectives share within one step (e.g. one masked forward for MCM and MV).
+    cache: dict = field(default_factory=dict)
 
     def to(self, device) -> "Batch":
         return Batch(self.rows.to(device), self.tf.to(device), None if self.graph is None else self.graph.to(device))

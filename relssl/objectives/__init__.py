@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 from relssl.data.prepare import PreparedData
+from relssl.data.splits import TRAIN
 from relssl.errors import RelsslError
 from relssl.masking import Masker
+from relssl.objectives.am import AttributeMasking
 from relssl.objectives.base import Objective, TaskOutput
+from relssl.objectives.ctr import Contrastive
+from relssl.objectives.dae import DenoisingAutoencoder
+from relssl.objectives.lp import LinkPrediction, pair_keys
 from relssl.objectives.mcm import MaskedCellModelling
+from relssl.objectives.mv import MaskVectorEstimation
 
-OBJECTIVES = {"mcm": MaskedCellModelling}
+OBJECTIVES = {cls.name: cls for cls in (MaskedCellModelling, AttributeMasking, MaskVectorEstimation,
+                                        LinkPrediction, Contrastive, DenoisingAutoencoder)}
+# Objective hyper-parameters (PretrainConfig.objective_options) and their defaults.
+OPTIONS = {"lp_negatives": 64, "ctr_prob": 0.6, "ctr_temperature": 0.1, "dae_prob": 0.15}
 
 
 def parse_objectives(text: str | list[str]) -> list[str]:
@@ -20,13 +29,34 @@ def parse_objectives(text: str | list[str]) -> list[str]:
 
 
 def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_type: str,
-                     cells_per_row: int = 1, mask_prob: float | None = None) -> list[Objective]:
-    masker = Masker(prep.events, prep.rows(0), mask_type, cells_per_row, mask_prob)
-    built = []
+                     cells_per_row: int = 1, mask_prob: float | None = None,
+                     options: dict | None = None) -> list[Objective]:
+    """MCM, AM and MV share one masker (the run's --mask), hence one set of masks per batch; CTR and
+    DAE corrupt with their own replace-type maskers."""
+    unknown = set(options or {}) - set(OPTIONS)
+    if unknown:
+        raise RelsslError(f"objective_options: unknown {sorted(unknown)}; expected some of {sorted(OPTIONS)}")
+    opt = {**OPTIONS, **(options or {})}
+    for key in ("ctr_prob", "dae_prob"):
+        if not 0 < opt[key] <= 1:
+            raise RelsslError(f"objective_options: {key} {opt[key]}: expected a probability in (0, 1]")
     for name in names:
-        if name == "mcm":
-            built.append(MaskedCellModelling(masker, channels))
-    return built
+        if OBJECTIVES[name].needs_graph and not prep.has_graph:
+            raise RelsslError(f"--objectives {name} needs a graph (events with source and target keys)")
+    train = prep.rows(TRAIN)
+    masker = None
+    if {"mcm", "am", "mv"} & set(names):
+        masker = Masker(prep.events, train, mask_type, cells_per_row, mask_prob)
+    build = {
+        "mcm": lambda: MaskedCellModelling(masker, channels),
+        "am": lambda: AttributeMasking(masker, channels),
+        "mv": lambda: MaskVectorEstimation(masker, channels),
+        "lp": lambda: LinkPrediction(pair_keys(prep), prep.data.num_entities, channels, opt["lp_negatives"]),
+        "ctr": lambda: Contrastive(Masker(prep.events, train, "replace", prob=opt["ctr_prob"]), channels,
+                                   opt["ctr_temperature"]),
+        "dae": lambda: DenoisingAutoencoder(Masker(prep.events, train, "replace", prob=opt["dae_prob"]), channels),
+    }
+    return [build[name]() for name in names]
 
 
-__all__ = ["OBJECTIVES", "Objective", "TaskOutput", "build_objectives", "parse_objectives"]
+__all__ = ["OBJECTIVES", "OPTIONS", "Objective", "TaskOutput", "build_objectives", "parse_objectives"]

@@ -1,4 +1,4 @@
-"""The one small interface every pretext task implements."""
+"""The one small interface every pretext task implements, and the masked forward pass they share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from relssl.graph.batch import Batch
-from relssl.nn.backbone import Backbone
+from relssl.masking import MaskedRows, Masker
+from relssl.nn.backbone import Backbone, RowRepresentation
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Objective(nn.Module):
 
     name: str = ""
     excludes_pair: bool = False  # hide every edge between a seed's endpoints from its neighbourhood
+    needs_graph: bool = False  # meaningless on a single table (no keys): refused when building
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         raise NotImplementedError
@@ -32,3 +34,27 @@ class Objective(nn.Module):
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         """Metric name (without the objective prefix) -> value, from an epoch's summed accumulators."""
         raise NotImplementedError
+
+
+def masked_rows(batch: Batch, masker: Masker, generator: torch.Generator) -> MaskedRows:
+    """The batch's masks from ``masker``, drawn once per batch: objectives sharing a masker share masks."""
+    key = ("masks", masker)
+    if key not in batch.cache:
+        batch.cache[key] = masker(batch.tf, generator)
+    return batch.cache[key]
+
+
+def masked_view(model: Backbone, batch: Batch, graph: Tensor | None, masker: Masker,
+                generator: torch.Generator) -> tuple[MaskedRows, RowRepresentation]:
+    """The masked rows and their encoding, computed once per batch and masker, so that MCM and MV
+    together cost one row-encoder pass, not two."""
+    key = ("view", masker)
+    if key not in batch.cache:
+        masked = masked_rows(batch, masker, generator)
+        batch.cache[key] = masked, model.encode_rows(masked.tf, masked.remove, graph)
+    return batch.cache[key]
+
+
+def cell_features(rep: RowRepresentation) -> Tensor:
+    """[B, C, 2d]: each cell's output token next to the fused row representation."""
+    return torch.cat([rep.tokens, rep.fused.unsqueeze(1).expand_as(rep.tokens)], dim=-1)

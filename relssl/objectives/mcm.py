@@ -14,7 +14,7 @@ from relssl.data.encoding import ColumnInfo
 from relssl.graph.batch import Batch
 from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput
+from relssl.objectives.base import Objective, TaskOutput, cell_features, masked_view
 
 
 class CellHeads(nn.Module):
@@ -78,11 +78,9 @@ class MaskedCellModelling(Objective):
         self.heads = CellHeads(masker.columns, 2 * channels)
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
-        masked = self.masker(batch.tf, generator)
-        rep = model.encode_rows(masked.tf, masked.remove, graph)
+        masked, rep = masked_view(model, batch, graph, self.masker, generator)
         # Each cell's head sees its own column's output token and the fused row representation.
-        features = torch.cat([rep.tokens, rep.fused.unsqueeze(1).expand_as(rep.tokens)], dim=-1)
-        loss, sums = self.heads.loss(features, masked.target, batch.tf)
+        loss, sums = self.heads.loss(cell_features(rep), masked.target, batch.tf)
         return TaskOutput(loss, sums)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:

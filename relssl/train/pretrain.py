@@ -52,6 +52,7 @@ class PretrainConfig:
     combiner: str = "sum"  # how the objectives' losses become one update (relssl.multitask)
     weights: list[float] | None = None  # per-objective weights for --combiner weighted
     combiner_options: dict = field(default_factory=dict)  # e.g. MoCo's beta, gamma, rho
+    objective_options: dict = field(default_factory=dict)  # e.g. lp_negatives (relssl.objectives.OPTIONS)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> None:
@@ -108,7 +109,8 @@ class Pretrainer:
         torch.manual_seed(cfg.seed)
         self.model = Backbone(self.prep, cfg.model)
         self.objectives = torch.nn.ModuleList(build_objectives(
-            cfg.objectives, self.prep, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob))
+            cfg.objectives, self.prep, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob,
+            cfg.objective_options))
         self.combiner = build_combiner(cfg.combiner, len(self.objectives), cfg.weights, **cfg.combiner_options)
         self.model.to(self.device)
         self.objectives.to(self.device)

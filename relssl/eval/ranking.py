@@ -1,0 +1,34 @@
+"""Ranking metrics of each positive against its own negatives (link prediction), as pure functions.
+
+Metrics over an epoch are kept as sums (``rank_sums`` per batch, added up, then ``rank_metrics``)
+so that batches of different sizes weigh by their number of positives.
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+HITS_AT = (1, 2, 5, 10)
+
+
+def pessimistic_rank(pos: Tensor, neg: Tensor, valid: Tensor | None = None) -> Tensor:
+    """[B] rank of each positive ``pos`` [B] among itself and its valid negatives ``neg`` [B, K]:
+    1 + the number of valid negatives scoring at least as high. Ties count against the model, so a
+    constant scorer ranks last, not first."""
+    beaten = neg >= pos.unsqueeze(1)
+    if valid is not None:
+        beaten = beaten & valid
+    return 1 + beaten.sum(1)
+
+
+def rank_sums(ranks: Tensor, ks=HITS_AT) -> dict[str, float]:
+    """Accumulators: the number of positives, the sum of reciprocal ranks, hits within each k."""
+    sums = {"count": float(len(ranks)), "rr": float((1.0 / ranks.double()).sum())}
+    sums.update({f"hits@{k}": float((ranks <= k).sum()) for k in ks})
+    return sums
+
+
+def rank_metrics(sums: dict[str, float], ks=HITS_AT) -> dict[str, float]:
+    """MRR and Hits@k from (summed) ``rank_sums``."""
+    n = max(sums.get("count", 0.0), 1.0)
+    return {"mrr": sums.get("rr", float("nan")) / n, **{f"hits@{k}": sums.get(f"hits@{k}", float("nan")) / n
+                                                        for k in ks}}

@@ -1,0 +1,38 @@
+"""AM — attribute masking (Hu et al. 2020, "Strategies for Pre-training GNNs"): reconstruct a row's
+masked cells from its relational neighbourhood alone.
+
+The head sees only the GNN's states of the row's source and target nodes. The backbone computes
+them without the row itself (its own event is never in its neighbourhood), so none of the row's
+cells, masked or not, can reach the prediction: AM measures what the graph knows about an event,
+where MCM measures what the rest of the row (plus the graph) knows.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from relssl.graph.batch import Batch
+from relssl.masking import Masker
+from relssl.nn.backbone import Backbone
+from relssl.objectives.base import Objective, TaskOutput, masked_rows
+from relssl.objectives.mcm import CellHeads, cell_metrics
+
+
+class AttributeMasking(Objective):
+    name = "am"
+    needs_graph = True
+
+    def __init__(self, masker: Masker, channels: int):
+        super().__init__()
+        self.masker = masker
+        # One head per column, so the column needs no query embedding: the input is the graph state.
+        self.heads = CellHeads(masker.columns, 2 * channels)
+
+    def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
+        masked = masked_rows(batch, self.masker, generator)
+        features = graph.unsqueeze(1).expand(-1, len(self.masker.columns), -1)
+        loss, sums = self.heads.loss(features, masked.target, batch.tf)
+        return TaskOutput(loss, sums)
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        return cell_metrics(sums)

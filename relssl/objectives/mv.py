@@ -1,0 +1,47 @@
+"""MV — mask-vector estimation (VIME, Yoon et al. 2020): say which cells of a corrupted row were
+masked, from each cell's output token and the fused row representation.
+
+With MCM on the same masker it shares the batch's masks and masked forward pass (``masked_view``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from relssl.graph.batch import Batch
+from relssl.masking import Masker
+from relssl.nn.backbone import Backbone
+from relssl.objectives.base import Objective, TaskOutput, cell_features, masked_view
+
+
+class MaskVectorEstimation(Objective):
+    name = "mv"
+
+    def __init__(self, masker: Masker, channels: int):
+        super().__init__()
+        self.masker = masker
+        self.head = nn.Sequential(nn.Linear(2 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
+
+    def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
+        masked, rep = masked_view(model, batch, graph, self.masker, generator)
+        logits = self.head(cell_features(rep)).squeeze(-1)  # [B, C]
+        observed = self.masker.observed(batch.tf)  # the cells a mask can choose
+        label = masked.target
+        loss = F.binary_cross_entropy_with_logits(logits[observed], label[observed].float())
+        # Which-column accuracy on rows with exactly one masked cell (every row under the default mask).
+        single = label.sum(1) == 1
+        guess = logits.detach().masked_fill(~observed, float("-inf")).argmax(1)
+        sums = {"cell_correct": float((((logits > 0) == label) & observed).sum()),
+                "cell_count": float(observed.sum()),
+                "col_correct": float((label.gather(1, guess.unsqueeze(1)).squeeze(1) & single).sum()),
+                "col_count": float(single.sum())}
+        return TaskOutput(loss, sums)
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        out = {"loss": sums.get("loss", float("nan")) / max(sums.get("batches", 0), 1)}
+        if sums.get("cell_count"):
+            out["acc"] = sums["cell_correct"] / sums["cell_count"]
+        if sums.get("col_count"):
+            out["col_acc"] = sums["col_correct"] / sums["col_count"]
+        return out

@@ -1,0 +1,170 @@
+"""AM, MV, LP, CTR and DAE: they learn toy data, share work where they should, and leak nothing."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch_frame
+from torch_frame import TensorFrame
+
+from relssl.cli import main
+from relssl.data.prepare import prepare
+from relssl.data.relational import RelationalData
+from relssl.data.splits import TRAIN, VAL
+from relssl.errors import RelsslError
+from relssl.nn.backbone import ModelConfig
+from relssl.objectives.base import masked_rows
+from relssl.train.pretrain import PretrainConfig, Pretrainer
+from tests.conftest import toy_relational
+
+ALL = ["mcm", "am", "mv", "lp", "ctr", "dae"]
+
+
+def community_toy(n: int = 1500, communities: int = 8, size: int = 20, seed: int = 0) -> RelationalData:
+    """Events only join entities of one community, and their cells name it ('a', 'b' copy it, 'x'
+    follows it, 'c' is noise): links are predictable from node states, cells from the neighbourhood."""
+    rng = np.random.default_rng(seed)
+    comm = rng.integers(0, communities, n)
+    events = pd.DataFrame({
+        "a": [f"a{v}" for v in comm], "b": [f"b{v}" for v in comm], "c": [f"c{v}" for v in rng.integers(0, 4, n)],
+        "x": comm * 2.0 + rng.normal(0, 0.1, n),
+    })
+    stypes = {"a": torch_frame.categorical, "b": torch_frame.categorical, "c": torch_frame.categorical,
+              "x": torch_frame.numerical}
+    return RelationalData(
+        name="community", events=events, col_stypes=stypes,
+        time=np.sort(rng.integers(1_600_000_000, 1_600_000_000 + 10 * 86400, n)),
+        src=comm * size + rng.integers(0, size, n), dst=comm * size + rng.integers(0, size, n),
+        num_entities=communities * size)
+
+
+@pytest.fixture(scope="module")
+def community():
+    return prepare(community_toy())
+
+
+def small_config(objectives, **kw) -> PretrainConfig:
+    model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=1, fanouts=[4], dropout=0.0)
+    return PretrainConfig(**{"data": "toy", "objectives": objectives, "batch_size": 128, "lr": 3e-3,
+                             "device": "cpu", "eval_rows": 300, "model": model, **kw})
+
+
+def train(trainer: Pretrainer, epochs: int) -> tuple[dict, dict]:
+    before = trainer.evaluate(VAL)
+    for epoch in range(1, epochs + 1):
+        trainer.train_epoch(epoch, progress=False)
+    return before, trainer.evaluate(VAL)
+
+
+@pytest.mark.parametrize("name", ["am", "mv", "ctr", "dae"])
+def test_loss_falls_on_learnable_cells(community, name):
+    before, after = train(Pretrainer(small_config([name]), community), 6)
+    assert after[f"{name}/loss"] < 0.8 * before[f"{name}/loss"], (before, after)
+
+
+def test_link_prediction_learns_communities(community):
+    trainer = Pretrainer(small_config(["lp"], objective_options={"lp_negatives": 16}), community)
+    before, after = train(trainer, 6)
+    # Random scores rank the positive uniformly among 17: MRR = H(17) / 17 ≈ 0.20.
+    assert after["lp/loss"] < 0.8 * before["lp/loss"]
+    assert after["lp/mrr"] > 0.4 > before["lp/mrr"], (before, after)
+
+
+def test_link_prediction_hides_the_seed_pair(community):
+    trainer = Pretrainer(small_config(["lp"]), community)
+    assert trainer.exclude_pair
+    rows = community.rows(TRAIN)[-128:]
+    gen = torch.Generator().manual_seed(0)
+
+    def touches_seed_pair(exclude_pair):
+        sub = trainer.builders[TRAIN](rows, gen, exclude_pair).graph.sub
+        seed = rows[sub.node_seed[sub.edge_index[1]]]
+        ends = torch.stack([community.src[sub.edge_id], community.dst[sub.edge_id]])
+        seed_ends = torch.stack([community.src[seed], community.dst[seed]])
+        return ((ends == seed_ends).all(0) | (ends == seed_ends.flip(0)).all(0)).any()
+
+    assert touches_seed_pair(False)  # the toy graph has parallel and reverse edges to hide
+    assert not touches_seed_pair(trainer.exclude_pair)
+
+
+def test_negatives_are_never_connected_pairs(community):
+    lp = Pretrainer(small_config(["lp"]), community).objectives[0]
+    entity = torch.cat([community.src[:256], community.dst[:256]])
+    u, v, valid = lp.sample_negatives(entity, torch.Generator().manual_seed(0))
+    n = community.data.num_entities
+    existing = torch.cat([community.src * n + community.dst, community.dst * n + community.src])
+    assert not torch.isin((entity[u] * n + entity[v])[valid], existing).any()
+    assert valid.float().mean() > 0.95  # collisions are redrawn, not merely dropped
+    k = lp.negatives
+    assert (v[:, : k // 2] == torch.arange(256, 512)[:, None]).all()  # first half: source replaced
+    assert (u[:, k // 2:] == torch.arange(256)[:, None]).all()  # second half: target replaced
+
+
+def test_evaluation_is_identical_across_runs_with_one_seed(community):
+    a = Pretrainer(small_config(ALL, seed=5), community).evaluate(VAL)
+    b = Pretrainer(small_config(ALL, seed=5), community).evaluate(VAL)
+    assert a == b
+    assert {f"lp/hits@{k}" for k in (1, 2, 5, 10)} <= set(a)
+
+
+@pytest.mark.parametrize("objectives, passes", [(["mcm", "mv"], 1), (["mv", "mcm", "am"], 1),
+                                                (["mcm", "mv", "dae"], 2), (["ctr"], 2)])
+def test_masking_objectives_share_one_masked_forward(community, objectives, passes):
+    trainer = Pretrainer(small_config(objectives), community)
+    calls = []
+    trainer.model.row.register_forward_hook(lambda *_: calls.append(1))
+    trainer.step(community.rows(TRAIN)[:64], TRAIN, torch.Generator().manual_seed(0))
+    assert len(calls) == passes
+
+
+def with_cells(tf: TensorFrame, keep: torch.Tensor, columns) -> TensorFrame:
+    """``tf`` whose cells outside ``keep`` [B, C] take the next row's value."""
+    feat = {stype: x.clone() for stype, x in tf.feat_dict.items()}
+    for pos, col in enumerate(columns):
+        x = feat[col.stype][:, col.index]
+        feat[col.stype][:, col.index] = torch.where(keep[:, pos], x, x.roll(1))
+    return TensorFrame(feat, tf.col_names_dict)
+
+
+def test_attribute_masking_never_sees_the_row(community):
+    trainer = Pretrainer(small_config(["am", "mcm"]), community)
+    am, mcm = trainer.objectives
+    batch = trainer.builders[TRAIN](community.rows(TRAIN)[:64], torch.Generator().manual_seed(0))
+    graph = trainer.model.encode_graph(batch)
+    target = masked_rows(batch, am.masker, torch.Generator().manual_seed(1)).target
+    changed = type(batch)(batch.rows, with_cells(batch.tf, target, am.masker.columns), batch.graph)
+
+    @torch.no_grad()
+    def losses(b):
+        return [obj(trainer.model, b, graph, torch.Generator().manual_seed(1)).loss.item() for obj in (am, mcm)]
+
+    (am_before, mcm_before), (am_after, mcm_after) = losses(batch), losses(changed)
+    assert am_after == am_before  # the row's unmasked cells changed, AM's predictions did not
+    assert mcm_after != mcm_before  # whereas MCM reads them
+
+
+def test_single_table_runs_row_objectives_and_refuses_graph_ones():
+    prep = prepare(toy_relational(1200, graph=False))
+    trainer = Pretrainer(small_config(["mcm", "mv", "ctr", "dae"]), prep)
+    trainer.train_epoch(1, progress=False)
+    metrics = trainer.evaluate(VAL)
+    assert {"mcm/acc", "mv/acc", "mv/col_acc", "ctr/align", "ctr/uniform", "ctr/top1", "dae/rmse"} <= set(metrics)
+    for name in ("am", "lp"):
+        with pytest.raises(RelsslError, match=f"--objectives {name} needs a graph"):
+            Pretrainer(small_config(["mcm", name]), prep)
+
+
+def test_cli_pretrains_all_objectives(tmp_path):
+    from tests.test_cli import TINY
+
+    assert main(["generate", "aml", "--rows", "3000", "--seed", "2", "--out", str(tmp_path)]) == 0
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(tmp_path / "Synthetic_Trans.csv"), "--objectives", ",".join(ALL),
+                 "--epochs", "1", "--out", str(run), *TINY]) == 0
+    final = json.loads((run / "final.json").read_text())
+    names = {"mcm/acc", "mcm/rmse", "mcm/rmse_raw", "mcm/loss", "am/acc", "am/rmse", "am/rmse_raw", "am/loss",
+             "mv/acc", "mv/col_acc", "mv/loss", "lp/mrr", "lp/hits@1", "lp/hits@2", "lp/hits@5", "lp/hits@10",
+             "lp/loss", "ctr/loss", "ctr/align", "ctr/uniform", "ctr/top1", "dae/acc", "dae/rmse", "dae/rmse_raw",
+             "dae/loss"}
+    assert names <= set(final), names - set(final)

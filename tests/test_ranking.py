@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from relssl.eval.ranking import pessimistic_rank, rank_metrics, rank_sums
+
+
+def test_ties_count_against_the_positive():
+    pos = torch.tensor([0.9, 0.5, 0.2])
+    neg = torch.tensor([[0.1, 0.2, 0.3],  # all below: rank 1
+                        [0.5, 0.6, 0.1],  # one tie, one above: rank 3
+                        [0.2, 0.2, 0.2]])  # all tied: rank 4 (last)
+    assert pessimistic_rank(pos, neg).tolist() == [1, 3, 4]
+
+
+def test_masked_out_negatives_do_not_count():
+    pos = torch.tensor([0.5, 0.5])
+    neg = torch.tensor([[0.9, 0.8, 0.1], [0.9, 0.8, 0.7]])
+    valid = torch.tensor([[False, True, True], [False, False, False]])
+    assert pessimistic_rank(pos, neg, valid).tolist() == [2, 1]
+
+
+def test_mrr_and_hits_from_summed_batches():
+    ranks = [torch.tensor([1, 3]), torch.tensor([4, 12])]  # two batches, summed like an epoch
+    sums = {}
+    for r in ranks:
+        for key, value in rank_sums(r).items():
+            sums[key] = sums.get(key, 0.0) + value
+    m = rank_metrics(sums)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 4 + 1 / 12) / 4)
+    assert (m["hits@1"], m["hits@2"], m["hits@5"], m["hits@10"]) == (0.25, 0.25, 0.75, 0.75)
