@@ -11,7 +11,7 @@ SCHEMAS = Path(__file__).parent / "schemas"
 # Built-in names: the bundled synthetic AML default, and schemas over ../shared/data.
 SYNTHETIC_AML = "synthetic-aml"
 SYNTHETIC_AML_ROWS = 100_000
-BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml"}
+BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml", "ethereum-tedge": "ethereum_tedge.yaml"}
 
 
 def data_home() -> Path:

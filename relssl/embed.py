@@ -1,0 +1,65 @@
+"""`relssl embed`: a pre-trained backbone's embeddings as one Parquet file, for the user's own models.
+
+One row per entity (``kind`` = "node", ``id`` = entity id, ``key_<column>`` = its original key
+values) and per event (``kind`` = "event", ``id`` = the event's row in the source table,
+``split`` = its temporal split), then ``emb_0 .. emb_{d-1}`` (float32). Events are represented
+as in edge tasks (row + graph context, their split's graph, time-aware), entities as in node
+tasks (all events) — see relssl.eval.represent. Neighbour draws are fixed by the run's seed.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from relssl.data.splits import SPLIT_NAMES, TEST, TRAIN, VAL
+from relssl.errors import RelsslError
+from relssl.eval.represent import EMBED, Representer
+from relssl.nn.backbone import Backbone
+from relssl.train.finetune import check_compatible, load_backbone, prepare_for, pretrained_config
+from relssl.train.pretrain import resolve_device
+
+
+def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = None,
+                      device: str = "auto") -> pd.DataFrame:
+    """Embed every entity and event of the run's data (or ``data``, which must match it); write ``out``."""
+    out = Path(out)
+    if out.suffix != ".parquet":
+        raise RelsslError(f"--out {out}: expected a .parquet file name")
+    cfg = pretrained_config(run_dir)
+    if data is not None:
+        check_compatible(replace(cfg, data=data), cfg, run_dir)
+    prep = prepare_for(cfg, str(run_dir))
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    backbone = Backbone(prep, cfg.model)
+    load_backbone(backbone, run_dir)
+    backbone.to(dev)
+
+    def embed(rep: Representer, ids: torch.Tensor, split: int) -> np.ndarray:
+        return rep.embed(backbone, ids, split, cfg.batch_size, cfg.seed, dev, EMBED).numpy()
+
+    frames = []
+    if prep.has_graph:
+        ids = torch.arange(prep.data.num_entities)
+        keys = prep.data.entity_keys.astype("string").add_prefix("key_").reset_index(drop=True)
+        nodes = Representer(prep, "node", cfg.model.fanouts)
+        frames.append(_frame("node", ids.numpy(), None, embed(nodes, ids, TEST), keys))
+    events = Representer(prep, "edge", cfg.model.fanouts, cfg.time_aware)
+    for split in (TRAIN, VAL, TEST):
+        rows = prep.rows(split)
+        frames.append(_frame("event", rows.numpy(), SPLIT_NAMES[split], embed(events, rows, split)))
+    table = pd.concat(frames, ignore_index=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out, index=False)
+    return table
+
+
+def _frame(kind: str, ids: np.ndarray, split: str | None, emb: np.ndarray,
+           keys: pd.DataFrame | None = None) -> pd.DataFrame:
+    head = pd.DataFrame({"kind": kind, "id": ids, "split": pd.Series([split] * len(ids), dtype="string")})
+    emb_cols = pd.DataFrame(emb.astype(np.float32), columns=[f"emb_{i}" for i in range(emb.shape[1])])
+    return pd.concat([head, keys, emb_cols], axis=1)  # keys None (events): dropped by concat

@@ -1,0 +1,95 @@
+"""The downstream commands: `relssl finetune`, `relssl embed`, `relssl experiment downstream`.
+
+Parsers only import what they run when they run it, so `relssl --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from relssl.cli import add_run_flags, config_from_args, number_list, print_metrics
+from relssl.errors import RelsslError
+
+
+def training_config(args: argparse.Namespace):
+    """Flags over a pre-trained run's data and model settings; flags that contradict them are
+    reported by the compatibility check."""
+    from relssl.train.finetune import INHERITED, pretrained_config
+
+    inherited = {}
+    if args.init != "scratch":  # and its neighbour sampling, which --no-time-aware may still switch off
+        inherited = {k: v for k, v in asdict(pretrained_config(args.init)).items() if k in (*INHERITED, "time_aware")}
+    return config_from_args(args, **inherited)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from relssl.train.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(task=args.task, init=args.init, mode=args.mode, label_fraction=args.label_fraction,
+                         train=training_config(args))
+    final = finetune(cfg, args.out, progress=not args.no_progress)
+    print_metrics(final, f"downstream metrics ({args.out}/final.json)")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from relssl.embed import export_embeddings
+
+    table = export_embeddings(args.run, args.out, args.data, args.device)
+    counts = table["kind"].value_counts()
+    dims = sum(c.startswith("emb_") for c in table.columns)
+    print(f"wrote {args.out}: {counts.get('node', 0):,} node and {counts.get('event', 0):,} event embeddings "
+          f"of {dims} dimensions")
+
+
+def cmd_experiment_downstream(args: argparse.Namespace) -> None:
+    from relssl.experiments.downstream import run_downstream_experiment
+
+    fractions = number_list(args.label_fractions, "--label-fractions", float)
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise RelsslError(f"--label-fractions '{args.label_fractions}': expected fractions in (0, 1] like 0.01,0.1,1")
+    if args.seeds < 1 or args.finetune_epochs < 1:
+        raise RelsslError("--seeds and --finetune-epochs: expected positive integers")
+    overrides = {"objectives": args.pretrain_objectives} if args.pretrain_objectives else {}
+    cfg = config_from_args(args, **overrides)
+    path = run_downstream_experiment(cfg, args.task, sorted(fractions), list(range(args.seeds)), Path(args.out),
+                                     ["relssl", *args.argv], args.finetune_epochs, progress=not args.no_progress)
+    print(path.read_text())
+
+
+TASK_HELP = ("KIND:COLUMN with KIND edge, node, edge-regression or node-regression, e.g. 'edge:Is Laundering' "
+             "(default: the dataset's first label column)")
+
+
+def add_finetune_parser(sub) -> None:
+    p = sub.add_parser("finetune", help="train and evaluate a labelled task: fine-tune, linear probe or GBDT baseline")
+    add_run_flags(p)
+    p.add_argument("--task", help=TASK_HELP)
+    p.add_argument("--init", default="scratch", help="'scratch' or a pretrain run folder")
+    p.add_argument("--mode", default="finetune", help="finetune (everything trains), probe (linear head on "
+                                                      "frozen embeddings) or gbdt (trees on raw features)")
+    p.add_argument("--label-fraction", type=float, default=1.0, help="seeded share of the training labels used")
+    p.add_argument("--out", required=True, help="run folder")
+    p.set_defaults(func=cmd_finetune)
+
+
+def add_embed_parser(sub) -> None:
+    p = sub.add_parser("embed", help="export a pre-trained backbone's node and event embeddings to Parquet")
+    p.add_argument("--run", required=True, help="pretrain run folder")
+    p.add_argument("--data", help="the run's data (default: from its config.yaml); must match it")
+    p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_embed)
+
+
+def add_downstream_experiment_parser(exp_sub) -> None:
+    p = exp_sub.add_parser("downstream", help="GBDT, scratch, pretrained probe and fine-tune × label fractions "
+                                              "(report.md, metric_vs_fraction.png)")
+    add_run_flags(p)
+    p.add_argument("--task", help=TASK_HELP)
+    p.add_argument("--pretrain-objectives", help="objectives pre-trained together (default: mcm)")
+    p.add_argument("--label-fractions", default="0.01,0.1,1", help="comma-separated shares of the training labels")
+    p.add_argument("--finetune-epochs", type=int, default=10, help="downstream epochs (--epochs is pre-training's)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--out", required=True, help="experiment folder")
+    p.set_defaults(func=cmd_experiment_downstream)

@@ -1,0 +1,51 @@
+"""Downstream metrics. The decision threshold is a function of validation predictions only, so
+test labels can change the test metrics and nothing else."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+
+
+def choose_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+    """The score threshold (predict positive when score >= threshold) maximising the positive
+    class's F1 on validation; 0.5 when validation has no positive."""
+    if not y.any():
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(y, scores)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    return float(thresholds[int(np.argmax(f1))])
+
+
+def classification_metrics(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
+    """F1 of the positive class (the minority class in fraud data) at ``threshold``; PR-AUC (average
+    precision) and ROC-AUC."""
+    both = 0 < y.sum() < len(y)
+    return {"f1": float(f1_score(y, scores >= threshold, zero_division=0)),
+            "pr_auc": float(average_precision_score(y, scores)) if both else math.nan,
+            "roc_auc": float(roc_auc_score(y, scores)) if both else math.nan}
+
+
+def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    err = pred - y
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+
+
+def selection_score(regression: bool, scores: np.ndarray, y: np.ndarray) -> float:
+    """What early stopping maximises on validation: PR-AUC (threshold-free, positive-class-focused), or
+    minus the RMSE."""
+    if regression:
+        return -regression_metrics(scores, y)["rmse"]
+    return float(average_precision_score(y, scores)) if y.any() else math.nan
+
+
+def split_metrics(regression: bool, val: tuple[np.ndarray, np.ndarray],
+                  test: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """``val``/``test`` = (scores, labels) -> {"threshold", "val/<m>", "test/<m>"}; the threshold
+    comes from validation alone."""
+    out = {} if regression else {"threshold": choose_threshold(*val)}
+    for name, (scores, y) in (("val", val), ("test", test)):
+        m = regression_metrics(scores, y) if regression else classification_metrics(scores, y, out["threshold"])
+        out.update({f"{name}/{k}": v for k, v in m.items()})
+    return out

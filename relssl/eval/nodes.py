@@ -1,0 +1,41 @@
+"""Mini-batches of entities (nodes) with their sampled neighbourhoods, for node tasks and node
+embeddings. The backbone encodes seed *edges*; an entity is passed as both endpoints of a
+pseudo seed edge, so ``Backbone.encode_graph`` returns two independently sampled root states of
+the same entity."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from relssl.data.prepare import PreparedData
+from relssl.graph.batch import BatchBuilder, GraphContext
+
+
+@dataclass
+class NodeBatch:
+    nodes: Tensor  # [B] entity ids (the roots)
+    graph: GraphContext  # the only field Backbone.encode_graph reads
+
+    def to(self, device) -> "NodeBatch":
+        return NodeBatch(self.nodes.to(device), self.graph.to(device))
+
+
+class NodeBatchBuilder:
+    """Trees around entities in the graph of the events of splits <= ``split``, bounded by that
+    graph alone (no per-seed time bound: the latest visible time), with nothing excluded."""
+
+    def __init__(self, prep: PreparedData, split: int, fanouts: list[int]):
+        self.prep = prep
+        self.sampler = BatchBuilder(prep, split, fanouts, time_aware=False).sampler
+
+    def __call__(self, nodes: Tensor, generator: torch.Generator) -> NodeBatch:
+        prep = self.prep
+        sub = self.sampler.sample(nodes, nodes, None, generator)
+        edge_rows, edge_inverse = torch.unique(sub.edge_id, return_inverse=True)
+        node_tf = node_inverse = None
+        if prep.entities is not None:
+            node_rows, node_inverse = torch.unique(sub.node_entity, return_inverse=True)
+            node_tf = prep.entities.tf[node_rows]
+        return NodeBatch(nodes, GraphContext(sub, prep.events.tf[edge_rows], edge_inverse, node_tf, node_inverse))

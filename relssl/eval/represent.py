@@ -1,0 +1,54 @@
+"""Task representations from a backbone: an event is its fused row representation (row + graph
+context); an entity is the mean of its two sampled root states.
+
+Edge tasks see, like pre-training, the graph of the event's own split with its time bound. Node
+tasks see the graph of all events for every entity: the node splits (T-EDGE's given split, or a
+random one) are not temporal, and restricting training entities to the training-period graph would
+show them a different view than test entities (on T-EDGE, half of the phishing training nodes have
+no event before the training cut-off). Node labels never enter the graph.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from relssl.data.prepare import PreparedData
+from relssl.data.splits import TEST, TRAIN, VAL
+from relssl.graph.batch import BatchBuilder
+from relssl.eval.nodes import NodeBatchBuilder
+from relssl.nn.backbone import Backbone
+from relssl.train import seeding
+
+# Seeding streams of downstream draws, apart from pre-training's (relssl.train.seeding).
+SHUFFLE, STEP, EVAL, EMBED, DROPOUT = range(101, 106)
+
+
+class Representer:
+    def __init__(self, prep: PreparedData, target: str, fanouts: list[int], time_aware: bool = True):
+        self.target = target
+        if target == "edge":
+            self.builders = {s: BatchBuilder(prep, s, fanouts, time_aware) for s in (TRAIN, VAL, TEST)}
+        else:
+            everything = NodeBatchBuilder(prep, TEST, fanouts)
+            self.builders = {s: everything for s in (TRAIN, VAL, TEST)}
+
+    def batch(self, ids: Tensor, split: int, generator: torch.Generator):
+        """Seed events ``ids`` of ``split`` (their own event excluded from their trees), or entities."""
+        return self.builders[split](ids, generator)
+
+    def __call__(self, model: Backbone, batch) -> Tensor:
+        """[B, channels] representation of each seed."""
+        if self.target == "edge":
+            return model(batch).fused
+        states = model.encode_graph(batch)
+        half = states.shape[1] // 2
+        return (states[:, :half] + states[:, half:]) / 2
+
+    @torch.no_grad()
+    def embed(self, model: Backbone, ids: Tensor, split: int, batch_size: int, seed: int,
+              device: torch.device, stream: int = EMBED) -> Tensor:
+        """Representations of ``ids`` in eval mode, with fixed neighbour draws from ``seed``."""
+        model.eval()
+        parts = [self(model, self.batch(chunk, split, seeding.generator(seed, stream, split, step)).to(device)).cpu()
+                 for step, chunk in enumerate(ids.split(batch_size))]
+        return torch.cat(parts) if parts else torch.zeros(0, model.cfg.channels)

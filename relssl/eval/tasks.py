@@ -1,0 +1,154 @@
+"""Downstream tasks: which label column, on which rows (events or entities), and the labelled
+train/validation/test sets, with a seeded subsample of the training labels.
+
+A task is written ``KIND:COLUMN``: ``edge:Is Laundering`` (binary label of an event),
+``node:isFraud`` (binary label of an entity), ``edge-regression:rating`` / ``node-regression:...``
+(a numerical label). Without ``--task`` the first declared label column is used (event labels
+before entity labels), as a regression task when it holds more than two distinct values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from relssl.data.prepare import PreparedData
+from relssl.data.relational import RelationalData
+from relssl.data.splits import TEST, TRAIN, VAL
+from relssl.errors import RelsslError
+
+KINDS = {"edge": ("edge", False), "node": ("node", False),
+         "edge-regression": ("edge", True), "node-regression": ("node", True)}
+# Boolean entity label columns that, when both present, give a node split (as in T-EDGE).
+GIVEN_SPLIT = ("is_train", "is_test")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    target: str  # "edge": rows are events; "node": rows are entities
+    column: str
+    regression: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}{'-regression' if self.regression else ''}:{self.column}"
+
+
+def parse_task(text: str | None, data: RelationalData) -> TaskSpec:
+    """``--task`` text (or the dataset's default) -> a checked TaskSpec."""
+    if text is None:
+        return default_task(data)
+    kind, sep, column = text.partition(":")
+    if not sep or kind not in KINDS or not column:
+        raise RelsslError(f"--task '{text}': expected KIND:COLUMN with KIND one of {', '.join(KINDS)} "
+                          f"(e.g. edge:Is Laundering, node:isFraud)")
+    target, regression = KINDS[kind]
+    labels = data.label_cols if target == "edge" else data.entity_label_cols
+    if column not in labels:
+        table = "event" if target == "edge" else "entity"
+        raise RelsslError(f"--task '{text}': '{column}' is not an {table} label column of '{data.name}' "
+                          f"(its {table} label columns: {labels or 'none'})")
+    if target == "node" and not data.has_graph:
+        raise RelsslError(f"--task '{text}': node tasks need events that link entities")
+    return TaskSpec(target, column, regression)
+
+
+def default_task(data: RelationalData) -> TaskSpec:
+    for target, labels, table in (("edge", data.label_cols, data.events),
+                                  ("node", data.entity_label_cols, data.entities)):
+        if labels:
+            return TaskSpec(target, labels[0], table[labels[0]].dropna().nunique() > 2)
+    raise RelsslError(f"--task: dataset '{data.name}' declares no label column; add 'labels' to its schema")
+
+
+@dataclass
+class LabelledSets:
+    """Labelled ids (event rows or entity ids) and targets per split (TRAIN, VAL, TEST).
+
+    Classification targets are 0/1 with 1 = ``positive``: the label value 1 when the labels are
+    0/1, else the minority class of the labelled training rows. Regression targets are the numbers.
+    """
+
+    ids: dict[int, torch.Tensor]
+    y: dict[int, np.ndarray]
+    positive: str | None = None  # the positive class as text (classification)
+
+
+def take_share(groups: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask choosing ``round(share * n_g)`` random members of each group g (at least one
+    when share > 0): stratified sampling, or plain sampling with a single group."""
+    chosen = np.zeros(len(groups), dtype=bool)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        k = min(len(members), max(int(round(share * len(members))), int(share > 0)))
+        chosen[rng.permutation(members)[:k]] = True
+    return chosen
+
+
+def node_split(data: RelationalData, labelled: np.ndarray, groups: np.ndarray, fractions,
+               rng: np.random.Generator) -> np.ndarray:
+    """TRAIN/VAL/TEST (-1: unused) per labelled entity: the given ``is_train``/``is_test`` split,
+    validation a stratified share val/(train+val) of its training part; else a stratified random
+    split by ``fractions``."""
+    split = np.full(len(labelled), -1, dtype=np.int8)
+    if all(c in data.entity_label_cols for c in GIVEN_SPLIT):
+        is_train, is_test = (data.entities[c].to_numpy(dtype=bool)[labelled] for c in GIVEN_SPLIT)
+        split[is_test] = TEST
+        split[is_train & ~is_test] = TRAIN
+        pool, val_share = np.flatnonzero(split == TRAIN), fractions[1] / (fractions[0] + fractions[1])
+    else:
+        split[take_share(groups, fractions[0], rng)] = TRAIN
+        pool, val_share = np.flatnonzero(split == -1), fractions[1] / max(1 - fractions[0], 1e-12)
+        split[pool] = TEST
+    split[pool[take_share(groups[pool], val_share, rng)]] = VAL
+    return split
+
+
+def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction: float = 1.0,
+                  fractions=(0.6, 0.2, 0.2)) -> LabelledSets:
+    """Splits of the labelled rows, then a seeded (stratified) ``label_fraction`` of the training part.
+
+    Edge tasks follow the events' temporal split; node tasks use ``node_split``. Validation and
+    test labels are never subsampled.
+    """
+    if not 0 < label_fraction <= 1:
+        raise RelsslError(f"--label-fraction {label_fraction}: expected a fraction in (0, 1]")
+    data = prep.data
+    values = (data.events if spec.target == "edge" else data.entities)[spec.column]
+    labelled = np.flatnonzero(values.notna().to_numpy())
+    values = values.iloc[labelled]
+    rng = np.random.default_rng([seed, 17])
+    if spec.regression:
+        y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        if np.isnan(y).any():
+            raise RelsslError(f"--task {spec.name}: column '{spec.column}' holds non-numerical values")
+        groups = np.zeros(len(y), dtype=np.int64)
+    else:
+        classes, groups = np.unique(values.astype(str).to_numpy(), return_inverse=True)
+        if len(classes) != 2:
+            raise RelsslError(f"--task {spec.name}: classification needs exactly two classes, column "
+                              f"'{spec.column}' has {len(classes)} ({list(classes[:5])}); use "
+                              f"{spec.target}-regression for numbers")
+    split = prep.split[labelled] if spec.target == "edge" else node_split(data, labelled, groups, fractions, rng)
+    positive = None
+    if not spec.regression:
+        numbers = pd.to_numeric(pd.Series(classes), errors="coerce")
+        if set(numbers) == {0, 1}:  # 0/1 labels: 1 is the positive class (laundering, fraud, phishing)
+            pos = int(np.argmax(numbers.to_numpy()))
+        else:  # otherwise the minority class of the training rows (the later one on a tie)
+            counts = np.bincount(groups[split == TRAIN], minlength=2)
+            pos = int(counts[1] <= counts[0])
+        y, positive = (groups == pos).astype(np.float64), str(classes[pos])
+    train = np.flatnonzero(split == TRAIN)
+    split[train[~take_share(groups[train], label_fraction, rng)]] = -1
+    ids = {s: torch.from_numpy(labelled[split == s]) for s in (TRAIN, VAL, TEST)}
+    out = {s: y[split == s] for s in (TRAIN, VAL, TEST)}
+    rows = "events" if spec.target == "edge" else "entities"
+    for s, name in ((TRAIN, "training"), (VAL, "validation"), (TEST, "test")):
+        if len(ids[s]) == 0:
+            raise RelsslError(f"--task {spec.name}: no labelled {name} {rows}")
+    if not spec.regression and len(np.unique(out[TRAIN])) < 2:
+        raise RelsslError(f"--task {spec.name}: the labelled training {rows} hold a single class")
+    return LabelledSets(ids, out, positive)

@@ -1,0 +1,167 @@
+"""The downstream experiment: does pre-training help a labelled task, and at which label budgets?
+
+For every label fraction and seed, on the same labelled sets: gradient-boosted trees on raw
+features, the backbone fine-tuned from scratch, a linear probe on the pre-trained backbone, and
+the pre-trained backbone fine-tuned. Pre-training runs (DIR/runs) and downstream runs
+(DIR/downstream) are reused when finished, so an interrupted experiment continues where it
+stopped. The verdict sentence is computed from the table's numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from relssl.experiments.report import higher_is_better, mean_std
+from relssl.experiments.runner import run_grid
+from relssl.train.finetune import FinetuneConfig, finetune, prepare_for
+from relssl.train.pretrain import PretrainConfig
+
+# method -> (init from the pre-trained run?, finetune mode, report name)
+METHODS = {"gbdt": (False, "gbdt", "GBDT on raw features"), "scratch": (False, "finetune", "scratch + finetune"),
+           "probe": (True, "probe", "pretrained + probe"), "finetune": (True, "finetune", "pretrained + finetune")}
+COLUMNS = {False: {"test/f1": "F1", "test/pr_auc": "PR-AUC", "test/roc_auc": "ROC-AUC", "threshold": "threshold"},
+           True: {"test/rmse": "RMSE", "test/mae": "MAE"}}
+
+
+def percent(fraction: float) -> str:
+    return f"{fraction * 100:g} %"
+
+
+def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions: list[float], seeds: list[int],
+                              out: Path, command: list[str], finetune_epochs: int, progress: bool = True,
+                              log=print) -> Path:
+    """Pre-train ``base`` per seed, run every method × fraction × seed; write out/report.md and
+    out/metric_vs_fraction.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    label = "+".join(base.objectives)
+    run_grid({label: base}, seeds, out, progress, log)
+    finals: dict[tuple[str, float], list[dict]] = {}
+    for seed in seeds:
+        pretrained = out / "runs" / f"{label}-seed{seed}"
+        train = replace(base, seed=seed, epochs=finetune_epochs)
+        prep = None
+        for fraction in fractions:
+            for method, (from_run, mode, _) in METHODS.items():
+                run = out / "downstream" / f"{method}-f{fraction:g}-seed{seed}"
+                if not (run / "final.json").exists():
+                    log(f"[{method}, {percent(fraction)} labels, seed {seed}] into {run}")
+                    init = str(pretrained) if from_run else "scratch"
+                    if prep is None:  # the same prepared data for every method of this seed
+                        prep = prepare_for(train, init)
+                    finetune(FinetuneConfig(task, init, mode, fraction, train), run, prep, progress,
+                             log=lambda msg: log(f"  {msg}"))
+                finals.setdefault((method, fraction), []).append(json.loads((run / "final.json").read_text()))
+
+    first = finals[("gbdt", fractions[0])][0]
+    regression = "test/rmse" in first
+    columns = COLUMNS[regression]
+    primary = next(iter(columns))
+    report = [
+        f"# Does pre-training help? `{base.data}`, task `{first['task']}`",
+        "",
+        f"Regenerate with: `{shlex.join(command)}`",
+        "",
+        f"Pre-training: {', '.join(base.objectives)} ({base.mask} masks), "
+        f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}"
+        f"{f' of {base.train_rows_per_epoch:,} rows' if base.train_rows_per_epoch else ''}, "
+        f"{base.model.channels} channels, {base.model.gnn} with fan-outs {base.model.fanouts} "
+        f"(runs: `runs/`). Downstream: up to {finetune_epochs} epochs"
+        f"{f' of at most {base.train_rows_per_epoch:,} labelled rows' if base.train_rows_per_epoch else ''}, "
+        f"early stopping on validation {'RMSE' if regression else 'PR-AUC'} (runs: `downstream/`). "
+        f"Seeds {', '.join(map(str, seeds))}: each seed pre-trains anew and draws its own label subsample. "
+        f"Test split; mean ± std over seeds; best of each label fraction in bold."
+        + ("" if regression else " F1 is the positive class's at the threshold chosen on validation "
+                                 "predictions only (the threshold column)."),
+        "",
+        _table(finals, fractions, columns),
+        "",
+        _verdict(finals, fractions, primary, columns[primary], len(seeds)),
+        "",
+        "![test metric against label fraction](metric_vs_fraction.png)",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(report))
+    _plot(finals, fractions, {k: v for k, v in columns.items() if k != "threshold"}, out / "metric_vs_fraction.png",
+          f"{base.data}: {first['task']}")
+    return path
+
+
+def _values(finals, method: str, fraction: float, metric: str) -> list[float]:
+    return [f[metric] for f in finals[(method, fraction)] if metric in f]
+
+
+def _table(finals, fractions: list[float], columns: dict[str, str]) -> str:
+    lines = ["| labels | method | train labels | " + " | ".join(columns.values()) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for fraction in fractions:
+        stats = {m: {c: mean_std(_values(finals, m, fraction, c)) for c in columns} for m in METHODS}
+        best = {}
+        for c in columns:
+            means = [s[c][0] for s in stats.values() if not math.isnan(s[c][0])]
+            if means and c != "threshold":
+                best[c] = (max if higher_is_better(c) else min)(means)
+        for method, (_, _, name) in METHODS.items():
+            cells = []
+            for c in columns:
+                mean, std = stats[method][c]
+                text = "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+                cells.append(f"**{text}**" if best.get(c) == mean else text)
+            n = np.mean(_values(finals, method, fraction, "train_labels"))
+            lines.append(f"| {percent(fraction)} | {name} | {n:,.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _difference(finals, a: str, b: str, fraction: float, metric: str) -> tuple[float, bool | None]:
+    """(mean of a − mean of b, whether it exceeds the larger seed std; None with one seed)."""
+    (ma, sa), (mb, sb) = mean_std(_values(finals, a, fraction, metric)), mean_std(_values(finals, b, fraction, metric))
+    one_seed = len(_values(finals, a, fraction, metric)) < 2
+    return ma - mb, None if one_seed else abs(ma - mb) > max(sa, sb)
+
+
+def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds: int) -> str:
+    """Whether pre-training helped, from the numbers: pretrained + finetune against scratch at each
+    label fraction (the same training, only the initialisation differs), then the probe and GBDT."""
+    sign = 1 if higher_is_better(metric) else -1
+    parts, helped = [], 0
+    for fraction in fractions:
+        diff, beyond = _difference(finals, "finetune", "scratch", fraction, metric)
+        helped += sign * diff > 0
+        noise = "" if beyond is None else (" (beyond seed noise)" if beyond else " (within seed noise)")
+        parts.append(f"{diff:+.3f} at {percent(fraction)}{noise}")
+    outcome = ("helped at every label fraction" if helped == len(fractions) else
+               "did not help at any label fraction" if helped == 0 else
+               f"helped at {helped} of {len(fractions)} label fractions")
+    probe = ", ".join(f"{_difference(finals, 'probe', 'scratch', f, metric)[0]:+.3f}" for f in fractions)
+    gbdt = ", ".join(f"{_difference(finals, 'finetune', 'gbdt', f, metric)[0]:+.3f}" for f in fractions)
+    return (f"**Verdict (test {title}, {'higher' if sign > 0 else 'lower'} is better, mean over {num_seeds} "
+            f"seed{'s' if num_seeds > 1 else ''}):** pre-training {outcome}. Pretrained + finetune minus scratch: "
+            f"{'; '.join(parts)}. Pretrained + probe minus scratch: {probe}. Pretrained + finetune minus GBDT: "
+            f"{gbdt} (label fractions {', '.join(percent(f) for f in fractions)}).")
+
+
+def _plot(finals, fractions: list[float], columns: dict[str, str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.4 * len(columns), 3.4), squeeze=False)
+    for ax, (metric, name) in zip(axes[0], columns.items()):
+        for method, (_, _, label) in METHODS.items():
+            stats = [mean_std(_values(finals, method, f, metric)) for f in fractions]
+            ax.errorbar(fractions, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
+                        label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("label fraction")
+        ax.set_title(f"test {name}")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

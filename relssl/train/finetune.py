@@ -1,0 +1,262 @@
+"""Downstream training: does pre-training help a labelled task?
+
+``mode`` is one of
+- ``finetune`` — a backbone (random, or pre-trained with ``init``) and an MLP head trained together
+  on the labelled training rows: class-weighted BCE (or MSE on standardised targets), AdamW, early
+  stopping on validation PR-AUC (or RMSE), best weights kept;
+- ``probe`` — a logistic/ridge head on the frozen backbone's embeddings (relssl.eval.downstream);
+- ``gbdt`` — gradient-boosted trees on raw features, no backbone (relssl.eval.baseline).
+Every mode scores validation and test rows, takes the decision threshold from validation alone
+and writes a run folder: config.yaml, final.json (threshold, val/* and test/* metrics),
+metrics.jsonl (per epoch, finetune) and model.safetensors (backbone + head; not for gbdt).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from relssl.data.datasets import load_dataset
+from relssl.data.prepare import PreparedData, prepare
+from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
+from relssl.errors import RelsslError
+from relssl.eval.baseline import gbdt_scores, raw_features
+from relssl.eval.downstream import fit_probe
+from relssl.eval.metrics import selection_score, split_metrics
+from relssl.eval.represent import DROPOUT, EVAL, SHUFFLE, STEP, Representer
+from relssl.eval.tasks import labelled_sets, parse_task
+from relssl.nn.backbone import Backbone
+from relssl.nn.gnn import mlp
+from relssl.train import seeding
+from relssl.train.pretrain import PretrainConfig, resolve_device, write_jsonl
+
+MODES = ("finetune", "probe", "gbdt")
+# Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
+INHERITED = ("data", "split", "max_categories", "model")
+
+
+@dataclass
+class FinetuneConfig:
+    task: str | None = None  # KIND:COLUMN (relssl.eval.tasks); None: the dataset's first label column
+    init: str = "scratch"  # or a pretrain run folder
+    mode: str = "finetune"
+    label_fraction: float = 1.0  # seeded (stratified) share of the training labels used
+    train: PretrainConfig = field(default_factory=PretrainConfig)  # data, model and optimiser settings
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise RelsslError(f"--mode '{self.mode}': expected one of {', '.join(MODES)}")
+        if self.mode == "gbdt" and self.init != "scratch":
+            raise RelsslError("--mode gbdt trains trees on raw features: it takes no --init")
+        self.train.validate()
+        if self.init != "scratch":
+            check_compatible(self.train, pretrained_config(self.init), self.init)
+
+
+def pretrained_config(run_dir: str | Path) -> PretrainConfig:
+    run = Path(run_dir)
+    for name in ("config.yaml", "model.safetensors"):
+        if not (run / name).exists():
+            raise RelsslError(f"--init {run}: not a pretrain run folder (no {name}); expected 'scratch' or "
+                              f"the --out folder of `relssl pretrain`")
+    return PretrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+
+
+def same_data(a: str, b: str) -> bool:
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def check_compatible(train: PretrainConfig, run: PretrainConfig, run_dir: str | Path) -> None:
+    """The pre-trained backbone must see the data prepared as in pre-training (same data, split,
+    vocabulary limit) and the same model settings."""
+    def settings(cfg: PretrainConfig) -> dict:
+        flat = {k: getattr(cfg, k) for k in INHERITED if k != "model"}
+        return {**flat, **{f"model.{k}": v for k, v in asdict(cfg.model).items()}}
+
+    ours, theirs = settings(train), settings(run)
+    differ = [k for k in ours if ours[k] != theirs[k] and not (k == "data" and same_data(ours[k], theirs[k]))]
+    if differ:
+        raise RelsslError(f"--init {run_dir}: the backbone was pre-trained with "
+                          f"{', '.join(f'{k}={theirs[k]}' for k in differ)} but this run asks for "
+                          f"{', '.join(f'{k}={ours[k]}' for k in differ)}; a pre-trained backbone needs the same "
+                          f"prepared data (data, split, max_categories) and model: drop those options or "
+                          f"pre-train anew")
+
+
+def load_backbone(backbone: Backbone, run_dir: str | Path) -> None:
+    """The backbone's weights from a pretrain run's model.safetensors (tensors only, never unpickled)."""
+    path = Path(run_dir) / "model.safetensors"
+    try:
+        missing, _ = load_model(nn.ModuleDict({"backbone": backbone}), str(path), strict=False)
+    except RuntimeError as err:
+        raise RelsslError(f"{path}: its weights do not fit this data's encoding ({str(err).splitlines()[-1].strip()}); "
+                          f"was it pre-trained on the same prepared data?") from None
+    if missing:
+        raise RelsslError(f"{path}: no weights for {sorted(missing)[:3]}; not a relssl backbone of this shape")
+
+
+def prepare_for(train: PretrainConfig, init: str) -> PreparedData:
+    """Data prepared as the pre-trained run prepared it (its seed, for splits without time)."""
+    seed = train.seed if init == "scratch" else pretrained_config(init).seed
+    return prepare(load_dataset(train.data), parse_fractions(train.split), seed, train.max_categories)
+
+
+class DownstreamModel(nn.Module):
+    """A backbone and a task head, saved together."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module, rep: Representer):
+        super().__init__()
+        self.backbone, self.head, self.rep = backbone, head, rep
+
+    def forward(self, batch) -> Tensor:
+        return self.head(self.rep(self.backbone, batch)).squeeze(-1)
+
+
+class Finetuner:
+    """The labelled sets, representer and scoring of one downstream run."""
+
+    def __init__(self, cfg: FinetuneConfig, prep: PreparedData | None = None):
+        cfg.validate()
+        self.cfg, t = cfg, cfg.train
+        self.device = resolve_device(t.device)
+        self.prep = prep or prepare_for(t, cfg.init)
+        self.spec = parse_task(cfg.task, self.prep.data)
+        self.regression = self.spec.regression
+        self.sets = labelled_sets(self.prep, self.spec, t.seed, cfg.label_fraction, parse_fractions(t.split))
+        for split in (VAL, TEST):  # a fixed seeded sample, shared by every mode with this seed
+            ids = self.sets.ids[split]
+            if t.eval_rows is not None and len(ids) > t.eval_rows:
+                pick = torch.randperm(len(ids), generator=seeding.generator(t.seed, seeding.EVAL_ROWS, split))
+                pick = pick[: t.eval_rows].sort().values
+                self.sets.ids[split], self.sets.y[split] = ids[pick], self.sets.y[split][pick.numpy()]
+        y = self.sets.y[TRAIN]
+        # Heads predict standardised targets (regression) or logits (classification).
+        self.mean, self.std = (float(y.mean()), float(y.std()) or 1.0) if self.regression else (0.0, 1.0)
+        self.rep = Representer(self.prep, self.spec.target, t.model.fanouts, t.time_aware)
+
+    def build_backbone(self) -> Backbone:
+        torch.manual_seed(self.cfg.train.seed)
+        backbone = Backbone(self.prep, self.cfg.train.model)
+        if self.cfg.init != "scratch":
+            load_backbone(backbone, self.cfg.init)
+        return backbone.to(self.device)
+
+    def target(self, split: int) -> Tensor:
+        return torch.as_tensor((self.sets.y[split] - self.mean) / self.std, dtype=torch.float32)
+
+    def to_scores(self, out: Tensor) -> np.ndarray:
+        """Head outputs -> positive-class probabilities, or predictions in the label's units."""
+        out = out.double().cpu()
+        return (out * self.std + self.mean).numpy() if self.regression else torch.sigmoid(out).numpy()
+
+    def scores(self, model: DownstreamModel, split: int) -> np.ndarray:
+        t = self.cfg.train
+        emb = self.rep.embed(model.backbone, self.sets.ids[split], split, t.batch_size, t.seed, self.device, EVAL)
+        with torch.no_grad():
+            return self.to_scores(model.head(emb.to(self.device)).squeeze(-1))
+
+    def metrics(self, val: np.ndarray, test: np.ndarray) -> dict[str, float]:
+        return split_metrics(self.regression, (val, self.sets.y[VAL]), (test, self.sets.y[TEST]))
+
+    def run_gbdt(self) -> dict[str, float]:
+        x, categorical = raw_features(self.prep, self.spec.target)
+        rows = {s: self.sets.ids[s].numpy() for s in (TRAIN, VAL, TEST)}
+        val, test = gbdt_scores(x[rows[TRAIN]], self.sets.y[TRAIN], categorical, self.regression,
+                                self.cfg.train.seed, x[rows[VAL]], x[rows[TEST]])
+        return self.metrics(val, test)
+
+    def run_probe(self) -> tuple[dict[str, float], DownstreamModel]:
+        t = self.cfg.train
+        backbone = self.build_backbone()
+        x = self.rep.embed(backbone, self.sets.ids[TRAIN], TRAIN, t.batch_size, t.seed, self.device, EVAL)
+        head = fit_probe(x, self.target(TRAIN).double().numpy(), self.regression)
+        model = DownstreamModel(backbone, head.to(self.device), self.rep)
+        return self.metrics(self.scores(model, VAL), self.scores(model, TEST)), model
+
+    def run_finetune(self, log=print, progress: bool = True) -> tuple[dict[str, float], DownstreamModel, list[dict]]:
+        t = self.cfg.train
+        backbone = self.build_backbone()  # seeds the global generator, so the head's init is fixed too
+        model = DownstreamModel(backbone, mlp(t.model.channels, 1, hidden=t.model.channels).to(self.device), self.rep)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        ids, target = self.sets.ids[TRAIN], self.target(TRAIN)
+        if self.regression:
+            loss_fn = nn.MSELoss()
+        else:  # class imbalance: positives weighted by negatives / positives
+            pos = float(target.sum())
+            loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(target) - pos) / pos, device=self.device))
+        key = "val/rmse" if self.regression else "val/pr_auc"
+        best, best_epoch, bad, best_state, history = -math.inf, 0, 0, None, []
+        for epoch in range(1, t.epochs + 1):
+            if bad >= t.patience:
+                break
+            model.train()
+            torch.manual_seed(int(seeding.generator(t.seed, DROPOUT, epoch).initial_seed()))
+            order = torch.randperm(len(ids), generator=seeding.generator(t.seed, SHUFFLE, epoch))
+            order = order[: t.train_rows_per_epoch] if t.train_rows_per_epoch else order
+            start, total = time.perf_counter(), 0.0
+            chunks = order.split(t.batch_size)
+            for step, pos in enumerate(tqdm(chunks, desc=f"epoch {epoch}", leave=False, disable=not progress)):
+                batch = self.rep.batch(ids[pos], TRAIN, seeding.generator(t.seed, STEP, epoch, step)).to(self.device)
+                loss = loss_fn(model(batch), target[pos].to(self.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(pos)
+            seconds = time.perf_counter() - start
+            value = selection_score(self.regression, self.scores(model, VAL), self.sets.y[VAL])
+            record = {"epoch": epoch, "train_loss": total / len(order), key: -value if self.regression else value,
+                      "seconds": seconds, "rows_per_s": len(order) / seconds}
+            history.append(record)
+            improved = value > best or best_state is None
+            if improved:
+                best, best_epoch, bad = value, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+            log(f"epoch {epoch}: train loss {record['train_loss']:.4f} ({record['rows_per_s']:.0f} rows/s), "
+                f"{key} {record[key]:.4f}{' *' if improved else ''}")
+        model.load_state_dict(best_state)
+        final = self.metrics(self.scores(model, VAL), self.scores(model, TEST))
+        final["best_epoch"] = best_epoch
+        return final, model, history
+
+
+def finetune(cfg: FinetuneConfig, out: str | Path, prep: PreparedData | None = None, progress: bool = True,
+             log=print) -> dict:
+    """Run one downstream configuration into the folder ``out``; returns final.json's content."""
+    out = Path(out)
+    if (out / "final.json").exists():
+        raise RelsslError(f"--out {out}: a finished run is already there; choose another folder")
+    start = time.perf_counter()
+    tuner = Finetuner(cfg, prep)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {**asdict(cfg), "task": tuner.spec.name}
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    model = None
+    if cfg.mode == "gbdt":
+        metrics = tuner.run_gbdt()
+    elif cfg.mode == "probe":
+        metrics, model = tuner.run_probe()
+    else:
+        metrics, model, history = tuner.run_finetune(log, progress)
+        write_jsonl(out / "metrics.jsonl", history)
+    if model is not None:
+        save_model(model, str(out / "model.safetensors"))
+    sets = tuner.sets
+    final = {"task": tuner.spec.name, "mode": cfg.mode, "init": cfg.init, "label_fraction": cfg.label_fraction,
+             "train_labels": len(sets.ids[TRAIN]), "val_rows": len(sets.ids[VAL]), "test_rows": len(sets.ids[TEST])}
+    if not tuner.regression:
+        final.update(positive_class=sets.positive, train_positives=int(sets.y[TRAIN].sum()))
+    final.update(metrics)
+    final["seconds"] = time.perf_counter() - start
+    (out / "final.json").write_text(json.dumps(final, indent=2))
+    return final

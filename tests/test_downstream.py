@@ -1,0 +1,196 @@
+"""Downstream evaluation on toy data: tasks and labelled sets, no leakage into pre-training or the
+threshold, and probe / fine-tune / GBDT learning what is learnable."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch_frame
+
+from relssl.data.prepare import prepare
+from relssl.data.relational import RelationalData
+from relssl.data.splits import TEST, TRAIN, VAL
+from relssl.errors import RelsslError
+from relssl.eval.metrics import choose_threshold, split_metrics
+from relssl.eval.tasks import labelled_sets, parse_task
+from relssl.nn.backbone import ModelConfig
+from relssl.train.finetune import FinetuneConfig, Finetuner, finetune
+from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+SMALL = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=1, fanouts=[4, 2])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two threads wait on each other's barriers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_graph(n: int = 3000, entities: int = 300, seed: int = 0) -> RelationalData:
+    """Events whose label is readable from their own cells ('linear': a in {a0, a1}; 'xor': the
+    parity of a + c, which trees learn and a linear read-out of random features does not), a
+    numerical label 'score' = 2x + noise, and entities labelled 'fraud' (seen only through the
+    x of their outgoing events) or 'vip' (seen in their own 'balance')."""
+    rng = np.random.default_rng(seed)
+    node_label, vip = rng.random(entities) < 0.4, rng.random(entities) < 0.3
+    src, dst = rng.integers(0, entities, n), rng.integers(0, entities, n)
+    a, c = rng.integers(0, 5, n), rng.integers(0, 4, n)
+    x = rng.normal(0, 1, n) + 3.0 * node_label[src]
+    events = pd.DataFrame({"a": [f"a{v}" for v in a], "c": [f"c{v}" for v in c], "x": x,
+                           "linear": (a < 2).astype(int), "xor": ((a + c) % 2).astype(int),
+                           "score": 2 * x + rng.normal(0, 0.1, n)})
+    ents = pd.DataFrame({"key": np.arange(entities), "balance": rng.normal(0, 1, entities) + 3.0 * vip,
+                         "fraud": node_label.astype(int), "vip": vip.astype(int)})
+    return RelationalData(
+        name="toy", events=events, col_stypes={"a": torch_frame.categorical, "c": torch_frame.categorical,
+                                               "x": torch_frame.numerical},
+        label_cols=["linear", "xor", "score"], time=np.sort(rng.integers(0, 30 * 86400, n)),
+        src=src, dst=dst, num_entities=entities, entity_keys=ents[["key"]], entities=ents,
+        entity_col_stypes={"balance": torch_frame.numerical}, entity_label_cols=["fraud", "vip"])
+
+
+@pytest.fixture(scope="module")
+def prep():
+    return prepare(toy_graph())
+
+
+def run(prep, tmp_path, task, mode="finetune", epochs=4, fraction=1.0, batch_size=256, name="run"):
+    cfg = FinetuneConfig(task=task, mode=mode, label_fraction=fraction,
+                         train=PretrainConfig(data="toy", epochs=epochs, batch_size=batch_size, lr=3e-3,
+                                              model=SMALL, patience=20))
+    return finetune(cfg, tmp_path / name, prep=prep, progress=False, log=lambda _: None)
+
+
+def test_task_syntax_defaults_and_errors(prep):
+    data = prep.data
+    assert parse_task(None, data).name == "edge:linear"  # the first declared label column
+    assert parse_task("node:fraud", data).target == "node"
+    assert parse_task("edge-regression:score", data).regression
+    for bad, needle in [("linear", "KIND:COLUMN"), ("edge:fraud", "event label"), ("node:linear", "entity label"),
+                        ("graph:x", "KIND:COLUMN")]:
+        with pytest.raises(RelsslError, match=needle):
+            parse_task(bad, data)
+    with pytest.raises(RelsslError, match="two classes"):
+        labelled_sets(prep, parse_task("edge:score", data), seed=0)
+
+
+def test_label_fraction_subsamples_training_labels_only(prep):
+    spec = parse_task("edge:linear", prep.data)
+    full = labelled_sets(prep, spec, seed=0)
+    part = labelled_sets(prep, spec, seed=0, label_fraction=0.1)
+    again = labelled_sets(prep, spec, seed=0, label_fraction=0.1)
+    other = labelled_sets(prep, spec, seed=1, label_fraction=0.1)
+    assert set(part.ids[TRAIN].tolist()) < set(full.ids[TRAIN].tolist())
+    assert torch.equal(part.ids[TRAIN], again.ids[TRAIN]) and not torch.equal(part.ids[TRAIN], other.ids[TRAIN])
+    for s in (VAL, TEST):
+        assert torch.equal(part.ids[s], full.ids[s]) and np.array_equal(part.y[s], full.y[s])
+    # stratified: each class keeps about a tenth of its training rows
+    for cls in (0, 1):
+        assert abs((part.y[TRAIN] == cls).sum() - 0.1 * (full.y[TRAIN] == cls).sum()) <= 1
+    assert np.array_equal(prep.split[full.ids[TRAIN].numpy()], np.zeros(len(full.ids[TRAIN])))  # temporal split
+
+
+def test_given_node_split_is_used_and_validation_carved_from_its_train_part():
+    data = toy_graph()
+    rng = np.random.default_rng(3)
+    data.entities["is_test"] = rng.random(data.num_entities) < 0.3
+    data.entities["is_train"] = ~data.entities["is_test"]
+    data.entity_label_cols += ["is_train", "is_test"]
+    sets = labelled_sets(prepare(data), parse_task("node:fraud", data), seed=0)
+    assert set(sets.ids[TEST].tolist()) == set(np.flatnonzero(data.entities["is_test"]))
+    assert set(sets.ids[VAL].tolist()) <= set(np.flatnonzero(data.entities["is_train"]))
+    assert len(sets.ids[VAL]) == round(0.25 * (~data.entities["is_test"]).sum())  # val/(train+val) of 60/20/20
+
+
+def test_threshold_maximises_validation_f1():
+    scores = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.9])
+    y = np.array([0, 0, 1, 0, 1, 1])
+    assert choose_threshold(scores, y) == 0.35  # F1 6/7 (at 0.8: 4/5)
+    assert split_metrics(False, (scores, y), (scores, y))["val/f1"] == pytest.approx(6 / 7)
+    assert choose_threshold(scores, np.zeros(6)) == 0.5
+
+
+def test_test_labels_change_only_the_test_metrics(tmp_path):
+    """The threshold and validation metrics are functions of validation predictions only."""
+    data = toy_graph()
+    base = run(prepare(data), tmp_path, "edge:linear", mode="probe", name="a")
+    test_rows = np.flatnonzero(prepare(data).split == TEST)
+    flipped = toy_graph()
+    flipped.events.loc[test_rows[::2], "linear"] = 1 - flipped.events.loc[test_rows[::2], "linear"]
+    other = run(prepare(flipped), tmp_path, "edge:linear", mode="probe", name="b")
+    same = {k: v for k, v in base.items() if not k.startswith(("test/", "seconds"))}
+    assert same == {k: v for k, v in other.items() if not k.startswith(("test/", "seconds"))}
+    assert base["test/f1"] != other["test/f1"]
+
+
+def test_pretraining_never_sees_labels():
+    data = toy_graph()
+    shuffled = toy_graph()
+    rng = np.random.default_rng(5)
+    for col in shuffled.label_cols:
+        shuffled.events[col] = rng.permutation(shuffled.events[col].to_numpy())
+    shuffled.entities["fraud"] = rng.permutation(shuffled.entities["fraud"].to_numpy())
+    a, b = prepare(data), prepare(shuffled)
+    features = {c.name for c in a.events.columns}
+    assert features == {"a", "c", "x"} and {c.name for c in a.entities.columns} == {"balance"}  # no labels
+    cfg = PretrainConfig(data="toy", epochs=1, batch_size=256, train_rows_per_epoch=512, eval_rows=256, model=SMALL)
+    results = []
+    for prep in (a, b):
+        trainer = Pretrainer(cfg, prep)
+        trainer.train_epoch(1, progress=False)
+        results.append(trainer.evaluate(VAL))
+    assert results[0] == results[1]
+
+
+def test_random_embeddings_probe_does_not_beat_gbdt(prep, tmp_path):
+    gbdt = run(prep, tmp_path, "edge:xor", mode="gbdt", name="gbdt")
+    probe = run(prep, tmp_path, "edge:xor", mode="probe", name="probe")  # untrained backbone
+    assert gbdt["test/roc_auc"] > 0.95
+    assert probe["test/roc_auc"] < gbdt["test/roc_auc"] and probe["test/f1"] <= gbdt["test/f1"]
+
+
+def test_probe_and_finetune_learn_a_toy_edge_task(prep, tmp_path):
+    for mode in ("probe", "finetune"):
+        final = run(prep, tmp_path, "edge:linear", mode=mode, name=mode)
+        assert final["test/roc_auc"] > 0.9 and final["test/f1"] > 0.8, (mode, final)
+
+
+def test_probe_and_finetune_learn_toy_node_tasks(prep, tmp_path):
+    """Fine-tuning learns a label visible only in the neighbourhood; a probe on random embeddings
+    reads a label from the entity's own features."""
+    tune = run(prep, tmp_path, "node:fraud", epochs=15, batch_size=32, name="finetune")
+    probe = run(prep, tmp_path, "node:vip", mode="probe", name="probe")
+    for final in (tune, probe):
+        assert final["test/roc_auc"] > 0.85, final
+        assert final["train_labels"] + final["val_rows"] + final["test_rows"] == prep.data.num_entities
+
+
+def test_edge_regression(prep, tmp_path):
+    std = prep.data.events["score"].std()
+    for mode in ("gbdt", "finetune"):
+        final = run(prep, tmp_path, "edge-regression:score", mode=mode, epochs=6, batch_size=64, name=mode)
+        assert "threshold" not in final and final["test/rmse"] < 0.3 * std, (mode, final)
+
+
+def test_finetune_is_deterministic_and_writes_its_run_folder(prep, tmp_path):
+    a = run(prep, tmp_path, "edge:linear", epochs=2, fraction=0.2, name="a")
+    b = run(prep, tmp_path, "edge:linear", epochs=2, fraction=0.2, name="b")
+    strip = lambda d: {k: v for k, v in d.items() if k != "seconds"}  # noqa: E731
+    assert strip(a) == strip(b)
+    for name in ("config.yaml", "final.json", "metrics.jsonl", "model.safetensors"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    with pytest.raises(RelsslError, match="already there"):
+        run(prep, tmp_path, "edge:linear", name="a")
+
+
+def test_a_single_training_class_is_a_clear_error():
+    data = toy_graph()
+    data.events["linear"] = 0
+    data.events.loc[data.events.index[-5:], "linear"] = 1  # positives only in the test period
+    prep = prepare(data)
+    with pytest.raises(RelsslError, match="single class"):
+        Finetuner(FinetuneConfig(task="edge:linear", train=PretrainConfig(data="toy", model=SMALL)), prep)

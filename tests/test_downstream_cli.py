@@ -1,0 +1,116 @@
+"""`relssl finetune`, `relssl embed` and `relssl experiment downstream` end to end on tiny AML data."""
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import torch
+
+from relssl.cli import main
+from relssl.experiments.report import mean_std
+
+TINY = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers", "1", "--fanouts", "4,2",
+        "--batch-size", "128", "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def aml(tmp_path_factory):
+    """Tiny AML data with enough laundering rows to score, and a one-epoch pretrain run on it."""
+    out = tmp_path_factory.mktemp("aml")
+    assert main(["generate", "aml", "--rows", "4000", "--seed", "1", "--laundering-rate", "0.05",
+                 "--out", str(out)]) == 0
+    csv = out / "Synthetic_Trans.csv"
+    torch.set_num_threads(1)
+    assert main(["pretrain", "--data", str(csv), "--epochs", "1", "--out", str(out / "pre"), *TINY]) == 0
+    return csv, out / "pre"
+
+
+def test_finetune_probe_and_gbdt_write_run_folders(aml, tmp_path, capsys):
+    csv, pre = aml
+    for mode, init in (("finetune", str(pre)), ("probe", str(pre)), ("gbdt", "scratch")):
+        out = tmp_path / mode
+        args = ["finetune", "--data", str(csv), "--init", init, "--mode", mode, "--label-fraction", "0.5",
+                "--epochs", "2", "--out", str(out), *TINY]
+        assert main(args) == 0
+        final = json.loads((out / "final.json").read_text())
+        assert final["task"] == "edge:Is Laundering" and final["positive_class"] == "1"
+        assert {"threshold", "val/f1", "test/f1", "test/pr_auc", "test/roc_auc"} <= set(final)
+        assert 0 <= final["threshold"] <= 1 and final["train_positives"] > 0
+        assert (out / "model.safetensors").exists() == (mode != "gbdt")
+        assert "test/pr_auc" in capsys.readouterr().out
+    assert (tmp_path / "finetune" / "metrics.jsonl").read_text().count("\n") == 2
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--channels", "32"], "model.channels=16"),
+    (["--data", "synthetic-aml"], "data="),
+    (["--split", "50/25/25"], "split=60/20/20"),
+    (["--task", "node:isFraud"], "entity label"),
+    (["--mode", "gbdt"], "no --init"),
+])
+def test_incompatible_finetune_options_exit_2_with_one_line(aml, tmp_path, capsys, extra, needle):
+    csv, pre = aml
+    assert main(["finetune", "--init", str(pre), "--out", str(tmp_path / "r"), *TINY, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("relssl: error:") and needle in err and "\n" not in err
+
+
+def test_missing_pretrain_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["finetune", "--init", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert "not a pretrain run folder" in capsys.readouterr().err
+
+
+def test_embed_exports_every_node_and_event(aml, tmp_path):
+    csv, pre = aml
+    assert main(["embed", "--run", str(pre), "--out", str(tmp_path / "e.parquet")]) == 0
+    assert main(["embed", "--run", str(pre), "--data", str(csv), "--out", str(tmp_path / "again.parquet")]) == 0
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    nodes, events = table[table["kind"] == "node"], table[table["kind"] == "event"]
+    emb = [c for c in table.columns if c.startswith("emb_")]
+    assert len(emb) == 16 and table[emb].notna().all().all()
+    assert sorted(events["id"]) == list(range(4000)) and set(events["split"]) == {"train", "val", "test"}
+    assert list(nodes["id"]) == list(range(len(nodes))) and nodes["key_account"].notna().all()
+    assert events["key_account"].isna().all() and nodes["split"].isna().all()
+    assert table.equals(pd.read_parquet(tmp_path / "again.parquet"))  # fixed neighbour draws
+
+
+def test_downstream_experiment_report_matches_its_runs(aml, tmp_path):
+    csv, _ = aml
+    out = tmp_path / "exp"
+    args = ["experiment", "downstream", "--data", str(csv), "--label-fractions", "1,0.5", "--seeds", "2",
+            "--epochs", "1", "--finetune-epochs", "1", "--out", str(out), *TINY]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    assert (out / "metric_vs_fraction.png").stat().st_size > 0
+    assert "relssl experiment downstream --data" in report and "--finetune-epochs 1" in report
+    names = {"GBDT on raw features": "gbdt", "scratch + finetune": "scratch", "pretrained + probe": "probe",
+             "pretrained + finetune": "finetune"}
+    rows = [line for line in report.splitlines() if line.startswith("| ") and " % |" in line]
+    assert len(rows) == 8
+    means = {}
+    for line in rows:
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        fraction, method = float(cells[0].rstrip(" %")) / 100, names[cells[1]]
+        finals = [json.loads((out / "downstream" / f"{method}-f{fraction:g}-seed{s}" / "final.json").read_text())
+                  for s in (0, 1)]
+        for key, cell in zip(["test/f1", "test/pr_auc", "test/roc_auc", "threshold"], cells[3:]):
+            mean, std = mean_std([f[key] for f in finals])
+            assert cell == f"{mean:.3f} ± {std:.3f}", (line, key)
+        means[(method, fraction)] = mean_std([f["test/f1"] for f in finals])[0]
+    for fraction in (0.5, 1.0):
+        diff = means[("finetune", fraction)] - means[("scratch", fraction)]
+        assert f"{diff:+.3f} at {fraction * 100:g} %" in report
+    assert re.search(r"pre-training (helped|did not help)", report)
+    stamp = (out / "downstream" / "probe-f0.5-seed1" / "final.json").stat().st_mtime_ns
+    assert main(args) == 0  # a second call reuses every finished run
+    assert (out / "downstream" / "probe-f0.5-seed1" / "final.json").stat().st_mtime_ns == stamp
