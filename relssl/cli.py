@@ -205,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     from relssl.bench import add_bench_parser
 
     add_bench_parser(sub)
+    # Multimodal recommendation: relssl recsys train, relssl experiment recsys.
+    from relssl.recsys.cli import add_recsys_experiment_parser, add_recsys_parsers
+
+    add_recsys_parsers(sub)
+    add_recsys_experiment_parser(exp_sub)
+    # Downstream evaluation: relssl finetune, relssl embed, relssl experiment downstream.
+    from relssl.eval.commands import add_downstream_experiment_parser, add_embed_parser, add_finetune_parser
+
+    add_finetune_parser(sub)
+    add_embed_parser(sub)
+    add_downstream_experiment_parser(exp_sub)
     return parser
 
 

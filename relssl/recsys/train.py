@@ -1,0 +1,222 @@
+"""Train a recommender into a run folder: seeded BPR sampling, a weighted sum of the model's named
+losses, full-ranking validation each epoch, early stopping on validation Recall@20, and the test
+metrics of the best epoch.
+
+Run folder: config.yaml (every option, modalities resolved), metrics.jsonl (one line per epoch and
+split), final.json (test metrics, best epoch, modalities used), model.safetensors (best weights),
+curves.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+
+from relssl.errors import RelsslError
+from relssl.recsys.data import RecData, load_recsys_data
+from relssl.recsys.graph import Csr
+from relssl.recsys.metrics import METRICS, evaluate_ranking
+from relssl.recsys.mmssl import MMSSL, MMSSLParams
+from relssl.recsys.models import BPRMF, Batch, LightGCN, Recommender
+from relssl.train import seeding
+from relssl.train.pretrain import read_jsonl, resolve_device, write_jsonl
+
+MODELS = ("mmssl", "lightgcn", "bprmf")
+NEG_TRIES = 10  # rounds of redrawing negatives that hit a training item
+SELECT_ON = "recall@20"
+
+
+@dataclass
+class RecConfig(MMSSLParams):
+    """MMSSL's hyper-parameters (inherited; defaults from the official code) plus the run's."""
+
+    data: str = "synthetic"
+    model: str = "mmssl"
+    modalities: str = "auto"  # 'auto' (all the data has), 'none', or e.g. 'image,text' (MMSSL only)
+    epochs: int = 50
+    batch_size: int = 1024  # users per step, one positive and one negative each
+    lr: float = 5.5e-4
+    critic_lr: float = 3e-4
+    reg_weight: float = 1e-5  # loss weights: bpr 1, critic 1, and these
+    cl_weight: float = 0.03
+    adv_weight: float = 1e-4
+    gp_weight: float = 0.3
+    patience: int = 7  # epochs without a better validation Recall@20
+    eval_batch_size: int = 2048  # users scored at once in full ranking
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise RelsslError(f"--model '{self.model}': expected one of {', '.join(MODELS)}")
+        for name in ("epochs", "batch_size", "dim", "layers", "heads", "eval_batch_size", "aug_topk"):
+            if getattr(self, name) < (0 if name == "layers" else 1):
+                raise RelsslError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
+        if self.dim % self.heads:
+            raise RelsslError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
+        if self.tau <= 0 or self.real_tau <= 0:
+            raise RelsslError("--tau and --real-tau must be positive")
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"bpr": 1.0, "reg": self.reg_weight, "cl": self.cl_weight, "adv": self.adv_weight,
+                "critic": 1.0, "gp": self.gp_weight}
+
+
+def build_model(cfg: RecConfig, data: RecData, train: Csr, device: torch.device) -> Recommender:
+    if cfg.model == "bprmf":
+        return BPRMF(data.n_users, data.n_items, cfg.dim)
+    if cfg.model == "lightgcn":
+        return LightGCN(train, cfg.dim, cfg.layers, device)
+    features = {name: torch.from_numpy(f) for name, f in data.features.items()}
+    return MMSSL(train, features, cfg, device)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class RecTrainer:
+    """The data, model and optimiser of one run."""
+
+    def __init__(self, cfg: RecConfig, data: RecData | None = None):
+        cfg.validate()
+        self.cfg, self.device = cfg, resolve_device(cfg.device)
+        data = data or load_recsys_data(cfg.data)
+        self.data = data.select(cfg.modalities) if cfg.model == "mmssl" else data.select("none")
+        self.train_csr = self.data.csr("train")
+        self.truth = {"val": self.data.csr("val"), "test": self.data.csr("test")}
+        self.exclude = {"val": self.train_csr, "test": self.data.csr("train", "val")}
+        self.users = torch.nonzero(self.train_csr.degree > 0).flatten()
+        if len(self.users) == 0:
+            raise RelsslError(f"--data {cfg.data}: no training interactions")
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, self.data, self.train_csr, self.device).to(self.device)
+        self.model.refresh()
+        critic = [p for n, p in self.model.named_parameters() if n.startswith("critic.")]
+        main = [p for n, p in self.model.named_parameters() if not n.startswith("critic.")]
+        groups = [{"params": main}] + ([{"params": critic, "lr": cfg.critic_lr, "betas": (0.5, 0.9)}] if critic else [])
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+        self.weights = cfg.loss_weights()
+        self.steps_per_epoch = len(self.train_csr.indices) // cfg.batch_size + 1
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.model.modalities
+
+    def sample(self, gen: torch.Generator) -> Batch:
+        """Distinct users, one of each user's training items, and one item outside them."""
+        csr = self.train_csr
+        users = self.users[torch.randperm(len(self.users), generator=gen)[: self.cfg.batch_size]]
+        offset = (torch.rand(len(users), generator=gen) * csr.degree[users]).long()
+        pos = csr.indices[csr.indptr[users] + offset]
+        neg = torch.randint(csr.n_cols, (len(users),), generator=gen)
+        for _ in range(NEG_TRIES):
+            clash = csr.contains(users, neg)
+            if not clash.any():
+                break
+            neg[clash] = torch.randint(csr.n_cols, (int(clash.sum()),), generator=gen)
+        return Batch(users.to(self.device), pos.to(self.device), neg.to(self.device))
+
+    def train_epoch(self, epoch: int, progress: bool = False) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        torch.manual_seed(int(seeding.generator(cfg.seed, seeding.DROPOUT, epoch).initial_seed()))
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        for step in tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", leave=False, disable=not progress):
+            gen = seeding.generator(cfg.seed, seeding.TRAIN_STEP, epoch, step)
+            losses = self.model.losses(self.sample(gen), gen)
+            total = sum(self.weights[name] * value for name, value in losses.items())
+            if not math.isfinite(total.item()):
+                raise RelsslError(f"training diverged: loss is {total.item()} at epoch {epoch}, step {step}; "
+                                  f"try a lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            for name, value in [("loss", total), *(("loss/" + k, v) for k, v in losses.items())]:
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+        self.model.refresh()
+        metrics = {k: v / self.steps_per_epoch for k, v in sums.items()}
+        metrics.update(seconds=time.perf_counter() - start, peak_rss_mib=peak_rss_mib())
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        users, items = self.model.embed()
+        return evaluate_ranking(lambda batch: users[batch] @ items.T, self.truth[split], self.exclude[split],
+                                self.cfg.eval_batch_size, self.device)
+
+    def save(self, path: Path) -> None:
+        save_model(self.model, str(path))
+
+    def load(self, path: Path) -> None:
+        load_model(self.model, str(path), device=str(self.device))
+        self.model.refresh()
+
+
+def describe(trainer: RecTrainer) -> str:
+    data, cfg = trainer.data, trainer.cfg
+    counts = data.counts()
+    views = ", ".join(trainer.modalities) or "none"
+    text = (f"{cfg.model} on {data.name}: {data.n_users:,} users, {data.n_items:,} items, "
+            f"{counts['train']:,}/{counts['val']:,}/{counts['test']:,} train/val/test interactions; "
+            f"item features used: {views}")
+    if cfg.model == "mmssl" and not trainer.modalities:
+        text += " (a learned ID view stands in for the modality views)"
+    return text
+
+
+def train_recsys(cfg: RecConfig, out: str | Path, data: RecData | None = None, progress: bool = False,
+                 log=print) -> dict:
+    """Train, validate each epoch, keep the best-validation weights, report their test metrics."""
+    out = Path(out)
+    if (out / "final.json").exists():
+        raise RelsslError(f"--out {out}: a finished run is already there; choose another folder")
+    trainer = RecTrainer(cfg, data)
+    log(describe(trainer))
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {**asdict(cfg), "modalities": ",".join(trainer.modalities) or "none"}
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+    best, best_epoch, bad_epochs, history = -math.inf, 0, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        train_metrics = trainer.train_epoch(epoch, progress)
+        val_metrics = trainer.evaluate("val")
+        history += [{"epoch": epoch, "split": "train", **train_metrics},
+                    {"epoch": epoch, "split": "val", **val_metrics}]
+        write_jsonl(out / "metrics.jsonl", history)
+        improved = val_metrics[SELECT_ON] > best
+        if improved:
+            best, best_epoch, bad_epochs = val_metrics[SELECT_ON], epoch, 0
+            trainer.save(out / "model.safetensors")
+        else:
+            bad_epochs += 1
+        log(f"epoch {epoch}: loss {train_metrics['loss']:.4f} ({train_metrics['seconds']:.1f} s, "
+            f"peak RSS {train_metrics['peak_rss_mib']:.0f} MiB), val {SELECT_ON} {val_metrics[SELECT_ON]:.4f}"
+            f"{' *' if improved else ''}")
+        if bad_epochs >= cfg.patience:
+            break
+
+    trainer.load(out / "model.safetensors")
+    final = {**trainer.evaluate("test"), "best_epoch": best_epoch, "modalities": resolved["modalities"]}
+    (out / "final.json").write_text(json.dumps(final, indent=2))
+    from relssl.eval.plots import plot_curves
+
+    # plot_curves draws keys named <group>/<metric>: give the validation ranking metrics a group.
+    plot_curves([{**r, **{f"rank/{m}": r[m] for m in METRICS if m in r}} for r in history], out / "curves.png",
+                title=f"{trainer.data.name}: {cfg.model} (item features: {resolved['modalities']})")
+    return final
+
+
+def read_run(run: Path) -> dict:
+    """{"final", "history"} of a finished run folder (for experiment reports)."""
+    return {"final": json.loads((run / "final.json").read_text()), "history": read_jsonl(run / "metrics.jsonl")}

