@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     from relssl.bench import add_bench_parser
 
     add_bench_parser(sub)
+    from relssl.bench_tasks import add_bench_tasks_parser
+
+    add_bench_tasks_parser(sub)
     # Multimodal recommendation: relssl recsys train, relssl experiment recsys.
     from relssl.recsys.cli import add_recsys_experiment_parser, add_recsys_parsers
 

@@ -46,8 +46,9 @@ def test_pretrain_writes_a_complete_run_folder(aml_csv, tmp_path, mask, capsys):
     assert "mcm/acc" in capsys.readouterr().out
 
 
-def test_resume_equals_an_uninterrupted_run(aml_csv, tmp_path):
-    args = ["pretrain", "--data", str(aml_csv), "--seed", "4", *TINY]
+@pytest.mark.parametrize("tasks", [[], ["--objectives", "mcm,mv,lp", "--combiner", "moco"]], ids=["mcm", "moco"])
+def test_resume_equals_an_uninterrupted_run(aml_csv, tmp_path, tasks):
+    args = ["pretrain", "--data", str(aml_csv), "--seed", "4", *TINY, *tasks]
     assert main([*args, "--epochs", "2", "--out", str(tmp_path / "full")]) == 0
     assert main([*args, "--epochs", "1", "--out", str(tmp_path / "cut")]) == 0
     assert main(["pretrain", "--out", str(tmp_path / "cut"), "--resume", "--epochs", "2", "--no-progress"]) == 0

@@ -1,3 +1,4 @@
+import json
 import math
 
 from relssl.cli import main
@@ -34,3 +35,28 @@ def test_mask_experiment_writes_report_and_curves(aml_csv, tmp_path):  # noqa: F
     assert main(args) == 0
     assert {p: p.stat().st_mtime for p in (out / "runs").rglob("final.json")} == before
     assert (out / "report.md").read_text() == report
+
+
+def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # noqa: F811
+    out = tmp_path / "combos"
+    args = ["experiment", "combos", "--data", str(aml_csv), "--combiners", "sum,moco", "--seeds", "1",
+            "--epochs", "1", "--out", str(out), *TINY]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    for subset in ("MCM", "MCM+MV", "MCM+AM", "MCM+LP", "MCM+MV+AM", "MCM+MV+LP", "MCM+AM+LP", "MCM+MV+AM+LP"):
+        assert f"| {subset} |" in report
+    assert "moco MRR" in report and "std across subsets (moco)" in report
+    assert len(list((out / "runs").glob("*/final.json"))) == 16
+    # every MoCo run logs its task weights, which stay on the simplex
+    weights = [json.loads(line) for line in (out / "runs" / "mcm+mv+am+lp-moco-seed0" / "metrics.jsonl").open()]
+    lam = [v for k, v in weights[0].items() if k.startswith("weight/")]
+    assert len(lam) == 4 and abs(sum(lam) - 1) < 1e-5 and min(lam) >= 0
+
+
+def test_bench_tasks_times_objectives_and_combiners(aml_csv, tmp_path):  # noqa: F811
+    out = tmp_path / "bench.json"
+    assert main(["bench-tasks", "--data", str(aml_csv), "--objectives", "mcm;mcm,lp", "--task-sets", "mcm,lp",
+                 "--combiners", "sum,moco", "--steps", "1", "--batch-size", "64", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures["objectives"]) == {"mcm", "mcm,lp"} and set(figures["combiners"]["mcm,lp"]) == {"sum", "moco"}
+    assert all(0 < s < 60 for s in [*figures["objectives"].values(), *figures["combiners"]["mcm,lp"].values()])

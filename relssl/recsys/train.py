@@ -98,6 +98,7 @@ class RecTrainer:
         if len(self.users) == 0:
             raise RelsslError(f"--data {cfg.data}: no training interactions")
         torch.manual_seed(cfg.seed)
+        seeding.deterministic_kernels()
         self.model = build_model(cfg, self.data, self.train_csr, self.device).to(self.device)
         self.model.refresh()
         critic = [p for n, p in self.model.named_parameters() if n.startswith("critic.")]

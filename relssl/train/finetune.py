@@ -145,6 +145,7 @@ class Finetuner:
 
     def build_backbone(self) -> Backbone:
         torch.manual_seed(self.cfg.train.seed)
+        seeding.deterministic_kernels()
         backbone = Backbone(self.prep, self.cfg.train.model)
         if self.cfg.init != "scratch":
             load_backbone(backbone, self.cfg.init)

@@ -107,6 +107,7 @@ class Pretrainer:
         self.prep = prep or prepare(load_dataset(cfg.data), parse_fractions(cfg.split), cfg.seed,
                                     cfg.max_categories)
         torch.manual_seed(cfg.seed)
+        seeding.deterministic_kernels()
         self.model = Backbone(self.prep, cfg.model)
         self.objectives = torch.nn.ModuleList(build_objectives(
             cfg.objectives, self.prep, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob,
@@ -134,6 +135,20 @@ class Pretrainer:
         outputs = [obj(self.model, batch, graph, gen) for obj in self.objectives]
         return sum(out.loss for out in outputs), outputs
 
+    def train_step(self, rows: torch.Tensor, epoch: int, step: int) -> tuple[float, list]:
+        """One optimiser update on the seed ``rows``: forward every objective, combine, step."""
+        seed = self.cfg.seed
+        loss, outputs = self.step(rows, TRAIN, seeding.generator(seed, seeding.TRAIN_STEP, epoch, step))
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            return loss_value, outputs  # the caller reports divergence; no update from a NaN loss
+        self.optimizer.zero_grad(set_to_none=True)
+        combined_backward(self.combiner, [out.loss for out in outputs], list(self.model.parameters()),
+                          [*self.objectives.parameters(), *self.combiner.parameters()],
+                          seeding.generator(seed, seeding.COMBINER, epoch, step))
+        self.optimizer.step()
+        return loss_value, outputs
+
     def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
@@ -148,16 +163,10 @@ class Pretrainer:
         start = time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
         for step, batch_rows in enumerate(bar):
-            loss, outputs = self.step(batch_rows, TRAIN, seeding.generator(cfg.seed, seeding.TRAIN_STEP, epoch, step))
-            loss_value = loss.item()
+            loss_value, outputs = self.train_step(batch_rows, epoch, step)
             if not math.isfinite(loss_value):
                 raise RelsslError(f"training diverged: loss is {loss_value} at epoch {epoch}, step {step}; "
                                   f"try a lower --lr")
-            self.optimizer.zero_grad(set_to_none=True)
-            combined_backward(self.combiner, [out.loss for out in outputs], list(self.model.parameters()),
-                              [*self.objectives.parameters(), *self.combiner.parameters()],
-                              seeding.generator(cfg.seed, seeding.COMBINER, epoch, step))
-            self.optimizer.step()
             accumulate(sums, outputs)
             bar.set_postfix(loss=f"{loss_value:.4f}")
         seconds = time.perf_counter() - start

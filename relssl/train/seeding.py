@@ -11,3 +11,9 @@ SHUFFLE, TRAIN_STEP, EVAL_ROWS, EVAL_STEP, DROPOUT, COMBINER = range(6)
 def generator(seed: int, stream: int, *keys: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, stream, *keys]).generate_state(2, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def deterministic_kernels() -> None:
+    """Ask torch for reproducible kernels: parallel scatter-adds otherwise sum in thread order, so two
+    runs with one seed drift apart in the last bits. Measured free on CPU (see docs/benchmarks.md)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)

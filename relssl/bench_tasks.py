@@ -1,0 +1,78 @@
+"""`relssl bench-tasks`: the cost of each pretext task and each combiner, as full training steps.
+
+Every configuration trains on the same prepared data and the same seed batches, so the ratios
+isolate the task or combiner: objectives relative to MCM alone, combiners relative to `sum` with
+the same tasks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+OBJECTIVE_SETS = ["mcm", "am", "mv", "lp", "ctr", "dae", "mcm,mv", "mcm,mv,am,lp"]
+TASK_SETS = ["mcm,lp", "mcm,mv,am,lp"]
+COMBINERS = ["sum", "uw", "moco", "pcgrad", "cagrad"]  # weighted costs what sum costs
+
+
+def time_steps(prep, objectives: str, combiner: str, steps: int, batch_size: int, seed: int) -> float:
+    """Seconds per training step (sampling, forward, combiner, backward, optimiser), after one warm-up."""
+    from relssl.data.splits import TRAIN
+    from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+    cfg = PretrainConfig(data="bench", objectives=objectives.split(","), combiner=combiner,
+                         batch_size=batch_size, seed=seed, device="cpu")
+    trainer = Pretrainer(cfg, prep)
+    rows = prep.rows(TRAIN)
+    batches = rows[:batch_size * (steps + 1)].split(batch_size)
+    for step, batch in enumerate(batches):
+        if step == 1:
+            start = time.perf_counter()
+        trainer.train_step(batch, 1, step)
+    return (time.perf_counter() - start) / (len(batches) - 1)
+
+
+def table(title: str, rows: list[tuple[str, float, float]]) -> str:
+    lines = [f"| {title} | ms / step | rows / s | relative |", "|---|---|---|---|"]
+    lines += [f"| {name} | {1000 * s:,.0f} | {rel_rows:,.0f} | {ratio:.2f}x |" for name, s, rel_rows, ratio in rows]
+    return "\n".join(lines)
+
+
+def cmd_bench_tasks(args: argparse.Namespace) -> None:
+    import torch
+
+    from relssl.data.datasets import load_dataset
+    from relssl.data.prepare import prepare
+
+    prep = prepare(load_dataset(args.data), seed=args.seed)
+    figures: dict = {"data": args.data, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+                     "objectives": {}, "combiners": {}}
+    for objectives in args.objectives.split(";"):
+        figures["objectives"][objectives] = time_steps(prep, objectives, "sum", args.steps, args.batch_size, args.seed)
+    for tasks in args.task_sets.split(";"):
+        figures["combiners"][tasks] = {c: time_steps(prep, tasks, c, args.steps, args.batch_size, args.seed)
+                                       for c in args.combiners.split(",")}
+    base = figures["objectives"].get("mcm") or next(iter(figures["objectives"].values()))
+    print(table("objectives (sum)", [(name, s, args.batch_size / s, s / base)
+                                     for name, s in figures["objectives"].items()]))
+    for tasks, by_combiner in figures["combiners"].items():
+        print()
+        ref = by_combiner.get("sum") or next(iter(by_combiner.values()))
+        print(table(f"combiner, tasks {tasks}", [(c, s, args.batch_size / s, s / ref) for c, s in by_combiner.items()]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2))
+
+
+def add_bench_tasks_parser(sub) -> None:
+    p = sub.add_parser("bench-tasks", help="training-step time of each pretext task and each combiner")
+    p.add_argument("--data", default="synthetic-aml", help="built-in name, IBM AML CSV or YAML schema")
+    p.add_argument("--objectives", default=";".join(OBJECTIVE_SETS),
+                   help="';'-separated objective sets to time with --combiner sum (ratios to 'mcm')")
+    p.add_argument("--task-sets", default=";".join(TASK_SETS), help="';'-separated task sets for the combiners")
+    p.add_argument("--combiners", default=",".join(COMBINERS), help="comma-separated combiners (ratios to 'sum')")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_bench_tasks)
