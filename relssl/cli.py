@@ -22,6 +22,9 @@ RUN_FLAGS = {
 COMBINER_FLAGS = {"moco_beta": ("moco", "beta"), "moco_beta_sigma": ("moco", "beta_sigma"),
                   "moco_gamma": ("moco", "gamma"), "moco_gamma_sigma": ("moco", "gamma_sigma"),
                   "moco_rho": ("moco", "rho"), "cagrad_c": ("cagrad", "c")}
+# Objective hyper-parameters (relssl.objectives.OPTIONS): flag -> (objective, type).
+OBJECTIVE_FLAGS = {"lp_negatives": ("lp", int), "ctr_prob": ("ctr", float), "ctr_temperature": ("ctr", float),
+                   "dae_prob": ("dae", float)}
 MODEL_FLAGS = {"channels": int, "row_layers": int, "heads": int, "dropout": float, "gnn": str,
                "gnn_layers": int, "fanouts": str}
 
@@ -40,6 +43,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
     for name in COMBINER_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    for name, (_, typ) in OBJECTIVE_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
     p.add_argument("--no-time-aware", action="store_true", help="sample neighbours regardless of time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -47,6 +52,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, **overrides):
     import yaml
 
+    from relssl.objectives import parse_objectives
     from relssl.train.pretrain import PretrainConfig
 
     raw: dict = {}
@@ -73,6 +79,13 @@ def config_from_args(args: argparse.Namespace, **overrides):
                 raise RelsslError(f"--{name.replace('_', '-')} needs --combiner {combiner}")
             options[option] = getattr(args, name)
     raw["combiner_options"] = options
+    objective_options = dict(raw.get("objective_options") or {})
+    for name, (objective, _) in OBJECTIVE_FLAGS.items():
+        if getattr(args, name, None) is not None:
+            if objective not in parse_objectives(raw.get("objectives", "mcm")):
+                raise RelsslError(f"--{name.replace('_', '-')} needs {objective} in --objectives")
+            objective_options[name] = getattr(args, name)
+    raw["objective_options"] = objective_options
     model = dict(raw.get("model") or {})
     for name in MODEL_FLAGS:
         if getattr(args, name, None) is not None:

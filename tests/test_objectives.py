@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 import torch_frame
+import yaml
 from torch_frame import TensorFrame
 
 from relssl.cli import main
@@ -161,10 +162,12 @@ def test_cli_pretrains_all_objectives(tmp_path):
     assert main(["generate", "aml", "--rows", "3000", "--seed", "2", "--out", str(tmp_path)]) == 0
     run = tmp_path / "run"
     assert main(["pretrain", "--data", str(tmp_path / "Synthetic_Trans.csv"), "--objectives", ",".join(ALL),
-                 "--epochs", "1", "--out", str(run), *TINY]) == 0
+                 "--lp-negatives", "16", "--ctr-temperature", "0.2", "--epochs", "1", "--out", str(run), *TINY]) == 0
     final = json.loads((run / "final.json").read_text())
     names = {"mcm/acc", "mcm/rmse", "mcm/rmse_raw", "mcm/loss", "am/acc", "am/rmse", "am/rmse_raw", "am/loss",
              "mv/acc", "mv/col_acc", "mv/loss", "lp/mrr", "lp/hits@1", "lp/hits@2", "lp/hits@5", "lp/hits@10",
              "lp/loss", "ctr/loss", "ctr/align", "ctr/uniform", "ctr/top1", "dae/acc", "dae/rmse", "dae/rmse_raw",
              "dae/loss"}
     assert names <= set(final), names - set(final)
+    options = yaml.safe_load((run / "config.yaml").read_text())["objective_options"]
+    assert options == {"lp_negatives": 16, "ctr_temperature": 0.2}
