@@ -46,6 +46,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     for name, (_, typ) in OBJECTIVE_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
     p.add_argument("--no-time-aware", action="store_true", help="sample neighbours regardless of time")
+    p.add_argument("--no-cache", action="store_true", help="prepare the data in memory, without the preprocessed-data cache")
+    p.add_argument("--cache-dir", help="preprocessed-data cache folder (default: $RELSSL_CACHE, else ./data/cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -93,6 +95,10 @@ def config_from_args(args: argparse.Namespace, **overrides):
     raw["model"] = model
     if args.no_time_aware:
         raw["time_aware"] = False
+    if args.no_cache:
+        raw["cache"] = False
+    if args.cache_dir:
+        raw["cache_dir"] = args.cache_dir
     cfg = PretrainConfig.from_dict(raw)
     cfg.validate()
     return cfg

@@ -44,7 +44,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
 
     frames = []
     if prep.has_graph:
-        ids = torch.arange(prep.data.num_entities)
+        ids = torch.arange(prep.num_entities)
         keys = prep.data.entity_keys.astype("string").add_prefix("key_").reset_index(drop=True)
         nodes = Representer(prep, "node", cfg.model.fanouts)
         frames.append(_frame("node", ids.numpy(), None, embed(nodes, ids, TEST), keys))

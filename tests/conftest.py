@@ -50,3 +50,9 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Runs in tests keep their preprocessed-data cache out of the working tree."""
+    os.environ["RELSSL_CACHE"] = str(tmp_path_factory.mktemp("relssl-cache"))

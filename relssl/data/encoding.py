@@ -90,14 +90,34 @@ def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table)
     for col, stype in col_stypes.items():
         if stype == torch_frame.numerical and train[col].notna().sum() == 0:
             raise RelsslError(f"{table}: numerical column '{col}' has no value in the training split")
-        stats = compute_col_stats(train[col], stype)
         if stype == torch_frame.categorical:
-            cats, counts = stats[StatType.COUNT]
-            stats[StatType.COUNT] = (list(cats[:max_categories]), list(counts[:max_categories]))
+            counts = train[col].value_counts(sort=False)
+            stats = {StatType.COUNT: ranked_categories(counts.index.to_numpy(dtype=object), counts.to_numpy(),
+                                                       max_categories)}
+        else:
+            stats = compute_col_stats(train[col], stype)
         col_stats[col] = stats
     dataset = torch_frame.data.Dataset(frame, col_to_stype=dict(col_stypes))
     dataset.materialize(col_stats=col_stats)
     tf = dataset.tensor_frame
+    return EncodedTable(tf=tf, col_stats=col_stats, columns=column_infos(tf, col_stats))
+
+
+def ranked_categories(names: np.ndarray, counts: np.ndarray, max_categories: int) -> tuple[list, list]:
+    """The vocabulary: the ``max_categories`` most frequent categories, ties broken by name.
+
+    pytorch-frame's own ranking breaks ties by the order rows were read, which would make a
+    vocabulary depend on how a file was chunked; sorting by (count desc, name) does not.
+    """
+    keep = counts > 0
+    names, counts = names[keep], counts[keep]
+    order = pd.DataFrame({"n": -counts, "c": names.astype(str)}).sort_values(["n", "c"], kind="stable").index
+    order = order.to_numpy()[:max_categories]
+    return names[order].tolist(), counts[order].astype(np.int64).tolist()
+
+
+def column_infos(tf: torch_frame.TensorFrame, col_stats: dict) -> list[ColumnInfo]:
+    """Each column's place in ``tf`` and its training statistics, in the encoder's output order."""
     columns = []
     for stype in tf.stypes:
         for j, col in enumerate(tf.col_names_dict[stype]):
@@ -109,7 +129,7 @@ def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table)
                 std = float(stats[StatType.STD])
                 info = ColumnInfo(col, stype, j, mean=float(stats[StatType.MEAN]), std=std if std > 0 else 1.0)
             columns.append(info)
-    return EncodedTable(tf=tf, col_stats=col_stats, columns=columns)
+    return columns
 
 
 def category_counts(enc: EncodedTable, col: ColumnInfo) -> torch.Tensor:

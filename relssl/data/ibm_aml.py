@@ -58,6 +58,8 @@ COL_STYPES = {
     "Payment Format": stype.categorical,
 }
 
+TRANSFORMS = {"Amount Received": "log1p", "Amount Paid": "log1p"}
+
 
 def read_ibm_aml(path: str | Path) -> RelationalData:
     """Load an AMLworld ``*_Trans.csv``: accounts (bank, account) are entities, transactions are edges."""
@@ -68,8 +70,8 @@ def read_ibm_aml(path: str | Path) -> RelationalData:
         raise RelsslError(f"{path}: the file has a header but no transaction rows")
 
     events = table.to_pandas()
-    n = len(events)
-    src_dst, entity_keys = _factorize_accounts(table)
+    accounts = AccountIds()
+    src, dst = accounts(table)
     return RelationalData(
         name=path.stem.removesuffix("_Trans"),
         events=events,
@@ -77,11 +79,11 @@ def read_ibm_aml(path: str | Path) -> RelationalData:
         label_cols=["Is Laundering"],
         time_col="Timestamp",
         time=pc.cast(table["Timestamp"], pa.int64()).to_numpy(),  # timestamp[s] -> epoch seconds
-        src=src_dst[:n],
-        dst=src_dst[n:],
-        num_entities=len(entity_keys),
-        entity_keys=entity_keys,
-        transforms={"Amount Received": "log1p", "Amount Paid": "log1p"},
+        src=src,
+        dst=dst,
+        num_entities=accounts.num_entities,
+        entity_keys=accounts.keys(),
+        transforms=dict(TRANSFORMS),
     )
 
 
@@ -159,20 +161,43 @@ def _check_values(table: pa.Table, file: Path) -> None:
         raise RelsslError(f"{file}: column 'Is Laundering' must hold only 0 or 1")
 
 
-def _factorize_accounts(table: pa.Table) -> tuple[np.ndarray, pd.DataFrame]:
-    """Ids 0..n-1 for (bank, account) pairs over both sides: ids of sources, then of targets, and the keys."""
-    bank_ids, banks = pd.factorize(
-        pd.concat([table["From Bank"].to_pandas(), table["To Bank"].to_pandas()], ignore_index=True)
-    )
-    account_ids, accounts = pd.factorize(
-        pd.concat([table["Account"].to_pandas(), table["Account.1"].to_pandas()], ignore_index=True)
-    )
-    pair = bank_ids.astype(np.int64) * len(accounts) + account_ids
-    ids, pairs = pd.factorize(pair)
-    keys = pd.DataFrame(
-        {
-            "bank": pd.Series(banks.take(pairs // len(accounts))),
-            "account": pd.Series(accounts.take(pairs % len(accounts))),
-        }
-    )
-    return ids.astype(np.int64), keys
+class FirstSeenIds:
+    """Ids 0, 1, ... in order of first appearance, kept across calls: reading a file in chunks
+    gives the same ids as reading it at once."""
+
+    def __init__(self, dtype=object):
+        self.index = pd.Index([], dtype=dtype)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        codes, uniques = pd.factorize(values)
+        ids = self.index.get_indexer(uniques)
+        new = ids < 0
+        ids[new] = len(self.index) + np.arange(int(new.sum()))
+        self.index = self.index.append(pd.Index(uniques[new], dtype=self.index.dtype))
+        return ids.astype(np.int64)[codes]
+
+
+class AccountIds:
+    """Entity ids for (bank, account) pairs, numbered by first appearance with each row's source
+    before its target (row order, so chunk boundaries do not change the numbering)."""
+
+    def __init__(self):
+        self.banks, self.accounts, self.pairs = FirstSeenIds(), FirstSeenIds(), FirstSeenIds(np.int64)
+
+    def __call__(self, table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+        def interleave(a: str, b: str) -> np.ndarray:
+            both = np.stack([table[a].to_numpy(zero_copy_only=False), table[b].to_numpy(zero_copy_only=False)], 1)
+            return both.reshape(-1)
+
+        pair = (self.banks(interleave("From Bank", "To Bank")) << 32) | self.accounts(interleave("Account", "Account.1"))
+        ids = self.pairs(pair)
+        return ids[0::2], ids[1::2]
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.pairs.index)
+
+    def keys(self) -> pd.DataFrame:
+        pair = self.pairs.index.to_numpy()
+        return pd.DataFrame({"bank": pd.Series(self.banks.index.take(pair >> 32)),
+                             "account": pd.Series(self.accounts.index.take(pair & 0xFFFFFFFF))})

@@ -13,13 +13,14 @@ from relssl.data.splits import TRAIN, temporal_split
 
 @dataclass
 class PreparedData:
-    data: RelationalData
+    data: RelationalData | None  # the source tables; None when loaded from the cache (training needs none)
     split: np.ndarray  # int8 per event: 0 train, 1 val, 2 test
     events: EncodedTable
     entities: EncodedTable | None
     src: torch.Tensor | None
     dst: torch.Tensor | None
     time: torch.Tensor | None
+    num_entities: int = 0
 
     def rows(self, split: int) -> torch.Tensor:
         return torch.from_numpy(np.flatnonzero(self.split == split))
@@ -45,4 +46,4 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
 
     return PreparedData(data, split, events, entities, as_tensor(data.src), as_tensor(data.dst),
-                        as_tensor(data.time))
+                        as_tensor(data.time), data.num_entities)

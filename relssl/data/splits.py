@@ -29,17 +29,38 @@ def temporal_split(time: np.ndarray | None, n: int, fractions=(0.6, 0.2, 0.2), s
     share can exceed its fraction slightly). Without a time column the split is a seeded
     random permutation.
     """
-    split = np.full(n, TEST, dtype=np.int8)
     if time is None:
+        split = np.full(n, TEST, dtype=np.int8)
         order = np.random.default_rng(seed).permutation(n)
         n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
         split[order[:n_train]] = TRAIN
         split[order[n_train:n_train + n_val]] = VAL
         return split
-    sorted_time = np.sort(time, kind="stable")
-    cut_train = sorted_time[max(int(round(fractions[0] * n)) - 1, 0)]
-    cut_val_idx = int(round((fractions[0] + fractions[1]) * n)) - 1
-    cut_val = sorted_time[max(cut_val_idx, 0)]
-    split[time <= cut_val] = VAL
-    split[time <= cut_train] = TRAIN
+    unique_times, counts = np.unique(time, return_counts=True)
+    return split_by_time(time, time_cuts(unique_times, counts, fractions))
+
+
+def time_cuts(unique_times: np.ndarray, counts: np.ndarray, fractions) -> tuple[int, int]:
+    """The last training and last validation timestamp, from each distinct time's row count.
+
+    Counts per distinct timestamp are all a streaming reader needs to keep (AML timestamps are
+    minutes, so a few thousand values for millions of rows), and they give the exact quantiles
+    a full sort would.
+    """
+    n = int(counts.sum())
+    cum = np.cumsum(counts)
+
+    def sorted_time(k: int) -> int:  # the k-th smallest time
+        return int(unique_times[np.searchsorted(cum, k, side="right")])
+
+    cut_train = sorted_time(max(int(round(fractions[0] * n)) - 1, 0))
+    cut_val = sorted_time(max(int(round((fractions[0] + fractions[1]) * n)) - 1, 0))
+    return cut_train, cut_val
+
+
+def split_by_time(time: np.ndarray, cuts: tuple[int, int]) -> np.ndarray:
+    """Train up to the first cut, validation up to the second, test after."""
+    split = np.full(len(time), TEST, dtype=np.int8)
+    split[time <= cuts[1]] = VAL
+    split[time <= cuts[0]] = TRAIN
     return split

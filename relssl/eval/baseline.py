@@ -37,7 +37,7 @@ def table_matrix(enc: EncodedTable) -> tuple[np.ndarray, np.ndarray]:
 
 def entity_matrix(prep: PreparedData) -> tuple[np.ndarray, np.ndarray]:
     """Per entity: its own features, then degree and numerical aggregates of its events by side."""
-    n = prep.data.num_entities
+    n = prep.num_entities
     numeric = prep.events.tf.feat_dict.get(torch_frame.numerical)
     values = pd.DataFrame(numeric.double().numpy() if numeric is not None else np.zeros((prep.data.num_events, 0)))
     parts, own_categorical = [], np.zeros(0, dtype=bool)

@@ -55,7 +55,7 @@ class BatchBuilder:
         self.sampler = None
         if prep.has_graph:
             visible = torch.from_numpy((prep.split <= split).nonzero()[0])
-            graph = IncidenceCSR(prep.src, prep.dst, prep.data.num_entities, prep.time, visible)
+            graph = IncidenceCSR(prep.src, prep.dst, prep.num_entities, prep.time, visible)
             self.sampler = NeighborSampler(graph, fanouts, time_aware=time_aware and prep.time is not None)
 
     def __call__(self, rows: Tensor, generator: torch.Generator, exclude_pair: bool = False) -> Batch:

@@ -1,6 +1,8 @@
 """The combiner interface and the one routine that applies any combiner to a training step."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -34,16 +36,23 @@ class Combiner(nn.Module):
 
 
 def combined_backward(combiner: Combiner, losses: list[Tensor], shared: list[nn.Parameter],
-                      task_specific: list[nn.Parameter], generator: torch.Generator | None = None) -> None:
+                      task_specific: list[nn.Parameter], generator: torch.Generator | None = None,
+                      reduce: Callable[[Tensor], Tensor] | None = None) -> None:
     """Fill ``.grad`` of every parameter from one forward pass's per-task losses.
 
     Gradient combiners need each task's gradient on the shared parameters: one backward pass per
     task through the shared graph (no extra forward). Task-specific parameters (heads) receive
     their own task's gradient, which is the gradient of the plain sum.
+
+    ``reduce`` (data-parallel training) turns a tensor of this process's gradients into the global
+    one; it is applied to the per-task gradients *before* the combiner, so a stateful combiner sees
+    the same input, and evolves the same state, in every process.
     """
     stacked = torch.stack(losses)
     if not combiner.uses_task_gradients:
         combiner.combine(stacked).backward()
+        if reduce is not None:
+            reduce_grads([*shared, *task_specific], reduce)
         return
     shared = [p for p in shared if p.requires_grad]
     rows = []
@@ -51,7 +60,10 @@ def combined_backward(combiner: Combiner, losses: list[Tensor], shared: list[nn.
         grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
         rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                for g, p in zip(grads, shared)]))
-    direction = combiner.direction(torch.stack(rows), stacked.detach(), generator)
+    grads, stacked = torch.stack(rows), stacked.detach()
+    if reduce is not None:
+        grads, stacked = reduce(grads), reduce(stacked.clone())
+    direction = combiner.direction(grads, stacked, generator)
     offset = 0
     for p in shared:
         n = p.numel()
@@ -59,4 +71,23 @@ def combined_backward(combiner: Combiner, losses: list[Tensor], shared: list[nn.
         offset += n
     heads = [p for p in task_specific if p.requires_grad]
     if heads:
-        torch.autograd.backward(stacked.sum(), inputs=heads)
+        torch.autograd.backward(torch.stack(losses).sum(), inputs=heads)
+        if reduce is not None:
+            reduce_grads(heads, reduce)
+
+
+def reduce_grads(params: list[nn.Parameter], reduce: Callable[[Tensor], Tensor]) -> None:
+    """Reduce all gradients in one flat buffer; a parameter without a gradient in every process
+    keeps none (an optimiser skips it, as it would in a single process)."""
+    params = list({id(p): p for p in params if p.requires_grad}.values())
+    if not params:
+        return
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    flat = torch.cat([present, *[(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                 for p in params]])
+    flat = reduce(flat)
+    offset = len(params)
+    for p, has_grad in zip(params, flat[:len(params)].tolist()):
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone() if has_grad else None
+        offset += n

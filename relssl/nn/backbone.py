@@ -35,7 +35,7 @@ def tree_degree_histogram(prep: PreparedData, fanouts: list[int]) -> Tensor:
     """PNA's in-degree histogram for sampled trees: a node receives min(degree, fan-out) messages,
     estimated from the training graph's degrees (leaves receive none)."""
     train = torch.from_numpy(prep.split == 0)
-    n = prep.data.num_entities
+    n = prep.num_entities
     degree = torch.bincount(prep.src[train], minlength=n) + torch.bincount(prep.dst[train], minlength=n)
     received = torch.cat([degree.clamp(max=f) for f in fanouts] + [torch.zeros(1, dtype=torch.long)])
     return torch.bincount(received, minlength=max(fanouts) + 1)

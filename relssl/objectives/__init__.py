@@ -51,7 +51,7 @@ def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_t
         "mcm": lambda: MaskedCellModelling(masker, channels),
         "am": lambda: AttributeMasking(masker, channels),
         "mv": lambda: MaskVectorEstimation(masker, channels),
-        "lp": lambda: LinkPrediction(pair_keys(prep), prep.data.num_entities, channels, opt["lp_negatives"]),
+        "lp": lambda: LinkPrediction(pair_keys(prep), prep.num_entities, channels, opt["lp_negatives"]),
         "ctr": lambda: Contrastive(Masker(prep.events, train, "replace", prob=opt["ctr_prob"]), channels,
                                    opt["ctr_temperature"]),
         "dae": lambda: DenoisingAutoencoder(Masker(prep.events, train, "replace", prob=opt["dae_prob"]), channels),

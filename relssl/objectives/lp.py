@@ -27,7 +27,7 @@ from relssl.objectives.base import Objective, TaskOutput
 
 def pair_keys(prep: PreparedData) -> Tensor:
     """Sorted unique ``u * num_entities + v`` of every connected pair, both directions, all events."""
-    n = prep.data.num_entities
+    n = prep.num_entities
     return torch.unique(torch.cat([prep.src * n + prep.dst, prep.dst * n + prep.src]))
 
 

@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
+from relssl.data.cache import load_prepared
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, SPLIT_NAMES, parse_fractions
@@ -28,6 +29,7 @@ from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig
 from relssl.objectives import Objective, build_objectives, parse_objectives
 from relssl.train import seeding
+from relssl.train.distributed import World, init_world, reduce_sums
 
 
 @dataclass
@@ -49,6 +51,8 @@ class PretrainConfig:
     eval_rows: int | None = 50_000  # fixed seeded sample of validation/test rows
     patience: int = 3
     device: str = "auto"
+    cache: bool = True  # keep the prepared data in a memory-mapped cache entry (relssl.data.cache)
+    cache_dir: str | None = None  # default: $RELSSL_CACHE, else <data home>/cache
     combiner: str = "sum"  # how the objectives' losses become one update (relssl.multitask)
     weights: list[float] | None = None  # per-objective weights for --combiner weighted
     combiner_options: dict = field(default_factory=dict)  # e.g. MoCo's beta, gamma, rho
@@ -97,15 +101,37 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class Pretrainer:
-    """Holds the prepared data, model, objectives and optimiser of one run."""
+def load_data(cfg: PretrainConfig, world: World = World(), log=None) -> PreparedData:
+    """The run's prepared data: from the cache (rank 0 builds a missing entry while the other
+    ranks wait, then all map the same files), or prepared in memory with ``cache: false``."""
+    fractions = parse_fractions(cfg.split)
+    if not cfg.cache:
+        return prepare(load_dataset(cfg.data), fractions, cfg.seed, cfg.max_categories)
+    if world.is_main:
+        prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir, log=log)
+    world.barrier()
+    if not world.is_main:
+        prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir)
+    return prep
 
-    def __init__(self, cfg: PretrainConfig, prep: PreparedData | None = None):
+
+class Pretrainer:
+    """Holds the prepared data, model, objectives and optimiser of one run.
+
+    Under torchrun (``world.size > 1``) each process holds a full replica and trains on its shard
+    of every global batch (relssl.train.distributed).
+    """
+
+    def __init__(self, cfg: PretrainConfig, prep: PreparedData | None = None, log=None):
         cfg.validate()
         self.cfg = cfg
+        self.world = init_world(cfg.device)
         self.device = resolve_device(cfg.device)
-        self.prep = prep or prepare(load_dataset(cfg.data), parse_fractions(cfg.split), cfg.seed,
-                                    cfg.max_categories)
+        if self.world.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
+        self.prep = prep or load_data(cfg, self.world, log)
+        # Seconds of the last training epoch in each phase of a step (relssl bench reports the shares).
+        self.phase_seconds = {"sampling": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
         torch.manual_seed(cfg.seed)
         seeding.deterministic_kernels()
         self.model = Backbone(self.prep, cfg.model)
@@ -130,23 +156,40 @@ class Pretrainer:
         return rows
 
     def step(self, rows: torch.Tensor, split: int, gen: torch.Generator) -> tuple[torch.Tensor, list]:
+        t = time.perf_counter()
         batch = self.builders[split](rows, gen, self.exclude_pair).to(self.device)
+        self.phase_seconds["sampling"] += time.perf_counter() - t
         graph = self.model.encode_graph(batch)
         outputs = [obj(self.model, batch, graph, gen) for obj in self.objectives]
         return sum(out.loss for out in outputs), outputs
 
-    def train_step(self, rows: torch.Tensor, epoch: int, step: int) -> tuple[float, list]:
-        """One optimiser update on the seed ``rows``: forward every objective, combine, step."""
-        seed = self.cfg.seed
-        loss, outputs = self.step(rows, TRAIN, seeding.generator(seed, seeding.TRAIN_STEP, epoch, step))
-        loss_value = loss.item()
+    def step_generator(self, stream: int, *keys: int) -> torch.Generator:
+        """The draws of one step; ranks of a distributed run draw independently for their shards."""
+        return seeding.generator(self.cfg.seed, stream, *keys, *([self.world.rank] if self.world.enabled else []))
+
+    def train_step(self, global_rows: torch.Tensor, epoch: int, step: int) -> tuple[float, list]:
+        """One optimiser update on this rank's shard of the seed rows ``global_rows``: forward every
+        objective, combine (gradients all-reduced across ranks first), step. A non-finite loss
+        makes no update; the caller reports it."""
+        batch_rows = self.world.shard(global_rows)
+        share = len(batch_rows) / len(global_rows)
+        t = time.perf_counter()
+        loss, outputs = self.step(batch_rows, TRAIN, self.step_generator(seeding.TRAIN_STEP, epoch, step))
+        t_forward = time.perf_counter()
+        loss_value = float(self.world.all_reduce(loss.detach() * share)) if self.world.enabled else loss.item()
         if not math.isfinite(loss_value):
-            return loss_value, outputs  # the caller reports divergence; no update from a NaN loss
+            return loss_value, outputs
         self.optimizer.zero_grad(set_to_none=True)
         combined_backward(self.combiner, [out.loss for out in outputs], list(self.model.parameters()),
                           [*self.objectives.parameters(), *self.combiner.parameters()],
-                          seeding.generator(seed, seeding.COMBINER, epoch, step))
+                          seeding.generator(self.cfg.seed, seeding.COMBINER, epoch, step),
+                          (lambda g: self.world.all_reduce(g * share)) if self.world.enabled else None)
+        t_backward = time.perf_counter()
         self.optimizer.step()
+        t_end = time.perf_counter()
+        self.phase_seconds["forward"] += t_forward - t
+        self.phase_seconds["backward"] += t_backward - t_forward
+        self.phase_seconds["optimizer"] += t_end - t_backward
         return loss_value, outputs
 
     def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, float]:
@@ -160,17 +203,20 @@ class Pretrainer:
             rows = rows[: cfg.train_rows_per_epoch]
         batches = rows.split(cfg.batch_size)
         sums = [dict() for _ in self.objectives]
+        self.phase_seconds = dict.fromkeys(self.phase_seconds, 0.0)
         start = time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-        for step, batch_rows in enumerate(bar):
-            loss_value, outputs = self.train_step(batch_rows, epoch, step)
+        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
+                   unit="batch")
+        for step, global_rows in enumerate(bar):
+            loss_value, outputs = self.train_step(global_rows, epoch, step)
             if not math.isfinite(loss_value):
                 raise RelsslError(f"training diverged: loss is {loss_value} at epoch {epoch}, step {step}; "
                                   f"try a lower --lr")
             accumulate(sums, outputs)
             bar.set_postfix(loss=f"{loss_value:.4f}")
         seconds = time.perf_counter() - start
-        metrics = self.summarize(sums)
+        self.phase_seconds["forward"] -= self.phase_seconds["sampling"]  # step() timed sampling inside it
+        metrics = self.summarize(reduce_sums(self.world, sums))
         # The combiner's current task weights (MoCo's λ, UW's exp(-s), ...), logged and plotted.
         metrics.update({f"weight/{obj.name}": float(w) for obj, w in zip(self.objectives, self.combiner.weights())})
         metrics.update(seconds=seconds, rows_per_s=len(rows) / seconds)
@@ -183,9 +229,10 @@ class Pretrainer:
         self.objectives.eval()
         sums = [dict() for _ in self.objectives]
         for step, batch_rows in enumerate(self.eval_rows[split].split(self.cfg.batch_size)):
-            _, outputs = self.step(batch_rows, split, seeding.generator(self.cfg.seed, seeding.EVAL_STEP, split, step))
+            _, outputs = self.step(self.world.shard(batch_rows), split,
+                                   self.step_generator(seeding.EVAL_STEP, split, step))
             accumulate(sums, outputs)
-        return self.summarize(sums)
+        return self.summarize(reduce_sums(self.world, sums))
 
     def summarize(self, sums: list[dict]) -> dict[str, float]:
         metrics = {}
@@ -239,9 +286,11 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     elif (out / "checkpoint.pt").exists():
         raise RelsslError(f"--out {out}: a run already exists there; pass --resume to continue it or "
                           f"choose another folder")
-    trainer = Pretrainer(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(asdict(trainer.cfg), sort_keys=False))
+    trainer = Pretrainer(cfg, log=log)
+    main = trainer.world.is_main  # in a torchrun job only rank 0 writes the run folder and logs
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(asdict(trainer.cfg), sort_keys=False))
 
     first_epoch, best, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
     if resume:
@@ -249,7 +298,8 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
         trainer.load_state(ckpt["state"])
         first_epoch, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"]
         history = [r for r in read_jsonl(metrics_path) if r["epoch"] <= ckpt["epoch"]]
-    write_jsonl(metrics_path, history)
+    if main:
+        write_jsonl(metrics_path, history)
 
     for epoch in range(first_epoch, cfg.epochs + 1):
         if bad_epochs >= cfg.patience:
@@ -258,25 +308,29 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
         val_metrics = trainer.evaluate(VAL)
         rows = [{"epoch": epoch, "split": "train", **train_metrics}, {"epoch": epoch, "split": "val", **val_metrics}]
         history += rows
-        write_jsonl(metrics_path, history)
-        improved = val_metrics["loss"] < best
+        improved = val_metrics["loss"] < best  # metrics are reduced over ranks: every rank decides alike
         if improved:
             best, best_epoch, bad_epochs = val_metrics["loss"], epoch, 0
-            save_weights(trainer, out / "model.safetensors")
         else:
             bad_epochs += 1
-        torch.save({"state": trainer.state(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs}, ckpt_path)
-        log(f"epoch {epoch}: train loss {train_metrics['loss']:.4f} ({train_metrics['rows_per_s']:.0f} rows/s), "
-            f"val loss {val_metrics['loss']:.4f}{' *' if improved else ''}")
+        if main:
+            write_jsonl(metrics_path, history)
+            if improved:
+                save_weights(trainer, out / "model.safetensors")
+            torch.save({"state": trainer.state(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs}, ckpt_path)
+            log(f"epoch {epoch}: train loss {train_metrics['loss']:.4f} ({train_metrics['rows_per_s']:.0f} rows/s), "
+                f"val loss {val_metrics['loss']:.4f}{' *' if improved else ''}")
 
+    trainer.world.barrier()  # the best weights are on disk before every rank reads them
     load_weights(trainer, out / "model.safetensors")
     final = {k: v for k, v in trainer.evaluate(TEST).items() if "/" in k}
     final["best_epoch"] = best_epoch
-    (out / "final.json").write_text(json.dumps(final, indent=2))
-    from relssl.eval.plots import plot_curves
+    if main:
+        (out / "final.json").write_text(json.dumps(final, indent=2))
+        from relssl.eval.plots import plot_curves
 
-    plot_curves(history, out / "curves.png", title=f"{cfg.data}: {','.join(cfg.objectives)} ({cfg.mask})")
+        plot_curves(history, out / "curves.png", title=f"{cfg.data}: {','.join(cfg.objectives)} ({cfg.mask})")
     return final
 
 

@@ -1,0 +1,119 @@
+"""Preprocessed-data cache (hit, invalidation, memory maps) and out-of-core AML ingestion."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from relssl.data.aml_generator import write_aml
+from relssl.data.cache import load_prepared, read_entry, write_entry
+from relssl.data.ibm_aml import read_ibm_aml
+from relssl.data.ingest import _stream, ingest_ibm_aml
+from relssl.data.prepare import prepare
+from relssl.errors import RelsslError
+
+
+@pytest.fixture(scope="module")
+def aml(tmp_path_factory):
+    trans, _ = write_aml(tmp_path_factory.mktemp("aml"), rows=3000, seed=1, name="Small")
+    return trans
+
+
+def assert_same_prepared(a, b):
+    assert np.array_equal(np.asarray(a.split), np.asarray(b.split))
+    for name in ("src", "dst", "time"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.num_entities == b.num_entities
+    assert a.events.tf.col_names_dict == b.events.tf.col_names_dict
+    for stype in a.events.tf.stypes:
+        assert torch.equal(a.events.tf.feat_dict[stype], b.events.tf.feat_dict[stype]), stype
+    assert a.events.columns == b.events.columns
+    assert a.events.col_stats.keys() == b.events.col_stats.keys()
+    for col, stats in a.events.col_stats.items():
+        for stat, value in stats.items():
+            other = b.events.col_stats[col][stat]
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, other), (col, stat)
+            else:
+                assert [*value] == [*other] if isinstance(value, (list, tuple)) else value == other, (col, stat)
+
+
+def test_small_chunks_equal_one_shot_ingestion(aml, tmp_path):
+    """~25 rows per chunk: ids, split, vocabularies, statistics and tensors equal the in-memory path."""
+    arrays, meta = ingest_ibm_aml(aml, tmp_path, (0.5, 0.3, 0.2), max_categories=8, chunk_bytes=2048)
+    assert len(list(tmp_path.glob("staged*"))) == 0
+    write_entry(tmp_path, arrays, meta)
+    chunked = read_entry(tmp_path)
+    one_shot = prepare(read_ibm_aml(aml), (0.5, 0.3, 0.2), max_categories=8)
+    assert_same_prepared(one_shot, chunked)
+    bank = next(c for c in chunked.events.columns if c.name == "From Bank")
+    assert bank.num_categories == 8  # the vocabulary cap applies to the chunked path too
+    assert sum(1 for _ in _stream(aml, 2048)) > 50  # really many chunks
+
+
+def test_cache_hit_loads_memory_maps_equal_to_the_first_run(aml, tmp_path):
+    first, hit = load_prepared(str(aml), cache_dir=tmp_path)
+    assert not hit
+    second, hit = load_prepared(str(aml), cache_dir=tmp_path)
+    assert hit
+    assert_same_prepared(first, second)
+    assert isinstance(second.split, np.memmap)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+    # a different split is a different entry
+    _, hit = load_prepared(str(aml), fractions=(0.7, 0.2, 0.1), cache_dir=tmp_path)
+    assert not hit
+
+
+def test_changed_file_invalidates_the_entry(aml, tmp_path):
+    copy = tmp_path / "Copy_Trans.csv"
+    copy.write_bytes(aml.read_bytes())
+    cache = tmp_path / "cache"
+    before, _ = load_prepared(str(copy), cache_dir=cache)
+    # same length, one amount changed, mtime restored: the content hash still sees it
+    text = copy.read_text()
+    stat = copy.stat()
+    line = text.splitlines()[5]
+    fields = line.split(",")
+    fields[5] = "9" * len(fields[5].split(".")[0]) + fields[5][len(fields[5].split(".")[0]):]
+    copy.write_text(text.replace(line, ",".join(fields), 1))
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    after, hit = load_prepared(str(copy), cache_dir=cache)
+    assert not hit
+    assert not torch.equal(before.events.tf.feat_dict[after.events.tf.stypes[0]],
+                           after.events.tf.feat_dict[after.events.tf.stypes[0]])
+
+
+SCHEMA = """
+events:
+  path: events.csv
+  columns: {a: numerical, b: categorical, t: {stype: timestamp, format: "%Y/%m/%d %H:%M"}}
+  time: t
+"""
+
+
+def test_changed_schema_invalidates_and_other_sources_are_cached(tmp_path):
+    (tmp_path / "events.csv").write_text("a,b,t\n1,x,2022/09/01 00:20\n2,y,2022/09/01 00:21\n3,x,2022/09/01 00:22\n")
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(SCHEMA)
+    cache = tmp_path / "cache"
+    prep, hit = load_prepared(str(schema), cache_dir=cache)
+    assert not hit and prep.events.tf.feat_dict[prep.events.tf.stypes[0]].shape == (3, 1)
+    assert load_prepared(str(schema), cache_dir=cache)[1]
+    schema.write_text(SCHEMA.replace("a: numerical", "a: categorical"))
+    prep, hit = load_prepared(str(schema), cache_dir=cache)
+    assert not hit and [c.stype.value for c in prep.events.columns] == ["categorical", "categorical", "timestamp"]
+
+
+def test_bad_input_is_named_before_anything_is_cached(tmp_path):
+    bad = tmp_path / "Bad_Trans.csv"
+    bad.write_text("Timestamp,From Bank\n")
+    with pytest.raises(RelsslError, match="header does not match"):
+        load_prepared(str(bad), cache_dir=tmp_path / "cache")
+    good_header = tmp_path / "Bad2_Trans.csv"
+    good_header.write_text(read_ibm_aml.__globals__["HEADER"] + "\n2022/09/01 00:20,010,A,001,B,oops,US Dollar,1,"
+                           "US Dollar,Cheque,0\n")
+    with pytest.raises(RelsslError, match="Amount Received"):
+        load_prepared(str(good_header), cache_dir=tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["digests.json"]

@@ -1,0 +1,76 @@
+"""Two gloo processes follow the single-process run with the same global batch and seed."""
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from relssl.data.prepare import prepare
+from relssl.nn.backbone import ModelConfig
+from relssl.train.pretrain import PretrainConfig, Pretrainer
+from tests.conftest import toy_relational
+
+STEPS = 3
+
+
+def config() -> PretrainConfig:
+    # Draws that do not depend on how a batch is sharded: every cell masked and removed, fan-outs
+    # above every degree (whole neighbourhoods). MoCo checks that its state stays identical.
+    return PretrainConfig(objectives=["mcm", "am"], mask="remove", mask_prob=1.0, batch_size=64,
+                          train_rows_per_epoch=64, eval_rows=128, combiner="moco", device="cpu", seed=3,
+                          model=ModelConfig(channels=16, heads=2, row_layers=1, fanouts=[100]))
+
+
+def flat_params(trainer: Pretrainer) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in [*trainer.model.parameters(), *trainer.objectives.parameters()]])
+
+
+def run(trainer: Pretrainer) -> tuple[list[float], list[torch.Tensor], list[torch.Tensor]]:
+    """One step per epoch: the reduced training loss, parameters and MoCo's λ after each step."""
+    losses, params, lambdas = [], [], []
+    for epoch in range(1, STEPS + 1):
+        losses.append(trainer.train_epoch(epoch, progress=False)["loss"])
+        params.append(flat_params(trainer))
+        lambdas.append(trainer.combiner.lambd.clone())
+    losses.append(trainer.evaluate(1)["loss"])
+    return losses, params, lambdas
+
+
+def worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Pretrainer(config(), prepare(toy_relational(1200)))
+    assert trainer.world.size == 2
+    losses, params, lambdas = run(trainer)
+    same = []
+    for p in params:  # every rank holds identical parameters after each step
+        gathered = [torch.empty_like(p) for _ in range(2)]
+        dist.all_gather(gathered, p)
+        same.append(bool(torch.equal(gathered[0], gathered[1])))
+    if rank == 0:
+        torch.save({"losses": losses, "params": params[-1], "lambd": lambdas[-1], "same": same}, out)
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_follow_one_process(tmp_path):
+    out = tmp_path / "rank0.pt"
+    mp.start_processes(worker, args=(free_port(), str(out)), nprocs=2, start_method="spawn")
+    two = torch.load(out, weights_only=True)
+    losses2, params2, lambd2, same = two["losses"], two["params"], two["lambd"], two["same"]
+    single = Pretrainer(config(), prepare(toy_relational(1200)))
+    assert not single.world.enabled
+    losses1, params1, lambdas1 = run(single)
+    assert same == [True] * STEPS
+    torch.testing.assert_close(torch.tensor(losses2), torch.tensor(losses1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(params2, params1[-1], rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(lambd2, lambdas1[-1], rtol=1e-3, atol=1e-5)
+    assert losses1[0] != losses1[1]  # the steps did change the model
