@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_parser(sub)
     add_embed_parser(sub)
     add_downstream_experiment_parser(exp_sub)
+    # Feat2Vec: relssl feat2vec, relssl experiment feat2vec.
+    from relssl.train.feat2vec_cli import add_feat2vec_parsers
+
+    add_feat2vec_parsers(sub, exp_sub)
     return parser
 
 
