@@ -56,7 +56,7 @@ def parse_groups(spec: str | dict | None, prep: PreparedData, option: str = "--g
     Default: one group per feature column, plus ``@source`` and ``@target`` when rows link entities.
     Columns left out of every group are not used.
     """
-    columns = [c.name for c in prep.events.columns]
+    columns = list(prep.data.col_stypes)  # the data's own column order
     available = [*columns, *(ID_GROUPS if prep.has_graph else ())]
     if spec is None or spec == "" or spec == {}:
         return [FeatureGroup(name, (name,)) for name in available]
