@@ -140,7 +140,8 @@ class NoiseSampler:
     Step 1: group g with probability ∝ params_g^α1 (always ``target`` in supervised mode).
     Step 2: a value v of g with probability q_g(v) ∝ count_g(v)^α2 over the training split. A
     value is carried by a representative training row holding it, whose group embedding is the
-    value's embedding. Both steps are inverse-CDF draws over one flat array: no loop over rows.
+    value's embedding. Step 2 is one inverse-CDF draw over the groups' concatenated cumulative
+    probabilities (group g's segment spans (g, g + 1]): no loop over rows or groups.
     """
 
     def __init__(self, value_ids: list[Tensor], rankable: list[Tensor], train_rows: Tensor, params: Tensor,
@@ -173,8 +174,18 @@ class NoiseSampler:
         self.cum, self.rep, self.flat_logq = torch.cat(cum), torch.cat(rep), torch.cat(flat_logq)
         self.start = torch.tensor(start)
         self.log_q = log_q  # per group: [V_g] log noise probability of every value id
+        self.all_log_q = torch.cat(log_q)
+        self.value_offset = torch.cumsum(torch.tensor([0] + [len(q) for q in log_q[:-1]]), 0)
         self.train_counts = counts  # per group: [V_g] training count of every value id
         self.candidates = candidates  # per group: (value ids that can be ranked, a training row holding each)
+
+    def entropy(self) -> Tensor:
+        """[G] entropy (nats) of each group's training value frequencies."""
+        out = []
+        for count in self.train_counts:
+            p = count[count > 0] / count.sum()
+            out.append(-(p * p.log()).sum())
+        return torch.stack(out)
 
     def sample(self, n: int, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """[n, k] corrupted group, representative row of the drawn value, and its log noise probability."""
@@ -187,9 +198,7 @@ class NoiseSampler:
     def true_log_q(self, rows: Tensor, group: Tensor) -> Tensor:
         """[n, k] log noise probability of each row's own value of the group ``group`` [n, k]."""
         ids = self.value_ids[rows.unsqueeze(1).expand_as(group), group]
-        flat = torch.cat(self.log_q)
-        offsets = torch.tensor([0, *torch.cumsum(torch.tensor([len(q) for q in self.log_q]), 0)[:-1].tolist()])
-        return flat[offsets[group] + ids]
+        return self.all_log_q[self.value_offset[group] + ids]
 
 
 def column_group_params(cols: list[ColumnInfo], col_stats: dict, channels: int) -> int:
@@ -310,6 +319,8 @@ class Feat2Vec(nn.Module):
         ids = [group_value_ids(prep, g) for g in groups]
         self.sampler = NoiseSampler([i for i, _ in ids], [r for _, r in ids], prep.rows(TRAIN), self.head.params,
                                     alpha1, alpha2, self.target)
+        with torch.no_grad():  # start each group's bias at log p(v | rest) of a model that knows nothing: −H_g
+            self.head.bias.copy_(-self.sampler.entropy().float())
         self.events = prep.events.tf  # stays on the CPU; gathered rows move to the model's device
         empty = torch.zeros(0, dtype=torch.long)
         self.register_buffer("src", empty if prep.src is None else prep.src, persistent=False)

@@ -230,7 +230,9 @@ def test_experiment_feat2vec_report(aml_csv, tmp_path):
                  "--mcm-epochs", "1", "--out", str(out), *TINY]) == 0
     report = (out / "report.md").read_text()
     assert "Regenerate with: `relssl experiment feat2vec" in report
-    currency = next(line for line in report.splitlines() if line.startswith("| Receiving Currency |"))
-    target = next(line for line in report.splitlines() if line.startswith("| @target |"))
-    assert currency.count("±") == 3 and target.count("±") == 2  # no MCM head for an entity id
+    assert "| ranker | Receiving Currency MPR % | @target MPR % |" in report
+    mcm = next(line for line in report.splitlines() if line.startswith("| MCM head |"))
+    assert mcm.count("±") == 1 and mcm.endswith("| – |")  # no MCM head for an entity id
+    for ranker in ("popularity", "Feat2Vec"):
+        assert next(line for line in report.splitlines() if line.startswith(f"| {ranker} |")).count("±") == 2
     assert "rows/s" in report

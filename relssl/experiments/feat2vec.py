@@ -58,40 +58,55 @@ def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batc
     return float(torch.cat(ranks).mean())
 
 
+def feat2vec_final(cfg: Feat2VecConfig, run: Path, prep: PreparedData, progress: bool, log) -> dict:
+    """The test metrics of the Feat2Vec run in ``run``, training it first unless it finished."""
+    if not (run / "final.json").exists():
+        log(f"[feat2vec{f', target {cfg.target}' if cfg.target else ''}, seed {cfg.seed}] training into {run}")
+        train_feat2vec(cfg, run, progress, lambda msg: log(f"  {msg}"), prep)
+    return json.loads((run / "final.json").read_text())
+
+
 def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, command: list[str],
-                            mcm: PretrainConfig, progress: bool = True, log=print) -> Path:
-    """Per seed: a Feat2Vec run and an MCM pre-training run (finished runs are reused); out/report.md."""
+                            mcm: PretrainConfig, supervised: bool = False, progress: bool = True, log=print) -> Path:
+    """Per seed: a Feat2Vec run, an MCM pre-training run and, with ``supervised``, one supervised
+    Feat2Vec run per evaluated group (finished runs are reused); writes out/report.md."""
     out.mkdir(parents=True, exist_ok=True)
-    mcm_runs = run_grid({"mcm": mcm}, seeds, out, progress, log)["mcm"]
+    data = load_dataset(cfg.data)
+    preps = {seed: prepare(data, parse_fractions(cfg.split), seed, cfg.max_categories) for seed in seeds}
+    stypes = {c.name: c.stype for c in preps[seeds[0]].events.columns}
+    columns = {g.name: g.columns for g in parse_groups(cfg.groups, preps[seeds[0]])}
+    named = [n.strip() for n in (cfg.eval_groups or "").split(";") if n.strip()] or list(columns)
+    with_head = {n for n in named if n in columns and len(columns[n]) == 1
+                 and stypes.get(columns[n][0]) == torch_frame.categorical}
+    # The MCM baseline is trained only when some evaluated group is a categorical column (it has a head).
+    mcm_runs = run_grid({"mcm": mcm}, seeds, out, progress, log)["mcm"] if with_head else []
     values: dict[str, dict[str, list[float]]] = {}
     speed, candidates, coverage = [], {}, {}
-    for seed, mcm_run in zip(seeds, mcm_runs):
-        prep = prepare(load_dataset(cfg.data), parse_fractions(cfg.split), seed, cfg.max_categories)
-        run = out / "runs" / f"feat2vec-seed{seed}"
-        if not (run / "final.json").exists():
-            log(f"[feat2vec, seed {seed}] training into {run}")
-            if run.exists():
-                for stale in run.iterdir():
-                    stale.unlink()
-            train_feat2vec(replace(cfg, seed=seed), run, progress, lambda msg: log(f"  {msg}"), prep)
-        final = json.loads((run / "final.json").read_text())
+    for seed in seeds:
+        prep = preps[seed]
+        final = feat2vec_final(replace(cfg, seed=seed), out / "runs" / f"feat2vec-seed{seed}", prep, progress, log)
         speed.append(final["rows_per_s"])
         groups = [k.removeprefix("feat2vec/mpr/") for k in final if k.startswith("feat2vec/mpr/")]
-        stypes = {c.name: c.stype for c in prep.events.columns}
-        columns = {g.name: g.columns for g in parse_groups(cfg.groups, prep)}
         rows = eval_rows(prep, TEST, mcm.eval_rows, seed)
         for name in groups:
-            row = values.setdefault(name, {})
+            key = f"{name}/mpr"  # columns are groups (lower is better), rows are rankers
+
+            def record(method: str, mpr: float) -> None:
+                values.setdefault(method, {}).setdefault(key, []).append(100 * mpr)
+
             candidates[name], coverage[name] = int(final[f"candidates/{name}"]), final[f"coverage/{name}"]
-            row.setdefault("popularity/mpr", []).append(100 * final[f"popularity/mpr/{name}"])
-            row.setdefault("feat2vec/mpr", []).append(100 * final[f"feat2vec/mpr/{name}"])
-            if len(columns[name]) == 1 and stypes.get(columns[name][0]) == torch_frame.categorical:
-                mcm_dir = out / "runs" / f"mcm-seed{mcm_run['seed']}"
-                row.setdefault("mcm/mpr", []).append(100 * mcm_mpr(mcm_dir, prep, rows, columns[name][0], mcm.batch_size))
-    table = values_table(values, {"popularity/mpr": "popularity MPR %", "mcm/mpr": "MCM MPR %", "feat2vec/mpr": "Feat2Vec MPR %"},
-                         "held-out group", digits=2)
+            record("popularity", final[f"popularity/mpr/{name}"])
+            if name in with_head:
+                mcm_dir = out / "runs" / f"mcm-seed{seed}"
+                record("MCM head", mcm_mpr(mcm_dir, prep, rows, columns[name][0], mcm.batch_size))
+            record("Feat2Vec", final[f"feat2vec/mpr/{name}"])
+            if supervised:
+                target = replace(cfg, seed=seed, target=name, eval_groups=name)
+                folder = out / "runs" / f"feat2vec-target-{re.sub('[^0-9A-Za-z]+', '_', name).strip('_')}-seed{seed}"
+                record("Feat2Vec supervised", feat2vec_final(target, folder, prep, progress, log)[f"feat2vec/mpr/{name}"])
+    table = values_table(values, {f"{n}/mpr": f"{n} MPR %" for n in candidates}, "ranker", digits=2)
     sizes = ["| group | candidates | test rows ranked |", "|---|---|---|"]
-    sizes += [f"| {n} | {candidates[n]:,} | {100 * coverage[n]:.1f} % |" for n in values]
+    sizes += [f"| {n} | {candidates[n]:,} | {100 * coverage[n]:.1f} % |" for n in candidates]
     report = [
         f"# Feat2Vec: mean percentile rank on `{cfg.data}`",
         "",
@@ -100,23 +115,26 @@ def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, co
         f"Feat2Vec ({'supervised, target ' + cfg.target if cfg.target else 'unsupervised'}; groups: "
         f"{cfg.groups or 'one per column and entity id'}; d={cfg.channels}, k={cfg.negatives}, α1={cfg.alpha1}, "
         f"α2={cfg.alpha2}; {cfg.epochs} epochs"
-        f"{f' of {cfg.train_rows_per_epoch:,} rows' if cfg.train_rows_per_epoch else ''}) and MCM "
-        f"({mcm.mask} masks, {mcm.epochs} epochs{f' of {mcm.train_rows_per_epoch:,} rows' if mcm.train_rows_per_epoch else ''}, "
-        f"d={mcm.model.channels}); seeds {', '.join(map(str, seeds))}; mean ± std over seeds.",
+        f"{f' of {cfg.train_rows_per_epoch:,} rows' if cfg.train_rows_per_epoch else ''}, lr {cfg.lr})"
+        + (f" and MCM ({mcm.mask} masks, {mcm.epochs} epochs"
+           f"{f' of {mcm.train_rows_per_epoch:,} rows' if mcm.train_rows_per_epoch else ''}, d={mcm.model.channels})"
+           if with_head else "; no evaluated group has an MCM head, so no MCM baseline")
+        + f"; seeds {', '.join(map(str, seeds))}; mean ± std over seeds.",
         "",
         "MPR: for each test row, the share of the other candidate values (the group's values seen in "
         "training) that score at least as high as the true value, averaged over rows; ties count against "
-        "the model; 0 % = always first, 50 % = random, lower is better (best in bold). Every row is ranked "
-        "by the same fixed seeded sample of test rows (temporal split); rows whose true value never occurs "
+        "the model; 0 % = always first, 50 % = random, lower is better (best in bold). All methods rank "
+        "the same fixed, seeded sample of test rows (temporal split); rows whose true value never occurs "
         "in training cannot be ranked and are left out. Popularity ranks by training frequency. MCM: the "
-        "MCM head's logits for the hidden cell (categorical columns only).",
+        "MCM head's logits for the hidden cell (categorical columns only; '–' elsewhere)."
+        + (" Feat2Vec supervised: one run per group, corrupting only that group." if supervised else ""),
         "",
         table,
         "",
         *sizes,
         "",
-        f"Feat2Vec training throughput: {sum(speed) / len(speed):,.0f} rows/s (mean over seeds, best epoch "
-        f"of each run; device {cfg.device}).",
+        f"Feat2Vec training throughput: {sum(speed) / len(speed):,.0f} rows/s (mean over epochs and seeds; "
+        f"device {cfg.device}, {torch.get_num_threads()} thread(s)).",
         "",
     ]
     path = out / "report.md"

@@ -69,7 +69,7 @@ def cmd_experiment_feat2vec(args: argparse.Namespace) -> None:
                          model=ModelConfig(channels=cfg.channels))
     mcm.validate()
     path = run_feat2vec_experiment(cfg, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv], mcm,
-                                   progress=not args.no_progress)
+                                   args.supervised, progress=not args.no_progress)
     print(path.read_text())
 
 
@@ -90,5 +90,7 @@ def add_feat2vec_parsers(sub, exp_sub) -> None:
     e.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
     e.add_argument("--mcm-epochs", type=int, default=3, help="epochs of the MCM baseline's pre-training")
     e.add_argument("--mcm-mask", default="remove", help="mask type of the MCM baseline")
+    e.add_argument("--supervised", action="store_true",
+                   help="also train one supervised Feat2Vec per evaluated group (only that group is corrupted)")
     e.add_argument("--out", required=True, help="experiment folder")
     e.set_defaults(func=cmd_experiment_feat2vec)
