@@ -354,18 +354,23 @@ class Feat2Vec(nn.Module):
     def candidates(self, cells, group: int) -> tuple[Tensor, Tensor]:
         """Every rankable training value of ``group``: its value ids and embeddings [V, d]."""
         ids, rows = self.sampler.candidates[group]
-        return ids, self.embed_rows(cells, rows)[:, group]
+        tf = self.events[rows].to(next(self.parameters()).device)
+        return ids, self.head.embed_group(group, cells(tf), *self.ids(rows))
 
-    def percentile_ranks(self, cells, rows: Tensor, group: int, candidates: tuple[Tensor, Tensor],
-                         tf: TensorFrame | None = None) -> Tensor:
-        """Percentile ranks of the rows whose true value of ``group`` is a candidate (others are left out)."""
-        ids, cand_emb = candidates
-        rows = rows.cpu()
+    def true_candidate(self, rows: Tensor, group: int) -> Tensor:
+        """[B] index among ``candidates(group)`` of each row's own value, -1 when it is no candidate."""
+        ids, _ = self.sampler.candidates[group]
         where = torch.full((len(self.sampler.log_q[group]),), -1, dtype=torch.long)
         where[ids] = torch.arange(len(ids))
-        truth = where[self.sampler.value_ids[rows, group]]
+        return where[self.sampler.value_ids[rows.cpu(), group]]
+
+    def rank(self, cells, rows: Tensor, group: int, candidates: tuple[Tensor, Tensor],
+             tf: TensorFrame | None = None) -> Tensor:
+        """Percentile ranks of the rows whose true value of ``group`` is a candidate (others are left out)."""
+        rows = rows.cpu()
+        truth = self.true_candidate(rows, group)
         keep = truth >= 0
-        if tf is not None:
-            tf = tf[keep.nonzero().squeeze(1).to(tf.device)] if not keep.all() else tf
+        if tf is not None and not keep.all():
+            tf = tf[keep.nonzero().squeeze(1).to(tf.device)]
         emb = self.embed_rows(cells, rows[keep], tf)
-        return rank_group(emb, cand_emb, group, truth[keep].to(cand_emb.device))
+        return rank_group(emb, candidates[1], group, truth[keep].to(emb.device))

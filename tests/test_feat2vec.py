@@ -227,12 +227,12 @@ def test_cli_feat2vec_bad_options(aml_csv, tmp_path, capsys, flags, message):
 def test_experiment_feat2vec_report(aml_csv, tmp_path):
     out = tmp_path / "exp"
     assert main(["experiment", "feat2vec", "--data", aml_csv, "--eval-groups", "Receiving Currency;@target",
-                 "--mcm-epochs", "1", "--out", str(out), *TINY]) == 0
+                 "--mcm-epochs", "1", "--supervised", "--out", str(out), *TINY]) == 0
     report = (out / "report.md").read_text()
     assert "Regenerate with: `relssl experiment feat2vec" in report
     assert "| ranker | Receiving Currency MPR % | @target MPR % |" in report
     mcm = next(line for line in report.splitlines() if line.startswith("| MCM head |"))
     assert mcm.count("±") == 1 and mcm.endswith("| – |")  # no MCM head for an entity id
-    for ranker in ("popularity", "Feat2Vec"):
+    for ranker in ("popularity", "Feat2Vec", "Feat2Vec supervised"):
         assert next(line for line in report.splitlines() if line.startswith(f"| {ranker} |")).count("±") == 2
     assert "rows/s" in report

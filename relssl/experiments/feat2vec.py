@@ -9,6 +9,7 @@ multi-column groups have no MCM head: their MCM cell stays empty.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import replace
 from pathlib import Path

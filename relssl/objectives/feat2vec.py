@@ -27,8 +27,8 @@ class Feat2VecObjective(Objective):
         sums = dict(step.sums)
         if self.task.target is not None and not self.training:
             # Supervised mode: rank every candidate value of the target group for the batch's rows.
-            ranks = self.task.percentile_ranks(cells, batch.rows, self.task.target,
-                                               self.task.candidates(cells, self.task.target), batch.tf)
+            ranks = self.task.rank(cells, batch.rows, self.task.target,
+                                   self.task.candidates(cells, self.task.target), batch.tf)
             sums.update(pr_sum=float(ranks.sum()), pr_count=float(len(ranks)))
         return TaskOutput(step.loss, sums)
 

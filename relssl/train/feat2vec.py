@@ -113,7 +113,7 @@ def group_mpr(model: Feat2VecModel, rows: torch.Tensor, group: int, batch_size: 
     ids = cand[0]
     if len(ids) < 2:
         raise RelsslError(f"--eval-groups '{task.groups[group].name}': fewer than two training values to rank")
-    ranks = torch.cat([task.percentile_ranks(model.cell_embeddings, r, group, cand) for r in rows.split(batch_size)])
+    ranks = torch.cat([task.rank(model.cell_embeddings, r, group, cand) for r in rows.split(batch_size)])
     popularity = popularity_ranks(task, rows, group)
     name = task.groups[group].name
     return {f"feat2vec/mpr/{name}": float(ranks.mean()), f"popularity/mpr/{name}": float(popularity.mean()),
@@ -122,12 +122,9 @@ def group_mpr(model: Feat2VecModel, rows: torch.Tensor, group: int, batch_size: 
 
 def popularity_ranks(task: Feat2Vec, rows: torch.Tensor, group: int) -> torch.Tensor:
     """Percentile ranks when every row ranks the candidates by their training frequency."""
-    ids, _ = task.sampler.candidates[group]
-    where = torch.full((len(task.sampler.log_q[group]),), -1, dtype=torch.long)
-    where[ids] = torch.arange(len(ids))
-    truth = where[task.sampler.value_ids[rows, group]]
+    truth = task.true_candidate(rows, group)
     truth = truth[truth >= 0]
-    counts = task.sampler.train_counts[group][ids]
+    counts = task.sampler.train_counts[group][task.sampler.candidates[group][0]]
     return percentile_ranks(counts.expand(len(truth), -1), truth)
 
 
