@@ -24,7 +24,9 @@ COMBINER_FLAGS = {"moco_beta": ("moco", "beta"), "moco_beta_sigma": ("moco", "be
                   "moco_rho": ("moco", "rho"), "cagrad_c": ("cagrad", "c")}
 # Objective hyper-parameters (relssl.objectives.OPTIONS): flag -> (objective, type).
 OBJECTIVE_FLAGS = {"lp_negatives": ("lp", int), "ctr_prob": ("ctr", float), "ctr_temperature": ("ctr", float),
-                   "dae_prob": ("dae", float)}
+                   "dae_prob": ("dae", float), "feat2vec_negatives": ("feat2vec", int),
+                   "feat2vec_alpha1": ("feat2vec", float), "feat2vec_alpha2": ("feat2vec", float),
+                   "feat2vec_groups": ("feat2vec", str), "feat2vec_target": ("feat2vec", str)}
 MODEL_FLAGS = {"channels": int, "row_layers": int, "heads": int, "dropout": float, "gnn": str,
                "gnn_layers": int, "fanouts": str}
 

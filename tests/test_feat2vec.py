@@ -184,6 +184,17 @@ def test_bad_options_are_named(table):
         Pretrainer(small_config(["feat2vec"], objective_options={"feat2vec_groups": {"g": ["zz"], "a": "a"}}), table)
 
 
+def test_pretrain_cli_takes_feat2vec_options(aml_csv, tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", aml_csv, "--objectives", "mcm,feat2vec", "--combiner", "moco",
+                 "--feat2vec-target", "Receiving Currency", "--feat2vec-negatives", "3", "--channels", "8",
+                 "--heads", "2", "--fanouts", "2", "--gnn-layers", "1", "--row-layers", "1", "--epochs", "1",
+                 "--train-rows-per-epoch", "300", "--eval-rows", "200", "--no-progress", "--out", str(run)]) == 0
+    final = json.loads((run / "final.json").read_text())
+    assert {"feat2vec/loss", "feat2vec/pair_acc", "feat2vec/mpr", "mcm/acc"} <= set(final)
+    assert main(["pretrain", "--data", aml_csv, "--feat2vec-alpha1", "0.5", "--out", str(tmp_path / "x")]) == 2
+
+
 def test_cli_flags_cover_the_config():
     assert set(FLAGS) == {f.name for f in fields(Feat2VecConfig)}
 
