@@ -234,7 +234,7 @@ class Feat2VecHead(nn.Module):
             self.extract.append(module)
             params.append(own + sum(p.numel() for p in module.parameters()))
         self.params = torch.tensor(params)  # each group's extractor size, for step 1 of the noise
-        self.extract_dim = channels
+        self.channels = channels
         self.bias = nn.Parameter(torch.zeros(len(groups)))  # per-group log normaliser (see feat2vec_step)
 
     def embed_group(self, g: int, cells: Tensor, src: Tensor | None, dst: Tensor | None) -> Tensor:
@@ -250,7 +250,7 @@ class Feat2VecHead(nn.Module):
 
     def embed_each(self, group: Tensor, cells: Tensor, src: Tensor | None, dst: Tensor | None) -> Tensor:
         """[B, d] the embedding of group ``group[b]`` of row b only: one extractor call per group."""
-        out = cells.new_zeros(len(group), self.extract_dim)
+        out = cells.new_zeros(len(group), self.channels)
         for g in range(len(self.groups)):
             at = (group == g).nonzero().squeeze(1)
             if at.numel():
