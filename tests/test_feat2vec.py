@@ -12,11 +12,11 @@ import torch_frame
 from relssl.cli import main
 from relssl.data.prepare import prepare
 from relssl.data.relational import RelationalData
-from relssl.data.splits import TEST, TRAIN, VAL
+from relssl.data.splits import TRAIN, VAL
 from relssl.errors import RelsslError
 from relssl.eval.ranking import percentile_ranks
 from relssl.feat2vec import Feat2Vec, NoiseSampler, feat2vec_step, parse_groups, rank_group
-from relssl.train.feat2vec import Feat2VecConfig, Feat2VecTrainer, group_mpr
+from relssl.train.feat2vec import Feat2VecConfig, Feat2VecTrainer
 from relssl.train.feat2vec_cli import FLAGS
 from relssl.train.pretrain import Pretrainer
 from tests.conftest import toy_relational

@@ -28,7 +28,7 @@ from relssl.feat2vec import parse_groups
 from relssl.objectives.base import cell_features
 from relssl.train import seeding
 from relssl.train.feat2vec import Feat2VecConfig, eval_rows, train_feat2vec
-from relssl.train.pretrain import PretrainConfig, Pretrainer, load_weights, read_jsonl
+from relssl.train.pretrain import PretrainConfig, Pretrainer, load_weights
 
 
 @torch.no_grad()
