@@ -24,7 +24,9 @@ COMBINER_FLAGS = {"moco_beta": ("moco", "beta"), "moco_beta_sigma": ("moco", "be
                   "moco_rho": ("moco", "rho"), "cagrad_c": ("cagrad", "c")}
 # Objective hyper-parameters (relssl.objectives.OPTIONS): flag -> (objective, type).
 OBJECTIVE_FLAGS = {"lp_negatives": ("lp", int), "ctr_prob": ("ctr", float), "ctr_temperature": ("ctr", float),
-                   "dae_prob": ("dae", float)}
+                   "dae_prob": ("dae", float), "feat2vec_negatives": ("feat2vec", int),
+                   "feat2vec_alpha1": ("feat2vec", float), "feat2vec_alpha2": ("feat2vec", float),
+                   "feat2vec_groups": ("feat2vec", str), "feat2vec_target": ("feat2vec", str)}
 MODEL_FLAGS = {"channels": int, "row_layers": int, "heads": int, "dropout": float, "gnn": str,
                "gnn_layers": int, "fanouts": str}
 
@@ -238,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_parser(sub)
     add_embed_parser(sub)
     add_downstream_experiment_parser(exp_sub)
+    # Feat2Vec: relssl feat2vec, relssl experiment feat2vec.
+    from relssl.train.feat2vec_cli import add_feat2vec_parsers
+
+    add_feat2vec_parsers(sub, exp_sub)
     return parser
 
 

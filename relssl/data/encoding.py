@@ -17,6 +17,7 @@ SUPPORTED_STYPES = {
     torch_frame.numerical,
     torch_frame.categorical,
     torch_frame.timestamp,
+    torch_frame.embedding,
 }
 TRANSFORMS = {"log1p": lambda s: np.sign(s) * np.log1p(np.abs(s))}
 

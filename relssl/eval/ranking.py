@@ -32,3 +32,16 @@ def rank_metrics(sums: dict[str, float], ks=HITS_AT) -> dict[str, float]:
     n = max(sums.get("count", 0.0), 1.0)
     return {"mrr": sums.get("rr", float("nan")) / n, **{f"hits@{k}": sums.get(f"hits@{k}", float("nan")) / n
                                                         for k in ks}}
+
+
+def percentile_ranks(scores: Tensor, truth: Tensor) -> Tensor:
+    """[B] percentile rank in [0, 1] of each row's true candidate ``truth`` [B] among the V ≥ 2
+    candidates scored in ``scores`` [B, V]: the fraction of the *other* candidates scoring at least
+    as high, #{u ≠ t : s_u ≥ s_t} / (V − 1). 0 = ranked first, 1 = ranked last; ties count against
+    the model (pessimistic), so a constant scorer gets 1 and a random one 0.5 on average.
+    The mean over rows is the mean percentile rank (MPR, lower is better)."""
+    if scores.shape[1] < 2:
+        raise ValueError("a percentile rank needs at least two candidates")
+    true_score = scores.gather(1, truth.unsqueeze(1))
+    at_least = (scores >= true_score).sum(1) - 1  # the true candidate ties with itself
+    return at_least.double() / (scores.shape[1] - 1)

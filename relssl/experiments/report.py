@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-LOWER_IS_BETTER = ("rmse", "loss")
+LOWER_IS_BETTER = ("rmse", "loss", "mpr")
 
 
 def higher_is_better(metric: str) -> bool:

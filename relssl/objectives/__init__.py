@@ -4,19 +4,25 @@ from __future__ import annotations
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TRAIN
 from relssl.errors import RelsslError
+from relssl.feat2vec import Feat2Vec, parse_groups
 from relssl.masking import Masker
 from relssl.objectives.am import AttributeMasking
 from relssl.objectives.base import Objective, TaskOutput
 from relssl.objectives.ctr import Contrastive
 from relssl.objectives.dae import DenoisingAutoencoder
+from relssl.objectives.feat2vec import Feat2VecObjective
 from relssl.objectives.lp import LinkPrediction, pair_keys
 from relssl.objectives.mcm import MaskedCellModelling
 from relssl.objectives.mv import MaskVectorEstimation
 
 OBJECTIVES = {cls.name: cls for cls in (MaskedCellModelling, AttributeMasking, MaskVectorEstimation,
-                                        LinkPrediction, Contrastive, DenoisingAutoencoder)}
-# Objective hyper-parameters (PretrainConfig.objective_options) and their defaults.
-OPTIONS = {"lp_negatives": 64, "ctr_prob": 0.6, "ctr_temperature": 0.1, "dae_prob": 0.15}
+                                        LinkPrediction, Contrastive, DenoisingAutoencoder, Feat2VecObjective)}
+# Objective hyper-parameters (PretrainConfig.objective_options) and their defaults. Feat2Vec's
+# groups take relssl.feat2vec.parse_groups's forms (None: one group per column and entity id);
+# a target group switches it to supervised mode (only that group is corrupted, and ranked).
+OPTIONS = {"lp_negatives": 64, "ctr_prob": 0.6, "ctr_temperature": 0.1, "dae_prob": 0.15,
+           "feat2vec_negatives": 5, "feat2vec_alpha1": 0.25, "feat2vec_alpha2": 0.75, "feat2vec_groups": None,
+           "feat2vec_target": None}
 
 
 def parse_objectives(text: str | list[str]) -> list[str]:
@@ -55,6 +61,10 @@ def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_t
         "ctr": lambda: Contrastive(Masker(prep.events, train, "replace", prob=opt["ctr_prob"]), channels,
                                    opt["ctr_temperature"]),
         "dae": lambda: DenoisingAutoencoder(Masker(prep.events, train, "replace", prob=opt["dae_prob"]), channels),
+        "feat2vec": lambda: Feat2VecObjective(Feat2Vec(
+            prep, parse_groups(opt["feat2vec_groups"], prep, "objective_options: feat2vec_groups"), channels,
+            opt["feat2vec_negatives"], opt["feat2vec_alpha1"], opt["feat2vec_alpha2"], opt["feat2vec_target"],
+            "objective_options: feat2vec_target")),
     }
     return [build[name]() for name in names]
 

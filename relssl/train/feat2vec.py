@@ -1,0 +1,215 @@
+"""`relssl feat2vec`: Feat2Vec as a model of its own on one event table (no GNN).
+
+The run folder follows `relssl pretrain`: config.yaml, metrics.jsonl (one line per epoch and
+split, with rows/s), final.json (test metrics of the best-validation epoch) and model.safetensors.
+final.json holds, per evaluated group G, ``feat2vec/mpr/G`` next to ``popularity/mpr/G`` (rank
+by training frequency), the number of candidate values and the share of test rows whose true
+value is a candidate (``coverage/G``; the others cannot be ranked and are left out).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch_frame
+import yaml
+from safetensors.torch import load_model, save_model
+from torch import nn
+from tqdm.auto import tqdm
+
+from relssl.data.datasets import load_dataset
+from relssl.data.prepare import PreparedData, prepare
+from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
+from relssl.errors import RelsslError
+from relssl.eval.ranking import percentile_ranks
+from relssl.feat2vec import Feat2Vec, find_group, parse_groups
+from relssl.nn.row_encoder import column_encoder
+from relssl.train import seeding
+from relssl.train.pretrain import read_jsonl, resolve_device, write_jsonl
+
+
+@dataclass
+class Feat2VecConfig:
+    data: str = "synthetic-aml"
+    groups: str | dict | None = None  # relssl.feat2vec.parse_groups; default one group per column and entity id
+    target: str | None = None  # supervised mode: corrupt only this group
+    eval_groups: str | None = None  # ';'-separated groups to rank on test (default: target, else categorical/id groups)
+    negatives: int = 5
+    alpha1: float = 0.25
+    alpha2: float = 0.75
+    channels: int = 32
+    epochs: int = 5
+    batch_size: int = 1024
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    seed: int = 0
+    split: str = "60/20/20"
+    max_categories: int = 1000
+    train_rows_per_epoch: int | None = None
+    eval_rows: int | None = 20_000
+    patience: int = 2
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Feat2VecConfig":
+        known = {f.name for f in fields(cls)}
+        if set(raw) - known:
+            raise RelsslError(f"config: unknown keys {sorted(set(raw) - known)}; expected some of {sorted(known)}")
+        cfg = cls(**raw)
+        for name in ("epochs", "batch_size", "channels", "negatives"):
+            if getattr(cfg, name) < 1:
+                raise RelsslError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected a positive integer")
+        parse_fractions(cfg.split)
+        return cfg
+
+
+class Feat2VecModel(nn.Module):
+    """Feat2Vec with its own cell encoders (pytorch-frame stype-wise: embedding tables, per-column
+    numerical/timestamp/embedding maps) under the group extractors."""
+
+    def __init__(self, prep: PreparedData, cfg: Feat2VecConfig):
+        super().__init__()
+        self.cells = column_encoder(prep.events, cfg.channels)
+        self.task = Feat2Vec(prep, parse_groups(cfg.groups, prep), cfg.channels, cfg.negatives, cfg.alpha1,
+                             cfg.alpha2, cfg.target)
+
+    def cell_embeddings(self, tf):
+        return self.cells(tf)[0]
+
+    def forward(self, rows, generator):
+        return self.task(self.cell_embeddings, rows, None, generator)
+
+
+def eval_groups(cfg: Feat2VecConfig, prep: PreparedData, task: Feat2Vec) -> list[int]:
+    """Groups to rank: those named, else the target, else every group of categorical columns or an entity id."""
+    if cfg.eval_groups:
+        return [find_group(task.groups, n.strip(), "--eval-groups") for n in cfg.eval_groups.split(";") if n.strip()]
+    if task.target is not None:
+        return [task.target]
+    stypes = {c.name: c.stype for c in prep.events.columns}
+    return [g for g, grp in enumerate(task.groups)
+            if grp.entity or all(stypes[c] == torch_frame.categorical for c in grp.columns)]
+
+
+def eval_rows(prep: PreparedData, split: int, limit: int | None, seed: int) -> torch.Tensor:
+    """The fixed, seeded evaluation rows of a split: the same rows as `relssl pretrain` draws."""
+    rows = prep.rows(split)
+    if limit is not None and len(rows) > limit:
+        pick = torch.randperm(len(rows), generator=seeding.generator(seed, seeding.EVAL_ROWS, split))
+        rows = rows[pick[:limit]].sort().values
+    return rows
+
+
+@torch.no_grad()
+def group_mpr(model: Feat2VecModel, rows: torch.Tensor, group: int, batch_size: int) -> dict[str, float]:
+    """Feat2Vec's and popularity's MPR for ``group`` on ``rows``, with the candidate count and coverage."""
+    task = model.task
+    model.eval()
+    cand = task.candidates(model.cell_embeddings, group)
+    ids = cand[0]
+    if len(ids) < 2:
+        raise RelsslError(f"--eval-groups '{task.groups[group].name}': fewer than two training values to rank")
+    ranks = torch.cat([task.rank(model.cell_embeddings, r, group, cand) for r in rows.split(batch_size)])
+    popularity = popularity_ranks(task, rows, group)
+    name = task.groups[group].name
+    return {f"feat2vec/mpr/{name}": float(ranks.mean()), f"popularity/mpr/{name}": float(popularity.mean()),
+            f"candidates/{name}": float(len(ids)), f"coverage/{name}": len(ranks) / max(len(rows), 1)}
+
+
+def popularity_ranks(task: Feat2Vec, rows: torch.Tensor, group: int) -> torch.Tensor:
+    """Percentile ranks when every row ranks the candidates by their training frequency."""
+    truth = task.true_candidate(rows, group)
+    truth = truth[truth >= 0]
+    counts = task.sampler.train_counts[group][task.sampler.candidates[group][0]]
+    return percentile_ranks(counts.expand(len(truth), -1), truth)
+
+
+class Feat2VecTrainer:
+    def __init__(self, cfg: Feat2VecConfig, prep: PreparedData | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.prep = prep or prepare(load_dataset(cfg.data), parse_fractions(cfg.split), cfg.seed, cfg.max_categories)
+        torch.manual_seed(cfg.seed)
+        self.model = Feat2VecModel(self.prep, cfg).to(self.device)
+        self.eval_groups = eval_groups(cfg, self.prep, self.model.task)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.eval_rows = {s: eval_rows(self.prep, s, cfg.eval_rows, cfg.seed) for s in (VAL, TEST)}
+
+    def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        rows = self.prep.rows(TRAIN)
+        rows = rows[torch.randperm(len(rows), generator=seeding.generator(cfg.seed, seeding.SHUFFLE, epoch))]
+        rows = rows[: cfg.train_rows_per_epoch] if cfg.train_rows_per_epoch else rows
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = tqdm(rows.split(cfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=not progress)
+        for step, batch in enumerate(bar):
+            out = self.model(batch, seeding.generator(cfg.seed, seeding.TRAIN_STEP, epoch, step))
+            if not math.isfinite(out.loss.item()):
+                raise RelsslError(f"training diverged: loss is {out.loss.item()} at epoch {epoch}; try a lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            add(sums, out)
+        seconds = time.perf_counter() - start
+        return {**summarize(sums), "seconds": seconds, "rows_per_s": len(rows) / seconds}
+
+    @torch.no_grad()
+    def evaluate(self, split: int) -> dict[str, float]:
+        self.model.eval()
+        sums: dict[str, float] = {}
+        for step, batch in enumerate(self.eval_rows[split].split(self.cfg.batch_size)):
+            add(sums, self.model(batch, seeding.generator(self.cfg.seed, seeding.EVAL_STEP, split, step)))
+        return summarize(sums)
+
+    def final(self) -> dict[str, float]:
+        out = self.evaluate(TEST)
+        for g in self.eval_groups:
+            out.update(group_mpr(self.model, self.eval_rows[TEST], g, self.cfg.batch_size))
+        return out
+
+
+def add(sums: dict[str, float], out) -> None:
+    sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) * out.sums["pair_count"]
+    for key, value in out.sums.items():
+        sums[key] = sums.get(key, 0.0) + value
+
+
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+    n = max(sums.get("pair_count", 0.0), 1.0)
+    return {"feat2vec/loss": sums.get("loss", math.nan) / n, "feat2vec/pair_acc": sums.get("pair_correct", math.nan) / n}
+
+
+def train_feat2vec(cfg: Feat2VecConfig, out: str | Path, progress: bool = True, log=print,
+                   prep: PreparedData | None = None) -> dict[str, float]:
+    """Train with early stopping on the validation NCE loss; test metrics of the best epoch."""
+    out = Path(out)
+    if (out / "final.json").exists():
+        raise RelsslError(f"--out {out}: a finished run already exists there; choose another folder")
+    trainer = Feat2VecTrainer(cfg, prep)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    history, best, best_epoch = [], math.inf, 0
+    for epoch in range(1, cfg.epochs + 1):
+        if epoch - best_epoch > cfg.patience:
+            break
+        train_metrics = trainer.train_epoch(epoch, progress)
+        val_metrics = trainer.evaluate(VAL)
+        history += [{"epoch": epoch, "split": "train", **train_metrics}, {"epoch": epoch, "split": "val", **val_metrics}]
+        write_jsonl(out / "metrics.jsonl", history)
+        improved = val_metrics["feat2vec/loss"] < best
+        if improved:
+            best, best_epoch = val_metrics["feat2vec/loss"], epoch
+            save_model(trainer.model, str(out / "model.safetensors"))
+        log(f"epoch {epoch}: train loss {train_metrics['feat2vec/loss']:.4f} ({train_metrics['rows_per_s']:.0f} rows/s), "
+            f"val loss {val_metrics['feat2vec/loss']:.4f}{' *' if improved else ''}")
+    load_model(trainer.model, str(out / "model.safetensors"), device=str(trainer.device))
+    speeds = [r["rows_per_s"] for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train"]
+    final = {**trainer.final(), "best_epoch": best_epoch, "rows_per_s": sum(speeds) / len(speeds)}
+    (out / "final.json").write_text(json.dumps(final, indent=2))
+    return final

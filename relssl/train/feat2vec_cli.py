@@ -1,0 +1,96 @@
+"""`relssl feat2vec` and `relssl experiment feat2vec`: one flag per Feat2VecConfig field.
+
+Only argparse at import time, so `relssl --help` stays fast; commands import what they run.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from relssl.errors import RelsslError
+
+# Feat2VecConfig field -> flag type (tests check that the two agree).
+FLAGS = {"data": str, "groups": str, "target": str, "eval_groups": str, "negatives": int, "alpha1": float,
+         "alpha2": float, "channels": int, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float,
+         "seed": int, "split": str, "max_categories": int, "train_rows_per_epoch": int, "eval_rows": int,
+         "patience": int, "device": str}
+
+HELP = {
+    "groups": "feature groups 'NAME=COL+COL;COL;@source;@target' (default: one group per feature column, plus "
+              "@source and @target, the entity ids, when the data has keys)",
+    "target": "supervised mode: corrupt only this group",
+    "eval_groups": "';'-separated groups to rank on the test split (default: the target, else every "
+                   "categorical or entity-id group)",
+    "negatives": "k, negatives per real row (default 5)",
+    "alpha1": "group choice ∝ parameter count^alpha1 (default 0.25)",
+    "alpha2": "value choice ∝ training frequency^alpha2 (default 0.75)",
+}
+
+
+def feat2vec_config(args: argparse.Namespace):
+    import yaml
+
+    from relssl.train.feat2vec import Feat2VecConfig
+
+    raw: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.exists():
+            raise RelsslError(f"--config {path}: file not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise RelsslError(f"--config {path}: expected a mapping of option names to values")
+    raw.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
+    return Feat2VecConfig.from_dict(raw)
+
+
+def cmd_feat2vec(args: argparse.Namespace) -> None:
+    from relssl.cli import print_metrics
+    from relssl.train.feat2vec import train_feat2vec
+
+    final = train_feat2vec(feat2vec_config(args), args.out, progress=not args.no_progress)
+    print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
+
+
+def cmd_experiment_feat2vec(args: argparse.Namespace) -> None:
+    from relssl.experiments.feat2vec import run_feat2vec_experiment
+    from relssl.masking import MASK_TYPES
+    from relssl.nn.backbone import ModelConfig
+    from relssl.train.pretrain import PretrainConfig
+
+    if args.seeds < 1 or args.mcm_epochs < 1:
+        raise RelsslError("--seeds and --mcm-epochs: expected positive integers")
+    if args.mcm_mask not in MASK_TYPES:
+        raise RelsslError(f"--mcm-mask '{args.mcm_mask}': expected one of {', '.join(MASK_TYPES)}")
+    cfg = feat2vec_config(args)
+    mcm = PretrainConfig(data=cfg.data, objectives=["mcm"], mask=args.mcm_mask, epochs=args.mcm_epochs,
+                         seed=cfg.seed, split=cfg.split, max_categories=cfg.max_categories,
+                         train_rows_per_epoch=cfg.train_rows_per_epoch, eval_rows=cfg.eval_rows, device=cfg.device,
+                         model=ModelConfig(channels=cfg.channels))
+    mcm.validate()
+    path = run_feat2vec_experiment(cfg, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv], mcm,
+                                   args.supervised, progress=not args.no_progress)
+    print(path.read_text())
+
+
+def add_feat2vec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML with Feat2Vec options (e.g. a run's config.yaml); flags override it")
+    for name, typ in FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=HELP.get(name))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_feat2vec_parsers(sub, exp_sub) -> None:
+    p = sub.add_parser("feat2vec", help="Feat2Vec on one event table (run folder with MPR of held-out groups)")
+    add_feat2vec_flags(p)
+    p.add_argument("--out", required=True, help="run folder")
+    p.set_defaults(func=cmd_feat2vec)
+    e = exp_sub.add_parser("feat2vec", help="MPR table: Feat2Vec vs popularity vs MCM (report.md)")
+    add_feat2vec_flags(e)
+    e.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
+    e.add_argument("--mcm-epochs", type=int, default=3, help="epochs of the MCM baseline's pre-training")
+    e.add_argument("--mcm-mask", default="remove", help="mask type of the MCM baseline")
+    e.add_argument("--supervised", action="store_true",
+                   help="also train one supervised Feat2Vec per evaluated group (only that group is corrupted)")
+    e.add_argument("--out", required=True, help="experiment folder")
+    e.set_defaults(func=cmd_experiment_feat2vec)
