@@ -128,15 +128,20 @@ def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds:
     """Whether pre-training helped, from the numbers: pretrained + finetune against scratch at each
     label fraction (the same training, only the initialisation differs), then the probe and GBDT."""
     sign = 1 if higher_is_better(metric) else -1
-    parts, helped = [], 0
+    parts, better, worse = [], 0, 0
     for fraction in fractions:
         diff, beyond = _difference(finals, "finetune", "scratch", fraction, metric)
-        helped += sign * diff > 0
+        # With one seed there is no noise estimate: every difference counts.
+        better += bool(sign * diff > 0 and beyond is not False)
+        worse += bool(sign * diff < 0 and beyond is not False)
         noise = "" if beyond is None else (" (beyond seed noise)" if beyond else " (within seed noise)")
         parts.append(f"{diff:+.3f} at {percent(fraction)}{noise}")
-    outcome = ("helped at every label fraction" if helped == len(fractions) else
-               "did not help at any label fraction" if helped == 0 else
-               f"helped at {helped} of {len(fractions)} label fractions")
+    qualifier = "" if num_seeds < 2 else " beyond seed noise"
+    outcome = (f"helped{qualifier} at every label fraction" if better == len(fractions) else
+               f"did not help{qualifier} at any label fraction" if better == 0 else
+               f"helped{qualifier} at {better} of {len(fractions)} label fractions")
+    if worse:
+        outcome += f" and hurt{qualifier} at {worse}"
     probe = ", ".join(f"{_difference(finals, 'probe', 'scratch', f, metric)[0]:+.3f}" for f in fractions)
     gbdt = ", ".join(f"{_difference(finals, 'finetune', 'gbdt', f, metric)[0]:+.3f}" for f in fractions)
     return (f"**Verdict (test {title}, {'higher' if sign > 0 else 'lower'} is better, mean over {num_seeds} "
