@@ -5,7 +5,8 @@ import torch
 from torch import Tensor, nn
 import torch_frame
 from torch_frame import NAStrategy, TensorFrame
-from torch_frame.nn import EmbeddingEncoder, FTTransformerConvs, LinearEncoder, StypeWiseFeatureEncoder, TimestampEncoder
+from torch_frame.nn import (EmbeddingEncoder, FTTransformerConvs, LinearEmbeddingEncoder, LinearEncoder,
+                            StypeWiseFeatureEncoder, TimestampEncoder)
 
 from relssl.data.encoding import EncodedTable
 
@@ -13,11 +14,13 @@ from relssl.data.encoding import EncodedTable
 def column_encoder(enc: EncodedTable, channels: int) -> StypeWiseFeatureEncoder:
     """One embedding per cell: categories by lookup (unknown -> zero vector), numbers by a
     per-column linear map of the standardised value (missing -> training mean), timestamps by
-    positional/cyclic features."""
+    positional/cyclic features, text and embedding vectors by a per-column linear projection (a
+    missing vector is zero, so it becomes the column's bias: a learned 'missing' token)."""
     encoders = {
         torch_frame.categorical: EmbeddingEncoder(),
         torch_frame.numerical: LinearEncoder(na_strategy=NAStrategy.MEAN),
         torch_frame.timestamp: TimestampEncoder(),
+        torch_frame.embedding: LinearEmbeddingEncoder(),
     }
     return StypeWiseFeatureEncoder(
         out_channels=channels,

