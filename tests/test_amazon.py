@@ -143,3 +143,9 @@ def test_cli_pretrain_and_mask_experiment_on_a_few_hundred_reviews(shared_data, 
     assert model.texts == embedded  # every later run read the text cache
     report = (out / "report.md").read_text()
     assert "MCM emb cos" in report and "MCM emb R@1" in report and "| bert |" in report
+
+
+def test_style_keys_that_would_share_a_column_are_an_error(tmp_path):
+    path = write(tmp_path, [review(0, style={"Size:": "M", "Size": "L"})])
+    with pytest.raises(RelsslError, match="r.json: style keys .* 'style:Size'"):
+        read_amazon_reviews(path)

@@ -69,7 +69,7 @@ def read_amazon_reviews(path: str | Path, skip_bad_rows: bool = False, name: str
             raise RelsslError(f"{path}: still unreadable after skipping {len(bad)} bad line(s)")
     if table.num_rows == 0:
         raise RelsslError(f"{path}: no reviews in the file")
-    return _to_relational(table, name or path.name.split(".")[0])
+    return _to_relational(table, name or path.name.split(".")[0], path)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -161,7 +161,7 @@ def _drop_lines(raw: bytes, numbers: np.ndarray) -> bytes:
     return b"\n".join(lines[keep])
 
 
-def _to_relational(table: pa.Table, name: str) -> RelationalData:
+def _to_relational(table: pa.Table, name: str, path: Path) -> RelationalData:
     n = table.num_rows
     seconds = table["unixReviewTime"].to_pandas().astype("Int64")
     missing = seconds.isna().to_numpy()
@@ -183,6 +183,9 @@ def _to_relational(table: pa.Table, name: str) -> RelationalData:
         style = table["style"].combine_chunks()
         for field_name in style.type.names if pa.types.is_struct(style.type) else []:
             col = "style:" + field_name.strip().rstrip(":").strip()
+            if col in events:
+                raise RelsslError(f"{path}: style keys that differ only in spacing or a trailing ':' would share column "
+                                  f"'{col}' (keys: {style.type.names})")
             values = style.field(field_name).to_pandas().astype("string").str.strip()
             events[col] = values.where(values.str.len() > 0)
             stypes[col] = torch_frame.categorical
