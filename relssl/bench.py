@@ -4,6 +4,9 @@ Each size runs in a fresh process so peak memory is that size's own. ``--epoch``
 user runs instead: generate a file, ingest it into the cache (then load it again, a cache hit),
 and train MCM + LP with the default model for one epoch, reporting rows/s, epoch time, peak RSS
 and the share of time in ingestion, sampling, forward, backward and optimiser.
+Each size runs in a fresh process so peak memory is that size's own. `relssl bench --text DATA`
+measures text columns instead: embedding throughput, cold vs cached preprocessing, and
+pre-training rows/s with and without the text columns.
 """
 from __future__ import annotations
 
@@ -144,6 +147,55 @@ def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0
     return out
 
 
+def bench_text(data_name: str, steps: int, batch_size: int, seed: int = 0) -> dict:
+    """Text figures on one dataset, with a fresh text cache so the first preparation embeds."""
+    import dataclasses
+
+    import torch
+    import torch_frame
+
+    from relssl.data.datasets import load_dataset
+    from relssl.data.prepare import prepare
+    from relssl.data.splits import TRAIN
+    from relssl.data.text import TextEmbedder, load_model
+    from relssl.train import seeding
+    from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+    out: dict = {"data": data_name, "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as cache:
+        t = time.perf_counter()
+        load_model(TextEmbedder().model)
+        out["model_load_s"] = time.perf_counter() - t
+        for run in ("first", "cached"):
+            embedder = TextEmbedder(cache_dir=Path(cache), progress=False)
+            t = time.perf_counter()
+            data = load_dataset(data_name)
+            prep = prepare(data, seed=seed, text=embedder)
+            out[f"{run}_preprocess_s"] = time.perf_counter() - t
+            if run == "first":
+                texts = sum(r.texts for r in embedder.records)
+                out["distinct_texts"] = texts
+                out["embed_sentences_per_s"] = texts / sum(r.seconds for r in embedder.records)
+    out["cached_speedup"] = out["first_preprocess_s"] / out["cached_preprocess_s"]
+    text_cols = [c for c, st in data.col_stypes.items() if st == torch_frame.text_embedded]
+    without = dataclasses.replace(data, col_stypes={c: st for c, st in data.col_stypes.items() if c not in text_cols})
+    for label, variant in (("with_text", prep), ("without_text", prepare(without, seed=seed))):
+        trainer = Pretrainer(PretrainConfig(data=data_name, objectives=["mcm", "am", "mv"], batch_size=batch_size,
+                                            seed=seed, device="cpu"), variant)
+        rows = variant.rows(TRAIN)
+        for i in range(steps + 1):
+            if i == 1:
+                t = time.perf_counter()
+            b = rows[torch.randperm(len(rows), generator=seeding.generator(seed, 9, i))[:batch_size]]
+            loss, _ = trainer.step(b, TRAIN, seeding.generator(seed, 12, i))
+            trainer.optimizer.zero_grad()
+            loss.backward()
+            trainer.optimizer.step()
+        out[f"pretrain_rows_per_s_{label}"] = steps * min(batch_size, len(rows)) / (time.perf_counter() - t)
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
 def format_table(results: list[dict]) -> str:
     keys = [k for k in results[0] if k != "rows"]
     lines = ["| figure | " + " | ".join(f"{r['rows']:,} rows" for r in results) + " |",
@@ -155,6 +207,14 @@ def format_table(results: list[dict]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.text:
+        result = bench_text(args.text, args.steps, args.batch_size)
+        print("| figure | value |\n|---|---|")
+        for k, v in result.items():
+            print(f"| {k} | {v:,.2f} |" if isinstance(v, float) else f"| {k} | {v} |")
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        return
     sizes = [int(s) for s in args.rows.split(",")]
     if args.single:
         result = (bench_epoch(sizes[0], args.max_steps, args.batch_size) if args.epoch
@@ -184,5 +244,6 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--epoch", action="store_true",
                    help="one MCM+LP epoch through generate, cache ingestion and training (e.g. --rows 5000000)")
     p.add_argument("--max-steps", type=int, help="with --epoch: time this many steps and extrapolate the epoch")
+    p.add_argument("--text", metavar="DATA", help="measure text columns on this dataset (e.g. amazon_fashion) instead")
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)

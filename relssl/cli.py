@@ -16,7 +16,7 @@ RUN_FLAGS = {
     "data": str, "objectives": str, "mask": str, "mask_prob": float, "cells_per_row": int, "epochs": int,
     "batch_size": int, "lr": float, "weight_decay": float, "seed": int, "split": str, "max_categories": int,
     "train_rows_per_epoch": int, "eval_rows": int, "patience": int, "device": str, "combiner": str,
-    "weights": str,
+    "weights": str, "text_model": str,
 }
 # Combiner hyper-parameters: flag -> (combiner, option name). Defaults are the papers'.
 COMBINER_FLAGS = {"moco_beta": ("moco", "beta"), "moco_beta_sigma": ("moco", "beta_sigma"),
@@ -50,6 +50,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-time-aware", action="store_true", help="sample neighbours regardless of time")
     p.add_argument("--no-cache", action="store_true", help="prepare the data in memory, without the preprocessed-data cache")
     p.add_argument("--cache-dir", help="preprocessed-data cache folder (default: $RELSSL_CACHE, else ./data/cache)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip malformed lines of line-based inputs (Amazon reviews) with a counted warning")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -101,6 +103,8 @@ def config_from_args(args: argparse.Namespace, **overrides):
         raw["cache"] = False
     if args.cache_dir:
         raw["cache_dir"] = args.cache_dir
+    if args.skip_bad_rows:
+        raw["skip_bad_rows"] = True
     cfg = PretrainConfig.from_dict(raw)
     cfg.validate()
     return cfg
@@ -158,7 +162,7 @@ def cmd_experiment_masks(args: argparse.Namespace) -> None:
         raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
     overrides = {}
     if args.objectives is None:
-        graph = load_dataset(args.data or "synthetic-aml").has_graph
+        graph = load_dataset(args.data or "synthetic-aml", args.skip_bad_rows).has_graph
         overrides["objectives"] = ["mcm", "am", "mv"] if graph else ["mcm", "mv"]
     cfg = config_from_args(args, **overrides)
     path = run_mask_experiment(cfg, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv],

@@ -56,7 +56,7 @@ def parse_groups(spec: str | dict | None, prep: PreparedData, option: str = "--g
     Default: one group per feature column, plus ``@source`` and ``@target`` when rows link entities.
     Columns left out of every group are not used.
     """
-    columns = list(prep.data.col_stypes)  # the data's own column order
+    columns = [c.name for c in prep.events.columns]  # the encoded order: the same from the cache
     available = [*columns, *(ID_GROUPS if prep.has_graph else ())]
     if spec is None or spec == "" or spec == {}:
         return [FeatureGroup(name, (name,)) for name in available]
@@ -315,7 +315,7 @@ class Feat2Vec(nn.Module):
                 raise RelsslError(f"{name} {alpha}: expected an exponent in [0, 1]")
         self.groups, self.negatives = groups, negatives
         self.target = None if target is None else find_group(groups, target, option)
-        self.head = Feat2VecHead(groups, prep.events, channels, prep.data.num_entities)
+        self.head = Feat2VecHead(groups, prep.events, channels, prep.num_entities)
         ids = [group_value_ids(prep, g) for g in groups]
         self.sampler = NoiseSampler([i for i, _ in ids], [r for _, r in ids], prep.rows(TRAIN), self.head.params,
                                     alpha1, alpha2, self.target)

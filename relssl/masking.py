@@ -5,6 +5,9 @@
   column has more than one category.
 - bert: of the chosen cells, 80 % remove, 10 % replace, 10 % left unchanged (all predicted).
 - remove: the cell is shown as a learned per-column [MASK] embedding (see RowEncoder).
+
+Text and embedding cells are masked like the others: replace draws another training row's
+vector of the column; missing vectors (all zeros) are never chosen as targets.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 from torch import Tensor
 import torch_frame
 from torch_frame import TensorFrame
+from torch_frame.data import MultiEmbeddingTensor
 
 from relssl.data.encoding import EncodedTable, category_counts
 from relssl.errors import RelsslError
@@ -41,17 +45,23 @@ class Masker:
         self.mask_type, self.cells_per_row, self.prob = mask_type, cells_per_row, prob
         self.columns = enc.columns
         self.maskable = torch.tensor([c.maskable for c in enc.columns])
-        if not self.maskable.any():
-            raise RelsslError("no numerical or categorical column to mask")
         tf = enc.tf
-        # Replacement pools from the training split only: non-missing numbers, category frequencies.
-        self.num_pool, self.cat_cumcount = {}, {}
-        for col in enc.columns:
+        # Replacement pools from the training split only: non-missing numbers, category frequencies,
+        # training rows with a vector (embedding values are gathered from the table when drawn).
+        self.num_pool, self.cat_cumcount, self.emb_pool = {}, {}, {}
+        for pos, col in enumerate(enc.columns):
             if col.stype == torch_frame.numerical:
                 values = tf.feat_dict[col.stype][train_rows, col.index]
                 self.num_pool[col.index] = values[~torch.isnan(values)]
             elif col.stype == torch_frame.categorical and col.num_categories > 0:
                 self.cat_cumcount[col.index] = torch.cumsum(category_counts(enc, col), 0)
+            elif col.stype == torch_frame.embedding:
+                self.emb_values = tf.feat_dict[col.stype].values
+                present = embedding_present(tf.feat_dict[col.stype], col.index)[train_rows]
+                self.emb_pool[col.index] = train_rows[present]
+                self.maskable[pos] &= bool(present.any())
+        if not self.maskable.any():
+            raise RelsslError("no numerical, categorical, text or embedding column to mask")
 
     def observed(self, tf: TensorFrame) -> Tensor:
         """[B, C] cells with a known value (a target exists), in the encoder's column order."""
@@ -62,6 +72,8 @@ class Masker:
                 parts.append(~torch.isnan(feat))
             elif stype == torch_frame.categorical:
                 parts.append(feat >= 0)
+            elif stype == torch_frame.embedding:
+                parts.append(torch.stack([embedding_present(feat, j) for j in range(feat.num_cols)], dim=1))
             else:
                 parts.append(torch.zeros(feat.shape[:2], dtype=torch.bool, device=feat.device))
         return torch.cat(parts, dim=1) & self.maskable.to(parts[0].device)
@@ -102,6 +114,9 @@ class Masker:
             feat = feat_dict[col.stype]
             if feat is tf.feat_dict[col.stype]:
                 feat = feat_dict[col.stype] = feat.clone()
+            if col.stype == torch_frame.embedding:
+                changed[rows, pos] = self._replace_vectors(feat, col.index, rows, generator)
+                continue
             old = feat[rows, col.index]
             if col.stype == torch_frame.numerical:
                 pool = self.num_pool[col.index]
@@ -112,6 +127,22 @@ class Masker:
             feat[rows, col.index] = new
             changed[rows, pos] = new != old
         return TensorFrame(feat_dict, tf.col_names_dict), changed
+
+    def _replace_vectors(self, feat: MultiEmbeddingTensor, j: int, rows: Tensor, generator: torch.Generator) -> Tensor:
+        """Overwrite column ``j`` of ``rows`` in place (``feat`` is the caller's clone) with other
+        training rows' vectors; returns which rows changed."""
+        pool = self.emb_pool[j]
+        pick = pool[torch.randint(len(pool), (rows.numel(),), generator=generator)]
+        lo, hi = int(feat.offset[j]), int(feat.offset[j + 1])
+        new = self.emb_values[pick, lo:hi].to(feat.values.device)
+        changed = (feat.values[rows, lo:hi] != new).any(1)
+        feat.values[rows, lo:hi] = new
+        return changed
+
+
+def embedding_present(feat: MultiEmbeddingTensor, j: int) -> Tensor:
+    """[B] rows whose vector in column ``j`` is not the all-zero 'missing' vector."""
+    return feat.values[:, int(feat.offset[j]):int(feat.offset[j + 1])].ne(0).any(1)
 
 
 def draw_other_category(cumcount: Tensor, old: Tensor, generator: torch.Generator) -> Tensor:

@@ -63,9 +63,9 @@ def test_sampler_frequencies_follow_alpha1_and_alpha2():
 def test_group_probabilities_use_parameter_counts(keyed):
     task = Feat2Vec(keyed, parse_groups(None, keyed), channels=8)
     names = [g.name for g in task.groups]
-    assert names == ["a", "b", "c", "x", "@source", "@target"]
-    mlp = sum(p.numel() for p in task.head.extract[0].parameters())
-    assert task.head.params[0] == 5 * 8 + mlp  # 5 categories x 8 dims of embedding table + the group MLP
+    assert names == ["x", "a", "b", "c", "@source", "@target"]  # the encoded column order, then the keys
+    mlp = sum(p.numel() for p in task.head.extract[1].parameters())
+    assert task.head.params[1] == 5 * 8 + mlp  # 5 categories x 8 dims of embedding table + the group MLP
     assert task.head.params[4] == 200 * 8  # entity table
     expected = task.head.params.double() ** 0.25
     assert torch.allclose(task.sampler.group_prob, expected / expected.sum())
@@ -132,10 +132,10 @@ def embedding_toy(n: int = 1500, seed: int = 0) -> RelationalData:
     b = rng.integers(0, 4, n)
     basis = rng.normal(size=(4, 6)).astype(np.float32)
     vectors = basis[b] + rng.normal(0, 0.05, (n, 6)).astype(np.float32)
-    events = pd.DataFrame({"e": list(vectors), "b": [f"b{v}" for v in b], "c": [f"c{v}" for v in rng.integers(0, 3, n)]})
+    events = pd.DataFrame({"b": [f"b{v}" for v in b], "c": [f"c{v}" for v in rng.integers(0, 3, n)]})
     return RelationalData(name="emb", events=events, col_stypes={"e": torch_frame.embedding, "b": torch_frame.categorical,
                                                                   "c": torch_frame.categorical},
-                          time=np.sort(rng.integers(0, 10 * 86400, n)))
+                          time=np.sort(rng.integers(0, 10 * 86400, n)), vectors={"e": vectors})
 
 
 def test_embedding_column_group_predicts_its_category():

@@ -65,6 +65,30 @@ def file_digest(path: Path, cache_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def cacheable(spec: str) -> bool:
+    """Whether the cache can hold ``spec``: it stores numerical, categorical and timestamp columns,
+    so Amazon reviews and schemas declaring text or embedding columns are prepared in memory
+    (their text vectors have a cache of their own, relssl.data.text)."""
+    from relssl.data.datasets import AMAZON_SUFFIXES, BUILTIN_FILES, BUILTIN_SCHEMAS, SCHEMAS
+
+    if spec in BUILTIN_FILES or spec.endswith(AMAZON_SUFFIXES):
+        return False
+    path = SCHEMAS / BUILTIN_SCHEMAS[spec] if spec in BUILTIN_SCHEMAS else Path(spec)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return True
+    try:
+        schema = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return True  # the schema reader reports it, naming the file
+    tables = [schema.get("events")] + list((schema.get("entities") or {}).values()) if isinstance(schema, dict) else []
+    for table in tables:
+        for column in ((table or {}).get("columns") or {}).values() if isinstance(table, dict) else []:
+            stype = column.get("stype") if isinstance(column, dict) else column
+            if stype in ("text", "embedding"):
+                return False
+    return True
+
+
 def source_files(spec: str) -> tuple[str, list[Path]]:
     """How a --data spec is read ('ibm_aml' or 'schema') and the files its content comes from."""
     from relssl.data.datasets import BUILTIN_SCHEMAS, SCHEMAS, SYNTHETIC_AML, shared_data_dir, synthetic_aml_path

@@ -1,4 +1,5 @@
-"""Resolve a --data argument: a built-in dataset name, an IBM AML CSV path, or a YAML schema."""
+"""Resolve a --data argument: a built-in dataset name, an IBM AML CSV path, Amazon review JSON
+lines, or a YAML schema."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,9 @@ SCHEMAS = Path(__file__).parent / "schemas"
 SYNTHETIC_AML = "synthetic-aml"
 SYNTHETIC_AML_ROWS = 100_000
 BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml", "ethereum-tedge": "ethereum_tedge.yaml"}
+# Built-in names read by their own reader from a file under the shared data folder.
+BUILTIN_FILES = {"amazon_fashion": "amazon_fashion/AMAZON_FASHION_5.json"}
+AMAZON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 
 
 def data_home() -> Path:
@@ -42,25 +46,37 @@ def synthetic_aml_path(rows: int = SYNTHETIC_AML_ROWS, seed: int = 0) -> Path:
 
 
 def builtin_names() -> list[str]:
-    return [SYNTHETIC_AML, *BUILTIN_SCHEMAS]
+    return [SYNTHETIC_AML, *BUILTIN_SCHEMAS, *BUILTIN_FILES]
 
 
-def load_dataset(spec: str) -> RelationalData:
+def load_dataset(spec: str, skip_bad_rows: bool = False) -> RelationalData:
+    """``skip_bad_rows`` lets line-based readers (Amazon reviews) skip malformed lines with a
+    counted warning instead of failing on the first."""
+    from relssl.data.amazon import read_amazon_reviews
     from relssl.data.ibm_aml import read_ibm_aml
     from relssl.data.schema import load_schema
 
     if spec == SYNTHETIC_AML:
         return read_ibm_aml(synthetic_aml_path())
-    if spec in BUILTIN_SCHEMAS:
+    if spec in BUILTIN_SCHEMAS or spec in BUILTIN_FILES:
         base = shared_data_dir()
         if not base.is_dir():
             raise RelsslError(f"--data {spec}: the shared data folder {base} does not exist; "
                               f"set RELSSL_SHARED_DATA to the folder holding {spec}'s files")
-        return load_schema(SCHEMAS / BUILTIN_SCHEMAS[spec], base_dir=base)
+        if spec in BUILTIN_SCHEMAS:
+            return load_schema(SCHEMAS / BUILTIN_SCHEMAS[spec], base_dir=base)
+        path = base / BUILTIN_FILES[spec]
+        if not path.is_file():
+            raise RelsslError(f"--data {spec}: {path} does not exist; put the file there or set "
+                              f"RELSSL_SHARED_DATA to the folder holding {BUILTIN_FILES[spec]}")
+        return read_amazon_reviews(path, skip_bad_rows, name=spec)
     path = Path(spec)
     if path.suffix in (".yaml", ".yml"):
         return load_schema(path)
+    if path.name.endswith(AMAZON_SUFFIXES):
+        return read_amazon_reviews(path, skip_bad_rows)
     if path.suffix in (".csv", ".gz") or path.exists():
         return read_ibm_aml(path)
     raise RelsslError(f"--data '{spec}': not a built-in dataset ({', '.join(builtin_names())}), "
-                      f"nor an IBM AML CSV path, nor a YAML schema (.yaml)")
+                      f"nor an IBM AML CSV path, nor Amazon review JSON lines (.json, .json.gz), "
+                      f"nor a YAML schema (.yaml)")

@@ -8,17 +8,21 @@ import numpy as np
 import pandas as pd
 import torch
 import torch_frame
+from torch_frame.data import MultiEmbeddingTensor
 from torch_frame.data.stats import StatType, compute_col_stats
 
 from relssl.errors import RelsslError
 
-# The stypes relssl encodes; text and embedding columns arrive as 'embedding' vectors.
+# The stypes relssl encodes. Text columns (text_embedded) are embedded by a sentence model and,
+# like precomputed vectors, become 'embedding' columns of the TensorFrame.
 SUPPORTED_STYPES = {
     torch_frame.numerical,
     torch_frame.categorical,
     torch_frame.timestamp,
+    torch_frame.text_embedded,
     torch_frame.embedding,
 }
+FRAME_STYPES = (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)
 TRANSFORMS = {"log1p": lambda s: np.sign(s) * np.log1p(np.abs(s))}
 
 
@@ -32,13 +36,15 @@ class ColumnInfo:
     num_categories: int = 0  # categorical: size of the training vocabulary
     mean: float = 0.0  # numerical: training mean / std (after any transform)
     std: float = 1.0
+    dim: int = 0  # embedding: vector width
+    text: bool = False  # embedding: embedded from a text column (else precomputed vectors)
 
     @property
     def maskable(self) -> bool:
         """Cells a masking pretext task can hide and ask the model to predict."""
-        return self.stype == torch_frame.numerical or (
-            self.stype == torch_frame.categorical and self.num_categories > 0
-        )
+        return (self.stype == torch_frame.numerical
+                or (self.stype == torch_frame.categorical and self.num_categories > 0)
+                or (self.stype == torch_frame.embedding and self.dim > 0))
 
 
 @dataclass
@@ -59,22 +65,68 @@ def encode_table(
     transforms: dict[str, str] | None = None,
     max_categories: int = 1000,
     table: str = "events",
+    vectors: dict[str, np.ndarray] | None = None,
+    text=None,
 ) -> EncodedTable:
     """Encode ``df[col_stypes]``; statistics and vocabularies come from ``train_rows`` alone.
 
     Categories unseen in training (or beyond the ``max_categories`` most frequent) map to the
-    unknown index -1, which the encoder embeds as a learned-free zero vector.
+    unknown index -1, which the encoder embeds as a learned-free zero vector. Text columns are
+    embedded by ``text`` (a ``relssl.data.text.TextEmbedder``; default: the offline MiniLM model)
+    and, with the precomputed ``vectors`` of embedding columns, become 'embedding' columns.
     """
-    with warnings.catch_warnings():  # pytorch-frame wraps read-only numpy views; it never writes to them
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return _encode_table(df, col_stypes, train_rows, transforms or {}, max_categories, table)
-
-
-def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table) -> EncodedTable:
-    frame = pd.DataFrame(index=df.index)
+    if not col_stypes:
+        raise RelsslError(f"{table}: no feature columns to encode")
     for col, stype in col_stypes.items():
         if stype not in SUPPORTED_STYPES:
             raise RelsslError(f"{table}: column '{col}' has stype '{stype.value}', which is not supported yet")
+    embedded = {}
+    for col, stype in col_stypes.items():
+        if stype == torch_frame.text_embedded:
+            if text is None:
+                from relssl.data.text import TextEmbedder
+
+                text = TextEmbedder()
+            embedded[col] = text(df[col], f"{table}.{col}")
+        elif stype == torch_frame.embedding:
+            if vectors is None or col not in vectors:
+                raise RelsslError(f"{table}: embedding column '{col}' has no vectors")
+            embedded[col] = np.asarray(vectors[col], dtype=np.float32)
+    frame_stypes = {c: s for c, s in col_stypes.items() if s in FRAME_STYPES}
+    with warnings.catch_warnings():  # pytorch-frame wraps read-only numpy views; it never writes to them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        enc = _encode_table(df, frame_stypes, train_rows, transforms or {}, max_categories, table)
+    if embedded:
+        enc = _add_embeddings(enc, embedded, {c for c, s in col_stypes.items() if s == torch_frame.text_embedded},
+                              len(df))
+    return enc
+
+
+def _add_embeddings(enc: EncodedTable | None, embedded: dict[str, np.ndarray], text_cols: set[str],
+                    num_rows: int) -> EncodedTable:
+    """Append the vectors as one MultiEmbeddingTensor (built from whole arrays, not per row);
+    embedding is the last stype in pytorch-frame's canonical order, so column positions stay put."""
+    feat_dict = dict(enc.tf.feat_dict) if enc else {}
+    col_names_dict = dict(enc.tf.col_names_dict) if enc else {}
+    col_stats = dict(enc.col_stats) if enc else {}
+    columns = list(enc.columns) if enc else []
+    feat_dict[torch_frame.embedding] = MultiEmbeddingTensor.from_tensor_list(
+        [torch.from_numpy(v) for v in embedded.values()])
+    col_names_dict[torch_frame.embedding] = list(embedded)
+    for j, (col, v) in enumerate(embedded.items()):
+        col_stats[col] = {StatType.EMB_DIM: v.shape[1]}
+        columns.append(ColumnInfo(col, torch_frame.embedding, j, dim=v.shape[1], text=col in text_cols))
+    tf = torch_frame.TensorFrame(feat_dict, col_names_dict)
+    if tf.num_rows != num_rows:
+        raise RelsslError(f"embedding columns have {tf.num_rows} rows for a table of {num_rows}")
+    return EncodedTable(tf=tf, col_stats=col_stats, columns=columns)
+
+
+def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table) -> EncodedTable | None:
+    if not col_stypes:
+        return None
+    frame = pd.DataFrame(index=df.index)
+    for col, stype in col_stypes.items():
         ser = df[col]
         if stype == torch_frame.numerical:
             ser = pd.to_numeric(ser, errors="coerce").astype("float64")

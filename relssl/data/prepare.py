@@ -31,16 +31,19 @@ class PreparedData:
 
 
 def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
-            max_categories: int = 1000) -> PreparedData:
+            max_categories: int = 1000, text=None) -> PreparedData:
     """Split events by time and encode them; entity features are fitted on entities that appear
-    in training events (an entity's own row carries no time, so this is the leakage-safe set)."""
+    in training events (an entity's own row carries no time, so this is the leakage-safe set).
+    ``text`` embeds text columns (a ``relssl.data.text.TextEmbedder``; default: offline MiniLM, cached)."""
     split = temporal_split(data.time, data.num_events, fractions, seed)
     train_rows = np.flatnonzero(split == TRAIN)
-    events = encode_table(data.events, data.col_stypes, train_rows, data.transforms, max_categories, "events")
+    events = encode_table(data.events, data.col_stypes, train_rows, data.transforms, max_categories, "events",
+                          data.vectors, text)
     entities = None
     if data.entities is not None and data.entity_col_stypes:
         seen = np.unique(np.concatenate([data.src[train_rows], data.dst[train_rows]]))
-        entities = encode_table(data.entities, data.entity_col_stypes, seen, {}, max_categories, "entities")
+        entities = encode_table(data.entities, data.entity_col_stypes, seen, {}, max_categories, "entities",
+                                text=text)
 
     def as_tensor(a):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))

@@ -16,7 +16,10 @@ class RelationalData:
 
     Each event row is one directed edge ``src[i] -> dst[i]`` of a multigraph over entities
     ``0 .. num_entities-1``. Without keys (``src is None``) the data is a single table.
-    Label columns stay in ``events`` but are never features.
+    Label columns stay in ``events`` but are never features. Text columns (stype
+    ``text_embedded``) hold raw strings in ``events`` and are embedded when encoding; embedding
+    columns (stype ``embedding``) hold their [num_events, dim] vectors in ``vectors``, zero for
+    missing.
     """
 
     name: str
@@ -33,17 +36,27 @@ class RelationalData:
     entity_col_stypes: dict[str, torch_frame.stype] = field(default_factory=dict)
     entity_label_cols: list[str] = field(default_factory=list)
     transforms: dict[str, str] = field(default_factory=dict)  # column -> "log1p", applied when encoding
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embedding column -> [num_events, dim]
 
     def __post_init__(self) -> None:
         n = len(self.events)
         if n == 0:
             raise RelsslError(f"dataset '{self.name}': the event table has no rows")
-        missing = [c for c in [*self.col_stypes, *self.label_cols] if c not in self.events]
+        missing = [c for c in [*self.col_stypes, *self.label_cols]
+                   if c not in self.events and not (c in self.vectors and self.col_stypes.get(c) == torch_frame.embedding)]
         if missing:
             raise RelsslError(f"dataset '{self.name}': columns {missing} are not in the event table")
         leaked = set(self.label_cols) & set(self.col_stypes)
         if leaked:
             raise RelsslError(f"dataset '{self.name}': label columns {sorted(leaked)} cannot be features")
+        for col, vec in self.vectors.items():
+            if self.col_stypes.get(col) != torch_frame.embedding:
+                raise RelsslError(f"dataset '{self.name}': vectors given for '{col}', which is not an embedding column")
+            if vec.ndim != 2 or len(vec) != n:
+                raise RelsslError(f"dataset '{self.name}': embedding column '{col}' has shape {vec.shape} for {n} events")
+        unfilled = [c for c, s in self.col_stypes.items() if s == torch_frame.embedding and c not in self.vectors]
+        if unfilled:
+            raise RelsslError(f"dataset '{self.name}': embedding columns {unfilled} have no vectors")
         for arr_name in ("time", "src", "dst"):
             arr = getattr(self, arr_name)
             if arr is not None and len(arr) != n:

@@ -31,9 +31,13 @@ import torch_frame
 import yaml
 
 from relssl.data.relational import RelationalData
+from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 
-STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
+STYPES = {**{s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp,
+                                   torch_frame.embedding)},
+          "text": torch_frame.text_embedded}
+VECTOR_KEYS = ("path", "key", "keys")  # an embedding column's vector file, join column, .npy key file
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -76,9 +80,9 @@ def epoch_seconds(ser: pd.Series) -> np.ndarray:
     return ser.astype("datetime64[s]").to_numpy().astype(np.int64)
 
 
-def _columns(spec: dict, where: str) -> tuple[dict, dict, dict]:
-    """Column specs -> (stypes, transforms, timestamp parse options)."""
-    stypes, transforms, time_opts = {}, {}, {}
+def _columns(spec: dict, where: str) -> tuple[dict, dict, dict, dict]:
+    """Column specs -> (stypes, transforms, timestamp parse options, embedding vector-file specs)."""
+    stypes, transforms, time_opts, vector_specs = {}, {}, {}, {}
     for col, cspec in (spec.get("columns") or {}).items():
         cspec = {"stype": cspec} if isinstance(cspec, str) else dict(cspec or {})
         stype = cspec.pop("stype", None)
@@ -88,9 +92,26 @@ def _columns(spec: dict, where: str) -> tuple[dict, dict, dict]:
         if "transform" in cspec:
             transforms[col] = cspec.pop("transform")
         time_opts[col] = {k: cspec.pop(k) for k in ("unit", "format", "origin") if k in cspec}
+        if stypes[col] == torch_frame.embedding:
+            vector_specs[col] = {k: cspec.pop(k) for k in VECTOR_KEYS if k in cspec}
+            if "path" not in vector_specs[col] or "key" not in vector_specs[col]:
+                raise RelsslError(f"{where}: embedding column '{col}' needs 'path' (a .npy or .parquet vector "
+                                  f"file) and 'key' (the column whose values look vectors up)")
         if cspec:
             raise RelsslError(f"{where}: column '{col}': unknown keys {sorted(cspec)}")
-    return stypes, transforms, time_opts
+    return stypes, transforms, time_opts, vector_specs
+
+
+def _vectors(events: pd.DataFrame, vector_specs: dict, base: Path, ev_path: Path) -> dict[str, np.ndarray]:
+    """Each embedding column's vectors joined to the event rows by its key column."""
+    out = {}
+    for col, vspec in vector_specs.items():
+        _require(events, [vspec["key"]], ev_path)
+        keys_path = (base / vspec["keys"]).resolve() if "keys" in vspec else None
+        file = (base / vspec["path"]).resolve()
+        keys, vectors = read_vectors(file, vspec["key"], keys_path)
+        out[col] = join_vectors(events[vspec["key"]], keys, vectors, f"{file} (column '{col}')")
+    return out
 
 
 def _require(df: pd.DataFrame, cols, path: Path) -> None:
@@ -137,9 +158,10 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
         raise RelsslError(f"{path}: events: missing 'path'")
     ev_path = (base / ev["path"]).resolve()
     events = read_table(ev_path)
-    stypes, transforms, time_opts = _columns(ev, f"{path}: events")
+    stypes, transforms, time_opts, vector_specs = _columns(ev, f"{path}: events")
     labels = list(ev.get("labels") or [])
-    _require(events, [*stypes, *labels], ev_path)
+    _require(events, [*(c for c in stypes if c not in vector_specs), *labels], ev_path)
+    vectors = _vectors(events, vector_specs, base, ev_path)
 
     time_spec = ev.get("time")
     time_col, time = None, None
@@ -189,7 +211,10 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
             espec = ent_specs[table_name]
             e_path = (base / espec["path"]).resolve()
             entities = read_table(e_path)
-            entity_stypes, _, e_time_opts = _columns(espec, f"{path}: entities.{table_name}")
+            entity_stypes, _, e_time_opts, e_vectors = _columns(espec, f"{path}: entities.{table_name}")
+            if e_vectors:
+                raise RelsslError(f"{path}: entities.{table_name}: embedding columns are supported on the "
+                                  f"event table only (join the vectors to events by the entity's key)")
             entity_labels = list(espec.get("labels") or [])
             key_cols = _key_columns(espec.get("key"), f"{path}: entities.{table_name}.key")
             _require(entities, [*key_cols, *entity_stypes, *entity_labels], e_path)
@@ -233,4 +258,5 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
         entity_col_stypes=entity_stypes,
         entity_label_cols=entity_labels,
         transforms=transforms,
+        vectors=vectors,
     )

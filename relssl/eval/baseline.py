@@ -24,6 +24,8 @@ def table_matrix(enc: EncodedTable) -> tuple[np.ndarray, np.ndarray]:
     """Every encoded cell as a float column (unknown category -> NaN), and which are categorical."""
     parts, categorical = [], []
     for stype, feat in enc.tf.feat_dict.items():
+        if stype == torch_frame.embedding:  # text/embedding vectors: every component a feature
+            feat = feat.values
         x = feat.reshape(len(feat), -1).double().numpy()
         if stype == torch_frame.categorical:
             x = np.where(x < 0, np.nan, x)

@@ -10,8 +10,10 @@ from relssl.experiments.runner import run_grid
 from relssl.masking import MASK_TYPES
 from relssl.train.pretrain import PretrainConfig
 
-COLUMNS = {"mcm/acc": "MCM ACC", "mcm/rmse": "MCM RMSE", "am/acc": "AM ACC", "am/rmse": "AM RMSE",
+COLUMNS = {"mcm/acc": "MCM ACC", "mcm/rmse": "MCM RMSE", "mcm/emb_cos": "MCM emb cos", "mcm/emb_r1": "MCM emb R@1",
+           "am/acc": "AM ACC", "am/rmse": "AM RMSE", "am/emb_cos": "AM emb cos", "am/emb_r1": "AM emb R@1",
            "mv/acc": "MV ACC"}
+EMBEDDING_METRICS = ("emb_cos", "emb_r1")  # shown only for data with text/embedding columns
 
 
 def run_mask_experiment(base: PretrainConfig, seeds: list[int], out: Path, command: list[str],
@@ -21,7 +23,12 @@ def run_mask_experiment(base: PretrainConfig, seeds: list[int], out: Path, comma
     out.mkdir(parents=True, exist_ok=True)
     configs = {mask: replace(base, mask=mask) for mask in MASK_TYPES}
     results = run_grid(configs, seeds, out, progress, log)
-    columns = {k: v for k, v in COLUMNS.items() if k.split("/")[0] in base.objectives}
+    reported = {k for runs in results.values() for r in runs for k in r["final"]}
+    columns = {k: v for k, v in COLUMNS.items() if k.split("/")[0] in base.objectives
+               and (not k.endswith(EMBEDDING_METRICS) or k in reported)}
+    emb_note = (" emb cos: mean cosine of the predicted and true vectors of masked text/embedding cells; "
+                "emb R@1: the true vector is the nearest of the batch's true vectors of that column."
+                if any(k.endswith(EMBEDDING_METRICS) for k in columns) else "")
     table = metric_table(results, columns, "mask type")
     report = [
         f"# Mask types on `{base.data}`",
@@ -32,7 +39,7 @@ def run_mask_experiment(base: PretrainConfig, seeds: list[int], out: Path, comma
         f"{f', {base.train_rows_per_epoch:,} training rows per epoch' if base.train_rows_per_epoch else ''}; "
         f"seeds {', '.join(map(str, seeds))}. Test split (temporal), best-validation epoch; "
         f"mean ± std over seeds; best in bold. RMSE is on standardised values (training statistics). "
-        f"MV ACC is per-cell accuracy of predicting which cells were masked.",
+        f"MV ACC is per-cell accuracy of predicting which cells were masked.{emb_note}",
         "",
         table,
         "",

