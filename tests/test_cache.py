@@ -117,3 +117,14 @@ def test_bad_input_is_named_before_anything_is_cached(tmp_path):
     with pytest.raises(RelsslError, match="Amount Received"):
         load_prepared(str(good_header), cache_dir=tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["digests.json"]
+
+
+def test_only_sources_without_text_or_vectors_are_cached(tmp_path):
+    from relssl.data.cache import cacheable
+
+    schema = tmp_path / "reviews.yaml"
+    schema.write_text("name: r\nevents:\n  path: r.csv\n  columns:\n    stars: numerical\n    body: {stype: text}\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: p\nevents:\n  path: p.csv\n  columns:\n    stars: numerical\n")
+    assert not cacheable("amazon_fashion") and not cacheable("reviews.json.gz") and not cacheable(str(schema))
+    assert cacheable("synthetic-aml") and cacheable("amlsim") and cacheable(str(plain)) and cacheable("x_Trans.csv")
