@@ -24,7 +24,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0) -> dict:
+def peak_device_memory(device) -> dict:
+    """Peak CUDA memory allocated by tensors (empty on CPU, where peak RSS says it all)."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
+def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str = "cpu") -> dict:
     """Measure one data size: every figure from the same generated file and model."""
     import torch
 
@@ -33,9 +42,9 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0) -> dict:
     from relssl.data.prepare import prepare
     from relssl.data.splits import TRAIN
     from relssl.train import seeding
-    from relssl.train.pretrain import PretrainConfig, Pretrainer
+    from relssl.train.pretrain import PretrainConfig, Pretrainer, device_clock
 
-    out: dict = {"rows": rows, "threads": torch.get_num_threads()}
+    out: dict = {"rows": rows, "threads": torch.get_num_threads(), "device": device}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         trans, _ = write_aml(Path(tmp), rows=rows, seed=seed)
@@ -47,8 +56,9 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0) -> dict:
     prep = prepare(data, seed=seed)
     out["encode_rows_per_s"] = rows / (time.perf_counter() - t)
 
-    cfg = PretrainConfig(data="synthetic-aml", batch_size=batch_size, seed=seed, device="cpu")
+    cfg = PretrainConfig(data="synthetic-aml", batch_size=batch_size, seed=seed, device=device)
     trainer = Pretrainer(cfg, prep)
+    clock = lambda: device_clock(trainer.device)  # noqa: E731
     train_rows = prep.rows(TRAIN)
     batches = [train_rows[torch.randperm(len(train_rows), generator=seeding.generator(seed, 9, i))[:batch_size]]
                for i in range(steps + 1)]
@@ -65,35 +75,36 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0) -> dict:
     out["sampled_edges_per_batch"] = edges / len(batches)
 
     # Bare backbone: forward + backward + optimiser step on prebuilt, unmasked batches.
-    built = [builder(b, seeding.generator(seed, 11, i)) for i, b in enumerate(batches)]
+    built = [builder(b, seeding.generator(seed, 11, i)).to(trainer.device) for i, b in enumerate(batches)]
     model, opt = trainer.model, trainer.optimizer
     model.train()
     for i, batch in enumerate(built):
         if i == 1:
-            t = time.perf_counter()
+            t = clock()
         opt.zero_grad()
         model(batch).fused.square().mean().backward()
         opt.step()
-    backbone_s = (time.perf_counter() - t) / steps
+    backbone_s = (clock() - t) / steps
     out["backbone_rows_per_s"] = batch_size / backbone_s
 
     # Full pre-training step: sampling, masking, objective heads, optimiser.
     for i, b in enumerate(batches):
         if i == 1:
-            t = time.perf_counter()
+            t = clock()
         loss, _ = trainer.step(b, TRAIN, seeding.generator(seed, 12, i))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    step_s = (time.perf_counter() - t) / steps
+    step_s = (clock() - t) / steps
     out["pretrain_rows_per_s"] = batch_size / step_s
     out["pretrain_vs_backbone"] = backbone_s / step_s
     out["sampling_share_of_step"] = sample_s / step_s
     out["peak_rss_mib"] = peak_rss_mib()
+    out.update(peak_device_memory(trainer.device))
     return out
 
 
-def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0) -> dict:
+def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0, device: str = "cpu") -> dict:
     """One epoch of MCM + LP on ``rows`` generated transactions, from the CSV through the cache.
 
     With ``max_steps`` the epoch is cut short and its time extrapolated from the mean step
@@ -105,7 +116,7 @@ def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0
     from relssl.data.splits import TRAIN
     from relssl.train.pretrain import PretrainConfig, Pretrainer
 
-    out: dict = {"rows": rows, "threads": torch.get_num_threads()}
+    out: dict = {"rows": rows, "threads": torch.get_num_threads(), "device": device}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         # A child process, so that the generator's memory is not counted in this run's peak.
@@ -113,7 +124,7 @@ def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0
                         "--out", tmp], check=True, capture_output=True)
         out["generate_s"] = time.perf_counter() - t
         data = str(Path(tmp) / "Synthetic_Trans.csv")
-        cfg = PretrainConfig(data=data, objectives=["mcm", "lp"], batch_size=batch_size, seed=seed, device="cpu",
+        cfg = PretrainConfig(data=data, objectives=["mcm", "lp"], batch_size=batch_size, seed=seed, device=device,
                              cache_dir=str(Path(tmp) / "cache"), epochs=1)
         t = time.perf_counter()
         prep, _ = load_prepared(data, cache_dir=cfg.cache_dir)
@@ -144,10 +155,11 @@ def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0
     total = sum(phases.values())
     out.update({f"share_{k}": v / total for k, v in phases.items()})
     out["peak_rss_mib"] = peak_rss_mib()
+    out.update(peak_device_memory(trainer.device))
     return out
 
 
-def bench_text(data_name: str, steps: int, batch_size: int, seed: int = 0) -> dict:
+def bench_text(data_name: str, steps: int, batch_size: int, seed: int = 0, device: str = "cpu") -> dict:
     """Text figures on one dataset, with a fresh text cache so the first preparation embeds."""
     import dataclasses
 
@@ -181,7 +193,7 @@ def bench_text(data_name: str, steps: int, batch_size: int, seed: int = 0) -> di
     without = dataclasses.replace(data, col_stypes={c: st for c, st in data.col_stypes.items() if c not in text_cols})
     for label, variant in (("with_text", prep), ("without_text", prepare(without, seed=seed))):
         trainer = Pretrainer(PretrainConfig(data=data_name, objectives=["mcm", "am", "mv"], batch_size=batch_size,
-                                            seed=seed, device="cpu"), variant)
+                                            seed=seed, device=device), variant)
         rows = variant.rows(TRAIN)
         for i in range(steps + 1):
             if i == 1:
@@ -201,14 +213,15 @@ def format_table(results: list[dict]) -> str:
     lines = ["| figure | " + " | ".join(f"{r['rows']:,} rows" for r in results) + " |",
              "|---|" + "---|" * len(results)]
     for k in keys:
-        cells = [f"{r[k]:,.2f}" if isinstance(r[k], float) and r[k] < 10 else f"{r[k]:,.0f}" for r in results]
+        cells = [r[k] if isinstance(r[k], str) else f"{r[k]:,.2f}" if isinstance(r[k], float) and r[k] < 10
+                 else f"{r[k]:,.0f}" for r in results]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.text:
-        result = bench_text(args.text, args.steps, args.batch_size)
+        result = bench_text(args.text, args.steps, args.batch_size, device=args.device)
         print("| figure | value |\n|---|---|")
         for k, v in result.items():
             print(f"| {k} | {v:,.2f} |" if isinstance(v, float) else f"| {k} | {v} |")
@@ -217,15 +230,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     sizes = [int(s) for s in args.rows.split(",")]
     if args.single:
-        result = (bench_epoch(sizes[0], args.max_steps, args.batch_size) if args.epoch
-                  else bench_one(sizes[0], args.steps, args.batch_size))
+        result = (bench_epoch(sizes[0], args.max_steps, args.batch_size, device=args.device) if args.epoch
+                  else bench_one(sizes[0], args.steps, args.batch_size, device=args.device))
         print(json.dumps(result))
         return
     results = []
     for rows in sizes:
         extra = ["--epoch", *(["--max-steps", str(args.max_steps)] if args.max_steps else [])] if args.epoch else []
         proc = subprocess.run([sys.executable, "-m", "relssl", "bench", "--single", "--rows", str(rows),
-                               "--steps", str(args.steps), "--batch-size", str(args.batch_size), *extra],
+                               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device, *extra],
                               capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"done: {rows:,} rows", file=sys.stderr)
@@ -245,5 +258,6 @@ def add_bench_parser(sub) -> None:
                    help="one MCM+LP epoch through generate, cache ingestion and training (e.g. --rows 5000000)")
     p.add_argument("--max-steps", type=int, help="with --epoch: time this many steps and extrapolate the epoch")
     p.add_argument("--text", metavar="DATA", help="measure text columns on this dataset (e.g. amazon_fashion) instead")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA figures add peak_cuda_mib)")
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)

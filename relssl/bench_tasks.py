@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 OBJECTIVE_SETS = ["mcm", "am", "mv", "lp", "ctr", "dae", "mcm,mv", "mcm,mv,am,lp"]
@@ -16,21 +15,22 @@ TASK_SETS = ["mcm,lp", "mcm,mv,am,lp"]
 COMBINERS = ["sum", "uw", "moco", "pcgrad", "cagrad"]  # weighted costs what sum costs
 
 
-def time_steps(prep, objectives: str, combiner: str, steps: int, batch_size: int, seed: int) -> float:
+def time_steps(prep, objectives: str, combiner: str, steps: int, batch_size: int, seed: int,
+               device: str = "cpu") -> float:
     """Seconds per training step (sampling, forward, combiner, backward, optimiser), after one warm-up."""
     from relssl.data.splits import TRAIN
-    from relssl.train.pretrain import PretrainConfig, Pretrainer
+    from relssl.train.pretrain import PretrainConfig, Pretrainer, device_clock
 
     cfg = PretrainConfig(data="bench", objectives=objectives.split(","), combiner=combiner,
-                         batch_size=batch_size, seed=seed, device="cpu")
+                         batch_size=batch_size, seed=seed, device=device)
     trainer = Pretrainer(cfg, prep)
     rows = prep.rows(TRAIN)
     batches = rows[:batch_size * (steps + 1)].split(batch_size)
     for step, batch in enumerate(batches):
         if step == 1:
-            start = time.perf_counter()
+            start = device_clock(trainer.device)
         trainer.train_step(batch, 1, step)
-    return (time.perf_counter() - start) / (len(batches) - 1)
+    return (device_clock(trainer.device) - start) / (len(batches) - 1)
 
 
 def table(title: str, rows: list[tuple[str, float, float]]) -> str:
@@ -47,12 +47,15 @@ def cmd_bench_tasks(args: argparse.Namespace) -> None:
 
     prep = prepare(load_dataset(args.data), seed=args.seed)
     figures: dict = {"data": args.data, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-                     "objectives": {}, "combiners": {}}
+                     "device": args.device, "objectives": {}, "combiners": {}}
+
+    def seconds(objectives: str, combiner: str) -> float:
+        return time_steps(prep, objectives, combiner, args.steps, args.batch_size, args.seed, args.device)
+
     for objectives in args.objectives.split(";"):
-        figures["objectives"][objectives] = time_steps(prep, objectives, "sum", args.steps, args.batch_size, args.seed)
+        figures["objectives"][objectives] = seconds(objectives, "sum")
     for tasks in args.task_sets.split(";"):
-        figures["combiners"][tasks] = {c: time_steps(prep, tasks, c, args.steps, args.batch_size, args.seed)
-                                       for c in args.combiners.split(",")}
+        figures["combiners"][tasks] = {c: seconds(tasks, c) for c in args.combiners.split(",")}
     base = figures["objectives"].get("mcm") or next(iter(figures["objectives"].values()))
     print(table("objectives (sum)", [(name, s, args.batch_size / s, s / base)
                                      for name, s in figures["objectives"].items()]))
@@ -74,5 +77,6 @@ def add_bench_tasks_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_bench_tasks)

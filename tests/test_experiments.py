@@ -1,6 +1,9 @@
 import json
 import math
 
+import pytest
+import torch
+
 from relssl.cli import main
 from relssl.experiments.report import mean_std, metric_table
 from tests.test_cli import TINY, aml_csv  # noqa: F401  (module-scoped fixture)
@@ -56,7 +59,17 @@ def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # no
 def test_bench_tasks_times_objectives_and_combiners(aml_csv, tmp_path):  # noqa: F811
     out = tmp_path / "bench.json"
     assert main(["bench-tasks", "--data", str(aml_csv), "--objectives", "mcm;mcm,lp", "--task-sets", "mcm,lp",
-                 "--combiners", "sum,moco", "--steps", "1", "--batch-size", "64", "--out", str(out)]) == 0
+                 "--combiners", "sum,moco", "--steps", "1", "--batch-size", "64", "--device", "cpu",
+                 "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
+    assert figures["device"] == "cpu"
     assert set(figures["objectives"]) == {"mcm", "mcm,lp"} and set(figures["combiners"]["mcm,lp"]) == {"sum", "moco"}
     assert all(0 < s < 60 for s in [*figures["objectives"].values(), *figures["combiners"]["mcm,lp"].values()])
+
+
+def test_bench_on_a_missing_gpu_is_a_clear_error(aml_csv, capsys):  # noqa: F811
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["bench-tasks", "--data", str(aml_csv), "--objectives", "mcm", "--task-sets", "mcm",
+                 "--combiners", "sum", "--steps", "1", "--device", "cuda"]) == 2
+    assert "--device cuda: CUDA is not available" in capsys.readouterr().err

@@ -103,6 +103,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def device_clock(device: torch.device) -> float:
+    """Wall-clock seconds once ``device`` has finished its queued work, so that timings of CUDA
+    phases measure the kernels, not their launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
     """The run's data, read, split and encoded in memory (text columns embedded, their vectors
     from the text cache when possible)."""
@@ -168,9 +176,9 @@ class Pretrainer:
         return rows
 
     def step(self, rows: torch.Tensor, split: int, gen: torch.Generator) -> tuple[torch.Tensor, list]:
-        t = time.perf_counter()
+        t = device_clock(self.device)
         batch = self.builders[split](rows, gen, self.exclude_pair).to(self.device)
-        self.phase_seconds["sampling"] += time.perf_counter() - t
+        self.phase_seconds["sampling"] += device_clock(self.device) - t
         graph = self.model.encode_graph(batch)
         outputs = [obj(self.model, batch, graph, gen) for obj in self.objectives]
         return sum(out.loss for out in outputs), outputs
@@ -185,9 +193,9 @@ class Pretrainer:
         makes no update; the caller reports it."""
         batch_rows = self.world.shard(global_rows)
         share = len(batch_rows) / len(global_rows)
-        t = time.perf_counter()
+        t = device_clock(self.device)
         loss, outputs = self.step(batch_rows, TRAIN, self.step_generator(seeding.TRAIN_STEP, epoch, step))
-        t_forward = time.perf_counter()
+        t_forward = device_clock(self.device)
         loss_value = float(self.world.all_reduce(loss.detach() * share)) if self.world.enabled else loss.item()
         if not math.isfinite(loss_value):
             return loss_value, outputs
@@ -196,9 +204,9 @@ class Pretrainer:
                           [*self.objectives.parameters(), *self.combiner.parameters()],
                           seeding.generator(self.cfg.seed, seeding.COMBINER, epoch, step),
                           (lambda g: self.world.all_reduce(g * share)) if self.world.enabled else None)
-        t_backward = time.perf_counter()
+        t_backward = device_clock(self.device)
         self.optimizer.step()
-        t_end = time.perf_counter()
+        t_end = device_clock(self.device)
         self.phase_seconds["forward"] += t_forward - t
         self.phase_seconds["backward"] += t_backward - t_forward
         self.phase_seconds["optimizer"] += t_end - t_backward
@@ -226,7 +234,7 @@ class Pretrainer:
                                   f"try a lower --lr")
             accumulate(sums, outputs)
             bar.set_postfix(loss=f"{loss_value:.4f}")
-        seconds = time.perf_counter() - start
+        seconds = device_clock(self.device) - start
         self.phase_seconds["forward"] -= self.phase_seconds["sampling"]  # step() timed sampling inside it
         metrics = self.summarize(reduce_sums(self.world, sums))
         # The combiner's current task weights (MoCo's λ, UW's exp(-s), ...), logged and plotted.
