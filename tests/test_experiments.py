@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from relssl.cli import main
+from relssl.errors import RelsslError
 from relssl.experiments.report import mean_std, metric_table
+from relssl.experiments.runner import check_same_settings
 from tests.test_cli import TINY, aml_csv  # noqa: F401  (module-scoped fixture)
 
 
@@ -23,7 +25,7 @@ def test_metric_table_mean_std_and_bold_best():
     assert math.isnan(mean_std([])[0])
 
 
-def test_mask_experiment_writes_report_and_curves(aml_csv, tmp_path):  # noqa: F811
+def test_mask_experiment_writes_report_and_curves(aml_csv, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "exp"
     args = ["experiment", "masks", "--data", str(aml_csv), "--objectives", "mcm", "--seeds", "2",
             "--epochs", "1", "--out", str(out), *TINY]
@@ -38,6 +40,11 @@ def test_mask_experiment_writes_report_and_curves(aml_csv, tmp_path):  # noqa: F
     assert main(args) == 0
     assert {p: p.stat().st_mtime for p in (out / "runs").rglob("final.json")} == before
     assert (out / "report.md").read_text() == report
+    # ... but never runs trained with other settings: the report would mix two commands
+    changed = [a if a != "1" or args[i - 1] != "--epochs" else "2" for i, a in enumerate(args)]
+    assert main(changed) == 2
+    assert "trained with other settings (epochs 1 there, 2 now)" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime for p in (out / "runs").rglob("final.json")} == before
 
 
 def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # noqa: F811
@@ -73,3 +80,14 @@ def test_bench_on_a_missing_gpu_is_a_clear_error(aml_csv, capsys):  # noqa: F811
     assert main(["bench-tasks", "--data", str(aml_csv), "--objectives", "mcm", "--task-sets", "mcm",
                  "--combiners", "sum", "--steps", "1", "--device", "cuda"]) == 2
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_reuse_check_compares_nested_settings_but_not_runtime_ones(tmp_path):
+    (tmp_path / "config.yaml").write_text("epochs: 3\ndevice: cuda\ntask: edge:y\nmodel: {channels: 32, fanouts: [8, 4]}\n")
+    same = {"epochs": 3, "device": "cpu", "task": None, "model": {"channels": 32, "fanouts": (8, 4)}}
+    check_same_settings(tmp_path, same, resolved=("task",))  # device and the resolved task are not compared
+    with pytest.raises(RelsslError, match=r"model.fanouts \[8, 4\] there, \[10, 5\] now"):
+        check_same_settings(tmp_path, {**same, "model": {"channels": 32, "fanouts": [10, 5]}}, resolved=("task",))
+    with pytest.raises(RelsslError, match="task 'edge:y' there, None now"):
+        check_same_settings(tmp_path, same)
+    check_same_settings(tmp_path / "missing", same)  # nothing there yet: nothing to compare

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from relssl.experiments.report import higher_is_better, mean_std
-from relssl.experiments.runner import run_grid
+from relssl.experiments.runner import check_same_settings, run_grid
 from relssl.train.finetune import FinetuneConfig, finetune, prepare_for
 from relssl.train.pretrain import PretrainConfig
 
@@ -48,12 +48,15 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
         for fraction in fractions:
             for method, (from_run, mode, _) in METHODS.items():
                 run = out / "downstream" / f"{method}-f{fraction:g}-seed{seed}"
+                init = str(pretrained) if from_run else "scratch"
+                wanted = FinetuneConfig(task, init, mode, fraction, train)
+                wanted.validate()  # the init folder's path depends on how --out was spelt: not compared
+                check_same_settings(run, asdict(wanted), resolved=("init", "task") if task is None else ("init",))
                 if not (run / "final.json").exists():
                     log(f"[{method}, {percent(fraction)} labels, seed {seed}] into {run}")
-                    init = str(pretrained) if from_run else "scratch"
                     if prep is None:  # the same prepared data for every method of this seed
                         prep = prepare_for(train, init)
-                    finetune(FinetuneConfig(task, init, mode, fraction, train), run, prep, progress,
+                    finetune(wanted, run, prep, progress,
                              log=lambda msg: log(f"  {msg}"))
                 finals.setdefault((method, fraction), []).append(json.loads((run / "final.json").read_text()))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, parse_fractions
 from relssl.eval.ranking import percentile_ranks
 from relssl.experiments.report import values_table
-from relssl.experiments.runner import run_grid
+from relssl.experiments.runner import check_same_settings, run_grid
 from relssl.feat2vec import parse_groups
 from relssl.objectives.base import cell_features
 from relssl.train import seeding
@@ -61,6 +61,7 @@ def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batc
 
 def feat2vec_final(cfg: Feat2VecConfig, run: Path, prep: PreparedData, progress: bool, log) -> dict:
     """The test metrics of the Feat2Vec run in ``run``, training it first unless it finished."""
+    check_same_settings(run, asdict(cfg))
     if not (run / "final.json").exists():
         log(f"[feat2vec{f', target {cfg.target}' if cfg.target else ''}, seed {cfg.seed}] training into {run}")
         train_feat2vec(cfg, run, progress, lambda msg: log(f"  {msg}"), prep)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shlex
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from relssl.experiments.report import metric_table, plot_validation_curves
+from relssl.experiments.runner import check_same_settings
 from relssl.recsys.data import load_recsys_data
 from relssl.recsys.train import RecConfig, read_run, train_recsys
 
@@ -34,10 +35,12 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
         results[label] = []
         for seed in seeds:
             run = out / "runs" / f"{label}-seed{seed}"
+            wanted = replace(base, seed=seed, **VARIANTS[label])
+            check_same_settings(run, asdict(wanted), resolved=("modalities",) if wanted.modalities == "auto" else ())
             if not (run / "final.json").exists():
                 shutil.rmtree(run, ignore_errors=True)  # an unfinished run starts again
                 log(f"[{label}, seed {seed}] training into {run}")
-                train_recsys(replace(base, seed=seed, **VARIANTS[label]), run, data, progress,
+                train_recsys(wanted, run, data, progress,
                              log=lambda msg: log(f"  {msg}"))
             results[label].append({"seed": seed, **read_run(run)})
     counts = data.counts()

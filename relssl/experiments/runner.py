@@ -1,12 +1,44 @@
 """Run a grid of pre-training configurations over seeds; finished runs are reused, so an
-interrupted experiment continues where it stopped."""
+interrupted experiment continues where it stopped — but only runs trained with the settings asked
+for now, so a report never mixes in results of an older command."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import yaml
+
+from relssl.errors import RelsslError
 from relssl.train.pretrain import PretrainConfig, pretrain, read_jsonl
+
+# Settings that change where or how fast a run trains, not what it computes.
+RUNTIME_KEYS = frozenset({"device", "cache", "cache_dir"})
+
+
+def flatten(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ()) -> None:
+    """Refuse to reuse or resume the run in ``run`` when its config.yaml differs from ``wanted``.
+
+    ``resolved`` names keys the run stores resolved (e.g. a default task) and that cannot be compared."""
+    if not (run / "config.yaml").exists():
+        return
+    saved = flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    ignore = RUNTIME_KEYS | set(resolved)
+    differences = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in flatten(wanted).items()
+                   if key in saved and key.rsplit(".", 1)[-1] not in ignore and saved[key] != value]
+    if differences:
+        raise RelsslError(f"{run} holds a run trained with other settings ({'; '.join(differences[:3])}"
+                          f"{'; ...' if len(differences) > 3 else ''}); choose another --out or delete that folder")
 
 
 def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, progress: bool = True,
@@ -17,9 +49,12 @@ def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, pr
         results[label] = []
         for seed in seeds:
             run = out / "runs" / f"{label}-seed{seed}"
+            wanted = replace(cfg, seed=seed)
+            wanted.validate()
+            check_same_settings(run, asdict(wanted))
             if not (run / "final.json").exists():
                 log(f"[{label}, seed {seed}] training into {run}")
-                pretrain(replace(cfg, seed=seed), run, resume=(run / "checkpoint.pt").exists(),
+                pretrain(wanted, run, resume=(run / "checkpoint.pt").exists(),
                          progress=progress, log=lambda msg: log(f"  {msg}"))
             results[label].append({"seed": seed, "final": json.loads((run / "final.json").read_text()),
                                    "history": read_jsonl(run / "metrics.jsonl")})
