@@ -91,3 +91,7 @@ def test_reuse_check_compares_nested_settings_but_not_runtime_ones(tmp_path):
     with pytest.raises(RelsslError, match="task 'edge:y' there, None now"):
         check_same_settings(tmp_path, same)
     check_same_settings(tmp_path / "missing", same)  # nothing there yet: nothing to compare
+    (tmp_path / "config.yaml").write_text(f"data: {tmp_path / 'config.yaml'}\n")
+    check_same_settings(tmp_path, {"data": str(tmp_path / ".." / tmp_path.name / "config.yaml")})  # one file
+    with pytest.raises(RelsslError, match="data"):
+        check_same_settings(tmp_path, {"data": "synthetic-aml"})

@@ -26,6 +26,14 @@ def flatten(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
+def same_value(saved, wanted) -> bool:
+    """Equal, or two spellings of one existing file (``data/x.csv`` and its absolute path)."""
+    if saved == wanted:
+        return True
+    return (isinstance(saved, str) and isinstance(wanted, str) and Path(saved).exists() and Path(wanted).exists()
+            and Path(saved).resolve() == Path(wanted).resolve())
+
+
 def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ()) -> None:
     """Refuse to reuse or resume the run in ``run`` when its config.yaml differs from ``wanted``.
 
@@ -35,7 +43,7 @@ def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ())
     saved = flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
     ignore = RUNTIME_KEYS | set(resolved)
     differences = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in flatten(wanted).items()
-                   if key in saved and key.rsplit(".", 1)[-1] not in ignore and saved[key] != value]
+                   if key in saved and key.rsplit(".", 1)[-1] not in ignore and not same_value(saved[key], value)]
     if differences:
         raise RelsslError(f"{run} holds a run trained with other settings ({'; '.join(differences[:3])}"
                           f"{'; ...' if len(differences) > 3 else ''}); choose another --out or delete that folder")
