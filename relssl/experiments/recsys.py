@@ -36,8 +36,9 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
         for seed in seeds:
             run = out / "runs" / f"{label}-seed{seed}"
             wanted = replace(base, seed=seed, **VARIANTS[label])
-            check_same_settings(run, asdict(wanted), resolved=("modalities",) if wanted.modalities == "auto" else ())
-            if not (run / "final.json").exists():
+            if (run / "final.json").exists():
+                check_same_settings(run, asdict(wanted), resolved=("modalities",) if wanted.modalities == "auto" else ())
+            else:
                 shutil.rmtree(run, ignore_errors=True)  # an unfinished run starts again
                 log(f"[{label}, seed {seed}] training into {run}")
                 train_recsys(wanted, run, data, progress,

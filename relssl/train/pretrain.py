@@ -224,7 +224,7 @@ class Pretrainer:
         batches = rows.split(cfg.batch_size)
         sums = [dict() for _ in self.objectives]
         self.phase_seconds = dict.fromkeys(self.phase_seconds, 0.0)
-        start = time.perf_counter()
+        start = device_clock(self.device)
         bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
                    unit="batch")
         for step, global_rows in enumerate(bar):
