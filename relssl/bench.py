@@ -41,6 +41,7 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     from relssl.data.ibm_aml import read_ibm_aml
     from relssl.data.prepare import prepare
     from relssl.data.splits import TRAIN
+    from relssl.eval.graph_features import bench_graph_features
     from relssl.train import seeding
     from relssl.train.pretrain import PretrainConfig, Pretrainer, device_clock
 
@@ -55,6 +56,8 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     t = time.perf_counter()
     prep = prepare(data, seed=seed)
     out["encode_rows_per_s"] = rows / (time.perf_counter() - t)
+    # The gbdt-graph baseline's causal features of every event (one thread, as it runs).
+    out["graph_features_rows_per_s"] = bench_graph_features(prep)["rows_per_s"]
 
     cfg = PretrainConfig(data="synthetic-aml", batch_size=batch_size, seed=seed, device=device)
     trainer = Pretrainer(cfg, prep)

@@ -28,7 +28,13 @@ OBJECTIVE_FLAGS = {"lp_negatives": ("lp", int), "ctr_prob": ("ctr", float), "ctr
                    "feat2vec_alpha1": ("feat2vec", float), "feat2vec_alpha2": ("feat2vec", float),
                    "feat2vec_groups": ("feat2vec", str), "feat2vec_target": ("feat2vec", str)}
 MODEL_FLAGS = {"channels": int, "row_layers": int, "heads": int, "dropout": float, "gnn": str,
-               "gnn_layers": int, "fanouts": str}
+               "gnn_layers": int, "fanouts": str, "reverse_mp": bool, "ports": bool, "ego_ids": bool}
+# The boolean model flags, each with a --no- form (not given: the config's value, else off).
+SWITCH_HELP = {
+    "reverse_mp": "GNN: separate convolutions for events entering and leaving a node (Multi-GNN)",
+    "ports": "GNN: each event carries its causal port numbers at both endpoints (Multi-GNN)",
+    "ego_ids": "GNN: mark tree nodes that are the seed's source or target entity (Multi-GNN)",
+}
 
 
 def number_list(text: str, flag: str, kind=int) -> list:
@@ -42,7 +48,11 @@ def number_list(text: str, flag: str, kind=int) -> list:
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (e.g. a run folder's config.yaml); flags override it")
     for name, typ in {**RUN_FLAGS, **MODEL_FLAGS}.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
+        if typ is bool:
+            p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
+                           help=SWITCH_HELP[name])
+        else:
+            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
     for name in COMBINER_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     for name, (_, typ) in OBJECTIVE_FLAGS.items():
@@ -120,14 +130,27 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from relssl.data.aml_generator import write_aml
+    from relssl.data.aml_generator import PRESETS, write_aml
 
-    if args.rows < 1:
-        raise RelsslError(f"--rows {args.rows}: expected a positive integer")
-    if not 0 <= args.laundering_rate < 1:
-        raise RelsslError(f"--laundering-rate {args.laundering_rate}: expected a fraction in [0, 1)")
-    trans, patterns = write_aml(Path(args.out), rows=args.rows, seed=args.seed,
-                                laundering_rate=args.laundering_rate, name=args.name)
+    def number(text: str | None, flag: str, kind, valid, expected: str):
+        """``text`` as ``kind`` (None stays None: the preset's value), or one clear error naming the flag."""
+        if text is None:
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise RelsslError(f"{flag} {text}: expected {expected}")
+        return value
+
+    if args.preset not in PRESETS:
+        raise RelsslError(f"--preset {args.preset}: expected one of {', '.join(PRESETS)}")
+    rows = number(args.rows, "--rows", int, lambda v: v >= 1, "a positive integer")
+    rate = number(args.laundering_rate, "--laundering-rate", float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+    seed = number(args.seed, "--seed", int, lambda v: v >= 0, "a non-negative integer")
+    trans, patterns = write_aml(Path(args.out), rows=rows, seed=seed, laundering_rate=rate, name=args.name,
+                                preset=args.preset)
     print(f"wrote {trans} and {patterns}")
 
 
@@ -195,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write synthetic data")
     gen_sub = gen.add_subparsers(dest="kind", required=True)
     aml = gen_sub.add_parser("aml", help="IBM AMLworld-format transactions with laundering patterns")
-    aml.add_argument("--rows", type=int, default=100_000)
-    aml.add_argument("--seed", type=int, default=0)
-    aml.add_argument("--laundering-rate", type=float, default=0.001)
+    aml.add_argument("--preset", default="default",
+                     help="default (the bundled synthetic-aml), hi-small or li-small: IBM's files' headline statistics")
+    aml.add_argument("--rows", help="override the preset's number of transactions")
+    aml.add_argument("--seed", default="0")
+    aml.add_argument("--laundering-rate", help="override the preset's share of laundering rows, e.g. 0.001")
     aml.add_argument("--name", default="Synthetic", help="file prefix: <name>_Trans.csv, <name>_Patterns.txt")
     aml.add_argument("--out", required=True)
     aml.set_defaults(func=cmd_generate)

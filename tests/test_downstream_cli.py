@@ -7,6 +7,7 @@ import re
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from relssl.cli import main
 from relssl.experiments.report import mean_std
@@ -93,10 +94,10 @@ def test_downstream_experiment_report_matches_its_runs(aml, tmp_path):
     report = (out / "report.md").read_text()
     assert (out / "metric_vs_fraction.png").stat().st_size > 0
     assert "relssl experiment downstream --data" in report and "--finetune-epochs 1" in report
-    names = {"GBDT on raw features": "gbdt", "scratch + finetune": "scratch", "pretrained + probe": "probe",
-             "pretrained + finetune": "finetune"}
+    names = {"GBDT on raw features": "gbdt", "GBDT on raw + graph features": "gbdt-graph",
+             "scratch + finetune": "scratch", "pretrained + probe": "probe", "pretrained + finetune": "finetune"}
     rows = [line for line in report.splitlines() if line.startswith("| ") and " % |" in line]
-    assert len(rows) == 8
+    assert len(rows) == 10
     means = {}
     for line in rows:
         cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
@@ -114,3 +115,39 @@ def test_downstream_experiment_report_matches_its_runs(aml, tmp_path):
     stamp = (out / "downstream" / "probe-f0.5-seed1" / "final.json").stat().st_mtime_ns
     assert main(args) == 0  # a second call reuses every finished run
     assert (out / "downstream" / "probe-f0.5-seed1" / "final.json").stat().st_mtime_ns == stamp
+
+
+def test_downstream_experiment_runs_backbone_methods_under_each_protocol(aml, tmp_path):
+    csv, _ = aml
+    out = tmp_path / "exp"
+    args = ["experiment", "downstream", "--data", str(csv), "--label-fractions", "1", "--seeds", "1",
+            "--epochs", "1", "--finetune-epochs", "1", "--protocols", "transductive,causal", "--out", str(out), *TINY]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    for method in ("scratch", "probe", "finetune"):
+        causal = yaml.safe_load((out / "downstream" / f"{method}-f1-seed0" / "config.yaml").read_text())
+        transductive = yaml.safe_load((out / "downstream" / f"{method}-transductive-f1-seed0" / "config.yaml").read_text())
+        assert causal["train"]["time_aware"] is True and transductive["train"]["time_aware"] is False
+    assert not (out / "downstream" / "gbdt-transductive-f1-seed0").exists()  # trees' features are causal anyway
+    assert "| 100 % | scratch + finetune, transductive |" in report and "**Ladder" in report
+
+
+def test_bad_protocols_are_one_line_errors(aml, tmp_path, capsys):
+    csv, _ = aml
+    args = ["experiment", "downstream", "--data", str(csv), "--protocols", "causal,future", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "--protocols 'causal,future'" in capsys.readouterr().err
+
+
+def test_finetune_protocol_names_the_neighbourhood_it_sampled(aml, tmp_path):
+    csv, _ = aml
+    for protocol in ("causal", "transductive"):
+        out = tmp_path / protocol
+        assert main(["finetune", "--data", str(csv), "--protocol", protocol, "--epochs", "1", "--out", str(out),
+                     *TINY]) == 0
+        assert json.loads((out / "final.json").read_text())["protocol"] == protocol
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        assert saved["train"]["time_aware"] is (protocol == "causal")
+    # later events in the transductive neighbourhoods change what the model sees, so the scores differ
+    scores = [json.loads((tmp_path / p / "final.json").read_text())["test/pr_auc"] for p in ("causal", "transductive")]
+    assert scores[0] != scores[1]

@@ -2,16 +2,20 @@
 lines, or a YAML schema."""
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 
+from relssl.data import aml_generator
+from relssl.data.aml_generator import PRESETS, write_aml
 from relssl.data.relational import RelationalData
 from relssl.errors import RelsslError
 
 SCHEMAS = Path(__file__).parent / "schemas"
 # Built-in names: the bundled synthetic AML default, and schemas over ../shared/data.
 SYNTHETIC_AML = "synthetic-aml"
-SYNTHETIC_AML_ROWS = 100_000
+SYNTHETIC_AML_ROWS = PRESETS["default"].rows
 BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml", "ethereum-tedge": "ethereum_tedge.yaml"}
 # Built-in names read by their own reader from a file under the shared data folder.
 BUILTIN_FILES = {"amazon_fashion": "amazon_fashion/AMAZON_FASHION_5.json"}
@@ -34,14 +38,24 @@ def shared_data_dir() -> Path:
     return candidates[0]
 
 
-def synthetic_aml_path(rows: int = SYNTHETIC_AML_ROWS, seed: int = 0) -> Path:
-    """The bundled default: generated once (deterministically) and reused."""
-    from relssl.data.aml_generator import write_aml
+def synthetic_aml_path() -> Path:
+    """The bundled default, the file ``relssl generate aml --seed 0`` writes: generated once and reused.
 
-    out = data_home() / "synthetic_aml"
+    The folder is named by the generator's version and a digest of its source, so a file any
+    other generator wrote (an older release, or a work-in-progress edit of this one) is never
+    taken for the current default; the file is written aside and moved in whole, so an
+    interrupted write is never reused either.
+    """
+    digest = hashlib.sha256(Path(aml_generator.__file__).read_bytes()).hexdigest()[:12]
+    out = data_home() / f"synthetic_aml_v{aml_generator.GENERATOR_VERSION}_{digest}"
     path = out / "Synthetic_Trans.csv"
     if not path.exists():
-        write_aml(out, rows=rows, seed=seed, name="Synthetic")
+        partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+        write_aml(partial, seed=0, name="Synthetic")
+        try:
+            partial.rename(out)
+        except OSError:  # another process moved its copy in first: the same bytes
+            shutil.rmtree(partial)
     return path
 
 

@@ -7,6 +7,10 @@ from relssl.errors import RelsslError
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
+# What a row's sampled neighbourhood may hold within its split's graph: "causal", only events at or
+# before the row's time (the default everywhere); "transductive", every event of the graph, later
+# ones included, as the published Multi-GNN results on AMLworld are evaluated.
+PROTOCOLS = ("causal", "transductive")
 
 
 def parse_fractions(text: str | tuple[float, ...]) -> tuple[float, float, float]:

@@ -1,23 +1,29 @@
-"""The baseline pre-training must beat: gradient-boosted trees (scikit-learn's
-HistGradientBoosting) on raw features.
+"""The baselines pre-training must beat: gradient-boosted trees (LightGBM) on raw features, and on
+raw plus causal graph features.
 
 An event's raw features are its own encoded cells (numbers after any declared transform,
 category codes, timestamp parts) — the "LightGBM on raw columns" baseline of the AML literature.
 An entity's are its feature row plus, over all events (the graph node tasks see), its in- and
 out-degree and the mean, max and sum of each numerical event column on each side.
+
+LightGBM rather than scikit-learn's HistGradientBoosting: on the same features, one thread, it
+fitted 4-5x faster and scored at least as well (generated AML edge task, 100k rows, raw + graph
+features: test PR-AUC 0.047 vs 0.029, F1 0.096 vs 0.066, 2.8 s vs 12.5 s per fit; AMLSim
+``node:isFraud``: PR-AUC 0.811 vs 0.812, F1 0.805 vs 0.788, 0.26 s vs 1.3 s).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 import torch_frame
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from threadpoolctl import threadpool_limits
+from lightgbm import LGBMClassifier, LGBMRegressor
 
 from relssl.data.encoding import EncodedTable
 from relssl.data.prepare import PreparedData
+from relssl.eval.graph_features import CausalGraph, edge_features, node_features, one_thread
 
-MAX_GBDT_CATEGORIES = 255  # HistGradientBoosting's native categorical support stops at max_bins
+MAX_GBDT_CATEGORIES = 255  # wider vocabularies (account ids, say) enter as ordered codes: category splits overfit them
 
 
 def table_matrix(enc: EncodedTable) -> tuple[np.ndarray, np.ndarray]:
@@ -61,16 +67,30 @@ def raw_features(prep: PreparedData, target: str) -> tuple[np.ndarray, np.ndarra
     return table_matrix(prep.events) if target == "edge" else entity_matrix(prep)
 
 
+def graph_features(prep: PreparedData, target: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features plus causal graph features (relssl.eval.graph_features) of ``rows`` (events or
+    entities), and the categorical mask: the "graph features" rung of the AML baseline ladder."""
+    x, categorical = raw_features(prep, target)
+    with one_thread():
+        graph = CausalGraph.from_prepared(prep)
+        if target == "edge":
+            extra = edge_features(graph, torch.from_numpy(rows)).to_numpy(np.float64)
+        else:
+            extra = node_features(graph).to_numpy(np.float64)[rows]
+    return np.concatenate([x[rows], extra], axis=1), np.concatenate([categorical, np.zeros(extra.shape[1], dtype=bool)])
+
+
 def gbdt_scores(x_train: np.ndarray, y_train: np.ndarray, categorical: np.ndarray, regression: bool,
                 seed: int, *x_eval: np.ndarray) -> list[np.ndarray]:
-    """Fit on the labelled training rows (classes balanced by weight); score each of ``x_eval``
-    (positive-class probability, or the predicted value)."""
-    kwargs = dict(categorical_features=categorical if categorical.any() else None, random_state=seed)
-    # One OpenMP thread: on a shared 2-core machine the per-node parallel regions cost more in
-    # barrier waits than they save (a 468-row fit took a minute with two threads under load).
-    with threadpool_limits(1, user_api="openmp"):
-        if regression:
-            model = HistGradientBoostingRegressor(**kwargs).fit(x_train, y_train)
-            return [model.predict(x) for x in x_eval]
-        model = HistGradientBoostingClassifier(class_weight="balanced", **kwargs).fit(x_train, y_train)
-        return [model.predict_proba(x)[:, 1] for x in x_eval]
+    """Fit LightGBM on the labelled training rows (classes balanced by weight); score each of
+    ``x_eval`` (positive-class probability, or the predicted value)."""
+    # One thread: on a shared 2-core machine parallel regions cost more in barrier waits than they
+    # save (a 468-row fit took a minute with two threads under load); row-wise histograms keep a
+    # deterministic fit reproducible.
+    params = dict(random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1)
+    columns = [int(i) for i in np.flatnonzero(categorical)] or "auto"
+    if regression:
+        model = LGBMRegressor(**params).fit(x_train, y_train, categorical_feature=columns)
+        return [model.predict(x) for x in x_eval]
+    model = LGBMClassifier(class_weight="balanced", **params).fit(x_train, y_train, categorical_feature=columns)
+    return [model.predict_proba(x)[:, 1] for x in x_eval]

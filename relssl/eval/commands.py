@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from relssl.cli import add_run_flags, config_from_args, number_list, print_metrics
+from relssl.data.splits import PROTOCOLS
 from relssl.errors import RelsslError
 
 
@@ -20,6 +21,8 @@ def training_config(args: argparse.Namespace):
     inherited = {}
     if args.init != "scratch":  # and its neighbour sampling, which --no-time-aware may still switch off
         inherited = {k: v for k, v in asdict(pretrained_config(args.init)).items() if k in (*INHERITED, "time_aware")}
+    if args.protocol == "transductive":  # the downstream name of sampling without a time bound
+        inherited["time_aware"] = False
     return config_from_args(args, **inherited)
 
 
@@ -50,10 +53,14 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
         raise RelsslError(f"--label-fractions '{args.label_fractions}': expected fractions in (0, 1] like 0.01,0.1,1")
     if args.seeds < 1 or args.finetune_epochs < 1:
         raise RelsslError("--seeds and --finetune-epochs: expected positive integers")
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) < len(protocols):
+        raise RelsslError(f"--protocols '{args.protocols}': expected a comma-separated subset of {', '.join(PROTOCOLS)}")
     overrides = {"objectives": args.pretrain_objectives} if args.pretrain_objectives else {}
     cfg = config_from_args(args, **overrides)
     path = run_downstream_experiment(cfg, args.task, sorted(fractions), list(range(args.seeds)), Path(args.out),
-                                     ["relssl", *args.argv], args.finetune_epochs, progress=not args.no_progress)
+                                     ["relssl", *args.argv], args.finetune_epochs, progress=not args.no_progress,
+                                     protocols=sorted(protocols, key=PROTOCOLS.index))
     print(path.read_text())
 
 
@@ -67,8 +74,14 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--task", help=TASK_HELP)
     p.add_argument("--init", default="scratch", help="'scratch' or a pretrain run folder")
     p.add_argument("--mode", default="finetune", help="finetune (everything trains), probe (linear head on "
-                                                      "frozen embeddings) or gbdt (trees on raw features)")
+                                                      "frozen embeddings), gbdt (trees on raw features) or "
+                                                      "gbdt-graph (trees on raw plus causal graph features: "
+                                                      "windowed degrees and amounts, fan-in/out, cycles, "
+                                                      "scatter-gather)")
     p.add_argument("--label-fraction", type=float, default=1.0, help="seeded share of the training labels used")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="causal",
+                   help="what an event's neighbourhood may hold: causal (events at or before its time) or "
+                        "transductive (its split's whole graph, as Multi-GNN evaluates; same as --no-time-aware)")
     p.add_argument("--out", required=True, help="run folder")
     p.set_defaults(func=cmd_finetune)
 
@@ -83,13 +96,15 @@ def add_embed_parser(sub) -> None:
 
 
 def add_downstream_experiment_parser(exp_sub) -> None:
-    p = exp_sub.add_parser("downstream", help="GBDT, scratch, pretrained probe and fine-tune × label fractions "
-                                              "(report.md, metric_vs_fraction.png)")
+    p = exp_sub.add_parser("downstream", help="GBDT (raw, graph), scratch, pretrained probe and fine-tune × label "
+                                              "fractions (report.md, metric_vs_fraction.png)")
     add_run_flags(p)
     p.add_argument("--task", help=TASK_HELP)
     p.add_argument("--pretrain-objectives", help="objectives pre-trained together (default: mcm)")
     p.add_argument("--label-fractions", default="0.01,0.1,1", help="comma-separated shares of the training labels")
     p.add_argument("--finetune-epochs", type=int, default=10, help="downstream epochs (--epochs is pre-training's)")
+    p.add_argument("--protocols", default="causal",
+                   help="comma-separated evaluation protocols of the backbone methods: causal, transductive")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--out", required=True, help="experiment folder")
     p.set_defaults(func=cmd_experiment_downstream)

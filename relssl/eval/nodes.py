@@ -1,7 +1,8 @@
 """Mini-batches of entities (nodes) with their sampled neighbourhoods, for node tasks and node
 embeddings. The backbone encodes seed *edges*; an entity is passed as both endpoints of a
 pseudo seed edge, so ``Backbone.encode_graph`` returns two independently sampled root states of
-the same entity."""
+the same entity (with ego ids, every return to the entity carries both the source and the target
+mark)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,10 +1,13 @@
 """The downstream experiment: does pre-training help a labelled task, and at which label budgets?
 
-For every label fraction and seed, on the same labelled sets: gradient-boosted trees on raw
-features, the backbone fine-tuned from scratch, a linear probe on the pre-trained backbone, and
-the pre-trained backbone fine-tuned. Pre-training runs (DIR/runs) and downstream runs
-(DIR/downstream) are reused when finished, so an interrupted experiment continues where it
-stopped. The verdict sentence is computed from the table's numbers.
+For every label fraction and seed, on the same labelled sets, the AML literature's ladder:
+gradient-boosted trees on raw features, trees on raw plus causal graph features, the backbone
+trained from scratch, a linear probe on the pre-trained backbone, and the pre-trained backbone
+fine-tuned. The three backbone methods run under each asked-for evaluation protocol (causal: a row
+sees only events at or before its time; transductive: its split's whole graph, as Multi-GNN
+evaluates). Pre-training runs (DIR/runs) and downstream runs (DIR/downstream) are reused when
+finished, so an interrupted experiment continues where it stopped. The verdict and ladder sentences
+are computed from the table's numbers.
 """
 from __future__ import annotations
 
@@ -22,8 +25,11 @@ from relssl.train.finetune import FinetuneConfig, finetune, prepare_for
 from relssl.train.pretrain import PretrainConfig
 
 # method -> (init from the pre-trained run?, finetune mode, report name)
-METHODS = {"gbdt": (False, "gbdt", "GBDT on raw features"), "scratch": (False, "finetune", "scratch + finetune"),
+METHODS = {"gbdt": (False, "gbdt", "GBDT on raw features"),
+           "gbdt-graph": (False, "gbdt-graph", "GBDT on raw + graph features"),
+           "scratch": (False, "finetune", "scratch + finetune"),
            "probe": (True, "probe", "pretrained + probe"), "finetune": (True, "finetune", "pretrained + finetune")}
+BACKBONE_METHODS = ("scratch", "probe", "finetune")  # these sample neighbourhoods: the protocol applies
 COLUMNS = {False: {"test/f1": "F1", "test/pr_auc": "PR-AUC", "test/roc_auc": "ROC-AUC", "threshold": "threshold"},
            True: {"test/rmse": "RMSE", "test/mae": "MAE"}}
 
@@ -32,38 +38,52 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:g} %"
 
 
+def method_rows(protocols: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Table row key -> (method, protocol, report name). Causal rows keep the bare method key (and
+    run folder name); the trees' graph features are causal whatever the protocol."""
+    rows = {}
+    for method, (_, _, name) in METHODS.items():
+        for protocol in protocols if method in BACKBONE_METHODS else ["causal"]:
+            key = method if protocol == "causal" else f"{method}-{protocol}"
+            rows[key] = (method, protocol, name if protocol == "causal" else f"{name}, {protocol}")
+    return rows
+
+
 def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions: list[float], seeds: list[int],
                               out: Path, command: list[str], finetune_epochs: int, progress: bool = True,
-                              log=print) -> Path:
-    """Pre-train ``base`` per seed, run every method × fraction × seed; write out/report.md and
-    out/metric_vs_fraction.png."""
+                              log=print, protocols: list[str] | None = None) -> Path:
+    """Pre-train ``base`` per seed, run every method × protocol × fraction × seed; write
+    out/report.md and out/metric_vs_fraction.png."""
+    protocols = protocols or ["causal"]
     out.mkdir(parents=True, exist_ok=True)
     label = "+".join(base.objectives)
     run_grid({label: base}, seeds, out, progress, log)
+    rows = method_rows(protocols)
     finals: dict[tuple[str, float], list[dict]] = {}
     for seed in seeds:
         pretrained = out / "runs" / f"{label}-seed{seed}"
-        train = replace(base, seed=seed, epochs=finetune_epochs)
         prep = None
         for fraction in fractions:
-            for method, (from_run, mode, _) in METHODS.items():
-                run = out / "downstream" / f"{method}-f{fraction:g}-seed{seed}"
+            for key, (method, protocol, _) in rows.items():
+                from_run, mode, _ = METHODS[method]
+                train = replace(base, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal")
+                run = out / "downstream" / f"{key}-f{fraction:g}-seed{seed}"
                 init = str(pretrained) if from_run else "scratch"
                 wanted = FinetuneConfig(task, init, mode, fraction, train)
                 wanted.validate()  # the init folder's path depends on how --out was spelt: not compared
                 check_same_settings(run, asdict(wanted), resolved=("init", "task") if task is None else ("init",))
                 if not (run / "final.json").exists():
-                    log(f"[{method}, {percent(fraction)} labels, seed {seed}] into {run}")
+                    log(f"[{key}, {percent(fraction)} labels, seed {seed}] into {run}")
                     if prep is None:  # the same prepared data for every method of this seed
                         prep = prepare_for(train, init)
-                    finetune(wanted, run, prep, progress,
-                             log=lambda msg: log(f"  {msg}"))
-                finals.setdefault((method, fraction), []).append(json.loads((run / "final.json").read_text()))
+                    finetune(wanted, run, prep, progress, log=lambda msg: log(f"  {msg}"))
+                finals.setdefault((key, fraction), []).append(json.loads((run / "final.json").read_text()))
 
     first = finals[("gbdt", fractions[0])][0]
     regression = "test/rmse" in first
     columns = COLUMNS[regression]
     primary = next(iter(columns))
+    names = {key: name for key, (_, _, name) in rows.items()}
     report = [
         f"# Does pre-training help? `{base.data}`, task `{first['task']}`",
         "",
@@ -72,50 +92,61 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
         f"Pre-training: {', '.join(base.objectives)} ({base.mask} masks), "
         f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}"
         f"{f' of {base.train_rows_per_epoch:,} rows' if base.train_rows_per_epoch else ''}, "
-        f"{base.model.channels} channels, {base.model.gnn} with fan-outs {base.model.fanouts} "
-        f"(runs: `runs/`). Downstream: up to {finetune_epochs} epochs"
+        f"{base.model.channels} channels, {_backbone(base)} (runs: `runs/`). Downstream: up to "
+        f"{finetune_epochs} epochs"
         f"{f' of at most {base.train_rows_per_epoch:,} labelled rows' if base.train_rows_per_epoch else ''}, "
         f"early stopping on validation {'RMSE' if regression else 'PR-AUC'} (runs: `downstream/`). "
         f"Seeds {', '.join(map(str, seeds))}: each seed pre-trains anew and draws its own label subsample. "
-        f"Test split; mean ± std over seeds; best of each label fraction in bold."
+        f"Test split; mean ± std over seeds; best of each label fraction in bold. "
+        f"Protocol{'s' if len(protocols) > 1 else ''}: {', '.join(protocols)} (causal: a row's neighbourhood "
+        f"holds only events at or before its time; transductive: its split's whole graph, later events "
+        f"included, as Multi-GNN evaluates; GBDT graph features are always causal)."
         + ("" if regression else " F1 is the positive class's at the threshold chosen on validation "
                                  "predictions only (the threshold column)."),
         "",
-        _table(finals, fractions, columns),
+        _table(finals, fractions, columns, names),
         "",
         _verdict(finals, fractions, primary, columns[primary], len(seeds)),
+        "",
+        _ladder(finals, fractions[-1], primary, columns[primary], names),
         "",
         "![test metric against label fraction](metric_vs_fraction.png)",
         "",
     ]
     path = out / "report.md"
     path.write_text("\n".join(report))
-    _plot(finals, fractions, {k: v for k, v in columns.items() if k != "threshold"}, out / "metric_vs_fraction.png",
-          f"{base.data}: {first['task']}")
+    _plot(finals, fractions, {k: v for k, v in columns.items() if k != "threshold"}, names,
+          out / "metric_vs_fraction.png", f"{base.data}: {first['task']}")
     return path
 
 
-def _values(finals, method: str, fraction: float, metric: str) -> list[float]:
-    return [f[metric] for f in finals[(method, fraction)] if metric in f]
+def _backbone(cfg: PretrainConfig) -> str:
+    options = [name for name, on in (("reverse message passing", cfg.model.reverse_mp),
+                                      ("port numbers", cfg.model.ports), ("ego ids", cfg.model.ego_ids)) if on]
+    return f"{cfg.model.gnn} with fan-outs {cfg.model.fanouts}" + (f" and {', '.join(options)}" if options else "")
 
 
-def _table(finals, fractions: list[float], columns: dict[str, str]) -> str:
+def _values(finals, key: str, fraction: float, metric: str) -> list[float]:
+    return [f[metric] for f in finals.get((key, fraction), []) if metric in f]
+
+
+def _table(finals, fractions: list[float], columns: dict[str, str], names: dict[str, str]) -> str:
     lines = ["| labels | method | train labels | " + " | ".join(columns.values()) + " |",
              "|---|---|---|" + "---|" * len(columns)]
     for fraction in fractions:
-        stats = {m: {c: mean_std(_values(finals, m, fraction, c)) for c in columns} for m in METHODS}
+        stats = {k: {c: mean_std(_values(finals, k, fraction, c)) for c in columns} for k in names}
         best = {}
         for c in columns:
             means = [s[c][0] for s in stats.values() if not math.isnan(s[c][0])]
             if means and c != "threshold":
                 best[c] = (max if higher_is_better(c) else min)(means)
-        for method, (_, _, name) in METHODS.items():
+        for key, name in names.items():
             cells = []
             for c in columns:
-                mean, std = stats[method][c]
+                mean, std = stats[key][c]
                 text = "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
                 cells.append(f"**{text}**" if best.get(c) == mean else text)
-            n = np.mean(_values(finals, method, fraction, "train_labels"))
+            n = np.mean(_values(finals, key, fraction, "train_labels"))
             lines.append(f"| {percent(fraction)} | {name} | {n:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -129,7 +160,8 @@ def _difference(finals, a: str, b: str, fraction: float, metric: str) -> tuple[f
 
 def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds: int) -> str:
     """Whether pre-training helped, from the numbers: pretrained + finetune against scratch at each
-    label fraction (the same training, only the initialisation differs), then the probe and GBDT."""
+    label fraction (the same training, only the initialisation differs; causal protocol), then the
+    probe and the trees."""
     sign = 1 if higher_is_better(metric) else -1
     parts, better, worse = [], 0, 0
     for fraction in fractions:
@@ -146,14 +178,24 @@ def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds:
     if worse:
         outcome += f" and hurt{qualifier} at {worse}"
     probe = ", ".join(f"{_difference(finals, 'probe', 'scratch', f, metric)[0]:+.3f}" for f in fractions)
-    gbdt = ", ".join(f"{_difference(finals, 'finetune', 'gbdt', f, metric)[0]:+.3f}" for f in fractions)
+    trees = ", ".join(f"{_difference(finals, 'finetune', 'gbdt-graph', f, metric)[0]:+.3f}" for f in fractions)
     return (f"**Verdict (test {title}, {'higher' if sign > 0 else 'lower'} is better, mean over {num_seeds} "
-            f"seed{'s' if num_seeds > 1 else ''}):** pre-training {outcome}. Pretrained + finetune minus scratch: "
-            f"{'; '.join(parts)}. Pretrained + probe minus scratch: {probe}. Pretrained + finetune minus GBDT: "
-            f"{gbdt} (label fractions {', '.join(percent(f) for f in fractions)}).")
+            f"seed{'s' if num_seeds > 1 else ''}, causal protocol):** pre-training {outcome}. Pretrained + finetune "
+            f"minus scratch: {'; '.join(parts)}. Pretrained + probe minus scratch: {probe}. Pretrained + finetune "
+            f"minus GBDT on raw + graph features: {trees} (label fractions {', '.join(percent(f) for f in fractions)}).")
 
 
-def _plot(finals, fractions: list[float], columns: dict[str, str], path: Path, title: str) -> None:
+def _ladder(finals, fraction: float, metric: str, title: str, names: dict[str, str]) -> str:
+    """Every method's mean at the largest label fraction, best first: the literature's ladder."""
+    sign = 1 if higher_is_better(metric) else -1
+    means = {k: mean_std(_values(finals, k, fraction, metric))[0] for k in names}
+    order = sorted((k for k in means if not math.isnan(means[k])), key=lambda k: -sign * means[k])
+    steps = ", ".join(f"{names[k]} {means[k]:.3f}" for k in order)
+    return f"**Ladder (test {title} at {percent(fraction)} labels, best first):** {steps}."
+
+
+def _plot(finals, fractions: list[float], columns: dict[str, str], names: dict[str, str], path: Path,
+          title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,14 +203,14 @@ def _plot(finals, fractions: list[float], columns: dict[str, str], path: Path, t
 
     fig, axes = plt.subplots(1, len(columns), figsize=(4.4 * len(columns), 3.4), squeeze=False)
     for ax, (metric, name) in zip(axes[0], columns.items()):
-        for method, (_, _, label) in METHODS.items():
-            stats = [mean_std(_values(finals, method, f, metric)) for f in fractions]
+        for key, label in names.items():
+            stats = [mean_std(_values(finals, key, f, metric)) for f in fractions]
             ax.errorbar(fractions, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
                         label=label)
         ax.set_xscale("log")
         ax.set_xlabel("label fraction")
         ax.set_title(f"test {name}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

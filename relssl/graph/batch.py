@@ -20,12 +20,7 @@ class GraphContext:
     node_inverse: Tensor | None  # [N] tree node -> row of node_tf
 
     def to(self, device) -> "GraphContext":
-        sub = self.sub
-        moved = SampledSubgraph(
-            num_seeds=sub.num_seeds, node_entity=sub.node_entity.to(device), node_seed=sub.node_seed.to(device),
-            edge_id=sub.edge_id.to(device), edge_index=sub.edge_index.to(device), edge_dir=sub.edge_dir.to(device),
-            edge_hop=sub.edge_hop.to(device))
-        return GraphContext(moved, self.edge_tf.to(device), self.edge_inverse.to(device),
+        return GraphContext(self.sub.to(device), self.edge_tf.to(device), self.edge_inverse.to(device),
                             None if self.node_tf is None else self.node_tf.to(device),
                             None if self.node_inverse is None else self.node_inverse.to(device))
 

@@ -7,7 +7,7 @@ hops and fan-out slots, never over nodes, edges or seeds.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -18,6 +18,28 @@ def _expand_ranges(start: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
     owner = torch.repeat_interleave(torch.arange(len(count)), count)
     first = torch.cumsum(count, 0) - count
     return owner, torch.arange(len(owner)) - first[owner] + start[owner]
+
+
+def port_numbers(src: Tensor, dst: Tensor, seq: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+    """Each event's out-port at its source and in-port at its target: the rank of the other endpoint
+    among the node's distinct counterparties in that direction, by first contact. ``seq`` is each
+    event's position in time order (ties in a fixed order), so a port depends only on the events
+    up to that first contact.
+
+    Events between one pair share a port, which lets a node tell parallel events from one
+    counterparty apart from events of different counterparties (Egressy et al. 2024).
+    """
+    pair, group = torch.unique(src * num_nodes + dst, return_inverse=True)  # directed pairs
+    first = torch.zeros(len(pair), dtype=torch.long).scatter_reduce(0, group, seq, "amin", include_self=False)
+
+    def rank(owner: Tensor) -> Tensor:
+        order = torch.sort(owner * max(len(seq), 1) + first).indices
+        count = torch.bincount(owner, minlength=num_nodes)
+        port = torch.empty_like(order)
+        port[order] = torch.arange(len(order)) - (torch.cumsum(count, 0) - count)[owner[order]]
+        return port[group]
+
+    return rank(pair // num_nodes), rank(pair % num_nodes)
 
 
 class IncidenceCSR:
@@ -34,6 +56,12 @@ class IncidenceCSR:
     are never listed. ``pos_src[e]`` / ``pos_dst[e]`` give the entry of event ``e`` in its
     source's / target's list (-1 when ``e`` is not in the graph), which is how sampling skips
     excluded events without searching for them.
+
+    ``port[e]`` holds event ``e``'s out-port at its source and in-port at its target
+    (``port_numbers``), counted over this graph's events only (-1 for the others). The time order
+    makes them causal: events added later never change an earlier event's ports. They cost about
+    0.4 s per million events to build, 8 bytes per event (the lists take ~100) and one more read
+    per sampled edge, little enough to keep them always rather than only for models that use them.
     """
 
     def __init__(
@@ -63,6 +91,12 @@ class IncidenceCSR:
         self.eid = eid[order]
         self.other = torch.cat([d, s[~loop]])[order]
         self.dir = (torch.arange(len(eid)) >= len(ids)).long()[order]
+        # each event's position in time order, ties by event id (ids are sorted)
+        by_time = torch.arange(len(ids)) if time is None else torch.sort(rank[: len(ids)], stable=True).indices
+        seq = torch.empty_like(ids)
+        seq[by_time] = torch.arange(len(ids))
+        self.port = torch.full((num_events, 2), -1, dtype=torch.int32)
+        self.port[ids] = torch.stack(port_numbers(s, d, seq, num_nodes), 1).int()
         degree = torch.bincount(node, minlength=num_nodes)
         self.rowptr = torch.cat([torch.zeros(1, dtype=torch.long), degree.cumsum(0)])
 
@@ -110,6 +144,11 @@ class SampledSubgraph:
     edge_index: Tensor  # [2, E] local ids: row 0 child (newly reached), row 1 parent; messages child -> parent
     edge_dir: Tensor  # [E] 0: the event goes parent -> child, 1: child -> parent
     edge_hop: Tensor  # [E] 1-based hop
+    edge_port: Tensor  # [E, 2] the event's port number at the parent, and at the child (IncidenceCSR.port)
+
+    def to(self, device) -> "SampledSubgraph":
+        tensors = [f.name for f in fields(self) if f.name != "num_seeds"]
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
 
     @property
     def num_nodes(self) -> int:
@@ -189,7 +228,7 @@ class NeighborSampler:
         seeds = torch.arange(num_seeds)
         ent, seed = torch.cat([seed_src, seed_dst]), torch.cat([seeds, seeds])
         local = torch.arange(2 * num_seeds)
-        entities, owners, eids, children, parents, dirs, hops = [ent], [seed], [], [], [], [], []
+        entities, owners, eids, children, parents, dirs, hops, ports = [ent], [seed], [], [], [], [], [], []
         num_nodes = 2 * num_seeds
         for hop, fanout in enumerate(self.fanouts, 1):
             lo = g.rowptr[ent]
@@ -217,6 +256,8 @@ class NeighborSampler:
             parents.append(parent)
             dirs.append(g.dir[pos])
             hops.append(torch.full((len(pos),), hop, dtype=torch.long))
+            # (out-port, in-port) of each event, the parent's first: its out-port when the event leaves it
+            ports.append(g.port[eids[-1]].gather(1, torch.stack([dirs[-1], 1 - dirs[-1]], 1)).long())
 
         return SampledSubgraph(
             num_seeds=num_seeds,
@@ -226,6 +267,7 @@ class NeighborSampler:
             edge_index=torch.stack([_cat(children), _cat(parents)]),
             edge_dir=_cat(dirs),
             edge_hop=_cat(hops),
+            edge_port=torch.cat(ports) if ports else torch.zeros(0, 2, dtype=torch.long),
         )
 
     def _excluded_entries(

@@ -9,6 +9,7 @@ from torch_frame import TensorFrame
 
 from relssl.data.prepare import PreparedData
 from relssl.graph.batch import Batch
+from relssl.graph.sampler import SampledSubgraph
 from relssl.nn.gnn import TreeGNN, mlp
 from relssl.nn.row_encoder import FlatRowEncoder, RowEncoder, column_encoder
 
@@ -22,6 +23,29 @@ class ModelConfig:
     gnn: str = "gine"  # or "pna"
     gnn_layers: int = 2
     fanouts: list[int] = field(default_factory=lambda: [8, 4])  # chosen for 2 CPU cores
+    # Multi-GNN's adaptations (Egressy et al. 2024), see docs/architecture.md:
+    reverse_mp: bool = False  # separate convolutions for events entering and leaving a node
+    ports: bool = False  # each edge carries its port numbers at both endpoints
+    ego_ids: bool = False  # tree nodes that are the seed's source or target entity are marked
+
+
+PORT_EXACT = 32  # ports below this are embedded one by one, larger ones by their power of two
+PORT_BUCKETS = 64
+
+
+def port_bucket(port: Tensor) -> Tensor:
+    """Embedding row of each port number. A port is an identity (siblings sent by one counterparty
+    share it), so a node's first 32 counterparties keep exact, unrelated vectors, which log1p and a
+    linear map would squeeze onto one line; beyond that only a hub's order of magnitude is kept."""
+    magnitude = torch.frexp(port.double()).exponent - PORT_EXACT.bit_length()  # 0 for ports 32..63
+    return torch.where(port < PORT_EXACT, port, PORT_EXACT + magnitude).clamp(max=PORT_BUCKETS - 1)
+
+
+def ego_marks(sub: SampledSubgraph) -> Tensor:
+    """[N, 2] whether each tree node is its tree's root source entity, and its root target entity:
+    a path that returns to an endpoint (a cycle through the seed event) becomes visible."""
+    entity, seed = sub.node_entity, sub.node_seed
+    return torch.stack([entity == entity[seed], entity == entity[sub.num_seeds + seed]], 1)
 
 
 @dataclass
@@ -55,12 +79,17 @@ class Backbone(nn.Module):
         if self.has_graph:
             self.edge_rows = FlatRowEncoder(self.row.cells, d)
             self.edge_direction = nn.Embedding(2, d)
+            if cfg.ports:  # the event's port at the receiving (parent) node and at the sending (child) node
+                self.port_parent = nn.Embedding(PORT_BUCKETS, d)
+                self.port_child = nn.Embedding(PORT_BUCKETS, d)
+            if cfg.ego_ids:
+                self.ego = nn.Parameter(torch.randn(2, d))  # root source mark, root target mark
             if prep.entities is not None:
                 self.node_rows = FlatRowEncoder(column_encoder(prep.entities, d), d)
             else:
                 self.node_const = nn.Parameter(torch.randn(d) * 0.02)
             deg = tree_degree_histogram(prep, cfg.fanouts) if cfg.gnn == "pna" else None
-            self.gnn = TreeGNN(d, cfg.gnn_layers, cfg.gnn, deg)
+            self.gnn = TreeGNN(d, cfg.gnn_layers, cfg.gnn, deg, cfg.reverse_mp)
             self.fuse = mlp(3 * d, d)
         else:
             self.fuse = mlp(d, d)
@@ -72,11 +101,16 @@ class Backbone(nn.Module):
         g, sub = batch.graph, batch.graph.sub
         # index_select, not [] indexing: its backward is a fast index_add rather than index_put.
         e = self.edge_rows(g.edge_tf).index_select(0, g.edge_inverse) + self.edge_direction(sub.edge_dir)
+        if self.cfg.ports:
+            bucket = port_bucket(sub.edge_port)
+            e = e + self.port_parent(bucket[:, 0]) + self.port_child(bucket[:, 1])
         if g.node_tf is not None:
             h = self.node_rows(g.node_tf).index_select(0, g.node_inverse)
         else:
             h = self.node_const.expand(sub.node_entity.numel(), -1)
-        h = self.gnn(h, sub.edge_index, e, sub.edge_hop)
+        if self.cfg.ego_ids:
+            h = h + ego_marks(sub).to(h.dtype) @ self.ego
+        h = self.gnn(h, sub.edge_index, e, sub.edge_hop, sub.edge_dir)
         b = sub.num_seeds
         return torch.cat([h[:b], h[b:2 * b]], dim=-1)
 

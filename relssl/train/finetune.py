@@ -5,10 +5,11 @@
   on the labelled training rows: class-weighted BCE (or MSE on standardised targets), AdamW, early
   stopping on validation PR-AUC (or RMSE), best weights kept;
 - ``probe`` — a logistic/ridge head on the frozen backbone's embeddings (relssl.eval.downstream);
-- ``gbdt`` — gradient-boosted trees on raw features, no backbone (relssl.eval.baseline).
+- ``gbdt`` — gradient-boosted trees on raw features, no backbone (relssl.eval.baseline);
+- ``gbdt-graph`` — the same trees on raw plus causal graph features (relssl.eval.graph_features).
 Every mode scores validation and test rows, takes the decision threshold from validation alone
 and writes a run folder: config.yaml, final.json (threshold, val/* and test/* metrics),
-metrics.jsonl (per epoch, finetune) and model.safetensors (backbone + head; not for gbdt).
+metrics.jsonl (per epoch, finetune) and model.safetensors (backbone + head; not for the gbdt modes).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from relssl.data.text import TextEmbedder
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
-from relssl.eval.baseline import gbdt_scores, raw_features
+from relssl.eval.baseline import gbdt_scores, graph_features, raw_features
 from relssl.eval.downstream import fit_probe
 from relssl.eval.metrics import selection_score, split_metrics
 from relssl.eval.represent import DROPOUT, EVAL, SHUFFLE, STEP, Representer
@@ -40,7 +41,8 @@ from relssl.nn.gnn import mlp
 from relssl.train import seeding
 from relssl.train.pretrain import PretrainConfig, resolve_device, write_jsonl
 
-MODES = ("finetune", "probe", "gbdt")
+MODES = ("finetune", "probe", "gbdt", "gbdt-graph")
+GBDT_MODES = ("gbdt", "gbdt-graph")
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
 INHERITED = ("data", "split", "max_categories", "text_model", "model")
 
@@ -56,8 +58,8 @@ class FinetuneConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise RelsslError(f"--mode '{self.mode}': expected one of {', '.join(MODES)}")
-        if self.mode == "gbdt" and self.init != "scratch":
-            raise RelsslError("--mode gbdt trains trees on raw features: it takes no --init")
+        if self.mode in GBDT_MODES and self.init != "scratch":
+            raise RelsslError(f"--mode {self.mode} trains trees on features without a backbone: it takes no --init")
         self.train.validate()
         if self.init != "scratch":
             check_compatible(self.train, pretrained_config(self.init), self.init)
@@ -170,11 +172,17 @@ class Finetuner:
     def metrics(self, val: np.ndarray, test: np.ndarray) -> dict[str, float]:
         return split_metrics(self.regression, (val, self.sets.y[VAL]), (test, self.sets.y[TEST]))
 
-    def run_gbdt(self) -> dict[str, float]:
-        x, categorical = raw_features(self.prep, self.spec.target)
-        rows = {s: self.sets.ids[s].numpy() for s in (TRAIN, VAL, TEST)}
-        val, test = gbdt_scores(x[rows[TRAIN]], self.sets.y[TRAIN], categorical, self.regression,
-                                self.cfg.train.seed, x[rows[VAL]], x[rows[TEST]])
+    def run_gbdt(self, graph: bool = False) -> dict[str, float]:
+        """Trees on raw features, or with ``graph`` on raw plus causal graph features (computed for
+        the labelled rows only: they cost far more than raw ones)."""
+        ids = [self.sets.ids[s].numpy() for s in (TRAIN, VAL, TEST)]
+        if graph:
+            x, categorical = graph_features(self.prep, self.spec.target, np.concatenate(ids))
+            train, val, test = np.split(x, np.cumsum([len(i) for i in ids])[:-1])
+        else:
+            x, categorical = raw_features(self.prep, self.spec.target)
+            train, val, test = (x[i] for i in ids)
+        val, test = gbdt_scores(train, self.sets.y[TRAIN], categorical, self.regression, self.cfg.train.seed, val, test)
         return self.metrics(val, test)
 
     def run_probe(self) -> tuple[dict[str, float], DownstreamModel]:
@@ -245,8 +253,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, prep: PreparedData | None = N
     saved = {**asdict(cfg), "task": tuner.spec.name}
     (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     model = None
-    if cfg.mode == "gbdt":
-        metrics = tuner.run_gbdt()
+    if cfg.mode in GBDT_MODES:
+        metrics = tuner.run_gbdt(graph=cfg.mode == "gbdt-graph")
     elif cfg.mode == "probe":
         metrics, model = tuner.run_probe()
     else:
@@ -256,6 +264,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, prep: PreparedData | None = N
         save_model(model, str(out / "model.safetensors"))
     sets = tuner.sets
     final = {"task": tuner.spec.name, "mode": cfg.mode, "init": cfg.init, "label_fraction": cfg.label_fraction,
+             "protocol": "causal" if cfg.train.time_aware else "transductive",
              "train_labels": len(sets.ids[TRAIN]), "val_rows": len(sets.ids[VAL]), "test_rows": len(sets.ids[TEST])}
     if not tuner.regression:
         final.update(positive_class=sets.positive, train_positives=int(sets.y[TRAIN].sum()))

@@ -73,6 +73,9 @@ class PretrainConfig:
             raise RelsslError(f"--gnn '{self.model.gnn}': expected gine or pna")
         if not self.model.fanouts or min(self.model.fanouts) < 1:
             raise RelsslError(f"--fanouts {self.model.fanouts}: expected positive integers like 10,5")
+        for name in ("reverse_mp", "ports", "ego_ids"):  # a YAML string such as "false" would read as on
+            if not isinstance(getattr(self.model, name), bool):
+                raise RelsslError(f"model.{name} {getattr(self.model, name)!r}: expected true or false")
         build_combiner(self.combiner, len(self.objectives), self.weights, **self.combiner_options)
         if self.model.channels % self.model.heads:
             raise RelsslError(f"--channels {self.model.channels} must be divisible by --heads {self.model.heads}")
