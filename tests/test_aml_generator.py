@@ -262,7 +262,8 @@ def test_default_is_the_generate_command_and_never_an_old_file(tmp_path, monkeyp
     assert path.parent.name.startswith(f"synthetic_aml_v{GENERATOR_VERSION}_") and path != stale
     assert main(["generate", "aml", "--seed", "0", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "Synthetic_Trans.csv").read_bytes() == path.read_bytes()
-    assert (tmp_path / "cli" / "Synthetic_Patterns.txt").read_bytes() == (path.parent / "Synthetic_Patterns.txt").read_bytes()
+    patterns = (path.parent / "Synthetic_Patterns.txt").read_bytes()
+    assert (tmp_path / "cli" / "Synthetic_Patterns.txt").read_bytes() == patterns
     assert "wrote" in capsys.readouterr().out
 
 

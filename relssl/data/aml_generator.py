@@ -51,7 +51,8 @@ HI_SMALL_PAYMENT_CURRENCY_ROWS = np.array([  # CURRENCIES order
     1_895_172, 1_168_297, 213_752, 192_184, 140_042, 180_738, 155_178, 136_769,
     234_860, 155_209, 110_159, 190_202, 70_703, 89_014, 146_066,
 ])
-HI_SMALL_CROSS_CURRENCY = 72_154 / (HI_SMALL_ROWS - 9)  # rows paid and received in different currencies (9 duplicates dropped)
+# Rows paid and received in different currencies, once 9 duplicate rows are dropped.
+HI_SMALL_CROSS_CURRENCY = 72_154 / (HI_SMALL_ROWS - 9)
 HI_SMALL_BANKS = 30_470
 HI_SMALL_PATTERN_ROWS = 3_209  # laundering rows inside the 370 blocks of HI-Small_Patterns.txt
 # Laundering rows' formats in HI-Small: ACH 86.6 %, Cheque 6.3 %, Credit Card 4.0 %, no Reinvestment
@@ -665,8 +666,8 @@ def _currencies(rng: np.random.Generator, world: _World, spec: Preset, tx: dict,
 
     Bitcoin payments are in Bitcoin; every other row pays in the payer's home currency, and home
     currencies are dealt out over accounts by how many rows each pays, so the payment-currency mix
-    matches the preset's. Marked laundering rows and enough ordinary ones to
-    reach the preset's share are received in another currency.
+    matches the preset's. The marked laundering rows, and enough ordinary ones to reach the
+    preset's share, are received in another currency.
     """
     bitcoin = tx["fmt"] == BITCOIN_FORMAT
     paid_rows = np.bincount(tx["src"][~bitcoin], minlength=world.n).astype(float) + 1e-9
