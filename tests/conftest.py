@@ -56,3 +56,12 @@ def shared_data() -> Path:
 def _private_cache(tmp_path_factory):
     """Runs in tests keep their preprocessed-data cache out of the working tree."""
     os.environ["RELSSL_CACHE"] = str(tmp_path_factory.mktemp("relssl-cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """Small-batch tests run faster and steadier on one torch thread (files opt in with pytestmark)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

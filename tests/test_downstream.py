@@ -21,13 +21,7 @@ from relssl.train.pretrain import PretrainConfig, Pretrainer
 SMALL = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=1, fanouts=[4, 2])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads wait on each other's barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_graph(n: int = 3000, entities: int = 300, seed: int = 0) -> RelationalData:

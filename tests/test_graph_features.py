@@ -22,12 +22,7 @@ from tests.test_downstream import toy_graph
 DAY = 86_400
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def features(src, dst, time, values, num_nodes, k=32) -> pd.DataFrame:

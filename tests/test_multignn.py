@@ -35,13 +35,7 @@ def is_new(key: str) -> bool:
     return key == "ego" or key.startswith(("port_parent.", "port_child.")) or ".conv_rev." in key
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads wait on each other's barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def event_ports(g: IncidenceCSR) -> tuple[list[int], list[int]]:
