@@ -121,12 +121,24 @@ def config_from_args(args: argparse.Namespace, **overrides):
 
 
 def print_metrics(metrics: dict[str, float], title: str) -> None:
+    """Each metric beside its trivial reference where it has one; a metric's per-column values
+    (<objective>/<metric>/<column> beside <objective>/<metric>) are left to the run's final.json."""
+    from relssl.eval.plots import reference_key
+
+    def per_column(key: str) -> bool:
+        return key.count("/") >= 2 and key.rsplit("/", 1)[0] in metrics
+
+    shown = {k: v for k, v in metrics.items() if not per_column(k) and not k.split("/")[-1].endswith("_ref")}
     print(f"\n{title}")
-    width = max(len(k) for k in metrics)
-    print(f"{'metric':<{width}}  value")
-    print(f"{'-' * width}  -------")
-    for key, value in metrics.items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    width = max(len(k) for k in shown)
+    print(f"{'metric':<{width}}  value    reference")
+    print(f"{'-' * width}  -------  ---------")
+    for key, value in shown.items():
+        text = f"{value:.4f}" if isinstance(value, float) else f"{value}"
+        ref = metrics.get(reference_key(key))
+        print(f"{key:<{width}}  {text:<7}  {ref:.4f}" if ref is not None else f"{key:<{width}}  {text}")
+    if any(per_column(k) for k in metrics):
+        print("(per-column metrics: the run folder's final.json)")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

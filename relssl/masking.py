@@ -49,17 +49,26 @@ class Masker:
         # Replacement pools from the training split only: non-missing numbers, category frequencies,
         # training rows with a vector (embedding values are gathered from the table when drawn).
         self.num_pool, self.cat_cumcount, self.emb_pool = {}, {}, {}
+        # The trivial predictions that masked-cell metrics are reported beside (by column position):
+        # the training majority class, and the mean training vector (numbers: the training mean).
+        self.majority, self.mean_vector = {}, {}
         for pos, col in enumerate(enc.columns):
             if col.stype == torch_frame.numerical:
                 values = tf.feat_dict[col.stype][train_rows, col.index]
                 self.num_pool[col.index] = values[~torch.isnan(values)]
             elif col.stype == torch_frame.categorical and col.num_categories > 0:
-                self.cat_cumcount[col.index] = torch.cumsum(category_counts(enc, col), 0)
+                counts = category_counts(enc, col)
+                self.cat_cumcount[col.index] = torch.cumsum(counts, 0)
+                self.majority[pos] = int(counts.argmax())
             elif col.stype == torch_frame.embedding:
-                self.emb_values = tf.feat_dict[col.stype].values
-                present = embedding_present(tf.feat_dict[col.stype], col.index)[train_rows]
+                feat = tf.feat_dict[col.stype]
+                self.emb_values = feat.values
+                present = embedding_present(feat, col.index)[train_rows]
                 self.emb_pool[col.index] = train_rows[present]
                 self.maskable[pos] &= bool(present.any())
+                if present.any():
+                    lo, hi = int(feat.offset[col.index]), int(feat.offset[col.index + 1])
+                    self.mean_vector[pos] = self.emb_values[self.emb_pool[col.index], lo:hi].float().mean(0)
         if not self.maskable.any():
             raise RelsslError("no numerical, categorical, text or embedding column to mask")
 

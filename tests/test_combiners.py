@@ -102,3 +102,40 @@ def test_combined_backward_fills_shared_and_head_gradients():
     combined_backward(pc, losses(), shared, own)
     for p, e in zip([*shared, *own], expected):
         assert torch.allclose(p.grad, e, atol=1e-6)
+
+
+def test_moco_weights_move_away_from_uniform_when_tasks_conflict():
+    # normalised to its loss, the second task's gradient is three times as long as the first
+    g, losses = conflicting_grads(), torch.tensor([1.0, 3.0])
+    y = g / g.norm(dim=1, keepdim=True) * losses.unsqueeze(1)
+    # min over λ of |λ y0 + (1 - λ) y1|², in closed form: the point MoCo's λ tracks
+    best = float((y[1] @ (y[1] - y[0])) / (y[1] - y[0]).pow(2).sum())
+    assert best > 0.7
+    for options in ({}, {"gamma": 0.1, "gamma_sigma": 0.5}):  # the defaults, and LibMTL's smaller steps
+        moco = MoCo(2, **options)
+        gen = torch.Generator().manual_seed(0)
+        trace = []
+        for _ in range(300):
+            moco.direction(g + 0.05 * torch.randn(g.shape, generator=gen), losses)
+            trace.append(float(moco.lambd[0]))
+        assert max(abs(w - 0.5) for w in trace) > 0.2, options
+    # with steps small enough to settle, λ lands near the min-norm point and the direction agrees
+    # with both normalised task gradients (a common descent direction)
+    assert abs(trace[-1] - best) < 0.1, (trace[-1], best)
+    assert torch.all(y @ moco.direction(g, losses) > 0)
+
+
+def test_moco_with_one_task_is_exactly_sum():
+    torch.manual_seed(0)
+    trunk, head = nn.Linear(3, 4), nn.Linear(4, 1)
+    x = torch.randn(8, 3)
+    grads = []
+    for name in ("sum", "moco"):
+        for p in [*trunk.parameters(), *head.parameters()]:
+            p.grad = None
+        combiner = build_combiner(name, 1)
+        combined_backward(combiner, [head(trunk(x)).pow(2).mean()], list(trunk.parameters()),
+                          list(head.parameters()))
+        grads.append([p.grad.clone() for p in [*trunk.parameters(), *head.parameters()]])
+        assert combiner.weights().tolist() == [1.0]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))

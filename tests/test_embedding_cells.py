@@ -74,17 +74,24 @@ def test_remove_flags_embedding_cells_without_changing_values(table):
 
 def test_cell_heads_cosine_loss_and_metrics(table):
     enc, _ = table
-    heads = CellHeads(enc.columns, 8)
+    masker = Masker(enc, torch.arange(300), "replace")
+    heads = CellHeads(masker, 8)
     tf = enc.tf[torch.arange(1, 4)]  # rows 1..3 have vectors
     target = torch.zeros(3, len(enc.columns), dtype=torch.bool)
     target[:, -1] = True
     features = torch.randn(3, len(enc.columns), 8)
     loss, sums = heads.loss(features, target, tf)
     out = heads.heads[str(len(enc.columns) - 1)](features[:, -1])
-    cos, hit = embedding_scores(out, tf.feat_dict[torch_frame.embedding].values)
+    truth = tf.feat_dict[torch_frame.embedding].values
+    cos, hit = embedding_scores(out, truth)
     assert loss.item() == pytest.approx((1 - cos).mean().item(), abs=1e-6)
-    assert sums["emb_count"] == 3 and sums["emb_cos"] == pytest.approx(cos.sum().item(), abs=1e-6)
+    assert sums["emb_count/v"] == 3 and sums["emb_cos/v"] == pytest.approx(cos.sum().item(), abs=1e-6)
     m = cell_metrics({**sums, "loss": loss.item(), "batches": 1})
     assert m["emb_cos"] == pytest.approx(cos.mean().item(), abs=1e-6)
     assert m["emb_r1"] == pytest.approx(hit.float().mean().item())
+    # the reference: the mean of the training rows' vectors (the missing all-zero ones left out)
+    train = enc.tf.feat_dict[torch_frame.embedding].values[:300]
+    mean = train[train.ne(0).any(1)].mean(0)
+    ref = torch.nn.functional.cosine_similarity(mean.expand_as(truth), truth, dim=-1).mean()
+    assert m["emb_cos_ref"] == pytest.approx(ref.item(), abs=1e-6)
     assert "acc" not in m and "rmse" not in m

@@ -15,7 +15,8 @@ from relssl.data.relational import RelationalData
 from relssl.data.splits import TRAIN, VAL
 from relssl.errors import RelsslError
 from relssl.nn.backbone import ModelConfig
-from relssl.objectives.base import masked_rows
+from relssl.objectives.base import cell_features, masked_rows
+from relssl.train import seeding
 from relssl.train.pretrain import PretrainConfig, Pretrainer
 from tests.conftest import toy_relational
 
@@ -143,6 +144,46 @@ def test_attribute_masking_never_sees_the_row(community):
     (am_before, mcm_before), (am_after, mcm_after) = losses(batch), losses(changed)
     assert am_after == am_before  # the row's unmasked cells changed, AM's predictions did not
     assert mcm_after != mcm_before  # whereas MCM reads them
+
+
+def test_mask_vector_labels_the_changed_cells_not_the_chosen_ones(community):
+    trainer = Pretrainer(small_config(["mv"], mask="bert", mask_prob=1.0), community)
+    mv = trainer.objectives[0]
+    batch = trainer.builders[TRAIN](community.rows(TRAIN)[:256], torch.Generator().manual_seed(0))
+    out = mv(trainer.model, batch, trainer.model.encode_graph(batch), torch.Generator().manual_seed(1))
+    masked, rep = batch.cache[("view", mv.masker)]
+    observed = mv.masker.observed(batch.tf)
+    assert (masked.target & ~masked.corrupted & observed).any()  # bert leaves some chosen cells as they were
+    logits = mv.head(cell_features(rep)).squeeze(-1)
+    changed = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[observed], masked.corrupted[observed].float())
+    assert out.loss.item() == pytest.approx(changed.item(), abs=1e-6)
+    assert out.sums["cell_unchanged"] == float((~masked.corrupted & observed).sum())
+
+
+def test_masked_cell_metrics_sit_beside_their_trivial_references(community):
+    trainer = Pretrainer(small_config(["mcm"], mask_prob=0.5), community)
+    metrics = trainer.evaluate(VAL)
+    # by hand, on the same cells: the training majority category, the training mean
+    train, rows = community.rows(TRAIN), trainer.eval_rows[VAL]
+    masker = trainer.objectives[0].masker
+    hits = count = sq = n = 0.0
+    for step, r in enumerate(rows.split(trainer.cfg.batch_size)):
+        gen = trainer.step_generator(seeding.EVAL_STEP, VAL, step)
+        batch = trainer.builders[VAL](r, gen)
+        target = masker(batch.tf, gen).target
+        for pos, col in enumerate(masker.columns):
+            all_train = community.events.tf.feat_dict[col.stype][train, col.index]
+            truth = batch.tf.feat_dict[col.stype][target[:, pos], col.index]
+            if col.stype == torch_frame.categorical:
+                hits += float((truth == torch.mode(all_train).values).sum())
+                count += len(truth)
+            else:
+                sq += float((((truth - all_train.mean()) / all_train.std()) ** 2).sum())
+                n += len(truth)
+    assert metrics["mcm/acc_ref"] == pytest.approx(hits / count)
+    assert metrics["mcm/rmse_ref"] == pytest.approx((sq / n) ** 0.5, rel=1e-3)
+    assert {"mcm/acc/a", "mcm/acc_ref/a", "mcm/rmse/x", "mcm/rmse_ref/x"} <= set(metrics)
 
 
 def test_single_table_runs_row_objectives_and_refuses_graph_ones():

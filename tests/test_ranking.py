@@ -28,3 +28,14 @@ def test_mrr_and_hits_from_summed_batches():
     m = rank_metrics(sums)
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 4 + 1 / 12) / 4)
     assert (m["hits@1"], m["hits@2"], m["hits@5"], m["hits@10"]) == (0.25, 0.25, 0.75, 0.75)
+
+
+def test_random_score_references_by_hand():
+    # one positive with 1 negative (rank 1 or 2), one with 3 (rank 1..4), one alone (rank 1)
+    sums = rank_sums(torch.tensor([2, 1, 1]), num_candidates=torch.tensor([2, 4, 1]))
+    m = rank_metrics(sums)
+    assert m["mrr_ref"] == pytest.approx(((1 + 1 / 2) / 2 + (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4 + 1) / 3)
+    assert m["hits@1_ref"] == pytest.approx((1 / 2 + 1 / 4 + 1) / 3)
+    assert m["hits@2_ref"] == pytest.approx((1 + 2 / 4 + 1) / 3)
+    assert m["hits@5_ref"] == pytest.approx(1.0)
+    assert "mrr_ref" not in rank_metrics(rank_sums(torch.tensor([1])))

@@ -10,19 +10,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
+def reference_key(metric: str) -> str:
+    """The key of a self-supervised metric's trivial reference: ``mcm/acc`` -> ``mcm/acc_ref``,
+    ``mcm/rmse/Amount`` -> ``mcm/rmse_ref/Amount``, ``lp/hits@1`` -> ``lp/hits@1_ref``."""
+    parts = metric.split("/")
+    parts[min(1, len(parts) - 1)] += "_ref"
+    return "/".join(parts)
+
+
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
-    """One panel per metric <objective>/<metric>: train and validation against epoch."""
-    names = sorted({k for r in history for k in r if "/" in k})
+    """One panel per metric <objective>/<metric>: train and validation against epoch, and the
+    metric's trivial reference on the validation rows (dashed) where it has one. Per-column
+    metrics (<objective>/<metric>/<column>) stay in metrics.jsonl."""
+    names = sorted({k for r in history for k in r if k.count("/") == 1 and not k.endswith("_ref")})
     if not names:
         return
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        for split, style in (("train", "-o"), ("val", "-s")):
-            pts = [(r["epoch"], r[name]) for r in history if r["split"] == split and name in r]
+        for split, key, style in (("train", name, "-o"), ("val", name, "-s"), ("val", reference_key(name), "--")):
+            pts = [(r["epoch"], r[key]) for r in history if r["split"] == split and key in r]
             if pts:
-                ax.plot(*zip(*pts), style, label=split, markersize=3)
+                ax.plot(*zip(*pts), style, label=split if key == name else "reference", markersize=3,
+                        **({"color": "grey"} if key != name else {}))
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

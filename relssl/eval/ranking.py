@@ -5,6 +5,7 @@ so that batches of different sizes weigh by their number of positives.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 HITS_AT = (1, 2, 5, 10)
@@ -20,18 +21,35 @@ def pessimistic_rank(pos: Tensor, neg: Tensor, valid: Tensor | None = None) -> T
     return 1 + beaten.sum(1)
 
 
-def rank_sums(ranks: Tensor, ks=HITS_AT) -> dict[str, float]:
-    """Accumulators: the number of positives, the sum of reciprocal ranks, hits within each k."""
+def rank_sums(ranks: Tensor, num_candidates: Tensor | None = None, ks=HITS_AT) -> dict[str, float]:
+    """Accumulators: the number of positives, the sum of reciprocal ranks, hits within each k; with
+    ``num_candidates`` (each positive's 1 + number of negatives) also those of random scores."""
     sums = {"count": float(len(ranks)), "rr": float((1.0 / ranks.double()).sum())}
     sums.update({f"hits@{k}": float((ranks <= k).sum()) for k in ks})
+    if num_candidates is not None:
+        sums.update(random_rank_sums(num_candidates, ks))
+    return sums
+
+
+def random_rank_sums(num_candidates: Tensor, ks=HITS_AT) -> dict[str, float]:
+    """Expected ``rank_sums`` of random scores (no ties): among n candidates the rank is uniform on
+    1..n, so E[1/rank] = H(n)/n and P(rank <= k) = min(k, n)/n. Reported as the ``_ref`` metrics."""
+    n = num_candidates.double().clamp(min=1)
+    harmonic = torch.special.digamma(n + 1) + 0.5772156649015329  # H(n) = ψ(n + 1) + γ
+    sums = {"rr_ref": float((harmonic / n).sum())}
+    sums.update({f"hits@{k}_ref": float((n.clamp(max=k) / n).sum()) for k in ks})
     return sums
 
 
 def rank_metrics(sums: dict[str, float], ks=HITS_AT) -> dict[str, float]:
-    """MRR and Hits@k from (summed) ``rank_sums``."""
+    """MRR and Hits@k from (summed) ``rank_sums``, with their random-score references when summed."""
     n = max(sums.get("count", 0.0), 1.0)
-    return {"mrr": sums.get("rr", float("nan")) / n, **{f"hits@{k}": sums.get(f"hits@{k}", float("nan")) / n
-                                                        for k in ks}}
+    out = {"mrr": sums.get("rr", float("nan")) / n, **{f"hits@{k}": sums.get(f"hits@{k}", float("nan")) / n
+                                                       for k in ks}}
+    if "rr_ref" in sums:
+        out["mrr_ref"] = sums["rr_ref"] / n
+        out.update({f"hits@{k}_ref": sums[f"hits@{k}_ref"] / n for k in ks})
+    return out
 
 
 def percentile_ranks(scores: Tensor, truth: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relssl.eval.plots import reference_key
 from relssl.experiments.report import plot_validation_curves, values_table
 from relssl.experiments.runner import run_grid
 from relssl.train.pretrain import PretrainConfig
@@ -37,7 +38,7 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
     configs = {f"{'+'.join(s)}-{c}": replace(base, objectives=list(s), combiner=c) for s in subsets for c in combiners}
     results = run_grid(configs, seeds, out, progress, log)
 
-    values, columns = {}, {}
+    values, columns, reference = {}, {}, {}
     for s in subsets:
         row = "+".join(t.upper() for t in s)
         values[row] = {}
@@ -47,7 +48,9 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
                 columns[key] = f"{c} {title}"
                 runs = results[f"{'+'.join(s)}-{c}"]
                 values[row][key] = [r["final"][metric] for r in runs if metric in r["final"]]
-    table = values_table(values, columns, "objectives")
+                reference.setdefault(key, []).extend(r["final"][reference_key(metric)] for r in runs
+                                                     if reference_key(metric) in r["final"])
+    table = values_table(values, columns, "objectives", reference=reference)
 
     spread = ["| metric | " + " | ".join(f"std across subsets ({c})" for c in combiners)
               + (f" | change {combiners[1]} vs {combiners[0]} |" if len(combiners) > 1 else " |"),

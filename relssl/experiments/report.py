@@ -6,11 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
+from relssl.eval.plots import reference_key
+
 LOWER_IS_BETTER = ("rmse", "loss", "mpr")
 
 
 def higher_is_better(metric: str) -> bool:
-    return not any(metric.split("/")[-1].startswith(k) for k in LOWER_IS_BETTER)
+    """From the metric's name: ``mcm/rmse`` and ``mcm/rmse/<column>`` are lower-is-better."""
+    parts = metric.split("/")
+    return not parts[min(1, len(parts) - 1)].startswith(LOWER_IS_BETTER)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -21,9 +25,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def values_table(values: dict[str, dict[str, list[float]]], columns: dict[str, str], row_header: str,
-                 digits: int = 3) -> str:
+                 digits: int = 3, reference: dict[str, list[float]] | None = None) -> str:
     """``values[row][metric]`` = per-seed values. Each cell is mean ± std over seeds; the best mean of
-    each column is bold (direction from the metric name); ``columns`` maps metric key -> title."""
+    each column is bold (direction from the metric name); ``columns`` maps metric key -> title.
+    ``reference[metric]``, when given, is a last row: the metrics' trivial references, never bold."""
     stats = {row: {m: mean_std(vals.get(m, [])) for m in columns} for row, vals in values.items()}
     best = {}
     for m in columns:
@@ -42,15 +47,25 @@ def values_table(values: dict[str, dict[str, list[float]]], columns: dict[str, s
             text = f"{mean:.{digits}f} ± {std:.{digits}f}"
             cells.append(f"**{text}**" if best.get(m) == mean else text)
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if reference and any(reference.get(m) for m in columns):
+        cells = []
+        for m in columns:
+            mean, std = mean_std(reference.get(m, []))
+            cells.append("–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}")
+        lines.append("| trivial reference | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def metric_table(results: dict[str, list[dict]], columns: dict[str, str], row_header: str,
                  digits: int = 3) -> str:
-    """Rows = labels of ``results`` (runs over seeds, each with its final.json as "final")."""
+    """Rows = labels of ``results`` (runs over seeds, each with its final.json as "final"), then the
+    trivial references of the metrics that have one, over every run (they are computed on the same
+    rows and cells whatever the row's setting, up to the masks it draws)."""
     values = {label: {m: [r["final"].get(m, math.nan) for r in runs] for m in columns}
               for label, runs in results.items()}
-    return values_table(values, columns, row_header, digits)
+    reference = {m: [r["final"][reference_key(m)] for runs in results.values() for r in runs
+                     if reference_key(m) in r["final"]] for m in columns}
+    return values_table(values, columns, row_header, digits, reference)
 
 
 def plot_validation_curves(results: dict[str, list[dict]], metrics: list[str], path: Path, title: str,

@@ -26,7 +26,7 @@ class AttributeMasking(Objective):
         super().__init__()
         self.masker = masker
         # One head per column, so the column needs no query embedding: the input is the graph state.
-        self.heads = CellHeads(masker.columns, 2 * channels)
+        self.heads = CellHeads(masker, 2 * channels)
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         masked = masked_rows(batch, self.masker, generator)

@@ -21,7 +21,7 @@ class DenoisingAutoencoder(Objective):
     def __init__(self, masker: Masker, channels: int):
         super().__init__()
         self.masker = masker
-        self.heads = CellHeads(masker.columns, 2 * channels)
+        self.heads = CellHeads(masker, 2 * channels)
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         _, rep = masked_view(model, batch, graph, self.masker, generator)

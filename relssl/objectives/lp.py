@@ -82,7 +82,8 @@ class LinkPrediction(Objective):
         # Positives and negatives weigh equally, however many negatives each positive has.
         neg_loss = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), weight=valid.float(), reduction="sum")
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + neg_loss / valid.sum().clamp(min=1)
-        return TaskOutput(loss, rank_sums(pessimistic_rank(pos.detach(), neg.detach(), valid)))
+        ranks = pessimistic_rank(pos.detach(), neg.detach(), valid)
+        return TaskOutput(loss, rank_sums(ranks, 1 + valid.sum(1)))
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         return {**rank_metrics(sums), "loss": sums.get("loss", float("nan")) / max(sums.get("batches", 0), 1)}

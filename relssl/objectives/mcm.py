@@ -11,7 +11,6 @@ import torch.nn.functional as F
 import torch_frame
 from torch import Tensor, nn
 
-from relssl.data.encoding import ColumnInfo
 from relssl.graph.batch import Batch
 from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
@@ -32,69 +31,111 @@ def embedding_scores(pred: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
 
 class CellHeads(nn.Module):
     """One prediction head per maskable column: classes for categorical, a value for numerical,
-    a vector for text/embedding columns."""
+    a vector for text/embedding columns.
 
-    def __init__(self, columns: list[ColumnInfo], in_dim: int):
+    Beside each metric it scores the column's trivial reference on the same cells (the masker's
+    training majority class, training mean, or mean training vector), overall and per column, so a
+    reader can tell learning from predicting the obvious."""
+
+    def __init__(self, masker: Masker, in_dim: int):
         super().__init__()
-        self.columns = columns
+        self.columns = masker.columns
         self.heads = nn.ModuleDict()
-        for pos, col in enumerate(columns):
+        for pos, col in enumerate(self.columns):
             if col.maskable:
                 out = {torch_frame.categorical: col.num_categories, torch_frame.embedding: col.dim}.get(col.stype, 1)
                 self.heads[str(pos)] = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out))
-        self.has_embedding = any(c.maskable and c.stype == torch_frame.embedding for c in columns)
+        self.has_embedding = any(c.maskable and c.stype == torch_frame.embedding for c in self.columns)
+        self.majority = masker.majority  # pos -> training majority category
+        for pos, vector in masker.mean_vector.items():  # moves with the model, never saved
+            self.register_buffer(f"mean_vector_{pos}", vector, persistent=False)
 
     def loss(self, features: Tensor, target: Tensor, batch_tf) -> tuple[Tensor, dict[str, float]]:
         """``features(pos)`` rows for the cells of column ``pos`` flagged in ``target`` [B, C]; the
         true values come from the uncorrupted ``batch_tf``. Mean loss over all target cells."""
         total = features.new_zeros(())
-        sums = {"cat_correct": 0.0, "cat_count": 0.0, "num_sse": 0.0, "num_sse_raw": 0.0, "num_count": 0.0}
-        if self.has_embedding:
-            sums.update(emb_cos=0.0, emb_hit=0.0, emb_count=0.0)
+        sums = {}
         n_cells = int(target.sum())
         for key, head in self.heads.items():
             pos = int(key)
+            col = self.columns[pos]
+            kind = {torch_frame.categorical: "cat", torch_frame.embedding: "emb"}.get(col.stype, "num")
+            # every column's accumulators exist in every batch, so ranks and epochs share their keys
+            add = _adder(sums, col.name, {"cat": ("correct", "ref", "count"), "num": ("sse", "ref", "count"),
+                                          "emb": ("cos", "ref", "hit", "count")}[kind], kind)
             rows = target[:, pos].nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
-            col = self.columns[pos]
             out = head(features[rows, pos])
-            if col.stype == torch_frame.embedding:
+            if kind == "emb":
                 feat = batch_tf.feat_dict[col.stype]
                 truth = feat.values[rows, int(feat.offset[col.index]):int(feat.offset[col.index + 1])]
                 cos, hit = embedding_scores(out, truth)
                 total = total + (1 - cos).sum()
-                sums["emb_cos"] += float(cos.detach().sum())
-                sums["emb_hit"] += float(hit.sum())
-                sums["emb_count"] += rows.numel()
+                ref = F.cosine_similarity(getattr(self, f"mean_vector_{pos}").expand_as(truth), truth, dim=-1)
+                add(cos=float(cos.detach().sum()), ref=float(ref.sum()), hit=float(hit.sum()), count=rows.numel())
                 continue
             truth = batch_tf.feat_dict[col.stype][rows, col.index]
-            if col.stype == torch_frame.categorical:
+            if kind == "cat":
                 total = total + F.cross_entropy(out, truth, reduction="sum")
-                sums["cat_correct"] += float((out.argmax(-1) == truth).sum())
-                sums["cat_count"] += rows.numel()
+                add(correct=float((out.argmax(-1) == truth).sum()), ref=float((truth == self.majority[pos]).sum()),
+                    count=rows.numel())
             else:
                 z = (truth - col.mean) / col.std
                 err = (out.squeeze(1) - z) ** 2
                 total = total + err.sum()
-                sse = float(err.detach().sum())
-                sums["num_sse"] += sse
-                sums["num_sse_raw"] += sse * col.std ** 2
-                sums["num_count"] += rows.numel()
+                # the training mean predicts z = 0; std² converts both back to the column's units
+                add(sse=float(err.detach().sum()), ref=float((z ** 2).sum()), count=rows.numel(),
+                    std2=col.std ** 2)
         return total / max(n_cells, 1), sums
 
 
+def _adder(sums: dict[str, float], column: str, names: tuple[str, ...], kind: str):
+    """Zero ``kind_name/column`` accumulators; the returned function adds to them."""
+    for name in names:
+        sums.setdefault(f"{kind}_{name}/{column}", 0.0)
+
+    def add(std2: float = 1.0, **values: float) -> None:
+        for name, value in values.items():
+            sums[f"{kind}_{name}/{column}"] += value
+        if kind == "num":  # errors in the column's own units, pooled over columns for rmse_raw
+            sums["num_raw_sse"] = sums.get("num_raw_sse", 0.0) + values["sse"] * std2
+            sums["num_raw_ref"] = sums.get("num_raw_ref", 0.0) + values["ref"] * std2
+    return add
+
+
 def cell_metrics(sums: dict[str, float]) -> dict[str, float]:
+    """Pooled metrics over all target cells (``acc``, ``rmse`` on standardised values, ``rmse_raw``
+    in the columns' units, ``emb_cos``, ``emb_r1``), each with its ``_ref``, then per column
+    (``acc/<column>``, ``acc_ref/<column>``, ...)."""
     nan = float("nan")
     out = {"loss": sums.get("loss", nan) / max(sums.get("batches", 0), 1)}
-    if sums.get("cat_count"):
-        out["acc"] = sums["cat_correct"] / sums["cat_count"]
-    if sums.get("num_count"):
-        out["rmse"] = math.sqrt(sums["num_sse"] / sums["num_count"])
-        out["rmse_raw"] = math.sqrt(sums["num_sse_raw"] / sums["num_count"])
-    if sums.get("emb_count"):
-        out["emb_cos"] = sums["emb_cos"] / sums["emb_count"]
-        out["emb_r1"] = sums["emb_hit"] / sums["emb_count"]
+    pooled: dict[str, float] = {}
+    columns: dict[str, dict[str, float]] = {}
+    for key, value in sums.items():
+        if "/" in key:
+            name, column = key.split("/", 1)
+            pooled[name] = pooled.get(name, 0.0) + value
+            columns.setdefault(column, {})[name] = value
+
+    def scores(s: dict[str, float]) -> dict[str, float]:
+        got = {}
+        if s.get("cat_count"):
+            got.update(acc=s["cat_correct"] / s["cat_count"], acc_ref=s["cat_ref"] / s["cat_count"])
+        if s.get("num_count"):
+            got.update(rmse=math.sqrt(s["num_sse"] / s["num_count"]), rmse_ref=math.sqrt(s["num_ref"] / s["num_count"]))
+        if s.get("emb_count"):
+            got.update(emb_cos=s["emb_cos"] / s["emb_count"], emb_cos_ref=s["emb_ref"] / s["emb_count"],
+                       emb_r1=s["emb_hit"] / s["emb_count"])
+        return got
+
+    out.update(scores(pooled))
+    if pooled.get("num_count"):
+        out["rmse_raw"] = math.sqrt(sums["num_raw_sse"] / pooled["num_count"])
+        out["rmse_raw_ref"] = math.sqrt(sums["num_raw_ref"] / pooled["num_count"])
+    if len(columns) > 1:
+        for column, s in columns.items():
+            out.update({f"{name}/{column}": v for name, v in scores(s).items()})
     return out
 
 
@@ -104,7 +145,7 @@ class MaskedCellModelling(Objective):
     def __init__(self, masker: Masker, channels: int):
         super().__init__()
         self.masker = masker
-        self.heads = CellHeads(masker.columns, 2 * channels)
+        self.heads = CellHeads(masker, 2 * channels)
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         masked, rep = masked_view(model, batch, graph, self.masker, generator)

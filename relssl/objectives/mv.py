@@ -1,5 +1,7 @@
 """MV — mask-vector estimation (VIME, Yoon et al. 2020): say which cells of a corrupted row were
-masked, from each cell's output token and the fused row representation.
+changed, from each cell's output token and the fused row representation. As in VIME the label is
+1 where the input differs from the original: a ``bert`` cell left unchanged, or a replacement that
+drew the same value, is 0. ``acc_ref`` is the accuracy of calling every cell unchanged.
 
 With MCM on the same masker it shares the batch's masks and masked forward pass (``masked_view``).
 """
@@ -27,14 +29,17 @@ class MaskVectorEstimation(Objective):
         masked, rep = masked_view(model, batch, graph, self.masker, generator)
         logits = self.head(cell_features(rep)).squeeze(-1)  # [B, C]
         observed = self.masker.observed(batch.tf)  # the cells a mask can choose
-        label = masked.target
+        label = masked.corrupted & observed
         loss = F.binary_cross_entropy_with_logits(logits[observed], label[observed].float())
-        # Which-column accuracy on rows with exactly one masked cell (every row under the default mask).
+        # Which-column accuracy on rows with exactly one changed cell (most rows under the default mask),
+        # beside a uniform guess among the row's observed cells.
         single = label.sum(1) == 1
         guess = logits.detach().masked_fill(~observed, float("-inf")).argmax(1)
         sums = {"cell_correct": float((((logits > 0) == label) & observed).sum()),
+                "cell_unchanged": float((~label & observed).sum()),
                 "cell_count": float(observed.sum()),
                 "col_correct": float((label.gather(1, guess.unsqueeze(1)).squeeze(1) & single).sum()),
+                "col_ref": float((1 / observed[single].sum(1).clamp(min=1)).sum()),
                 "col_count": float(single.sum())}
         return TaskOutput(loss, sums)
 
@@ -42,6 +47,8 @@ class MaskVectorEstimation(Objective):
         out = {"loss": sums.get("loss", float("nan")) / max(sums.get("batches", 0), 1)}
         if sums.get("cell_count"):
             out["acc"] = sums["cell_correct"] / sums["cell_count"]
+            out["acc_ref"] = sums["cell_unchanged"] / sums["cell_count"]
         if sums.get("col_count"):
             out["col_acc"] = sums["col_correct"] / sums["col_count"]
+            out["col_acc_ref"] = sums["col_ref"] / sums["col_count"]
         return out
