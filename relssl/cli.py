@@ -5,6 +5,7 @@ import argparse
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,7 +17,7 @@ RUN_FLAGS = {
     "data": str, "objectives": str, "mask": str, "mask_prob": float, "cells_per_row": int, "epochs": int,
     "batch_size": int, "lr": float, "weight_decay": float, "seed": int, "split": str, "max_categories": int,
     "train_rows_per_epoch": int, "eval_rows": int, "patience": int, "device": str, "combiner": str,
-    "weights": str, "text_model": str,
+    "weights": str, "text_model": str, "mask_groups": str,
 }
 # Combiner hyper-parameters: flag -> (combiner, option name). Defaults are the papers'.
 COMBINER_FLAGS = {"moco_beta": ("moco", "beta"), "moco_beta_sigma": ("moco", "beta_sigma"),
@@ -29,8 +30,11 @@ OBJECTIVE_FLAGS = {"lp_negatives": ("lp", int), "ctr_prob": ("ctr", float), "ctr
                    "feat2vec_groups": ("feat2vec", str), "feat2vec_target": ("feat2vec", str)}
 MODEL_FLAGS = {"channels": int, "row_layers": int, "heads": int, "dropout": float, "gnn": str,
                "gnn_layers": int, "fanouts": str, "reverse_mp": bool, "ports": bool, "ego_ids": bool}
-# The boolean model flags, each with a --no- form (not given: the config's value, else off).
-SWITCH_HELP = {
+# Help of the flags above; the boolean model flags each have a --no- form (not given: the config's
+# value, else off).
+FLAG_HELP = {
+    "mask_groups": "columns masked together, e.g. 'Amount Paid+Amount Received' ('A+B;C+D'; 'none': no groups; "
+                   "default: the schema's mask_groups plus columns equal in >95 %% of training rows)",
     "reverse_mp": "GNN: separate convolutions for events entering and leaving a node (Multi-GNN)",
     "ports": "GNN: each event carries its causal port numbers at both endpoints (Multi-GNN)",
     "ego_ids": "GNN: mark tree nodes that are the seed's source or target entity (Multi-GNN)",
@@ -50,9 +54,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     for name, typ in {**RUN_FLAGS, **MODEL_FLAGS}.items():
         if typ is bool:
             p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
-                           help=SWITCH_HELP[name])
+                           help=FLAG_HELP[name])
         else:
-            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
+            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=FLAG_HELP.get(name))
     for name in COMBINER_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     for name, (_, typ) in OBJECTIVE_FLAGS.items():
@@ -292,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # reports name the exact command that regenerates them
+    # A library warning (a skipped line, twin columns) reads as one line, not as source code.
+    warnings.formatwarning = lambda message, *_, **__: f"relssl: warning: {message}\n"
     try:
         args.func(args)
     except RelsslError as err:

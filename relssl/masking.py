@@ -8,6 +8,11 @@
 
 Text and embedding cells are masked like the others: replace draws another training row's
 vector of the column; missing vectors (all zeros) are never chosen as targets.
+
+Mask groups: columns that (nearly) copy each other (IBM AML's Amount Paid and Amount Received are
+equal in ~99 % of rows) are chosen together, as one unit, or a masked cell is simply read off its
+twin and masked cell modelling becomes a copy task. Each cell of a chosen group is then corrupted
+by the mask type on its own (a replaced group draws each column's value independently).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from torch import Tensor
 import torch_frame
 from torch_frame import TensorFrame
 from torch_frame.data import MultiEmbeddingTensor
+from torch_frame.data.stats import StatType
 
 from relssl.data.encoding import EncodedTable, category_counts
 from relssl.errors import RelsslError
@@ -37,7 +43,7 @@ class Masker:
     """Draws masks per batch from a generator, so a seed fixes every mask of a run."""
 
     def __init__(self, enc: EncodedTable, train_rows: Tensor, mask_type: str = "replace",
-                 cells_per_row: int = 1, prob: float | None = None):
+                 cells_per_row: int = 1, prob: float | None = None, groups: list[list[int]] = ()):
         if mask_type not in MASK_TYPES:
             raise RelsslError(f"--mask '{mask_type}': expected one of {', '.join(MASK_TYPES)}")
         if prob is not None and not 0 < prob <= 1:
@@ -45,6 +51,10 @@ class Masker:
         self.mask_type, self.cells_per_row, self.prob = mask_type, cells_per_row, prob
         self.columns = enc.columns
         self.maskable = torch.tensor([c.maskable for c in enc.columns])
+        # unit[pos]: the unit a column is chosen with, the position of its group's first column
+        self.unit = torch.arange(len(enc.columns))
+        for group in groups:
+            self.unit[list(group)] = min(group)
         tf = enc.tf
         # Replacement pools from the training split only: non-missing numbers, category frequencies,
         # training rows with a vector (embedding values are gathered from the table when drawn).
@@ -88,17 +98,21 @@ class Masker:
         return torch.cat(parts, dim=1) & self.maskable.to(parts[0].device)
 
     def choose(self, valid: Tensor, generator: torch.Generator) -> Tensor:
-        """Cells to mask: ``cells_per_row`` uniformly among a row's valid cells, or each valid cell
-        with probability ``prob``."""
+        """Cells to mask: ``cells_per_row`` units (a column, or a mask group) uniformly among a row's
+        units with a valid cell, or each such unit with probability ``prob``; then every valid cell
+        of a chosen unit."""
+        unit = self.unit.to(valid.device).expand_as(valid)
+        valid_unit = torch.zeros_like(valid).scatter_reduce(1, unit, valid, "amax")
         u = torch.rand(valid.shape, generator=generator).to(valid.device)
         if self.prob is not None:
-            return valid & (u < self.prob)
-        k = min(self.cells_per_row, valid.shape[1])
-        score = torch.where(valid, u, torch.full_like(u, -1.0))
-        top = score.topk(k, dim=1)
-        chosen = torch.zeros_like(valid)
-        chosen.scatter_(1, top.indices, top.values >= 0)
-        return chosen
+            chosen = valid_unit & (u < self.prob)
+        else:
+            k = min(self.cells_per_row, valid.shape[1])
+            score = torch.where(valid_unit, u, torch.full_like(u, -1.0))
+            top = score.topk(k, dim=1)
+            chosen = torch.zeros_like(valid)
+            chosen.scatter_(1, top.indices, top.values >= 0)
+        return chosen.gather(1, unit) & valid
 
     def __call__(self, tf: TensorFrame, generator: torch.Generator) -> MaskedRows:
         target = self.choose(self.observed(tf), generator)
@@ -169,3 +183,36 @@ def draw_other_category(cumcount: Tensor, old: Tensor, generator: torch.Generato
     u = torch.rand(old.shape, generator=generator, dtype=torch.float64) * (total - old_count)
     u = torch.where(u >= start, u + old_count, u)
     return torch.searchsorted(cumcount, u, right=True).clamp(max=len(cumcount) - 1)
+
+
+def twin_columns(enc: EncodedTable, rows: Tensor, threshold: float = 0.95) -> list[tuple[str, str, float]]:
+    """Pairs of numerical or categorical columns whose values are equal in more than ``threshold``
+    of ``rows`` (where both are known), with that share: one is recoverable from the other.
+    Categories are compared by value, not by vocabulary index."""
+    tf = enc.tf
+    found = []
+    for stype in (torch_frame.numerical, torch_frame.categorical):
+        cols = [c for c in enc.columns if c.stype == stype]
+        if len(cols) < 2:
+            continue
+        values = tf.feat_dict[stype][rows]
+        if stype == torch_frame.categorical:  # indices into each column's own vocabulary -> shared ids
+            vocab: dict = {}
+            ids = []
+            for c in cols:
+                names = enc.col_stats[c.name][StatType.COUNT][0]
+                lookup = torch.tensor([vocab.setdefault(n, len(vocab)) for n in names] + [-1], dtype=torch.long)
+                ids.append(lookup[values[:, c.index]])  # index -1 (missing) -> the appended -1
+            values, known = torch.stack(ids, 1), torch.stack(ids, 1) >= 0
+            index = {c.name: i for i, c in enumerate(cols)}
+        else:
+            known = ~torch.isnan(values)
+            index = {c.name: c.index for c in cols}
+        for i, a in enumerate(cols):
+            for b in cols[i + 1:]:
+                both = known[:, index[a.name]] & known[:, index[b.name]]
+                if both.any():
+                    share = float((values[both, index[a.name]] == values[both, index[b.name]]).double().mean())
+                    if share > threshold:
+                        found.append((a.name, b.name, share))
+    return found

@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,8 +22,15 @@ def test_metric_table_mean_std_and_bold_best():
     assert lines[0] == "| run | ACC | RMSE |"
     assert lines[2] == "| a | 0.60 ± 0.14 | **2.00 ± 1.41** |"  # sample std of (1, 3) = 1.414
     assert lines[3] == "| b | **0.90 ± 0.00** | 2.50 ± 0.00 |"
+    assert len(lines) == 4  # no references given: no reference row
     assert mean_std([1.0, float("nan")]) == (1.0, 0.0)
     assert math.isnan(mean_std([])[0])
+    # references sit in a last, never bold row, over every run; per-column metrics keep their direction
+    for run in [*results["a"], *results["b"]]:
+        run["final"].update({"x/acc_ref": 0.25, "x/rmse_ref/col": 4.0, "x/rmse/col": run["final"]["x/rmse"]})
+    table = metric_table(results, {"x/acc": "ACC", "x/rmse/col": "RMSE col"}, "run", digits=2)
+    assert table.splitlines()[2:] == ["| a | 0.60 ± 0.14 | **2.00 ± 1.41** |", "| b | **0.90 ± 0.00** | 2.50 ± 0.00 |",
+                                      "| trivial reference | 0.25 ± 0.00 | 4.00 ± 0.00 |"]
 
 
 def test_mask_experiment_writes_report_and_curves(aml_csv, tmp_path, capsys):  # noqa: F811
@@ -72,6 +80,15 @@ def test_bench_tasks_times_objectives_and_combiners(aml_csv, tmp_path):  # noqa:
     assert figures["device"] == "cpu"
     assert set(figures["objectives"]) == {"mcm", "mcm,lp"} and set(figures["combiners"]["mcm,lp"]) == {"sum", "moco"}
     assert all(0 < s < 60 for s in [*figures["objectives"].values(), *figures["combiners"]["mcm,lp"].values()])
+    assert set(figures["repeated_pairs"]) == {"mcm", "mcm,lp"} and all(0 < s < 60 for s in figures["repeated_pairs"].values())
+
+
+def test_the_repeated_pair_bench_case_repeats_pairs_thousands_of_times():
+    from relssl.bench_tasks import repeated_pairs
+
+    data = repeated_pairs()
+    pairs = np.unique(np.minimum(data.src, data.dst) * 400 + np.maximum(data.src, data.dst), return_counts=True)[1]
+    assert np.sort(pairs)[-60:].min() > 2000 and data.num_events == 200_000
 
 
 def test_bench_on_a_missing_gpu_is_a_clear_error(aml_csv, capsys):  # noqa: F811

@@ -1,8 +1,14 @@
+import warnings
+
+import numpy as np
+import pytest
 import torch
 import torch_frame
 
 from relssl.data.prepare import prepare
-from relssl.masking import Masker, draw_other_category
+from relssl.errors import RelsslError
+from relssl.masking import Masker, draw_other_category, twin_columns
+from relssl.objectives import resolve_mask_groups
 from tests.conftest import toy_relational
 
 
@@ -88,3 +94,63 @@ def test_missing_cells_are_never_targets():
     a_pos = [p for p, c in enumerate(masker.columns) if c.name == "a"][0]
     assert not masked.target[::2, x_pos].any() and masked.target[1::2, x_pos].all()
     assert not masked.target[1::3, a_pos].any()
+
+
+def twin_toy(n: int = 2000):
+    """The toy plus 'a2' (equal to 'a' in ~97 % of rows, its own vocabulary) and 'x2' (equal to 'x'
+    in ~97 %)."""
+    data = toy_relational(n)
+    rng = np.random.default_rng(1)
+    flip = rng.random(n) < 0.03
+    data.events["a2"] = data.events["a"].where(~flip, "other")
+    data.events["x2"] = data.events["x"].where(~flip, -1.0)
+    data.col_stypes.update(a2=torch_frame.categorical, x2=torch_frame.numerical)
+    return data
+
+
+def test_twin_columns_are_found_by_value():
+    prep = prepare(twin_toy())
+    twins = {(a, b): share for a, b, share in twin_columns(prep.events, prep.rows(0))}
+    assert set(twins) == {("a", "a2"), ("x", "x2")}, twins  # 'b' names the same classes differently
+    assert all(0.95 < share < 0.99 for share in twins.values())
+
+
+def test_a_mask_group_is_chosen_together():
+    prep = prepare(twin_toy())
+    names = [c.name for c in prep.events.columns]
+    groups = [[names.index("x"), names.index("x2")]]
+    tf = prep.events.tf[torch.arange(2000)]
+    for kw in ({}, {"prob": 0.3}, {"cells_per_row": 2}):
+        masker = Masker(prep.events, prep.rows(0), "replace", groups=groups, **kw)
+        target = masker(tf, torch.Generator().manual_seed(0)).target
+        x, x2 = target[:, names.index("x")], target[:, names.index("x2")]
+        assert torch.equal(x, x2) and x.any(), kw
+        units = target.sum(1) - x.long()  # a chosen group counts once
+        if not kw:
+            assert (units == 1).all()
+        if "cells_per_row" in kw:
+            assert (units == 2).all()
+    # without groups the same seed draws the same masks as before groups existed
+    plain = Masker(prep.events, prep.rows(0), "replace", prob=0.3)
+    grouped = Masker(prep.events, prep.rows(0), "replace", prob=0.3, groups=groups)
+    a = plain(tf, torch.Generator().manual_seed(4)).target
+    b = grouped(tf, torch.Generator().manual_seed(4)).target
+    others = [p for p in range(len(names)) if names[p] not in ("x", "x2")]
+    assert torch.equal(a[:, others], b[:, others])
+
+
+def test_mask_groups_default_to_twins_and_warn_when_left_apart():
+    prep = prepare(twin_toy())
+    names = [c.name for c in prep.events.columns]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default groups every twin: no warning
+        groups = resolve_mask_groups(None, prep)
+    assert sorted(sorted(names[p] for p in g) for g in groups) == [["a", "a2"], ["x", "x2"]]
+    with pytest.warns(UserWarning, match="'a' and 'a2' are equal in 9.\\..% of training rows"):
+        assert resolve_mask_groups("x+x2", prep) == [[names.index("x"), names.index("x2")]]
+    with pytest.warns(UserWarning) as record:
+        assert resolve_mask_groups("none", prep) == []
+    assert sorted(str(w.message).split("--mask-groups ")[1] for w in record) == ["'a+a2'", "'x+x2'"]
+    for bad in ("x+nope", "x", "x+x2;x+a"):
+        with pytest.raises(RelsslError, match="--mask-groups .*expected groups of two or more distinct"):
+            resolve_mask_groups(bad, prep)

@@ -245,3 +245,28 @@ def test_uniform_over_a_star(exclude, until):
     expected = num_seeds * fanout / len(allowed)
     chi2 = ((counts[allowed] - expected) ** 2 / expected).sum().item()
     assert chi2 < 45.0  # about the 0.1 % tail of chi-square with 19 degrees of freedom
+
+
+def test_a_repeated_pair_is_hidden_exactly_and_the_rest_stays_uniform():
+    """Node 0 has 3,000 events with node 1 and one each with nodes 2..21: hiding the pair (0, 1)
+    leaves the 20 others, each taken equally often, for the seed and for a pseudo-seed whose
+    hidden pair is given apart from its roots."""
+    partner = torch.cat([torch.ones(3000, dtype=torch.long), torch.arange(2, 22)])
+    order = torch.randperm(len(partner), generator=torch.Generator().manual_seed(0))  # interleaved in time
+    src, dst = torch.zeros(len(partner), dtype=torch.long), partner[order]
+    time = torch.arange(len(partner))
+    sampler = NeighborSampler(IncidenceCSR(src, dst, 22, time), [5])
+    num_seeds = 2000
+    zeros, ones = torch.zeros(num_seeds, dtype=torch.long), torch.ones(num_seeds, dtype=torch.long)
+    seed_event = (dst == 1).nonzero()[-1].repeat(num_seeds)
+    for roots in ((zeros, ones), (zeros, torch.full((num_seeds,), 5))):
+        sub = sampler.sample(*roots, None, torch.Generator().manual_seed(1), exclude_edge=seed_event,
+                             exclude_pair=True, pair=(zeros, ones))
+        from_zero = sub.edge_index[1] < num_seeds
+        assert (dst[sub.edge_id] != 1).all() and from_zero.sum() == num_seeds * 5
+        counts = torch.bincount(dst[sub.edge_id[from_zero]], minlength=22)[2:].double()
+        expected = num_seeds * 5 / 20
+        assert ((counts - expected) ** 2 / expected).sum().item() < 45.0
+    with pytest.raises(ValueError, match="must join its seed's pair"):
+        sampler.sample(zeros, ones, None, torch.Generator(), exclude_edge=(dst == 3).nonzero()[0].repeat(num_seeds),
+                       exclude_pair=True)

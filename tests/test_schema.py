@@ -65,3 +65,17 @@ def test_bad_schema_errors_name_the_problem(tmp_path, text, csv, needle):
 def test_unknown_data_name():
     with pytest.raises(RelsslError, match="not a built-in dataset"):
         load_dataset("no-such-thing")
+
+
+def test_schema_mask_groups_survive_the_cache(tmp_path):
+    from relssl.data.cache import load_prepared
+
+    csv = "a,c,b,t\n" + "".join(f"{i},{i + 1},x,2022/09/01 00:{i:02d}\n" for i in range(20))
+    text = GOOD.replace("a: numerical,", "a: numerical, c: numerical,") + "  mask_groups: a+c\n"
+    path = write(tmp_path, text, csv)
+    assert load_schema(path).mask_groups == [["a", "c"]]
+    first, hit = load_prepared(str(path), cache_dir=tmp_path / "cache")
+    second, hit2 = load_prepared(str(path), cache_dir=tmp_path / "cache")
+    assert not hit and hit2 and first.mask_groups == second.mask_groups == [["a", "c"]]
+    with pytest.raises(RelsslError, match=r"schema.yaml: events: mask_groups 'a\+b\+nope': expected groups"):
+        load_schema(write(tmp_path, text.replace("a+c", "a+b+nope"), csv))

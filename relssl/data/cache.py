@@ -192,7 +192,7 @@ def prepared_arrays(prep: PreparedData) -> tuple[dict[str, np.ndarray], dict]:
         tables[table] = {"col_names": {s.value: list(cols) for s, cols in enc.tf.col_names_dict.items()},
                          "col_stats": enc.col_stats}
     name = prep.data.name if prep.data is not None else ""
-    return arrays, {"name": name, "num_entities": prep.num_entities, "tables": tables}
+    return arrays, {"name": name, "num_entities": prep.num_entities, "tables": tables, "mask_groups": prep.mask_groups}
 
 
 def write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -231,7 +231,7 @@ def read_entry(folder: Path) -> PreparedData:
         tables[table] = EncodedTable(tf, col_stats, column_infos(tf, col_stats))
     split = np.load(folder / "split.npy", mmap_mode="r", allow_pickle=False)
     return PreparedData(None, split, tables["events"], tables.get("entities"), tensor("src"), tensor("dst"),
-                        tensor("time"), meta["num_entities"])
+                        tensor("time"), meta["num_entities"], meta.get("mask_groups", []))
 
 
 def stats_to_json(col_stats: dict) -> dict:

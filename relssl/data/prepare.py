@@ -1,7 +1,7 @@
 """From RelationalData to tensors ready for training: split by time, encode with training stats."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ class PreparedData:
     dst: torch.Tensor | None
     time: torch.Tensor | None
     num_entities: int = 0
+    mask_groups: list[list[str]] = field(default_factory=list)  # columns masked together (RelationalData)
 
     def rows(self, split: int) -> torch.Tensor:
         return torch.from_numpy(np.flatnonzero(self.split == split))
@@ -49,4 +50,4 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
 
     return PreparedData(data, split, events, entities, as_tensor(data.src), as_tensor(data.dst),
-                        as_tensor(data.time), data.num_entities)
+                        as_tensor(data.time), data.num_entities, data.mask_groups)

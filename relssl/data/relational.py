@@ -37,6 +37,7 @@ class RelationalData:
     entity_label_cols: list[str] = field(default_factory=list)
     transforms: dict[str, str] = field(default_factory=dict)  # column -> "log1p", applied when encoding
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embedding column -> [num_events, dim]
+    mask_groups: list[list[str]] = field(default_factory=list)  # event columns masked together (masking.py)
 
     def __post_init__(self) -> None:
         n = len(self.events)
@@ -80,3 +81,18 @@ class RelationalData:
     @property
     def num_events(self) -> int:
         return len(self.events)
+
+
+def parse_mask_groups(spec: str | list, columns: list[str], where: str) -> list[list[str]]:
+    """``'A+B;C+D'`` (or ``[[A, B], [C, D]]``) -> groups of column names, each of two or more
+    known columns, no column in two groups; one clear error naming ``where`` otherwise."""
+    groups = ([[c.strip() for c in g.split("+")] for g in spec.split(";") if g.strip()] if isinstance(spec, str)
+              else [list(g) if isinstance(g, (list, tuple)) else [g] for g in spec])
+    seen: set[str] = set()
+    for group in groups:
+        unknown = [c for c in group if c not in columns]
+        if unknown or len(group) < 2 or seen & set(group):
+            raise RelsslError(f"{where} {spec!r}: expected groups of two or more distinct feature columns like "
+                              f"'A+B;C+D' (columns: {', '.join(columns)})")
+        seen |= set(group)
+    return groups

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import torch_frame
 import yaml
 
-from relssl.data.relational import RelationalData
+from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 
@@ -160,6 +160,9 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
     events = read_table(ev_path)
     stypes, transforms, time_opts, vector_specs = _columns(ev, f"{path}: events")
     labels = list(ev.get("labels") or [])
+    mask_groups = []
+    if ev.get("mask_groups"):
+        mask_groups = parse_mask_groups(ev["mask_groups"], list(stypes), f"{path}: events: mask_groups")
     _require(events, [*(c for c in stypes if c not in vector_specs), *labels], ev_path)
     vectors = _vectors(events, vector_specs, base, ev_path)
 
@@ -259,4 +262,5 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
         entity_label_cols=entity_labels,
         transforms=transforms,
         vectors=vectors,
+        mask_groups=mask_groups,
     )

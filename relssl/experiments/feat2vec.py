@@ -44,7 +44,7 @@ def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batc
     ranks = []
     for step, batch_rows in enumerate(rows.split(batch_size)):
         gen = seeding.generator(cfg.seed, seeding.EVAL_STEP, TEST, step)
-        batch = trainer.builders[TEST](batch_rows, gen, trainer.exclude_pair).to(trainer.device)
+        batch = trainer.builders[TEST](batch_rows, gen).to(trainer.device)
         hide = torch.zeros(len(batch_rows), len(prep.events.columns), dtype=torch.bool, device=trainer.device)
         hide[:, pos] = True
         if cfg.mask == "replace":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -32,9 +33,11 @@ class Batch:
     graph: GraphContext | None
     # Work that several objectives share within one step (e.g. one masked forward for MCM and MV).
     cache: dict = field(default_factory=dict)
+    builder: "BatchBuilder | None" = None  # what sampled it: a task that needs a view of its own asks it
 
     def to(self, device) -> "Batch":
-        return Batch(self.rows.to(device), self.tf.to(device), None if self.graph is None else self.graph.to(device))
+        return Batch(self.rows.to(device), self.tf.to(device), None if self.graph is None else self.graph.to(device),
+                     builder=self.builder)
 
 
 class BatchBuilder:
@@ -46,23 +49,37 @@ class BatchBuilder:
     """
 
     def __init__(self, prep: PreparedData, split: int, fanouts: list[int], time_aware: bool = True):
-        self.prep = prep
+        self.prep, self.split = prep, split
         self.sampler = None
         if prep.has_graph:
             visible = torch.from_numpy((prep.split <= split).nonzero()[0])
             graph = IncidenceCSR(prep.src, prep.dst, prep.num_entities, prep.time, visible)
             self.sampler = NeighborSampler(graph, fanouts, time_aware=time_aware and prep.time is not None)
 
-    def __call__(self, rows: Tensor, generator: torch.Generator, exclude_pair: bool = False) -> Batch:
+    def __call__(self, rows: Tensor, generator: torch.Generator) -> Batch:
+        """The seed rows and, with a graph, both endpoints' neighbourhoods (the seed event hidden)."""
         tf = self.prep.events.tf[rows]
         if self.sampler is None:
-            return Batch(rows, tf, None)
+            return Batch(rows, tf, None, builder=self)
         prep = self.prep
         sub = self.sampler.sample(prep.src[rows], prep.dst[rows], None if prep.time is None else prep.time[rows],
-                                  generator, exclude_edge=rows, exclude_pair=exclude_pair)
+                                  generator, exclude_edge=rows)
+        return Batch(rows, tf, self.context(sub), builder=self)
+
+    def context(self, sub: SampledSubgraph) -> GraphContext:
+        """A sampled subgraph with the feature rows of its events and entities."""
         edge_rows, edge_inverse = torch.unique(sub.edge_id, return_inverse=True)
         node_tf = node_inverse = None
-        if prep.entities is not None:
+        if self.prep.entities is not None:
             node_rows, node_inverse = torch.unique(sub.node_entity, return_inverse=True)
-            node_tf = prep.entities.tf[node_rows]
-        return Batch(rows, tf, GraphContext(sub, prep.events.tf[edge_rows], edge_inverse, node_tf, node_inverse))
+            node_tf = self.prep.entities.tf[node_rows]
+        return GraphContext(sub, self.prep.events.tf[edge_rows], edge_inverse, node_tf, node_inverse)
+
+    @cached_property
+    def events_by_time(self) -> tuple[Tensor, Tensor | None]:
+        """The events of this split's graph in time order, and their times (None without times)."""
+        visible = torch.from_numpy((self.prep.split <= self.split).nonzero()[0])
+        if self.prep.time is None:
+            return visible, None
+        times, order = torch.sort(self.prep.time[visible], stable=True)
+        return visible[order], times

@@ -8,6 +8,7 @@ hops and fan-out slots, never over nodes, edges or seeds.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -107,10 +108,6 @@ class IncidenceCSR:
         self.pos_dst = self.pos_src.clone()
         self.pos_dst[ids[~loop]] = entry[len(ids) :]
 
-        pair = torch.minimum(s, d) * num_nodes + torch.maximum(s, d)
-        self.pair_key, pair_order = torch.sort(pair, stable=True)
-        self.pair_eid = ids[pair_order]
-
     @property
     def num_entries(self) -> int:
         return len(self.eid)
@@ -124,13 +121,46 @@ class IncidenceCSR:
         rank = torch.searchsorted(self.unique_times, until.long(), right=True) - 1
         return torch.searchsorted(self.key, node * self.num_times + rank, right=True)
 
-    def pair_edges(self, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """All events between ``u[i]`` and ``v[i]``, either direction: returns (``i``, event id)."""
-        pair = torch.minimum(u, v) * self.num_nodes + torch.maximum(u, v)
-        start = torch.searchsorted(self.pair_key, pair)
-        count = torch.searchsorted(self.pair_key, pair, right=True) - start
-        owner, row = _expand_ranges(start, count)
-        return owner, self.pair_eid[row]
+    @cached_property
+    def partner_index(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Entries grouped by (node, other endpoint), each group in list order, for hiding the events
+        of a pair without listing them: the sorted group keys ``node * num_nodes + other``, each
+        group's first index, and per grouped entry the sorted keys ``group * W + position`` and
+        ``group * W + position - rank in group`` (W = num_entries + 1). Built on first use (link
+        prediction), 16 bytes per entry, so a pair that repeats thousands of times costs a few
+        binary searches, not thousands of skipped entries."""
+        node = self.key // self.num_times
+        pair = node * self.num_nodes + self.other
+        order = torch.sort(pair, stable=True).indices  # positions; stable keeps list (time) order in a group
+        group_keys, group, counts = torch.unique_consecutive(pair[order], return_inverse=True, return_counts=True)
+        start = torch.cumsum(counts, 0) - counts
+        w = self.num_entries + 1
+        rank = torch.arange(len(order)) - start[group]
+        return group_keys, start, group * w + order, group * w + order - rank
+
+    def partner_entries(self, node: Tensor, partner: Tensor, lo: Tensor,
+                        hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Where ``node``'s entries with ``partner`` (none where partner < 0) at list positions
+        [lo, hi) sit in ``partner_index``: (group, first, end)."""
+        group_keys, _, by_position, _ = self.partner_index
+        w = self.num_entries + 1
+        key = node * self.num_nodes + partner.clamp(min=0)
+        if not len(group_keys):  # a graph without events
+            return torch.zeros_like(node), lo.clone(), lo.clone()
+        group = torch.searchsorted(group_keys, key).clamp(max=len(group_keys) - 1)
+        found = (partner >= 0) & (group_keys[group] == key)
+        first = torch.searchsorted(by_position, group * w + lo)
+        end = torch.where(found, torch.searchsorted(by_position, group * w + hi), first)
+        return group, first, end
+
+    def kept_position(self, j: Tensor, lo: Tensor, group: Tensor, first: Tensor, end: Tensor) -> Tensor:
+        """List position of the ``j``-th entry at or after ``lo`` that is not a grouped entry in
+        [first, end). A grouped entry i lies before it iff position_i - (i - first) <= lo + j, a
+        quantity non-decreasing in i, so one binary search counts them."""
+        _, start, _, by_adjusted = self.partner_index
+        w = self.num_entries + 1
+        below = torch.searchsorted(by_adjusted, group * w + j + lo - (first - start[group]), right=True)
+        return lo + j + below.clamp(min=first, max=end) - first
 
 
 @dataclass
@@ -213,17 +243,25 @@ class NeighborSampler:
         generator: torch.Generator,
         exclude_edge: Tensor | None = None,
         exclude_pair: bool = False,
+        pair: tuple[Tensor, Tensor] | None = None,
     ) -> SampledSubgraph:
         """Sample trees for seeds ``seed_src[i] -> seed_dst[i]`` at ``seed_time[i]``.
 
         ``exclude_edge[i]`` (an event id) never appears in seed ``i``'s tree; with ``exclude_pair``
-        neither does any event between ``seed_src[i]`` and ``seed_dst[i]`` in either direction.
+        neither does any event between ``pair[0][i]`` and ``pair[1][i]`` (default: the seed's own
+        endpoints) in either direction, and ``exclude_edge`` must then be one of those events.
         """
         g = self.graph
         seed_src, seed_dst = seed_src.long(), seed_dst.long()
         num_seeds = len(seed_src)
         until = seed_time.long() if self.time_aware and seed_time is not None else None
-        skip_key, skip_pos = self._excluded_entries(seed_src, seed_dst, exclude_edge, exclude_pair)
+        pair_src, pair_dst = (seed_src, seed_dst) if pair is None else (pair[0].long(), pair[1].long())
+        if exclude_pair and exclude_edge is not None:
+            a, b = g.src[exclude_edge.long()], g.dst[exclude_edge.long()]
+            if not (((a == pair_src) & (b == pair_dst)) | ((a == pair_dst) & (b == pair_src))).all():
+                raise ValueError("with exclude_pair, each excluded edge must join its seed's pair")
+            exclude_edge = None  # hidden with its pair
+        skip_key, skip_pos = self._excluded_entries(exclude_edge)
 
         seeds = torch.arange(num_seeds)
         ent, seed = torch.cat([seed_src, seed_dst]), torch.cat([seeds, seeds])
@@ -242,9 +280,17 @@ class NeighborSampler:
             skip_f, skip_q = skip_f[inside], (pos - lo[skip_f])[inside]
 
             n = hi - lo - torch.bincount(skip_f, minlength=len(ent))
+            if exclude_pair:  # a frontier node that is one end of its seed's pair skips the other end
+                pu, pv = pair_src[seed], pair_dst[seed]
+                partner = torch.where(ent == pu, pv, torch.where(ent == pv, pu, -1))
+                group, first, end = g.partner_entries(ent, partner, lo, hi)
+                n = n - (end - first)
             slot = _floyd(n, n.clamp(max=fanout), fanout, generator)
             f, s = (slot >= 0).nonzero(as_tuple=True)
-            pos = lo[f] + _skip(f, slot[f, s], skip_f, skip_q, g.num_entries + 1)
+            if exclude_pair:
+                pos = g.kept_position(slot[f, s], lo[f], group[f], first[f], end[f])
+            else:
+                pos = lo[f] + _skip(f, slot[f, s], skip_f, skip_q, g.num_entries + 1)
 
             child = torch.arange(num_nodes, num_nodes + len(pos))
             num_nodes += len(pos)
@@ -270,25 +316,17 @@ class NeighborSampler:
             edge_port=torch.cat(ports) if ports else torch.zeros(0, 2, dtype=torch.long),
         )
 
-    def _excluded_entries(
-        self, seed_src: Tensor, seed_dst: Tensor, exclude_edge: Tensor | None, exclude_pair: bool
-    ) -> tuple[Tensor, Tensor]:
-        """Incidence entries each seed excludes, as sorted ``seed * num_nodes + entity`` keys and entry positions.
+    def _excluded_entries(self, exclude_edge: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Incidence entries each seed excludes (its ``exclude_edge``), as sorted
+        ``seed * num_nodes + entity`` keys and entry positions.
 
         An excluded event is an entry of its source's and its target's list (one entry for a
         self-loop); events outside the graph have no entry and drop out.
         """
         g = self.graph
-        seed, eid = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
-        if exclude_edge is not None:
-            seed.append(torch.arange(len(seed_src)))
-            eid.append(exclude_edge.long())
-        if exclude_pair:
-            owner, pair_eid = g.pair_edges(seed_src, seed_dst)
-            seed.append(owner)
-            eid.append(pair_eid)
-        pairs = torch.unique(torch.cat(seed) * len(g.src) + torch.cat(eid))
-        seed, eid = pairs // len(g.src), pairs % len(g.src)
+        if exclude_edge is None:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        seed, eid = torch.arange(len(exclude_edge)), exclude_edge.long()
         entity = torch.cat([g.src[eid], g.dst[eid]])
         pos = torch.cat([g.pos_src[eid], torch.where(g.src[eid] == g.dst[eid], -1, g.pos_dst[eid])])
         key = torch.cat([seed, seed]) * g.num_nodes + entity

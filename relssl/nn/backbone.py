@@ -94,8 +94,10 @@ class Backbone(nn.Module):
         else:
             self.fuse = mlp(d, d)
 
-    def encode_graph(self, batch: Batch) -> Tensor | None:
-        """[B, 2d] states of each seed's source and target node after message passing."""
+    def encode_graph(self, batch: Batch, ego_ids: bool = True) -> Tensor | None:
+        """[B, 2d] states of each seed's source and target node after message passing. ``ego_ids``
+        False leaves out the marks of the seed's endpoints (a task scoring other pairs than the
+        trees' own, like link prediction's corrupted pairs, must not see them)."""
         if batch.graph is None:
             return None
         g, sub = batch.graph, batch.graph.sub
@@ -108,7 +110,7 @@ class Backbone(nn.Module):
             h = self.node_rows(g.node_tf).index_select(0, g.node_inverse)
         else:
             h = self.node_const.expand(sub.node_entity.numel(), -1)
-        if self.cfg.ego_ids:
+        if self.cfg.ego_ids and ego_ids:
             h = h + ego_marks(sub).to(h.dtype) @ self.ego
         h = self.gnn(h, sub.edge_index, e, sub.edge_hop, sub.edge_dir)
         b = sub.num_seeds

@@ -1,11 +1,14 @@
 """Pretext tasks behind one interface; adding one is a module plus a registry line."""
 from __future__ import annotations
 
+import warnings
+
 from relssl.data.prepare import PreparedData
+from relssl.data.relational import parse_mask_groups
 from relssl.data.splits import TRAIN
 from relssl.errors import RelsslError
 from relssl.feat2vec import Feat2Vec, parse_groups
-from relssl.masking import Masker
+from relssl.masking import Masker, twin_columns
 from relssl.objectives.am import AttributeMasking
 from relssl.objectives.base import Objective, TaskOutput
 from relssl.objectives.ctr import Contrastive
@@ -20,7 +23,7 @@ OBJECTIVES = {cls.name: cls for cls in (MaskedCellModelling, AttributeMasking, M
 # Objective hyper-parameters (PretrainConfig.objective_options) and their defaults. Feat2Vec's
 # groups take relssl.feat2vec.parse_groups's forms (None: one group per column and entity id);
 # a target group switches it to supervised mode (only that group is corrupted, and ranked).
-OPTIONS = {"lp_negatives": 64, "ctr_prob": 0.6, "ctr_temperature": 0.1, "dae_prob": 0.15,
+OPTIONS = {"lp_negatives": 8, "ctr_prob": 0.6, "ctr_temperature": 0.1, "dae_prob": 0.15,
            "feat2vec_negatives": 5, "feat2vec_alpha1": 0.25, "feat2vec_alpha2": 0.75, "feat2vec_groups": None,
            "feat2vec_target": None}
 
@@ -34,11 +37,34 @@ def parse_objectives(text: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def resolve_mask_groups(spec: str | None, prep: PreparedData) -> list[list[int]]:
+    """Column positions of each mask group. ``spec`` None: the data's declared groups (schema
+    ``mask_groups``) plus every pair of columns equal in more than 95 % of training rows; 'none': no
+    groups; else 'A+B;C+D'. Twins left in different groups get a warning naming them."""
+    names = [c.name for c in prep.events.columns]
+    twins = twin_columns(prep.events, prep.rows(TRAIN))
+    if spec is None:
+        groups: list[set[str]] = []
+        for group in [*prep.mask_groups, *([a, b] for a, b, _ in twins)]:  # merge groups sharing a column
+            overlapping = [g for g in groups if g & set(group)]
+            groups = [g for g in groups if not g & set(group)] + [set(group).union(*overlapping)]
+        groups = [sorted(g, key=names.index) for g in groups]
+    elif spec.strip().lower() == "none":
+        groups = []
+    else:
+        groups = parse_mask_groups(spec, names, "--mask-groups")
+    for a, b, share in twins:
+        if not any({a, b} <= set(g) for g in groups):
+            warnings.warn(f"columns '{a}' and '{b}' are equal in {share:.1%} of training rows: a masked cell "
+                          f"can be copied from its twin; mask them together with --mask-groups '{a}+{b}'")
+    return [[names.index(c) for c in g] for g in groups]
+
+
 def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_type: str,
                      cells_per_row: int = 1, mask_prob: float | None = None,
-                     options: dict | None = None) -> list[Objective]:
+                     options: dict | None = None, mask_groups: str | None = None) -> list[Objective]:
     """MCM, AM and MV share one masker (the run's --mask), hence one set of masks per batch; CTR and
-    DAE corrupt with their own replace-type maskers."""
+    DAE corrupt with their own replace-type maskers. Every masker keeps mask groups together."""
     unknown = set(options or {}) - set(OPTIONS)
     if unknown:
         raise RelsslError(f"objective_options: unknown {sorted(unknown)}; expected some of {sorted(OPTIONS)}")
@@ -50,17 +76,19 @@ def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_t
         if OBJECTIVES[name].needs_graph and not prep.has_graph:
             raise RelsslError(f"--objectives {name} needs a graph (events with source and target keys)")
     train = prep.rows(TRAIN)
+    groups = resolve_mask_groups(mask_groups, prep) if {"mcm", "am", "mv", "ctr", "dae"} & set(names) else []
     masker = None
     if {"mcm", "am", "mv"} & set(names):
-        masker = Masker(prep.events, train, mask_type, cells_per_row, mask_prob)
+        masker = Masker(prep.events, train, mask_type, cells_per_row, mask_prob, groups)
     build = {
         "mcm": lambda: MaskedCellModelling(masker, channels),
         "am": lambda: AttributeMasking(masker, channels),
         "mv": lambda: MaskVectorEstimation(masker, channels),
         "lp": lambda: LinkPrediction(pair_keys(prep), prep.num_entities, channels, opt["lp_negatives"]),
-        "ctr": lambda: Contrastive(Masker(prep.events, train, "replace", prob=opt["ctr_prob"]), channels,
-                                   opt["ctr_temperature"]),
-        "dae": lambda: DenoisingAutoencoder(Masker(prep.events, train, "replace", prob=opt["dae_prob"]), channels),
+        "ctr": lambda: Contrastive(Masker(prep.events, train, "replace", prob=opt["ctr_prob"], groups=groups),
+                                   channels, opt["ctr_temperature"]),
+        "dae": lambda: DenoisingAutoencoder(
+            Masker(prep.events, train, "replace", prob=opt["dae_prob"], groups=groups), channels),
         "feat2vec": lambda: Feat2VecObjective(Feat2Vec(
             prep, parse_groups(opt["feat2vec_groups"], prep, "objective_options: feat2vec_groups"), channels,
             opt["feat2vec_negatives"], opt["feat2vec_alpha1"], opt["feat2vec_alpha2"], opt["feat2vec_target"],

@@ -25,7 +25,9 @@ class Objective(nn.Module):
     """
 
     name: str = ""
-    excludes_pair: bool = False  # hide every edge between a seed's endpoints from its neighbourhood
+    # Samples a neighbourhood of its own from ``batch.builder`` (with draws from a stream of its own,
+    # so adding the task leaves every other task's neighbourhoods and masks unchanged).
+    own_view: bool = False
     needs_graph: bool = False  # meaningless on a single table (no keys): refused when building
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:

@@ -46,14 +46,15 @@ class Contrastive(Objective):
             pair_sq = torch.pdist(z1).pow(2)
             sums = {"rows": float(len(z1)), "align": float((z1 - z2).pow(2).sum()),
                     "uniform_exp": float(torch.exp(-2 * pair_sq).sum()), "pairs": float(len(pair_sq)),
-                    "top1": float((logits.argmax(1) == label).sum())}
+                    "top1": float((logits.argmax(1) == label).sum()), "top1_ref": 1.0}  # random: 1/B per row
         return TaskOutput(loss, sums)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         nan = float("nan")
         rows = max(sums.get("rows", 0.0), 1.0)
         out = {"loss": sums.get("loss", nan) / max(sums.get("batches", 0), 1),
-               "align": sums.get("align", nan) / rows, "top1": sums.get("top1", nan) / rows}
+               "align": sums.get("align", nan) / rows, "top1": sums.get("top1", nan) / rows,
+               "top1_ref": sums.get("top1_ref", nan) / rows}
         if sums.get("pairs"):
             out["uniform"] = math.log(sums["uniform_exp"] / sums["pairs"])
         return out

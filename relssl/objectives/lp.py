@@ -1,15 +1,23 @@
-"""LP — link prediction: score each seed edge (source, target) above corrupted edges.
+"""LP — link prediction: score each seed edge (source, target) above corrupted edges, every state
+computed at the seed's time.
 
-The target edge, and every parallel or reverse edge between its endpoints, is hidden from the
-batch's message passing (``excludes_pair``), so the model cannot read the answer off its input.
+LP samples a neighbourhood of its own (``own_view``): for each seed event at time t, the trees of
+its source, its target and M candidate entities, all cut off at t, all without the seed event
+and without any other event between the seed's source and target, in either direction (or the
+task is "are they already connected?"). The other tasks' neighbourhoods keep those events.
+Candidate c gives two negatives: (c, target) and (source, c). Because a positive and its
+negatives are computed at the same time, nothing about *when* a state was computed can tell them
+apart, and batch composition cannot change a score: an earlier design that paired states of
+other seeds, at other times, learnt "do these two states share a time cut-off?" and scored at
+chance on time-sorted batches.
 
-Negatives are in-batch corruptions: each positive gets ``negatives`` corrupted pairs, half with the
-source replaced and half with the target replaced, by one of the batch's own 2B seed endpoints.
-Their node states are already computed by ``encode_graph`` (each in its own seed's tree, at that
-seed's time), so negatives cost one small MLP each and no extra message passing. A corrupted pair
-that exists, in either direction, in any event of the data (any split, any time) is never a
-negative: it is redrawn a few times, and any that still collide are left out of loss and ranking.
-Excluding both directions matches the hiding of reverse edges for the positives.
+Candidates are endpoints of random events at or before t (each event equally likely, so entities
+by activity up to t, as positives' endpoints are), never the future. A corrupted pair that is
+connected, in either direction, by any event of the data (any split, any time) is not a negative:
+its candidate is redrawn a few times, and pairs that still collide are left out of loss and
+ranking. The trees carry no ego marks: the states score pairs other than their trees' own.
+
+Cost: 2 + M trees per seed instead of the shared view's 2 (``lp_negatives`` K = 2M).
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from torch import Tensor, nn
 from relssl.data.prepare import PreparedData
 from relssl.errors import RelsslError
 from relssl.eval.ranking import pessimistic_rank, rank_metrics, rank_sums
-from relssl.graph.batch import Batch
+from relssl.graph.batch import Batch, BatchBuilder
 from relssl.nn.backbone import Backbone
 from relssl.objectives.base import Objective, TaskOutput
 
@@ -33,16 +41,17 @@ def pair_keys(prep: PreparedData) -> Tensor:
 
 class LinkPrediction(Objective):
     name = "lp"
-    excludes_pair = True
+    own_view = True
     needs_graph = True
-    redraws = 3  # rounds of redrawing corrupted pairs that hit an existing pair
+    redraws = 3  # rounds of redrawing candidates that make a connected pair
 
-    def __init__(self, pairs: Tensor, num_entities: int, channels: int, negatives: int = 64):
+    def __init__(self, pairs: Tensor, num_entities: int, channels: int, negatives: int = 8):
         super().__init__()
-        if negatives < 1:
-            raise RelsslError(f"lp_negatives {negatives}: expected a positive number of negatives per edge")
-        self.register_buffer("pairs", pairs, persistent=False)  # moves with the model, never saved
-        self.num_entities, self.negatives = num_entities, negatives
+        if negatives < 2 or negatives % 2:
+            raise RelsslError(f"lp_negatives {negatives}: expected an even number of negatives per edge (>= 2): "
+                              f"each candidate entity replaces the source once and the target once")
+        self.pairs = pairs  # candidates are drawn on the CPU, next to the sampler; never saved
+        self.num_entities, self.candidates = num_entities, negatives // 2
         self.score = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
 
     def connected(self, u: Tensor, v: Tensor) -> Tensor:
@@ -50,35 +59,71 @@ class LinkPrediction(Objective):
         at = torch.searchsorted(self.pairs, key).clamp(max=len(self.pairs) - 1)
         return self.pairs[at] == key
 
-    def sample_negatives(self, entity: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """For the 2B seed endpoints ``entity`` (sources, then targets): [B, K] indices into them of
-        each negative's source and target, and which negatives are usable (not a connected pair)."""
-        b, k = len(entity) // 2, self.negatives
-        seed = torch.arange(b, device=entity.device).unsqueeze(1)
-        replace_source = torch.arange(k, device=entity.device) < k // 2
+    def sample_candidates(self, builder: BatchBuilder, rows: Tensor,
+                          generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """[B, M] candidate entities for the seed events ``rows``, and which of their negatives are
+        usable: [B, M] (candidate, target) and [B, M] (source, candidate)."""
+        prep, m = builder.prep, self.candidates
+        u, v = prep.src[rows], prep.dst[rows]
+        events, times = builder.events_by_time
+        if times is None or not builder.sampler.time_aware:
+            history = torch.full((len(rows),), len(events))
+        else:  # events at or before each seed's time (its own among them)
+            history = torch.searchsorted(times, prep.time[rows], right=True)
+        has = (history > 0).unsqueeze(1)
 
-        def corrupt(other: Tensor) -> tuple[Tensor, Tensor]:
-            return torch.where(replace_source, other, seed), torch.where(replace_source, b + seed, other)
+        def draw() -> Tensor:
+            pick = (torch.rand(len(rows), m, generator=generator) * history.unsqueeze(1)).long()
+            event = events[pick.clamp(max=max(len(events) - 1, 0))]
+            return torch.where(torch.rand(len(rows), m, generator=generator) < 0.5, prep.src[event], prep.dst[event])
 
-        other = torch.randint(2 * b, (b, k), generator=generator).to(entity.device)
+        def usable(c: Tensor) -> tuple[Tensor, Tensor]:
+            return has & ~self.connected(c, v.unsqueeze(1)), has & ~self.connected(u.unsqueeze(1), c)
+
+        cand = draw()
         for _ in range(self.redraws):
-            u, v = corrupt(other)
-            taken = self.connected(entity[u], entity[v])
+            ok_source, ok_target = usable(cand)
+            taken = ~(ok_source & ok_target) & has
             if not taken.any():
                 break
-            other = torch.where(taken, torch.randint(2 * b, (b, k), generator=generator).to(entity.device), other)
-        u, v = corrupt(other)
-        return u, v, ~self.connected(entity[u], entity[v])
+            cand = torch.where(taken, draw(), cand)
+        return (cand, *usable(cand))
 
     def pair_score(self, hu: Tensor, hv: Tensor) -> Tensor:
         return self.score(torch.cat([hu, hv, hu * hv], dim=-1)).squeeze(-1)
 
+    def states(self, model: Backbone, batch: Batch, cand: Tensor,
+               generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Source [B, d], target [B, d] and candidate [B, M, d] states, all at each seed's time in
+        trees without the seed's pair. Candidates go into the sampler two by two (a pair of roots
+        shares a time and a hidden pair), the last one twice when M is odd."""
+        builder, rows = batch.builder, batch.rows.cpu()
+        prep, (b, m) = builder.prep, cand.shape
+        if m % 2:
+            cand = torch.cat([cand, cand[:, -1:]], 1)
+        half = cand.shape[1] // 2
+        u, v = prep.src[rows], prep.dst[rows]
+
+        def per_root(x: Tensor) -> Tensor:  # one value per pseudo-seed: the positive's, then its candidates'
+            return torch.cat([x, x.repeat_interleave(half)])
+
+        sub = builder.sampler.sample(
+            torch.cat([u, cand[:, :half].reshape(-1)]), torch.cat([v, cand[:, half:].reshape(-1)]),
+            None if prep.time is None else per_root(prep.time[rows]), generator, exclude_edge=per_root(rows),
+            exclude_pair=True, pair=(per_root(u), per_root(v)))
+        view = Batch(batch.rows, batch.tf, builder.context(sub).to(batch.rows.device))
+        h = model.encode_graph(view, ego_ids=False)
+        d = h.shape[1] // 2
+        roots = h[b:].view(b, half, 2, d).transpose(1, 2).reshape(b, 2 * half, d)  # candidates in input order
+        return h[:b, :d], h[:b, d:], roots[:, :m]
+
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
-        b, d = graph.shape[0], graph.shape[1] // 2
-        roots = torch.cat([graph[:, :d], graph[:, d:]])  # [2B, d] node states: seed sources, then targets
-        u, v, valid = self.sample_negatives(batch.graph.sub.node_entity[: 2 * b], generator)
-        pos = self.pair_score(roots[:b], roots[b:])
-        neg = self.pair_score(roots[u], roots[v])
+        cand, ok_source, ok_target = self.sample_candidates(batch.builder, batch.rows.cpu(), generator)
+        hu, hv, hc = self.states(model, batch, cand, generator)
+        pos = self.pair_score(hu, hv)
+        neg = torch.cat([self.pair_score(hc, hv.unsqueeze(1).expand_as(hc)),
+                         self.pair_score(hu.unsqueeze(1).expand_as(hc), hc)], 1)
+        valid = torch.cat([ok_source, ok_target], 1).to(neg.device)
         # Positives and negatives weigh equally, however many negatives each positive has.
         neg_loss = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), weight=valid.float(), reduction="sum")
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + neg_loss / valid.sum().clamp(min=1)

@@ -39,6 +39,7 @@ class PretrainConfig:
     mask: str = "replace"
     cells_per_row: int = 1  # masked cells per row (ignored when mask_prob is set)
     mask_prob: float | None = None  # mask each maskable cell with this probability instead
+    mask_groups: str | None = None  # 'A+B;C+D' masked together; None: declared + detected twins; 'none'
     epochs: int = 10
     batch_size: int = 512
     lr: float = 1e-3
@@ -160,14 +161,13 @@ class Pretrainer:
         self.model = Backbone(self.prep, cfg.model)
         self.objectives = torch.nn.ModuleList(build_objectives(
             cfg.objectives, self.prep, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob,
-            cfg.objective_options))
+            cfg.objective_options, cfg.mask_groups))
         self.combiner = build_combiner(cfg.combiner, len(self.objectives), cfg.weights, **cfg.combiner_options)
         self.model.to(self.device)
         self.objectives.to(self.device)
         self.combiner.to(self.device)
         params = [*self.model.parameters(), *self.objectives.parameters(), *self.combiner.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.exclude_pair = any(obj.excludes_pair for obj in self.objectives)
         self.builders = {s: BatchBuilder(self.prep, s, cfg.model.fanouts, cfg.time_aware) for s in (TRAIN, VAL, TEST)}
         self.eval_rows = {s: self._eval_rows(s) for s in (VAL, TEST)}
 
@@ -180,10 +180,12 @@ class Pretrainer:
 
     def step(self, rows: torch.Tensor, split: int, gen: torch.Generator) -> tuple[torch.Tensor, list]:
         t = device_clock(self.device)
-        batch = self.builders[split](rows, gen, self.exclude_pair).to(self.device)
+        batch = self.builders[split](rows, gen).to(self.device)
         self.phase_seconds["sampling"] += device_clock(self.device) - t
         graph = self.model.encode_graph(batch)
-        outputs = [obj(self.model, batch, graph, gen) for obj in self.objectives]
+        outputs = [obj(self.model, batch, graph,
+                       seeding.generator(gen.initial_seed(), seeding.OWN_VIEW, i) if obj.own_view else gen)
+                   for i, obj in enumerate(self.objectives)]
         return sum(out.loss for out in outputs), outputs
 
     def step_generator(self, stream: int, *keys: int) -> torch.Generator:

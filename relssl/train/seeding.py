@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 # Streams keep the draws of different purposes independent of one another.
-SHUFFLE, TRAIN_STEP, EVAL_ROWS, EVAL_STEP, DROPOUT, COMBINER = range(6)
+SHUFFLE, TRAIN_STEP, EVAL_ROWS, EVAL_STEP, DROPOUT, COMBINER, OWN_VIEW = range(7)
 
 
 def generator(seed: int, stream: int, *keys: int) -> torch.Generator:
