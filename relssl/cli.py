@@ -214,10 +214,10 @@ def cmd_experiment_combos(args: argparse.Namespace) -> None:
     from relssl.multitask import COMBINERS
 
     combiners = [c.strip() for c in args.combiners.split(",") if c.strip()]
-    unknown = [c for c in combiners if c not in COMBINERS or c == "weighted"]
-    if unknown or not combiners:
-        raise RelsslError(f"--combiners '{args.combiners}': expected a comma-separated subset of "
-                          f"{', '.join(c for c in COMBINERS if c != 'weighted')}")
+    known = [c for c in COMBINERS if c != "weighted"] + ["tuned"]
+    if not combiners or any(c not in known for c in combiners):
+        raise RelsslError(f"--combiners '{args.combiners}': expected a comma-separated subset of {', '.join(known)} "
+                          f"(tuned: a static weighted sum with its weight chosen on validation)")
     if args.seeds < 1:
         raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
     cfg = config_from_args(args)
@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     masks.set_defaults(func=cmd_experiment_masks)
     combos = exp_sub.add_parser("combos", help="every objective subset with MCM × combiners (report.md, curves.png)")
     add_run_flags(combos)
-    combos.add_argument("--combiners", default="sum,moco", help="comma-separated combiners to compare")
+    combos.add_argument("--combiners", default="sum,moco",
+                        help="comma-separated combiners to compare: sum, uw, moco, pcgrad, cagrad, and tuned "
+                             "(a static weighted sum, the other tasks' weight chosen on validation)")
     combos.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     combos.add_argument("--out", required=True, help="experiment folder")
     combos.set_defaults(func=cmd_experiment_combos)

@@ -71,6 +71,26 @@ def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # no
     assert len(lam) == 4 and abs(sum(lam) - 1) < 1e-5 and min(lam) >= 0
 
 
+def test_tuned_sum_sweeps_the_other_tasks_weight_and_keeps_the_best_on_validation():
+    from relssl.experiments.combos import TUNED_WEIGHTS, chosen_runs, grid_configs
+    from relssl.train.pretrain import PretrainConfig
+
+    subsets = [("mcm",), ("mcm", "lp")]
+    configs = grid_configs(PretrainConfig(), subsets, ["sum", "tuned"])
+    assert set(configs) == {"mcm-sum", "mcm-w1", "mcm+lp-sum", *(f"mcm+lp-w{w:g}" for w in TUNED_WEIGHTS)}
+    assert configs["mcm+lp-w0.3"].combiner == "weighted" and configs["mcm+lp-w0.3"].weights == [1.0, 0.3]
+
+    def run(val_loss, test_acc):  # best epoch 2: its validation loss decides, not the last epoch's
+        history = [{"split": "val", "epoch": 1, "mcm/loss": 0.0}, {"split": "val", "epoch": 2, "mcm/loss": val_loss}]
+        return {"final": {"best_epoch": 2, "mcm/acc": test_acc}, "history": history}
+
+    results = {label: [run(1.0, 0.5)] for label in configs}
+    results["mcm+lp-w3"] = [run(0.7, 0.2), run(0.9, 0.2)]  # best mean validation loss, worse test
+    chosen = chosen_runs(results, subsets, ["sum", "tuned"])
+    assert chosen[("mcm", "lp"), "tuned"] == "mcm+lp-w3" and chosen[("mcm",), "tuned"] == "mcm-w1"
+    assert chosen[("mcm", "lp"), "sum"] == "mcm+lp-sum"
+
+
 def test_bench_tasks_times_objectives_and_combiners(aml_csv, tmp_path):  # noqa: F811
     out = tmp_path / "bench.json"
     assert main(["bench-tasks", "--data", str(aml_csv), "--objectives", "mcm;mcm,lp", "--task-sets", "mcm,lp",

@@ -162,7 +162,6 @@ def _drop_lines(raw: bytes, numbers: np.ndarray) -> bytes:
 
 
 def _to_relational(table: pa.Table, name: str, path: Path) -> RelationalData:
-    n = table.num_rows
     seconds = table["unixReviewTime"].to_pandas().astype("Int64")
     missing = seconds.isna().to_numpy()
     if missing.any():  # checked: these rows have a readable reviewTime

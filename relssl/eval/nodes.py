@@ -29,14 +29,8 @@ class NodeBatchBuilder:
 
     def __init__(self, prep: PreparedData, split: int, fanouts: list[int]):
         self.prep = prep
-        self.sampler = BatchBuilder(prep, split, fanouts, time_aware=False).sampler
+        self.builder = BatchBuilder(prep, split, fanouts, time_aware=False)
+        self.sampler = self.builder.sampler
 
     def __call__(self, nodes: Tensor, generator: torch.Generator) -> NodeBatch:
-        prep = self.prep
-        sub = self.sampler.sample(nodes, nodes, None, generator)
-        edge_rows, edge_inverse = torch.unique(sub.edge_id, return_inverse=True)
-        node_tf = node_inverse = None
-        if prep.entities is not None:
-            node_rows, node_inverse = torch.unique(sub.node_entity, return_inverse=True)
-            node_tf = prep.entities.tf[node_rows]
-        return NodeBatch(nodes, GraphContext(sub, prep.events.tf[edge_rows], edge_inverse, node_tf, node_inverse))
+        return NodeBatch(nodes, self.builder.context(self.sampler.sample(nodes, nodes, None, generator)))

@@ -81,7 +81,8 @@ def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, co
     with_head = {n for n in named if n in columns and len(columns[n]) == 1
                  and stypes.get(columns[n][0]) == torch_frame.categorical}
     # The MCM baseline is trained only when some evaluated group is a categorical column (it has a head).
-    mcm_runs = run_grid({"mcm": mcm}, seeds, out, progress, log)["mcm"] if with_head else []
+    if with_head:
+        run_grid({"mcm": mcm}, seeds, out, progress, log)
     values: dict[str, dict[str, list[float]]] = {}
     speed, candidates, coverage = [], {}, {}
     for seed in seeds:

@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 from relssl.data.cache import cacheable, load_prepared
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
-from relssl.data.splits import TEST, TRAIN, VAL, SPLIT_NAMES, parse_fractions
+from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
 from relssl.graph.batch import BatchBuilder
 from relssl.masking import MASK_TYPES
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig
-from relssl.objectives import Objective, build_objectives, parse_objectives
+from relssl.objectives import build_objectives, parse_objectives
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
 
