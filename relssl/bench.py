@@ -249,18 +249,3 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(table)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
-
-
-def add_bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="throughput and peak memory on generated AML data")
-    p.add_argument("--rows", default="100000,1000000", help="comma-separated data sizes")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--out", help="also write the figures as JSON here")
-    p.add_argument("--epoch", action="store_true",
-                   help="one MCM+LP epoch through generate, cache ingestion and training (e.g. --rows 5000000)")
-    p.add_argument("--max-steps", type=int, help="with --epoch: time this many steps and extrapolate the epoch")
-    p.add_argument("--text", metavar="DATA", help="measure text columns on this dataset (e.g. amazon_fashion) instead")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA figures add peak_cuda_mib)")
-    p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_bench)

@@ -97,20 +97,3 @@ def cmd_bench_tasks(args: argparse.Namespace) -> None:
                     [(o, t, args.batch_size / t, t / by_set["mcm"]) for o, t in by_set.items()]))
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2))
-
-
-def add_bench_tasks_parser(sub) -> None:
-    p = sub.add_parser("bench-tasks", help="training-step time of each pretext task and each combiner")
-    p.add_argument("--data", default="synthetic-aml", help="built-in name, IBM AML CSV or YAML schema")
-    p.add_argument("--objectives", default=";".join(OBJECTIVE_SETS),
-                   help="';'-separated objective sets to time with --combiner sum (ratios to 'mcm')")
-    p.add_argument("--task-sets", default=";".join(TASK_SETS), help="';'-separated task sets for the combiners")
-    p.add_argument("--combiners", default=",".join(COMBINERS), help="comma-separated combiners (ratios to 'sum')")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--repeated-pairs", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time MCM and MCM+LP on generated events between 60 pairs that repeat thousands of times")
-    p.add_argument("--out", help="also write the figures as JSON here")
-    p.set_defaults(func=cmd_bench_tasks)

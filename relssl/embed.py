@@ -19,7 +19,7 @@ from relssl.data.splits import SPLIT_NAMES, TEST, TRAIN, VAL
 from relssl.errors import RelsslError
 from relssl.eval.represent import EMBED, Representer
 from relssl.nn.backbone import Backbone
-from relssl.train.finetune import check_compatible, load_backbone, prepare_for, pretrained_config
+from relssl.eval.finetune import check_compatible, load_backbone, prepare_for, pretrained_config
 from relssl.train.pretrain import resolve_device
 
 

@@ -34,7 +34,7 @@ from relssl.data.encoding import ColumnInfo, EncodedTable
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TRAIN
 from relssl.errors import RelsslError
-from relssl.eval.ranking import percentile_ranks
+from relssl.metrics.ranking import percentile_ranks
 
 ID_GROUPS = ("@source", "@target")  # the event's source / target entity, when the data has keys
 TIMESTAMP_PARTS = 7  # year, month, day, day of week, hour, minute, second (pytorch-frame)
@@ -293,7 +293,7 @@ def feat2vec_step(emb: Tensor, neg_emb: Tensor, group: Tensor, pos_log_q: Tensor
 
 
 def rank_group(emb: Tensor, candidates: Tensor, group: int, truth: Tensor) -> Tensor:
-    """Percentile ranks (see relssl.eval.ranking.percentile_ranks) of each row's true candidate
+    """Percentile ranks (see relssl.metrics.ranking.percentile_ranks) of each row's true candidate
     ``truth`` [B] among all ``candidates`` [V, d] of ``group``, by the row's score with that value:
     the terms of the score that do not involve the group are the same for every candidate."""
     rest = emb.sum(1) - emb[:, group]

@@ -8,7 +8,7 @@ from torch import nn
 
 from relssl.data.prepare import prepare
 from relssl.data.splits import TRAIN, VAL
-from relssl.eval.plots import reference_key
+from relssl.metrics import reference_key
 from relssl.multitask import COMBINERS, build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.objectives import OBJECTIVES

@@ -12,10 +12,10 @@ from relssl.data.prepare import prepare
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST, TRAIN, VAL
 from relssl.errors import RelsslError
-from relssl.eval.metrics import choose_threshold, split_metrics
+from relssl.metrics.classification import choose_threshold, split_metrics
 from relssl.eval.tasks import labelled_sets, parse_task
 from relssl.nn.backbone import ModelConfig
-from relssl.train.finetune import FinetuneConfig, Finetuner, finetune
+from relssl.eval.finetune import FinetuneConfig, Finetuner, finetune
 from relssl.train.pretrain import PretrainConfig, Pretrainer
 
 SMALL = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=1, fanouts=[4, 2])

@@ -14,10 +14,10 @@ from relssl.data.prepare import prepare
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TRAIN, VAL
 from relssl.errors import RelsslError
-from relssl.eval.ranking import percentile_ranks
+from relssl.metrics.ranking import percentile_ranks
 from relssl.feat2vec import Feat2Vec, NoiseSampler, feat2vec_step, parse_groups, rank_group
 from relssl.train.feat2vec import Feat2VecConfig, Feat2VecTrainer
-from relssl.train.feat2vec_cli import FLAGS
+from relssl.cli.feat2vec import FLAGS
 from relssl.train.pretrain import Pretrainer
 from tests.conftest import toy_relational
 from tests.test_objectives import small_config, train

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from relssl.eval.ranking import pessimistic_rank, rank_metrics, rank_sums
+from relssl.metrics.ranking import pessimistic_rank, rank_metrics, rank_sums
 
 
 def test_ties_count_against_the_positive():

@@ -9,7 +9,8 @@ import torch
 
 from relssl.cli import main
 from relssl.errors import RelsslError
-from relssl.recsys.data import load_recsys_data, read_lattice, write_lattice
+from relssl.recsys.data import read_lattice, write_lattice
+from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.graph import Csr
 from relssl.recsys.metrics import evaluate_ranking, ranking_sums
 from relssl.recsys.synthetic import make_synthetic

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relssl.eval.plots import reference_key
+from relssl.metrics import reference_key
 from relssl.experiments.report import plot_validation_curves, values_table
 from relssl.experiments.runner import run_grid
 from relssl.train.pretrain import PretrainConfig

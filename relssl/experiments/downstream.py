@@ -21,7 +21,7 @@ import numpy as np
 
 from relssl.experiments.report import higher_is_better, mean_std
 from relssl.experiments.runner import check_same_settings, run_grid
-from relssl.train.finetune import FinetuneConfig, finetune, prepare_for
+from relssl.eval.finetune import FinetuneConfig, finetune, prepare_for
 from relssl.train.pretrain import PretrainConfig
 
 # method -> (init from the pre-trained run?, finetune mode, report name)

@@ -21,7 +21,7 @@ import yaml
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, parse_fractions
-from relssl.eval.ranking import percentile_ranks
+from relssl.metrics.ranking import percentile_ranks
 from relssl.experiments.report import values_table
 from relssl.experiments.runner import check_same_settings, run_grid
 from relssl.feat2vec import parse_groups

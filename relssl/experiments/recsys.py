@@ -11,7 +11,7 @@ import numpy as np
 
 from relssl.experiments.report import metric_table, plot_validation_curves
 from relssl.experiments.runner import check_same_settings
-from relssl.recsys.data import load_recsys_data
+from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.train import RecConfig, read_run, train_recsys
 
 VARIANTS = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relssl.eval.plots import reference_key
+from relssl.metrics import reference_key
 
 LOWER_IS_BETTER = ("rmse", "loss", "mpr")
 

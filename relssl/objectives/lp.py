@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from relssl.data.prepare import PreparedData
 from relssl.errors import RelsslError
-from relssl.eval.ranking import pessimistic_rank, rank_metrics, rank_sums
+from relssl.metrics.ranking import pessimistic_rank, rank_metrics, rank_sums
 from relssl.graph.batch import Batch, BatchBuilder
 from relssl.nn.backbone import Backbone
 from relssl.objectives.base import Objective, TaskOutput

@@ -1,5 +1,5 @@
 """Recommendation data: interactions split into train/val/test, plus optional item features per
-modality. Reads the LATTICE/MMSSL folder format and resolves a --data argument."""
+modality, and the LATTICE/MMSSL folder format (reader and writer)."""
 from __future__ import annotations
 
 import json
@@ -15,8 +15,6 @@ from relssl.recsys.graph import Csr
 
 SPLITS = ("train", "val", "test")
 FEATURE_SUFFIX = "_feat.npy"  # image_feat.npy, text_feat.npy, audio_feat.npy, or any <modality>_feat.npy
-SHARED_FOLDERS = {"amazon_baby": "amazon_baby_mmssl"}  # built-in name -> folder of the shared data
-BUILTINS = ("amazon_baby", "synthetic", "movielens")
 
 
 @dataclass
@@ -141,34 +139,6 @@ def read_lattice(folder: str | Path, name: str | None = None) -> RecData:
         raise RelsslError(f"{folder}: item id {max_item} is out of range for {n_items} items "
                           f"(item2id.json / feature rows)")
     return RecData(name or folder.name, int(n_users), int(n_items), splits, features)
-
-
-def shared_folder(name: str) -> Path:
-    from relssl.data.datasets import shared_data_dir
-
-    folder = shared_data_dir() / SHARED_FOLDERS[name]
-    if not folder.is_dir():
-        raise RelsslError(f"--data {name}: {folder} does not exist; set RELSSL_SHARED_DATA to the folder "
-                          f"holding {SHARED_FOLDERS[name]}/")
-    return folder
-
-
-def load_recsys_data(spec: str) -> RecData:
-    """A built-in name (amazon_baby, synthetic, movielens) or a LATTICE/MMSSL folder."""
-    if spec == "synthetic":
-        from relssl.recsys.synthetic import make_synthetic
-
-        return make_synthetic()
-    if spec == "movielens":
-        from relssl.recsys.movielens import load_movielens
-
-        return load_movielens()
-    if spec in SHARED_FOLDERS:
-        return read_lattice(shared_folder(spec), name=spec)
-    if Path(spec).is_dir():
-        return read_lattice(spec)
-    raise RelsslError(f"--data '{spec}': not a built-in dataset ({', '.join(BUILTINS)}) nor a folder "
-                      f"with train.json, val.json and test.json")
 
 
 def write_lattice(data: RecData, folder: str | Path) -> Path:

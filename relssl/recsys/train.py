@@ -21,7 +21,8 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from relssl.errors import RelsslError
-from relssl.recsys.data import RecData, load_recsys_data
+from relssl.recsys.data import RecData
+from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.graph import Csr
 from relssl.recsys.metrics import METRICS, evaluate_ranking
 from relssl.recsys.mmssl import MMSSL, MMSSLParams
@@ -210,7 +211,7 @@ def train_recsys(cfg: RecConfig, out: str | Path, data: RecData | None = None, p
     trainer.load(out / "model.safetensors")
     final = {**trainer.evaluate("test"), "best_epoch": best_epoch, "modalities": resolved["modalities"]}
     (out / "final.json").write_text(json.dumps(final, indent=2))
-    from relssl.eval.plots import plot_curves
+    from relssl.train.plots import plot_curves
 
     # plot_curves draws keys named <group>/<metric>: give the validation ranking metrics a group.
     plot_curves([{**r, **{f"rank/{m}": r[m] for m in METRICS if m in r}} for r in history], out / "curves.png",

@@ -25,7 +25,7 @@ from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
-from relssl.eval.ranking import percentile_ranks
+from relssl.metrics.ranking import percentile_ranks
 from relssl.feat2vec import Feat2Vec, find_group, parse_groups
 from relssl.nn.row_encoder import column_encoder
 from relssl.train import seeding

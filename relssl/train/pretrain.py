@@ -353,7 +353,7 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     final["best_epoch"] = best_epoch
     if main:
         (out / "final.json").write_text(json.dumps(final, indent=2))
-        from relssl.eval.plots import plot_curves
+        from relssl.train.plots import plot_curves
 
         plot_curves(history, out / "curves.png", title=f"{cfg.data}: {','.join(cfg.objectives)} ({cfg.mask})")
     return final

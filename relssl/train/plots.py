@@ -9,13 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-
-def reference_key(metric: str) -> str:
-    """The key of a self-supervised metric's trivial reference: ``mcm/acc`` -> ``mcm/acc_ref``,
-    ``mcm/rmse/Amount`` -> ``mcm/rmse_ref/Amount``, ``lp/hits@1`` -> ``lp/hits@1_ref``."""
-    parts = metric.split("/")
-    parts[min(1, len(parts) - 1)] += "_ref"
-    return "/".join(parts)
+from relssl.metrics import reference_key  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:

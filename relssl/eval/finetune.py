@@ -33,7 +33,7 @@ from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
 from relssl.eval.baseline import gbdt_scores, graph_features, raw_features
 from relssl.eval.downstream import fit_probe
-from relssl.eval.metrics import selection_score, split_metrics
+from relssl.metrics.classification import selection_score, split_metrics
 from relssl.eval.represent import DROPOUT, EVAL, SHUFFLE, STEP, Representer
 from relssl.eval.tasks import labelled_sets, parse_task
 from relssl.nn.backbone import Backbone

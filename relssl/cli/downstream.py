@@ -8,7 +8,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from relssl.cli import add_run_flags, config_from_args, number_list, print_metrics
+from relssl.cli.flags import add_run_flags, config_from_args, number_list, print_metrics
 from relssl.data.splits import PROTOCOLS
 from relssl.errors import RelsslError
 
@@ -16,7 +16,7 @@ from relssl.errors import RelsslError
 def training_config(args: argparse.Namespace):
     """Flags over a pre-trained run's data and model settings; flags that contradict them are
     reported by the compatibility check."""
-    from relssl.train.finetune import INHERITED, pretrained_config
+    from relssl.eval.finetune import INHERITED, pretrained_config
 
     inherited = {}
     if args.init != "scratch":  # and its neighbour sampling, which --no-time-aware may still switch off
@@ -27,7 +27,7 @@ def training_config(args: argparse.Namespace):
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from relssl.train.finetune import FinetuneConfig, finetune
+    from relssl.eval.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(task=args.task, init=args.init, mode=args.mode, label_fraction=args.label_fraction,
                          train=training_config(args))

@@ -5,6 +5,7 @@ import argparse
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from relssl.cli.flags import print_metrics
 from relssl.errors import RelsslError
 
 HELP = {
@@ -42,7 +43,6 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from relssl.cli import print_metrics
     from relssl.recsys.train import train_recsys
 
     final = train_recsys(config_from_args(args), args.out, progress=not args.no_progress)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from relssl.cli.flags import print_metrics
 from relssl.errors import RelsslError
 
 # Feat2VecConfig field -> flag type (tests check that the two agree).
@@ -45,7 +46,6 @@ def feat2vec_config(args: argparse.Namespace):
 
 
 def cmd_feat2vec(args: argparse.Namespace) -> None:
-    from relssl.cli import print_metrics
     from relssl.train.feat2vec import train_feat2vec
 
     final = train_feat2vec(feat2vec_config(args), args.out, progress=not args.no_progress)

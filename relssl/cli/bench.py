@@ -1,0 +1,39 @@
+"""relssl bench and relssl bench-tasks: throughput, memory and per-task step costs."""
+from __future__ import annotations
+
+import argparse
+
+from relssl.bench import cmd_bench
+from relssl.bench_tasks import COMBINERS, OBJECTIVE_SETS, TASK_SETS, cmd_bench_tasks
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="throughput and peak memory on generated AML data")
+    p.add_argument("--rows", default="100000,1000000", help="comma-separated data sizes")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.add_argument("--epoch", action="store_true",
+                   help="one MCM+LP epoch through generate, cache ingestion and training (e.g. --rows 5000000)")
+    p.add_argument("--max-steps", type=int, help="with --epoch: time this many steps and extrapolate the epoch")
+    p.add_argument("--text", metavar="DATA", help="measure text columns on this dataset (e.g. amazon_fashion) instead")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA figures add peak_cuda_mib)")
+    p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_bench)
+
+
+def add_bench_tasks_parser(sub) -> None:
+    p = sub.add_parser("bench-tasks", help="training-step time of each pretext task and each combiner")
+    p.add_argument("--data", default="synthetic-aml", help="built-in name, IBM AML CSV or YAML schema")
+    p.add_argument("--objectives", default=";".join(OBJECTIVE_SETS),
+                   help="';'-separated objective sets to time with --combiner sum (ratios to 'mcm')")
+    p.add_argument("--task-sets", default=";".join(TASK_SETS), help="';'-separated task sets for the combiners")
+    p.add_argument("--combiners", default=",".join(COMBINERS), help="comma-separated combiners (ratios to 'sum')")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--repeated-pairs", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time MCM and MCM+LP on generated events between 60 pairs that repeat thousands of times")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_bench_tasks)
