@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast bench install clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 bench: install
 	$(VENV)/bin/relssl bench --rows 100000,1000000

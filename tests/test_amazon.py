@@ -115,6 +115,7 @@ class FakeSentenceModel:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_and_mask_experiment_on_a_few_hundred_reviews(shared_data, tmp_path, monkeypatch):
     from relssl.cli import main
     from relssl.data import text as text_mod

@@ -251,6 +251,7 @@ def test_deterministic_per_seed(tmp_path):
     assert d[0].read_bytes() == e[0].read_bytes()
 
 
+@pytest.mark.slow
 def test_default_is_the_generate_command_and_never_an_old_file(tmp_path, monkeypatch, capsys):
     """`relssl generate aml --seed 0` without --rows writes the bundled default byte for byte; the
     default lives in a folder named by the generator's version and source, so an old file is ignored."""

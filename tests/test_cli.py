@@ -46,6 +46,7 @@ def test_pretrain_writes_a_complete_run_folder(aml_csv, tmp_path, mask, capsys):
     assert "mcm/acc" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks", [[], ["--objectives", "mcm,mv,lp", "--combiner", "moco"]], ids=["mcm", "moco"])
 def test_resume_equals_an_uninterrupted_run(aml_csv, tmp_path, tasks):
     args = ["pretrain", "--data", str(aml_csv), "--seed", "4", *TINY, *tasks]
@@ -88,9 +89,29 @@ def test_misspelt_column_and_malformed_config(tmp_path, capsys):
     assert "malformed YAML" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_errors_show_no_traceback_unless_debug(tmp_path):
     cmd = [sys.executable, "-m", "relssl", "pretrain", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "none.csv" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "relssl", "--debug", *cmd[3:]], capture_output=True, text=True)
     assert "Traceback" in proc.stderr
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+
+    from relssl.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.option_strings and action.help is not argparse.SUPPRESS and not action.help:
+                missing.append(f"{path} {action.option_strings[-1]}")
+
+    walk(build_parser(), "relssl")
+    assert not missing, missing

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -61,6 +62,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_follow_one_process(tmp_path):
     out = tmp_path / "rank0.pt"
     mp.start_processes(worker, args=(free_port(), str(out)), nprocs=2, start_method="spawn")

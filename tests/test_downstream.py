@@ -147,12 +147,14 @@ def test_random_embeddings_probe_does_not_beat_gbdt(prep, tmp_path):
     assert probe["test/roc_auc"] < gbdt["test/roc_auc"] and probe["test/f1"] <= gbdt["test/f1"]
 
 
+@pytest.mark.slow
 def test_probe_and_finetune_learn_a_toy_edge_task(prep, tmp_path):
     for mode in ("probe", "finetune"):
         final = run(prep, tmp_path, "edge:linear", mode=mode, name=mode)
         assert final["test/roc_auc"] > 0.9 and final["test/f1"] > 0.8, (mode, final)
 
 
+@pytest.mark.slow
 def test_probe_and_finetune_learn_toy_node_tasks(prep, tmp_path):
     """Fine-tuning learns a label visible only in the neighbourhood; a probe on random embeddings
     reads a label from the entity's own features."""
@@ -163,6 +165,7 @@ def test_probe_and_finetune_learn_toy_node_tasks(prep, tmp_path):
         assert final["train_labels"] + final["val_rows"] + final["test_rows"] == prep.data.num_entities
 
 
+@pytest.mark.slow
 def test_edge_regression(prep, tmp_path):
     std = prep.data.events["score"].std()
     for mode in ("gbdt", "finetune"):

@@ -31,6 +31,7 @@ def aml(tmp_path_factory):
     return csv, out / "pre"
 
 
+@pytest.mark.slow
 def test_finetune_probe_and_gbdt_write_run_folders(aml, tmp_path, capsys):
     csv, pre = aml
     for mode, init in (("finetune", str(pre)), ("probe", str(pre)), ("gbdt", "scratch")):
@@ -66,6 +67,7 @@ def test_missing_pretrain_run_is_a_clear_error(tmp_path, capsys):
     assert "not a pretrain run folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_embed_exports_every_node_and_event(aml, tmp_path):
     csv, pre = aml
     assert main(["embed", "--run", str(pre), "--out", str(tmp_path / "e.parquet")]) == 0
@@ -80,6 +82,7 @@ def test_embed_exports_every_node_and_event(aml, tmp_path):
     assert table.equals(pd.read_parquet(tmp_path / "again.parquet"))  # fixed neighbour draws
 
 
+@pytest.mark.slow
 def test_downstream_experiment_report_matches_its_runs(aml, tmp_path):
     csv, _ = aml
     out = tmp_path / "exp"
@@ -112,6 +115,7 @@ def test_downstream_experiment_report_matches_its_runs(aml, tmp_path):
     assert (out / "downstream" / "probe-f0.5-seed1" / "final.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_downstream_experiment_runs_backbone_methods_under_each_protocol(aml, tmp_path):
     csv, _ = aml
     out = tmp_path / "exp"

@@ -1,5 +1,6 @@
 """The built-in `ethereum-tedge` dataset: the T-EDGE phishing network read from ../shared/data."""
 import numpy as np
+import pytest
 
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import prepare
@@ -7,6 +8,7 @@ from relssl.data.splits import TEST, TRAIN, VAL
 from relssl.eval.tasks import labelled_sets, parse_task
 
 
+@pytest.mark.slow
 def test_tedge_loads_the_real_files_with_their_node_split(shared_data):
     data = load_dataset("ethereum-tedge")
     assert (data.num_entities, data.num_events) == (86_622, 106_083)

@@ -33,6 +33,7 @@ def test_metric_table_mean_std_and_bold_best():
                                       "| trivial reference | 0.25 ± 0.00 | 4.00 ± 0.00 |"]
 
 
+@pytest.mark.slow
 def test_mask_experiment_writes_report_and_curves(aml_csv, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "exp"
     args = ["experiment", "masks", "--data", str(aml_csv), "--objectives", "mcm", "--seeds", "2",
@@ -55,6 +56,7 @@ def test_mask_experiment_writes_report_and_curves(aml_csv, tmp_path, capsys):  #
     assert {p: p.stat().st_mtime for p in (out / "runs").rglob("final.json")} == before
 
 
+@pytest.mark.slow
 def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # noqa: F811
     out = tmp_path / "combos"
     args = ["experiment", "combos", "--data", str(aml_csv), "--combiners", "sum,moco", "--seeds", "1",
@@ -91,6 +93,7 @@ def test_tuned_sum_sweeps_the_other_tasks_weight_and_keeps_the_best_on_validatio
     assert chosen[("mcm", "lp"), "sum"] == "mcm+lp-sum"
 
 
+@pytest.mark.slow
 def test_bench_tasks_times_objectives_and_combiners(aml_csv, tmp_path):  # noqa: F811
     out = tmp_path / "bench.json"
     assert main(["bench-tasks", "--data", str(aml_csv), "--objectives", "mcm;mcm,lp", "--task-sets", "mcm,lp",

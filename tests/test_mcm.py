@@ -13,6 +13,7 @@ def small_config(**kw) -> PretrainConfig:
     return PretrainConfig(data="toy", batch_size=128, lr=3e-3, device="cpu", eval_rows=600, model=model, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", [True, False])
 @pytest.mark.parametrize("mask", ["replace", "remove"])
 def test_mcm_learns_cells_that_predict_each_other(graph, mask):

@@ -207,6 +207,7 @@ def cycles():
 @pytest.mark.parametrize("kind, options", [
     ("gine", {}), ("gine", {"reverse_mp": True}), ("gine", {"ports": True}), ("gine", {"ego_ids": True}),
     ("gine", ALL_ON), ("pna", ALL_ON)], ids=["off", "reverse_mp", "ports", "ego_ids", "all", "pna-all"])
+@pytest.mark.slow
 def test_closing_a_3_cycle_is_learnt_with_ego_ids(cycles, kind, options):
     """Every setting trains (the no-history third is easy); only ego ids tell held-out cycles from
     their look-alikes, which the other options cannot see without entity identities."""
@@ -287,6 +288,7 @@ def test_flags_reach_the_config_and_old_configs_load_with_options_off(tmp_path):
         parse("--config", str(tmp_path / "bad.yaml"))
 
 
+@pytest.mark.slow
 def test_pretrain_finetune_probe_and_embed_carry_the_options(tmp_path):
     """A pre-trained run's options reach fine-tuning, probing and embedding through its config.yaml."""
     tiny = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers", "2", "--fanouts", "4,2",

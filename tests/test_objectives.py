@@ -65,6 +65,7 @@ def test_loss_falls_on_learnable_cells(community, name):
     assert after[f"{name}/loss"] < 0.8 * before[f"{name}/loss"], (before, after)
 
 
+@pytest.mark.slow
 def test_link_prediction_learns_communities(community):
     trainer = Pretrainer(small_config(["lp"], objective_options={"lp_negatives": 16}), community)
     before, after = train(trainer, 6)
@@ -155,6 +156,7 @@ def timed_toy(n: int = 3000, seed: int = 0) -> RelationalData:
                           time=time, src=rng.integers(0, 300, n), dst=rng.integers(0, 300, n), num_entities=300)
 
 
+@pytest.mark.slow
 def test_link_prediction_scores_do_not_depend_on_batch_composition():
     # Trained on shuffled batches, LP ranks its own training rows alike in shuffled and in
     # time-sorted batches. (Pairing states computed at other seeds' times, as relssl once did,
@@ -265,6 +267,7 @@ def test_single_table_runs_row_objectives_and_refuses_graph_ones():
             Pretrainer(small_config(["mcm", name]), prep)
 
 
+@pytest.mark.slow
 def test_cli_pretrains_all_objectives(tmp_path):
     from tests.test_cli import TINY
 

@@ -137,6 +137,7 @@ def trained(sparse_synthetic):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bprmf", "lightgcn", "mmssl", "mmssl-id"])
 def test_each_model_learns_and_beats_random_ranking(trained, name, sparse_synthetic):
     trainer, losses, metrics = trained[name]
@@ -146,6 +147,7 @@ def test_each_model_learns_and_beats_random_ranking(trained, name, sparse_synthe
     assert trainer.modalities == (["image", "text"] if name == "mmssl" else [])
 
 
+@pytest.mark.slow
 def test_mmssl_with_features_beats_id_only_models_most_on_sparse_items(trained, sparse_synthetic):
     recall = {name: run[2]["recall@20"] for name, run in trained.items()}
     assert recall["mmssl"] > max(recall["bprmf"], recall["lightgcn"], recall["mmssl-id"]) + 0.03
@@ -177,6 +179,7 @@ def test_ablation_flags_drop_their_losses():
     assert keys["nocl"] == {"bpr", "reg", "critic", "gp", "adv"}
 
 
+@pytest.mark.slow
 def test_same_seed_same_run():
     data = make_synthetic(n_users=150, n_items=100)
 
@@ -195,6 +198,7 @@ def tiny_dir(tmp_path_factory):
     return write_lattice(make_synthetic(n_users=120, n_items=90), tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.mark.slow
 def test_cli_train_writes_a_complete_run_folder(tiny_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["recsys", "train", "--data", str(tiny_dir), "--model", "mmssl", "--seed", "0", "--epochs", "2",
@@ -212,6 +216,7 @@ def test_cli_train_writes_a_complete_run_folder(tiny_dir, tmp_path, capsys):
     assert json.loads((tmp_path / "none" / "final.json").read_text())["modalities"] == "none"
 
 
+@pytest.mark.slow
 def test_cli_experiment_writes_report_and_curves(tiny_dir, tmp_path):
     out = tmp_path / "exp"
     args = ["experiment", "recsys", "--data", str(tiny_dir), "--models", "mmssl,bprmf", "--seeds", "2",

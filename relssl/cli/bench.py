@@ -11,7 +11,7 @@ def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="throughput and peak memory on generated AML data")
     p.add_argument("--rows", default="100000,1000000", help="comma-separated data sizes")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=512, help="seed rows per step (default: 512)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.add_argument("--epoch", action="store_true",
                    help="one MCM+LP epoch through generate, cache ingestion and training (e.g. --rows 5000000)")
@@ -30,8 +30,8 @@ def add_bench_tasks_parser(sub) -> None:
     p.add_argument("--task-sets", default=";".join(TASK_SETS), help="';'-separated task sets for the combiners")
     p.add_argument("--combiners", default=",".join(COMBINERS), help="comma-separated combiners (ratios to 'sum')")
     p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=512, help="seed rows per step (default: 512)")
+    p.add_argument("--seed", type=int, default=0, help="fixes the data split, batches and initialisation")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--repeated-pairs", action=argparse.BooleanOptionalAction, default=True,
                    help="also time MCM and MCM+LP on generated events between 60 pairs that repeat thousands of times")

@@ -91,7 +91,7 @@ def add_embed_parser(sub) -> None:
     p.add_argument("--run", required=True, help="pretrain run folder")
     p.add_argument("--data", help="the run's data (default: from its config.yaml); must match it")
     p.add_argument("--out", required=True, help="output .parquet file")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.set_defaults(func=cmd_embed)
 
 

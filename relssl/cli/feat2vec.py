@@ -1,38 +1,20 @@
-"""`relssl feat2vec` and `relssl experiment feat2vec`: one flag per Feat2VecConfig field.
-
-Only argparse at import time, so `relssl --help` stays fast; commands import what they run.
-"""
+"""`relssl feat2vec` and `relssl experiment feat2vec`: one flag per Feat2VecConfig field, derived
+from the dataclass."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from relssl.cli.flags import print_metrics
+import yaml
+
+from relssl.cli.flags import config_flags, flag_help, print_metrics
 from relssl.errors import RelsslError
+from relssl.train.feat2vec import Feat2VecConfig
 
-# Feat2VecConfig field -> flag type (tests check that the two agree).
-FLAGS = {"data": str, "groups": str, "target": str, "eval_groups": str, "negatives": int, "alpha1": float,
-         "alpha2": float, "channels": int, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float,
-         "seed": int, "split": str, "max_categories": int, "train_rows_per_epoch": int, "eval_rows": int,
-         "patience": int, "device": str}
-
-HELP = {
-    "groups": "feature groups 'NAME=COL+COL;COL;@source;@target' (default: one group per feature column, plus "
-              "@source and @target, the entity ids, when the data has keys)",
-    "target": "supervised mode: corrupt only this group",
-    "eval_groups": "';'-separated groups to rank on the test split (default: the target, else every "
-                   "categorical or entity-id group)",
-    "negatives": "k, negatives per real row (default 5)",
-    "alpha1": "group choice ∝ parameter count^alpha1 (default 0.25)",
-    "alpha2": "value choice ∝ training frequency^alpha2 (default 0.75)",
-}
+FLAGS = config_flags(Feat2VecConfig)  # field -> (flag type, default, help), from the dataclass
 
 
-def feat2vec_config(args: argparse.Namespace):
-    import yaml
-
-    from relssl.train.feat2vec import Feat2VecConfig
-
+def feat2vec_config(args: argparse.Namespace) -> Feat2VecConfig:
     raw: dict = {}
     if args.config:
         path = Path(args.config)
@@ -75,8 +57,8 @@ def cmd_experiment_feat2vec(args: argparse.Namespace) -> None:
 
 def add_feat2vec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML with Feat2Vec options (e.g. a run's config.yaml); flags override it")
-    for name, typ in FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=HELP.get(name))
+    for name, (typ, default, text) in FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=flag_help(text, default))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -1,39 +1,64 @@
-"""Run flags shared by every training command: defined from PretrainConfig / ModelConfig fields,
-parsed into a config (a --config YAML first, flags over it), and the printed metrics table."""
+"""Run flags shared by every training command, derived from the config dataclasses and the
+registries (nothing here repeats a default), parsed into a config (a --config YAML first, flags
+over it); and the printed metrics table."""
 from __future__ import annotations
 
 import argparse
+import inspect
+import types
+import typing
+from dataclasses import MISSING, fields
 from pathlib import Path
 
-from relssl.errors import RelsslError
+import yaml
 
-# Flags of `pretrain` that map onto PretrainConfig / ModelConfig fields (None = not given).
-RUN_FLAGS = {
-    "data": str, "objectives": str, "mask": str, "mask_prob": float, "cells_per_row": int, "epochs": int,
-    "batch_size": int, "lr": float, "weight_decay": float, "seed": int, "split": str, "max_categories": int,
-    "train_rows_per_epoch": int, "eval_rows": int, "patience": int, "device": str, "combiner": str,
-    "weights": str, "text_model": str, "mask_groups": str,
-}
-# Combiner hyper-parameters: flag -> (combiner, option name). Defaults are the papers'.
-COMBINER_FLAGS = {"moco_beta": ("moco", "beta"), "moco_beta_sigma": ("moco", "beta_sigma"),
-                  "moco_gamma": ("moco", "gamma"), "moco_gamma_sigma": ("moco", "gamma_sigma"),
-                  "moco_rho": ("moco", "rho"), "cagrad_c": ("cagrad", "c")}
-# Objective hyper-parameters (relssl.objectives.OPTIONS): flag -> (objective, type).
-OBJECTIVE_FLAGS = {"lp_negatives": ("lp", int), "ctr_prob": ("ctr", float), "ctr_temperature": ("ctr", float),
-                   "dae_prob": ("dae", float), "feat2vec_negatives": ("feat2vec", int),
-                   "feat2vec_alpha1": ("feat2vec", float), "feat2vec_alpha2": ("feat2vec", float),
-                   "feat2vec_groups": ("feat2vec", str), "feat2vec_target": ("feat2vec", str)}
-MODEL_FLAGS = {"channels": int, "row_layers": int, "heads": int, "dropout": float, "gnn": str,
-               "gnn_layers": int, "fanouts": str, "reverse_mp": bool, "ports": bool, "ego_ids": bool}
-# Help of the flags above; the boolean model flags each have a --no- form (not given: the config's
-# value, else off).
-FLAG_HELP = {
-    "mask_groups": "columns masked together, e.g. 'Amount Paid+Amount Received' ('A+B;C+D'; 'none': no groups; "
-                   "default: the schema's mask_groups plus columns equal in >95 %% of training rows)",
-    "reverse_mp": "GNN: separate convolutions for events entering and leaving a node (Multi-GNN)",
-    "ports": "GNN: each event carries its causal port numbers at both endpoints (Multi-GNN)",
-    "ego_ids": "GNN: mark tree nodes that are the seed's source or target entity (Multi-GNN)",
-}
+from relssl.errors import RelsslError
+from relssl.metrics import reference_key
+from relssl.multitask import COMBINERS
+from relssl.nn.backbone import ModelConfig
+from relssl.objectives import OPTION_SPECS, parse_objectives
+from relssl.train.pretrain import PretrainConfig
+
+def _flag_type(hint) -> type:
+    """The argparse type of a config field: its own for int, float, str and bool; lists are given
+    as comma-separated text (parsed by config_from_args)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _flag_type(args[0])
+    return hint if hint in (int, float, str, bool) else str
+
+
+def config_flags(cls) -> dict[str, tuple[type, object, str]]:
+    """Field name -> (flag type, default, help) of a config dataclass, nested configs and option
+    dictionaries left out."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        if f.name in ("model", "combiner_options", "objective_options"):
+            continue
+        default = f.default_factory() if f.default is MISSING else f.default
+        out[f.name] = (_flag_type(hints[f.name]), default, f.metadata.get("help", ""))
+    return out
+
+
+# Every flag of a training command comes from one definition: PretrainConfig / ModelConfig fields,
+# the objectives' OPTION_SPECS (flag --<option>) and the combiners' keyword options (flag
+# --<combiner>-<option>, default read from the signature).
+RUN_FLAGS = config_flags(PretrainConfig)
+MODEL_FLAGS = config_flags(ModelConfig)
+COMBINER_FLAGS = {f"{name}_{param.name}": (name, param.name, param.default, cls.OPTION_HELP.get(param.name, ""))
+                  for name, cls in COMBINERS.items()
+                  for param in inspect.signature(cls.__init__).parameters.values()
+                  if param.default is not inspect.Parameter.empty}
+OBJECTIVE_FLAGS = {name: (name.split("_")[0], str if default is None else type(default), default, help_text)
+                   for name, (default, help_text) in OPTION_SPECS.items()}
+
+
+def flag_help(text: str, default) -> str:
+    """The help text with the default appended (lists as the comma-separated text a flag takes)."""
+    if default in (None, "", [], {}) or isinstance(default, bool):
+        return text
+    return f"{text} (default: {','.join(map(str, default)) if isinstance(default, list) else default})"
 
 
 def number_list(text: str, flag: str, kind=int) -> list:
@@ -46,30 +71,27 @@ def number_list(text: str, flag: str, kind=int) -> list:
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (e.g. a run folder's config.yaml); flags override it")
-    for name, typ in {**RUN_FLAGS, **MODEL_FLAGS}.items():
-        if typ is bool:
-            p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
-                           help=FLAG_HELP[name])
+    for name, (typ, default, text) in RUN_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if typ is bool:  # a switch away from the default: --no-time-aware, --skip-bad-rows
+            p.add_argument(f"--no-{name.replace('_', '-')}" if default else flag, action="store_true",
+                           dest=name, default=None, help=text)
         else:
-            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=FLAG_HELP.get(name))
-    for name in COMBINER_FLAGS:
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
-    for name, (_, typ) in OBJECTIVE_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
-    p.add_argument("--no-time-aware", action="store_true", help="sample neighbours regardless of time")
-    p.add_argument("--no-cache", action="store_true", help="prepare the data in memory, without the preprocessed-data cache")
-    p.add_argument("--cache-dir", help="preprocessed-data cache folder (default: $RELSSL_CACHE, else ./data/cache)")
-    p.add_argument("--skip-bad-rows", action="store_true",
-                   help="skip malformed lines of line-based inputs (Amazon reviews) with a counted warning")
+            p.add_argument(flag, type=typ, default=None, help=flag_help(text, default))
+    for name, (typ, default, text) in MODEL_FLAGS.items():
+        if typ is bool:  # both forms: not given keeps the --config's value, else the default
+            p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
+                           help=text)
+        else:
+            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=flag_help(text, default))
+    for name, (_, _, default, text) in COMBINER_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=None, help=flag_help(text, default))
+    for name, (_, typ, default, text) in OBJECTIVE_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=flag_help(text, default))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace, **overrides):
-    import yaml
-
-    from relssl.objectives import parse_objectives
-    from relssl.train.pretrain import PretrainConfig
-
+def config_from_args(args: argparse.Namespace, **overrides) -> PretrainConfig:
     raw: dict = {}
     if args.config:
         path = Path(args.config)
@@ -82,20 +104,20 @@ def config_from_args(args: argparse.Namespace, **overrides):
         if not isinstance(raw, dict):
             raise RelsslError(f"--config {path}: expected a mapping of option names to values")
     raw.update(overrides)
-    for name in RUN_FLAGS:
+    for name, (typ, default, _) in RUN_FLAGS.items():
         if getattr(args, name, None) is not None:
-            raw[name] = getattr(args, name)
+            raw[name] = (not default) if typ is bool else getattr(args, name)
     if isinstance(raw.get("weights"), str):
         raw["weights"] = number_list(raw["weights"], "--weights", float)
     options = dict(raw.get("combiner_options") or {})
-    for name, (combiner, option) in COMBINER_FLAGS.items():
+    for name, (combiner, option, _, _) in COMBINER_FLAGS.items():
         if getattr(args, name, None) is not None:
             if raw.get("combiner", "sum") != combiner:
                 raise RelsslError(f"--{name.replace('_', '-')} needs --combiner {combiner}")
             options[option] = getattr(args, name)
     raw["combiner_options"] = options
     objective_options = dict(raw.get("objective_options") or {})
-    for name, (objective, _) in OBJECTIVE_FLAGS.items():
+    for name, (objective, _, _, _) in OBJECTIVE_FLAGS.items():
         if getattr(args, name, None) is not None:
             if objective not in parse_objectives(raw.get("objectives", "mcm")):
                 raise RelsslError(f"--{name.replace('_', '-')} needs {objective} in --objectives")
@@ -106,14 +128,6 @@ def config_from_args(args: argparse.Namespace, **overrides):
         if getattr(args, name, None) is not None:
             model[name] = number_list(args.fanouts, "--fanouts") if name == "fanouts" else getattr(args, name)
     raw["model"] = model
-    if args.no_time_aware:
-        raw["time_aware"] = False
-    if args.no_cache:
-        raw["cache"] = False
-    if args.cache_dir:
-        raw["cache_dir"] = args.cache_dir
-    if args.skip_bad_rows:
-        raw["skip_bad_rows"] = True
     cfg = PretrainConfig.from_dict(raw)
     cfg.validate()
     return cfg
@@ -122,8 +136,6 @@ def config_from_args(args: argparse.Namespace, **overrides):
 def print_metrics(metrics: dict[str, float], title: str) -> None:
     """Each metric beside its trivial reference where it has one; a metric's per-column values
     (<objective>/<metric>/<column> beside <objective>/<metric>) are left to the run's final.json."""
-    from relssl.metrics import reference_key
-
     def per_column(key: str) -> bool:
         return key.count("/") >= 2 and key.rsplit("/", 1)[0] in metrics
 

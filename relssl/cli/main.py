@@ -107,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     aml.add_argument("--preset", default="default",
                      help="default (the bundled synthetic-aml), hi-small or li-small: IBM's files' headline statistics")
     aml.add_argument("--rows", help="override the preset's number of transactions")
-    aml.add_argument("--seed", default="0")
+    aml.add_argument("--seed", default="0", help="fixes every draw of the generator (default: 0)")
     aml.add_argument("--laundering-rate", help="override the preset's share of laundering rows, e.g. 0.001")
     aml.add_argument("--name", default="Synthetic", help="file prefix: <name>_Trans.csv, <name>_Patterns.txt")
-    aml.add_argument("--out", required=True)
+    aml.add_argument("--out", required=True, help="folder for <name>_Trans.csv and <name>_Patterns.txt")
     aml.set_defaults(func=cmd_generate)
 
     pre = sub.add_parser("pretrain", help="self-supervised pre-training into a run folder")
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a short MCM pre-training on the bundled synthetic AML data")
     add_run_flags(demo)
-    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     demo.set_defaults(func=cmd_demo)
 
     exp = sub.add_parser("experiment", help="multi-seed comparison tables and plots")

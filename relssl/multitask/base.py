@@ -18,6 +18,7 @@ class Combiner(nn.Module):
     """
 
     uses_task_gradients = False
+    OPTION_HELP: dict[str, str] = {}  # keyword options of __init__ (flag --<combiner>-<option>) -> help
 
     def __init__(self, num_tasks: int):
         super().__init__()

@@ -15,6 +15,7 @@ class CAGrad(Combiner):
     w = argmin_{w ∈ simplex} g_wᵀ g0 + √φ ‖g_w‖ (a T-dimensional problem); rescaled by 1/(1 + c²)."""
 
     uses_task_gradients = True
+    OPTION_HELP = {"c": "CAGrad: radius of the ball around the mean gradient, in units of its norm"}
 
     def __init__(self, num_tasks: int, c: float = 0.5):
         super().__init__(num_tasks)

@@ -34,6 +34,10 @@ def project_simplex(v: Tensor) -> Tensor:
 
 class MoCo(Combiner):
     uses_task_gradients = True
+    OPTION_HELP = {"beta": "MoCo: step size of the tracked gradients, beta_t = beta / t^beta_sigma",
+                   "beta_sigma": "MoCo: decay exponent of beta", "gamma": "MoCo: step size of the task weights "
+                   "lambda, gamma_t = gamma / t^gamma_sigma", "gamma_sigma": "MoCo: decay exponent of gamma",
+                   "rho": "MoCo: regularisation of the weights' subproblem"}
 
     def __init__(self, num_tasks: int, beta: float = 0.999, beta_sigma: float = 0.1, gamma: float = 0.999,
                  gamma_sigma: float = 0.1, rho: float = 0.05):

@@ -1,7 +1,7 @@
 """The fused per-row representation: [source node, target node, row] from a GNN and an FT-Transformer."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -12,21 +12,23 @@ from relssl.graph.batch import Batch
 from relssl.graph.sampler import SampledSubgraph
 from relssl.nn.gnn import TreeGNN, mlp
 from relssl.nn.row_encoder import FlatRowEncoder, RowEncoder, column_encoder
+from relssl.options import option
 
 
 @dataclass
 class ModelConfig:
-    channels: int = 32
-    row_layers: int = 2
-    heads: int = 4
-    dropout: float = 0.0  # masking already regularises; dropout costs ~6 % of a CPU step
-    gnn: str = "gine"  # or "pna"
-    gnn_layers: int = 2
-    fanouts: list[int] = field(default_factory=lambda: [8, 4])  # chosen for 2 CPU cores
+    channels: int = option(32, "width of every token, node and edge state")
+    row_layers: int = option(2, "FT-Transformer layers of the row encoder")
+    heads: int = option(4, "attention heads (must divide --channels)")
+    dropout: float = option(0.0, "dropout; masking already regularises, and dropout costs ~6 %% of a CPU step")
+    gnn: str = option("gine", "GNN layer: gine or pna")
+    gnn_layers: int = option(2, "GNN layers (one per hop of --fanouts)")
+    fanouts: list[int] = option(help="neighbours sampled per hop, e.g. 8,4 (chosen for 2 CPU cores)",
+                                factory=lambda: [8, 4])
     # Multi-GNN's adaptations (Egressy et al. 2024), see docs/architecture.md:
-    reverse_mp: bool = False  # separate convolutions for events entering and leaving a node
-    ports: bool = False  # each edge carries its port numbers at both endpoints
-    ego_ids: bool = False  # tree nodes that are the seed's source or target entity are marked
+    reverse_mp: bool = option(False, "GNN: separate convolutions for events entering and leaving a node (Multi-GNN)")
+    ports: bool = option(False, "GNN: each event carries its causal port numbers at both endpoints (Multi-GNN)")
+    ego_ids: bool = option(False, "GNN: mark tree nodes that are the seed's source or target entity (Multi-GNN)")
 
 
 PORT_EXACT = 32  # ports below this are embedded one by one, larger ones by their power of two

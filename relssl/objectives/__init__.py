@@ -20,12 +20,24 @@ from relssl.objectives.mv import MaskVectorEstimation
 
 OBJECTIVES = {cls.name: cls for cls in (MaskedCellModelling, AttributeMasking, MaskVectorEstimation,
                                         LinkPrediction, Contrastive, DenoisingAutoencoder, Feat2VecObjective)}
-# Objective hyper-parameters (PretrainConfig.objective_options) and their defaults. Feat2Vec's
-# groups take relssl.feat2vec.parse_groups's forms (None: one group per column and entity id);
-# a target group switches it to supervised mode (only that group is corrupted, and ranked).
-OPTIONS = {"lp_negatives": 8, "ctr_prob": 0.6, "ctr_temperature": 0.1, "dae_prob": 0.15,
-           "feat2vec_negatives": 5, "feat2vec_alpha1": 0.25, "feat2vec_alpha2": 0.75, "feat2vec_groups": None,
-           "feat2vec_target": None}
+# Objective hyper-parameters (PretrainConfig.objective_options, flag --<name>): default and help,
+# defined here only. Feat2Vec's groups take relssl.feat2vec.parse_groups's forms (None: one group
+# per column and entity id); a target group switches it to supervised mode (only that group is
+# corrupted, and ranked).
+OPTION_SPECS = {
+    "lp_negatives": (8, "LP: negatives per seed edge, even: each of K/2 candidate entities replaces the source "
+                        "once and the target once (K/2 + 2 trees per seed)"),
+    "ctr_prob": (0.6, "CTR: probability that a cell of a view is corrupted"),
+    "ctr_temperature": (0.1, "CTR: InfoNCE temperature"),
+    "dae_prob": (0.15, "DAE: probability that a cell is swap-noised"),
+    "feat2vec_negatives": (5, "Feat2Vec: noise rows per real row"),
+    "feat2vec_alpha1": (0.25, "Feat2Vec: a group is corrupted with probability ∝ its parameter count^alpha1"),
+    "feat2vec_alpha2": (0.75, "Feat2Vec: a noise value is drawn ∝ its frequency^alpha2"),
+    "feat2vec_groups": (None, "Feat2Vec: feature groups, e.g. 'Amount Paid+Amount Received;@source' "
+                              "(default: one per column and entity id)"),
+    "feat2vec_target": (None, "Feat2Vec: supervised mode, corrupt and rank only this group"),
+}
+OPTIONS = {name: default for name, (default, _) in OPTION_SPECS.items()}
 
 
 def parse_objectives(text: str | list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
+from relssl.options import option
 from relssl.metrics.ranking import percentile_ranks
 from relssl.feat2vec import Feat2Vec, find_group, parse_groups
 from relssl.nn.row_encoder import column_encoder
@@ -34,25 +35,29 @@ from relssl.train.pretrain import read_jsonl, resolve_device, write_jsonl
 
 @dataclass
 class Feat2VecConfig:
-    data: str = "synthetic-aml"
-    groups: str | dict | None = None  # relssl.feat2vec.parse_groups; default one group per column and entity id
-    target: str | None = None  # supervised mode: corrupt only this group
-    eval_groups: str | None = None  # ';'-separated groups to rank on test (default: target, else categorical/id groups)
-    negatives: int = 5
-    alpha1: float = 0.25
-    alpha2: float = 0.75
-    channels: int = 32
-    epochs: int = 5
-    batch_size: int = 1024
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    seed: int = 0
-    split: str = "60/20/20"
-    max_categories: int = 1000
-    train_rows_per_epoch: int | None = None
-    eval_rows: int | None = 20_000
-    patience: int = 2
-    device: str = "auto"
+    data: str = option("synthetic-aml", "built-in dataset name, IBM AML CSV or YAML schema (one event table)")
+    groups: str | dict | None = option(None, "feature groups 'NAME=COL+COL;COL;@source;@target' (default: one group "
+                                             "per feature column, plus @source and @target, the entity ids, when "
+                                             "the data has keys)")
+    target: str | None = option(None, "supervised mode: corrupt only this group")
+    eval_groups: str | None = option(None, "';'-separated groups to rank on the test split (default: the target, "
+                                           "else every categorical or entity-id group)")
+    negatives: int = option(5, "k, negatives per real row")
+    alpha1: float = option(0.25, "group choice ∝ parameter count^alpha1")
+    alpha2: float = option(0.75, "value choice ∝ training frequency^alpha2")
+    channels: int = option(32, "embedding width of every group")
+    epochs: int = option(5, "maximum epochs (early stopping may end sooner)")
+    batch_size: int = option(1024, "rows per step")
+    lr: float = option(1e-2, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    seed: int = option(0, "fixes splits, noise draws and initialisation")
+    split: str = option("60/20/20", "train/val/test percentages, split by time")
+    max_categories: int = option(1000, "most frequent categories kept per column (others: unknown)")
+    train_rows_per_epoch: int | None = option(None, "a fresh seeded sample of this many training rows each epoch "
+                                                    "(default: all)")
+    eval_rows: int | None = option(20_000, "fixed seeded sample of validation/test rows")
+    patience: int = option(2, "epochs without a better validation loss before stopping")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Feat2VecConfig":

