@@ -63,14 +63,14 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     trainer = Pretrainer(cfg, prep)
     clock = lambda: device_clock(trainer.device)  # noqa: E731
     train_rows = prep.rows(TRAIN)
-    batches = [train_rows[torch.randperm(len(train_rows), generator=seeding.generator(seed, 9, i))[:batch_size]]
+    batches = [train_rows[torch.randperm(len(train_rows), generator=seeding.generator(seed, seeding.BENCH_ROWS, i))[:batch_size]]
                for i in range(steps + 1)]
 
     # Sampler alone: edges per second and its time per batch.
     builder = trainer.builders[TRAIN]
     t, edges = time.perf_counter(), 0
     for i, b in enumerate(batches):
-        g = seeding.generator(seed, 10, i)
+        g = seeding.generator(seed, seeding.BENCH_SAMPLE, i)
         sub = builder.sampler.sample(prep.src[b], prep.dst[b], prep.time[b], g, exclude_edge=b)
         edges += sub.edge_id.numel()
     sample_s = (time.perf_counter() - t) / len(batches)
@@ -78,7 +78,7 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     out["sampled_edges_per_batch"] = edges / len(batches)
 
     # Bare backbone: forward + backward + optimiser step on prebuilt, unmasked batches.
-    built = [builder(b, seeding.generator(seed, 11, i)).to(trainer.device) for i, b in enumerate(batches)]
+    built = [builder(b, seeding.generator(seed, seeding.BENCH_BUILD, i)).to(trainer.device) for i, b in enumerate(batches)]
     model, opt = trainer.model, trainer.optimizer
     model.train()
     for i, batch in enumerate(built):
@@ -94,7 +94,7 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     for i, b in enumerate(batches):
         if i == 1:
             t = clock()
-        loss, _ = trainer.step(b, TRAIN, seeding.generator(seed, 12, i))
+        loss, _ = trainer.step(b, TRAIN, seeding.generator(seed, seeding.BENCH_STEP, i))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -201,8 +201,8 @@ def bench_text(data_name: str, steps: int, batch_size: int, seed: int = 0, devic
         for i in range(steps + 1):
             if i == 1:
                 t = time.perf_counter()
-            b = rows[torch.randperm(len(rows), generator=seeding.generator(seed, 9, i))[:batch_size]]
-            loss, _ = trainer.step(b, TRAIN, seeding.generator(seed, 12, i))
+            b = rows[torch.randperm(len(rows), generator=seeding.generator(seed, seeding.BENCH_ROWS, i))[:batch_size]]
+            loss, _ = trainer.step(b, TRAIN, seeding.generator(seed, seeding.BENCH_STEP, i))
             trainer.optimizer.zero_grad()
             loss.backward()
             trainer.optimizer.step()

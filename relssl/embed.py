@@ -17,7 +17,8 @@ import torch
 
 from relssl.data.splits import SPLIT_NAMES, TEST, TRAIN, VAL
 from relssl.errors import RelsslError
-from relssl.eval.represent import EMBED, Representer
+from relssl.eval.represent import Representer
+from relssl.train import seeding
 from relssl.nn.backbone import Backbone
 from relssl.eval.finetune import check_compatible, load_backbone, prepare_for, pretrained_config
 from relssl.train.pretrain import resolve_device
@@ -40,7 +41,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
     backbone.to(dev)
 
     def embed(rep: Representer, ids: torch.Tensor, split: int) -> np.ndarray:
-        return rep.embed(backbone, ids, split, cfg.batch_size, cfg.seed, dev, EMBED).numpy()
+        return rep.embed(backbone, ids, split, cfg.batch_size, cfg.seed, dev, seeding.DOWNSTREAM_EMBED).numpy()
 
     frames = []
     if prep.has_graph:

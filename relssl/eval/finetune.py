@@ -34,7 +34,7 @@ from relssl.errors import RelsslError
 from relssl.eval.baseline import gbdt_scores, graph_features, raw_features
 from relssl.eval.downstream import fit_probe
 from relssl.metrics.classification import selection_score, split_metrics
-from relssl.eval.represent import DROPOUT, EVAL, SHUFFLE, STEP, Representer
+from relssl.eval.represent import Representer
 from relssl.eval.tasks import labelled_sets, parse_task
 from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
@@ -165,7 +165,7 @@ class Finetuner:
 
     def scores(self, model: DownstreamModel, split: int) -> np.ndarray:
         t = self.cfg.train
-        emb = self.rep.embed(model.backbone, self.sets.ids[split], split, t.batch_size, t.seed, self.device, EVAL)
+        emb = self.rep.embed(model.backbone, self.sets.ids[split], split, t.batch_size, t.seed, self.device, seeding.DOWNSTREAM_EVAL)
         with torch.no_grad():
             return self.to_scores(model.head(emb.to(self.device)).squeeze(-1))
 
@@ -188,7 +188,7 @@ class Finetuner:
     def run_probe(self) -> tuple[dict[str, float], DownstreamModel]:
         t = self.cfg.train
         backbone = self.build_backbone()
-        x = self.rep.embed(backbone, self.sets.ids[TRAIN], TRAIN, t.batch_size, t.seed, self.device, EVAL)
+        x = self.rep.embed(backbone, self.sets.ids[TRAIN], TRAIN, t.batch_size, t.seed, self.device, seeding.DOWNSTREAM_EVAL)
         head = fit_probe(x, self.target(TRAIN).double().numpy(), self.regression)
         model = DownstreamModel(backbone, head.to(self.device), self.rep)
         return self.metrics(self.scores(model, VAL), self.scores(model, TEST)), model
@@ -210,13 +210,13 @@ class Finetuner:
             if bad >= t.patience:
                 break
             model.train()
-            torch.manual_seed(int(seeding.generator(t.seed, DROPOUT, epoch).initial_seed()))
-            order = torch.randperm(len(ids), generator=seeding.generator(t.seed, SHUFFLE, epoch))
+            torch.manual_seed(int(seeding.generator(t.seed, seeding.DOWNSTREAM_DROPOUT, epoch).initial_seed()))
+            order = torch.randperm(len(ids), generator=seeding.generator(t.seed, seeding.DOWNSTREAM_SHUFFLE, epoch))
             order = order[: t.train_rows_per_epoch] if t.train_rows_per_epoch else order
             start, total = time.perf_counter(), 0.0
             chunks = order.split(t.batch_size)
             for step, pos in enumerate(tqdm(chunks, desc=f"epoch {epoch}", leave=False, disable=not progress)):
-                batch = self.rep.batch(ids[pos], TRAIN, seeding.generator(t.seed, STEP, epoch, step)).to(self.device)
+                batch = self.rep.batch(ids[pos], TRAIN, seeding.generator(t.seed, seeding.DOWNSTREAM_STEP, epoch, step)).to(self.device)
                 loss = loss_fn(model(batch), target[pos].to(self.device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -20,7 +20,6 @@ from relssl.nn.backbone import Backbone
 from relssl.train import seeding
 
 # Seeding streams of downstream draws, apart from pre-training's (relssl.train.seeding).
-SHUFFLE, STEP, EVAL, EMBED, DROPOUT = range(101, 106)
 
 
 class Representer:
@@ -46,7 +45,7 @@ class Representer:
 
     @torch.no_grad()
     def embed(self, model: Backbone, ids: Tensor, split: int, batch_size: int, seed: int,
-              device: torch.device, stream: int = EMBED) -> Tensor:
+              device: torch.device, stream: int = seeding.DOWNSTREAM_EMBED) -> Tensor:
         """Representations of ``ids`` in eval mode, with fixed neighbour draws from ``seed``."""
         model.eval()
         parts = [self(model, self.batch(chunk, split, seeding.generator(seed, stream, split, step)).to(device)).cpu()

@@ -4,8 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Streams keep the draws of different purposes independent of one another.
+# Streams keep the draws of different purposes independent of one another: one table for the package.
+# Pre-training, Feat2Vec and recommendation training:
 SHUFFLE, TRAIN_STEP, EVAL_ROWS, EVAL_STEP, DROPOUT, COMBINER, OWN_VIEW = range(7)
+# relssl bench's batches, samples and steps:
+BENCH_ROWS, BENCH_SAMPLE, BENCH_BUILD, BENCH_STEP = range(9, 13)
+# Downstream (relssl.eval): fine-tuning's shuffles and steps, fixed evaluation and export draws, dropout:
+DOWNSTREAM_SHUFFLE, DOWNSTREAM_STEP, DOWNSTREAM_EVAL, DOWNSTREAM_EMBED, DOWNSTREAM_DROPOUT = range(101, 106)
 
 
 def generator(seed: int, stream: int, *keys: int) -> torch.Generator:
