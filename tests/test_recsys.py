@@ -228,6 +228,21 @@ def test_cli_experiment_writes_report_and_curves(tiny_dir, tmp_path):
     assert (out / "curves.png").stat().st_size > 0 and (out / "runs" / "bprmf-seed1" / "final.json").exists()
 
 
+@pytest.mark.slow
+def test_experiment_sweeps_the_adversarial_weight_and_compares_its_best_with_no_adversary(tiny_dir, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["experiment", "recsys", "--data", str(tiny_dir), "--models", "bprmf", "--seeds", "2", "--epochs", "1",
+            "--batch-size", "64", "--sweep", "adv_weight=1e-4,1e-1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    for row in ("| mmssl-adv_weight=0.0001 |", "| mmssl-adv_weight=0.1 |", "| mmssl-noadv |"):
+        assert row in report
+    assert "Swept adv_weight in {0.0001, 0.1}; chosen on validation Recall@20: `mmssl-adv_weight=" in report
+    config = (out / "runs" / "mmssl-adv_weight=0.1-seed1" / "config.yaml").read_text()
+    assert "adv_weight: 0.1" in config
+    assert main([*args[:-3], "--sweep", "nope=1", "--out", str(out)]) == 2
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "/no/such/folder"], "not a built-in dataset"),
     (["--model", "svd"], "--model 'svd'"),
@@ -244,3 +259,17 @@ def test_movielens_builtin_has_real_content():
     data = load_recsys_data("movielens")
     assert (data.n_users, data.n_items) == (671, 6170)
     assert {k: v.shape[0] for k, v in data.features.items()} == {"genre": 6170, "text": 6170}
+
+
+def test_best_setting_is_chosen_on_validation_not_test():
+    from relssl.experiments.recsys import best_on_validation, sweep_variants
+
+    assert sweep_variants({"adv_weight": [0.1], "critic_lr": [1e-3, 3e-4]}) == {
+        "mmssl-adv_weight=0.1-critic_lr=0.001": {"model": "mmssl", "adv_weight": 0.1, "critic_lr": 0.001},
+        "mmssl-adv_weight=0.1-critic_lr=0.0003": {"model": "mmssl", "adv_weight": 0.1, "critic_lr": 0.0003}}
+
+    def run(val, test):
+        return {"final": {"recall@20": test}, "history": [{"split": "val", "recall@20": v} for v in val]}
+
+    results = {"a": [run([0.1, 0.3], 0.9)], "b": [run([0.2, 0.25], 0.1), run([0.4, 0.1], 0.1)]}
+    assert best_on_validation(results, ["a", "b"]) == "b"  # best epochs 0.25 and 0.4 beat 0.3; test plays no part

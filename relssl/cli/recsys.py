@@ -59,8 +59,28 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     if unknown or not variants:
         raise RelsslError(f"--models {args.models}: expected some of {', '.join(VARIANTS)}")
     path = run_recsys_experiment(config_from_args(args), list(range(args.seeds)), variants, Path(args.out),
-                                 ["relssl", *args.argv], progress=not args.no_progress)
+                                 ["relssl", *args.argv], progress=not args.no_progress,
+                                 sweep=parse_sweep(args.sweep or []))
     print(path.read_text())
+
+
+def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
+    """['adv_weight=1e-4,1e-2', 'critic_lr=3e-4,1e-3'] -> {name: values}, names being MMSSL's numeric settings."""
+    from relssl.recsys.train import RecConfig
+
+    numeric = {f.name for f in fields(RecConfig) if isinstance(f.default, float)}
+    sweep = {}
+    for spec in specs:
+        name, _, text = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if name not in numeric or not values:
+            raise RelsslError(f"--sweep '{spec}': expected NAME=V1,V2 with NAME one of {', '.join(sorted(numeric))}")
+        sweep[name] = values
+    return sweep
 
 
 def add_recsys_parsers(sub) -> None:
@@ -79,5 +99,9 @@ def add_recsys_experiment_parser(exp_sub) -> None:
     add_config_flags(exp)
     exp.add_argument("--models", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
     exp.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    exp.add_argument("--sweep", action="append", metavar="NAME=V1,V2",
+                     help="also run MMSSL at each value (repeat for a grid, e.g. --sweep adv_weight=1e-4,1e-2 "
+                          "--sweep critic_lr=3e-4,1e-3) and compare its best setting on validation with "
+                          "mmssl-noadv")
     exp.add_argument("--out", required=True, help="experiment folder")
     exp.set_defaults(func=cmd_experiment)
