@@ -244,3 +244,11 @@ def test_experiment_feat2vec_report(aml_csv, tmp_path):
     for ranker in ("popularity", "Feat2Vec", "Feat2Vec supervised"):
         assert next(line for line in report.splitlines() if line.startswith(f"| {ranker} |")).count("±") == 2
     assert "rows/s" in report
+
+
+def test_feat2vec_bad_config_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [unclosed\n")
+    assert main(["feat2vec", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"relssl: error: --config {bad}: malformed YAML") and "Traceback" not in err

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
-from relssl.cli.flags import config_flags, flag_help, print_metrics
+from relssl.cli.flags import config_flags, flag_help, print_metrics, read_config
 from relssl.errors import RelsslError
 from relssl.train.feat2vec import Feat2VecConfig
 
@@ -15,14 +13,7 @@ FLAGS = config_flags(Feat2VecConfig)  # field -> (flag type, default, help), fro
 
 
 def feat2vec_config(args: argparse.Namespace) -> Feat2VecConfig:
-    raw: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise RelsslError(f"--config {path}: file not found")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise RelsslError(f"--config {path}: expected a mapping of option names to values")
+    raw = read_config(args.config)
     raw.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
     return Feat2VecConfig.from_dict(raw)
 

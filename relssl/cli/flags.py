@@ -91,18 +91,24 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def read_config(path: str | None) -> dict:
+    """The options of a --config YAML (none without one), or one clear error naming the file."""
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise RelsslError(f"--config {path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RelsslError(f"--config {path}: malformed YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise RelsslError(f"--config {path}: expected a mapping of option names to values")
+    return raw
+
+
 def config_from_args(args: argparse.Namespace, **overrides) -> PretrainConfig:
-    raw: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise RelsslError(f"--config {path}: file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise RelsslError(f"--config {path}: malformed YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise RelsslError(f"--config {path}: expected a mapping of option names to values")
+    raw = read_config(args.config)
     raw.update(overrides)
     for name, (typ, default, _) in RUN_FLAGS.items():
         if getattr(args, name, None) is not None:

@@ -49,11 +49,11 @@ class BatchBuilder:
     """
 
     def __init__(self, prep: PreparedData, split: int, fanouts: list[int], time_aware: bool = True):
-        self.prep, self.split = prep, split
+        self.prep = prep
+        self.visible = torch.from_numpy((prep.split <= split).nonzero()[0])  # the events of this split's graph
         self.sampler = None
         if prep.has_graph:
-            visible = torch.from_numpy((prep.split <= split).nonzero()[0])
-            graph = IncidenceCSR(prep.src, prep.dst, prep.num_entities, prep.time, visible)
+            graph = IncidenceCSR(prep.src, prep.dst, prep.num_entities, prep.time, self.visible)
             self.sampler = NeighborSampler(graph, fanouts, time_aware=time_aware and prep.time is not None)
 
     def __call__(self, rows: Tensor, generator: torch.Generator) -> Batch:
@@ -78,8 +78,7 @@ class BatchBuilder:
     @cached_property
     def events_by_time(self) -> tuple[Tensor, Tensor | None]:
         """The events of this split's graph in time order, and their times (None without times)."""
-        visible = torch.from_numpy((self.prep.split <= self.split).nonzero()[0])
         if self.prep.time is None:
-            return visible, None
-        times, order = torch.sort(self.prep.time[visible], stable=True)
-        return visible[order], times
+            return self.visible, None
+        times, order = torch.sort(self.prep.time[self.visible], stable=True)
+        return self.visible[order], times
