@@ -1,17 +1,29 @@
-"""The contract every registered pretext task and combiner keeps, checked for each entry of the
-registries (scikit-learn's check_estimator habit): a new task or combiner gets these for free."""
+"""The contract every registered pretext task, combiner, reader and GNN layer keeps, checked for
+each entry of the registries (scikit-learn's check_estimator habit): a new entry gets these for
+free."""
+import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from relssl.data.aml_generator import write_aml
+from relssl.data.cache import load_prepared
+from relssl.data.datasets import load_dataset, resolve
 from relssl.data.prepare import prepare
+from relssl.data.readers import READERS
+from relssl.errors import RelsslError
 from relssl.data.splits import TRAIN, VAL
 from relssl.metrics import reference_key
 from relssl.multitask import COMBINERS, build_combiner
+from relssl.nn.backbone import ModelConfig
+from relssl.nn.gnn import CONVS
 from relssl.multitask.base import combined_backward
+from relssl import objectives
 from relssl.objectives import OBJECTIVES
+from relssl.objectives.base import BuildContext, Objective, TaskOutput
 from relssl.train.pretrain import Pretrainer
 from tests.test_objectives import community_toy, small_config, train
 
@@ -91,3 +103,117 @@ def test_combiner_contract(name, tmp_path):
                           torch.Generator().manual_seed(99))
         grads.append([p.grad.clone() for p in trunk.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def aml_example(folder):
+    return write_aml(folder, rows=600, seed=3)[0]
+
+
+def amazon_example(folder):
+    path = folder / "reviews.json"
+    path.write_text("".join(json.dumps({"overall": float(1 + i % 5), "verified": bool(i % 2), "reviewerID": f"U{i % 7}",
+                                        "asin": f"I{i % 3}", "reviewText": f"text {i % 5}",
+                                        "unixReviewTime": 1441324800 + i}) + "\n" for i in range(40)))
+    return path
+
+
+def schema_example(folder):
+    rows = "".join(f"{i},{'xyz'[i % 3]},{i % 5},{1600000000 + 60 * i}\n" for i in range(60))
+    (folder / "events.csv").write_text("n,c,key,t\n" + rows)
+    path = folder / "schema.yaml"
+    path.write_text("events:\n  path: events.csv\n  time: {column: t, unit: s}\n"
+                    "  source: key\n  target: key\n  columns: {n: numerical, c: categorical}\n")
+    return path
+
+
+# One small file per reader: a reader without an example fails test_every_reader_has_an_example.
+READER_EXAMPLES = {"ibm_aml": aml_example, "amazon": amazon_example, "schema": schema_example}
+
+
+def test_every_reader_has_an_example():
+    assert set(READERS) == set(READER_EXAMPLES)
+
+
+@pytest.mark.parametrize("name", list(READERS))
+def test_reader_contract(name, tmp_path):
+    path = READER_EXAMPLES[name](tmp_path)
+    source = resolve(str(path))
+    assert source.reader is READERS[name]  # --data routes its own format to it
+    data = load_dataset(str(path))
+    assert data.num_events > 0 and set(data.col_stypes) <= set(data.events.columns)
+    assert len(data.time) == data.num_events and (data.time[1:] >= data.time[:-1]).all()
+    assert path in source.files() and all(f.is_file() for f in source.files())
+    if source.cacheable:  # the cache holds what preparing in memory gives, and serves it again
+        cached, hit = load_prepared(str(path), cache_dir=tmp_path / "cache")
+        assert not hit and load_prepared(str(path), cache_dir=tmp_path / "cache")[1]
+        fresh = prepare(data)
+        assert [c.name for c in cached.events.columns] == [c.name for c in fresh.events.columns]
+        for split in range(3):
+            assert torch.equal(cached.rows(split), fresh.rows(split))
+
+
+def test_an_unknown_input_names_every_reader(tmp_path):
+    with pytest.raises(RelsslError) as err:
+        load_dataset(str(tmp_path / "missing.parquet"))
+    assert all(reader.formats in str(err.value) for reader in READERS.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", list(CONVS))
+def test_conv_contract(community, name, reverse, tmp_path):
+    """Link prediction on the community toy needs the neighbourhood: with each registered layer
+    (and with reverse message passing) it learns, the layer's own weights move, the state
+    round-trips and one seed gives one result."""
+    model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=2, fanouts=[4, 2], dropout=0.0, gnn=name,
+                        reverse_mp=reverse)
+    cfg = lambda: small_config(["lp"], seed=1, model=model)  # noqa: E731
+    trainer = Pretrainer(cfg(), community)
+    conv = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if ".conv" in k}
+    assert conv, "the backbone holds no convolution weights"
+    before, after = train(trainer, 3)
+    assert after["lp/loss"] < before["lp/loss"], (before, after)
+    moved = [k for k, v in trainer.model.named_parameters() if k in conv and not torch.equal(v, conv[k])]
+    assert len(moved) == len(conv), sorted(set(conv) - set(moved))[:3]
+    torch.save(trainer.state(), tmp_path / "c.pt")
+    restored = Pretrainer(cfg(), community)
+    restored.load_state(torch.load(tmp_path / "c.pt", weights_only=True))
+    assert restored.evaluate(VAL) == trainer.evaluate(VAL)
+    assert Pretrainer(cfg(), community).evaluate(VAL) == before
+
+
+class TargetDegree(Objective):
+    """docs/architecture.md's worked example, kept here so that the example stays true."""
+
+    name = "deg"
+    needs_graph = True
+    OPTIONS = {"deg_smoothing": (0.0, "DEG: label smoothing")}
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "TargetDegree":
+        return cls(ctx.prep, ctx.channels, ctx.options["deg_smoothing"])
+
+    def __init__(self, prep, channels, smoothing):
+        super().__init__()
+        degree = prep.dst[prep.rows(TRAIN)].bincount(minlength=prep.num_entities)  # training events only
+        label = (degree + 1.0).log2().long().clamp(max=15)[prep.dst]  # per event: its target's bucket
+        self.register_buffer("label", label, persistent=False)
+        self.majority = int(label[prep.rows(TRAIN)].bincount().argmax())  # the trivial reference
+        self.head, self.smoothing = nn.Linear(2 * channels, 16), smoothing
+
+    def forward(self, model, batch, graph, generator):
+        logits = self.head(graph)  # the row's endpoints in the graph, without the row itself
+        truth = self.label[batch.rows]
+        loss = F.cross_entropy(logits, truth, label_smoothing=self.smoothing)
+        return TaskOutput(loss, {"correct": float((logits.argmax(1) == truth).sum()),
+                                 "ref": float((truth == self.majority).sum()), "count": len(truth)})
+
+    def metrics(self, sums):
+        return {"loss": sums["loss"] / sums["batches"], "acc": sums["correct"] / sums["count"],
+                "acc_ref": sums["ref"] / sums["count"]}
+
+
+def test_the_documented_new_task_is_one_class_and_one_registry_line(community, tmp_path, monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, "deg", TargetDegree)
+    monkeypatch.setitem(objectives.OPTIONS, "deg_smoothing", 0.0)
+    test_objective_contract(community, "deg", tmp_path)

@@ -180,7 +180,7 @@ def test_finetune_is_deterministic_and_writes_its_run_folder(prep, tmp_path):
     assert strip(a) == strip(b)
     for name in ("config.yaml", "final.json", "metrics.jsonl", "model.safetensors"):
         assert (tmp_path / "a" / name).stat().st_size > 0
-    with pytest.raises(RelsslError, match="already there"):
+    with pytest.raises(RelsslError, match="already exists there"):
         run(prep, tmp_path, "edge:linear", name="a")
 
 

@@ -45,7 +45,9 @@ def test_finetune_probe_and_gbdt_write_run_folders(aml, tmp_path, capsys):
         assert 0 <= final["threshold"] <= 1 and final["train_positives"] > 0
         assert (out / "model.safetensors").exists() == (mode != "gbdt")
         assert "test/pr_auc" in capsys.readouterr().out
-    assert (tmp_path / "finetune" / "metrics.jsonl").read_text().count("\n") == 2
+    records = [json.loads(line) for line in (tmp_path / "finetune" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["split"]) for r in records] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
+    assert all(0 <= r["pr_auc"] <= 1 for r in records if r["split"] == "val")
 
 
 @pytest.mark.parametrize("extra, needle", [

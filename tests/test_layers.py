@@ -9,7 +9,8 @@ import relssl
 ROOT = Path(relssl.__file__).parent
 # Lowest first: the folder tree follows the data path.
 LAYERS = [
-    {"relssl", "errors", "options"},
+    {"relssl", "errors"},
+    {"options"},
     {"data"},
     {"graph", "metrics"},
     {"nn", "masking"},

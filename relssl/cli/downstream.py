@@ -8,7 +8,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from relssl.cli.flags import add_run_flags, config_from_args, number_list, print_metrics
+from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, number_list, print_metrics
 from relssl.data.splits import PROTOCOLS
 from relssl.errors import RelsslError
 
@@ -29,9 +29,9 @@ def training_config(args: argparse.Namespace):
 def cmd_finetune(args: argparse.Namespace) -> None:
     from relssl.eval.finetune import FinetuneConfig, finetune
 
-    cfg = FinetuneConfig(task=args.task, init=args.init, mode=args.mode, label_fraction=args.label_fraction,
-                         train=training_config(args))
-    final = finetune(cfg, args.out, progress=not args.no_progress)
+    cfg = None if args.resume else FinetuneConfig(task=args.task, init=args.init, mode=args.mode,
+                                                  label_fraction=args.label_fraction, train=training_config(args))
+    final = finetune(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"downstream metrics ({args.out}/final.json)")
 
 
@@ -83,6 +83,7 @@ def add_finetune_parser(sub) -> None:
                    help="what an event's neighbourhood may hold: causal (events at or before its time) or "
                         "transductive (its split's whole graph, as Multi-GNN evaluates; same as --no-time-aware)")
     p.add_argument("--out", required=True, help="run folder")
+    add_resume_flag(p)
     p.set_defaults(func=cmd_finetune)
 
 

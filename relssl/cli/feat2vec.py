@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from relssl.cli.flags import config_flags, flag_help, print_metrics, read_config
+from relssl.cli.flags import add_config_flags, add_resume_flag, config_flags, flag_values, print_metrics, read_config
 from relssl.errors import RelsslError
 from relssl.train.feat2vec import Feat2VecConfig
 
@@ -14,14 +14,15 @@ FLAGS = config_flags(Feat2VecConfig)  # field -> (flag type, default, help), fro
 
 def feat2vec_config(args: argparse.Namespace) -> Feat2VecConfig:
     raw = read_config(args.config)
-    raw.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
+    raw.update(flag_values(args, FLAGS))
     return Feat2VecConfig.from_dict(raw)
 
 
 def cmd_feat2vec(args: argparse.Namespace) -> None:
     from relssl.train.feat2vec import train_feat2vec
 
-    final = train_feat2vec(feat2vec_config(args), args.out, progress=not args.no_progress)
+    cfg = None if args.resume else feat2vec_config(args)
+    final = train_feat2vec(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
 
 
@@ -48,8 +49,7 @@ def cmd_experiment_feat2vec(args: argparse.Namespace) -> None:
 
 def add_feat2vec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML with Feat2Vec options (e.g. a run's config.yaml); flags override it")
-    for name, (typ, default, text) in FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=flag_help(text, default))
+    add_config_flags(p, FLAGS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,6 +57,7 @@ def add_feat2vec_parsers(sub, exp_sub) -> None:
     p = sub.add_parser("feat2vec", help="Feat2Vec on one event table (run folder with MPR of held-out groups)")
     add_feat2vec_flags(p)
     p.add_argument("--out", required=True, help="run folder")
+    add_resume_flag(p)
     p.set_defaults(func=cmd_feat2vec)
     e = exp_sub.add_parser("feat2vec", help="MPR table: Feat2Vec vs popularity vs MCM (report.md)")
     add_feat2vec_flags(e)

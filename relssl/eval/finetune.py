@@ -9,12 +9,11 @@
 - ``gbdt-graph`` — the same trees on raw plus causal graph features (relssl.eval.graph_features).
 Every mode scores validation and test rows, takes the decision threshold from validation alone
 and writes a run folder: config.yaml, final.json (threshold, val/* and test/* metrics),
-metrics.jsonl (per epoch, finetune) and model.safetensors (backbone + head; not for the gbdt modes).
+metrics.jsonl and checkpoint.pt (finetune; relssl.train.loop) and model.safetensors (backbone +
+head; not for the gbdt modes).
 """
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -38,8 +37,11 @@ from relssl.eval.represent import Representer
 from relssl.eval.tasks import labelled_sets, parse_task
 from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
+from relssl.options import from_mapping
 from relssl.train import seeding
-from relssl.train.pretrain import PretrainConfig, resolve_device, write_jsonl
+from relssl.train.loop import OneModel, fit
+from relssl.train.pretrain import PretrainConfig, resolve_device
+from relssl.train.run_folder import RunFolder
 
 MODES = ("finetune", "probe", "gbdt", "gbdt-graph")
 GBDT_MODES = ("gbdt", "gbdt-graph")
@@ -54,6 +56,11 @@ class FinetuneConfig:
     mode: str = "finetune"
     label_fraction: float = 1.0  # seeded (stratified) share of the training labels used
     train: PretrainConfig = field(default_factory=PretrainConfig)  # data, model and optimiser settings
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "FinetuneConfig":
+        """A saved config.yaml (the task as resolved when the run started)."""
+        return from_mapping(cls, raw, train=PretrainConfig.from_dict(raw.get("train") or {}))
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -137,11 +144,8 @@ class Finetuner:
         self.regression = self.spec.regression
         self.sets = labelled_sets(self.prep, self.spec, t.seed, cfg.label_fraction, parse_fractions(t.split))
         for split in (VAL, TEST):  # a fixed seeded sample, shared by every mode with this seed
-            ids = self.sets.ids[split]
-            if t.eval_rows is not None and len(ids) > t.eval_rows:
-                pick = torch.randperm(len(ids), generator=seeding.generator(t.seed, seeding.EVAL_ROWS, split))
-                pick = pick[: t.eval_rows].sort().values
-                self.sets.ids[split], self.sets.y[split] = ids[pick], self.sets.y[split][pick.numpy()]
+            pick = seeding.eval_sample(len(self.sets.ids[split]), t.eval_rows, t.seed, split)
+            self.sets.ids[split], self.sets.y[split] = self.sets.ids[split][pick], self.sets.y[split][pick.numpy()]
         y = self.sets.y[TRAIN]
         # Heads predict standardised targets (regression) or logits (classification).
         self.mean, self.std = (float(y.mean()), float(y.std()) or 1.0) if self.regression else (0.0, 1.0)
@@ -193,75 +197,85 @@ class Finetuner:
         model = DownstreamModel(backbone, head.to(self.device), self.rep)
         return self.metrics(self.scores(model, VAL), self.scores(model, TEST)), model
 
-    def run_finetune(self, log=print, progress: bool = True) -> tuple[dict[str, float], DownstreamModel, list[dict]]:
+    def run_finetune(self, run: RunFolder, resume: bool = False, log=print,
+                     progress: bool = True) -> tuple[dict[str, float], DownstreamModel]:
+        """Backbone and head trained together by the one fit loop; the best-validation weights
+        are scored."""
         t = self.cfg.train
-        backbone = self.build_backbone()  # seeds the global generator, so the head's init is fixed too
-        model = DownstreamModel(backbone, mlp(t.model.channels, 1, hidden=t.model.channels).to(self.device), self.rep)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        ids, target = self.sets.ids[TRAIN], self.target(TRAIN)
-        if self.regression:
-            loss_fn = nn.MSELoss()
+        trainer = FinetuneTrainer(self)
+        metric = "rmse" if self.regression else "pr_auc"
+        result = fit(trainer, run, t.epochs, t.patience, metric, maximize=not self.regression, resume=resume,
+                     log=log, progress=progress)
+        run.load_weights(trainer.model, self.device)
+        final = self.metrics(self.scores(trainer.model, VAL), self.scores(trainer.model, TEST))
+        final["best_epoch"] = result.best_epoch
+        return final, trainer.model
+
+
+class FinetuneTrainer(OneModel):
+    """One fine-tuning run for the fit loop: class-weighted BCE (or MSE on standardised targets),
+    AdamW, validation PR-AUC (or RMSE) on the fixed validation rows."""
+
+    def __init__(self, tuner: Finetuner):
+        self.tuner, self.device, t = tuner, tuner.device, tuner.cfg.train
+        backbone = tuner.build_backbone()  # seeds the global generator, so the head's init is fixed too
+        self.model = DownstreamModel(backbone, mlp(t.model.channels, 1, hidden=t.model.channels).to(self.device),
+                                     tuner.rep)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.ids, self.target = tuner.sets.ids[TRAIN], tuner.target(TRAIN)
+        if tuner.regression:
+            self.loss_fn = nn.MSELoss()
         else:  # class imbalance: positives weighted by negatives / positives
-            pos = float(target.sum())
-            loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(target) - pos) / pos, device=self.device))
-        key = "val/rmse" if self.regression else "val/pr_auc"
-        best, best_epoch, bad, best_state, history = -math.inf, 0, 0, None, []
-        for epoch in range(1, t.epochs + 1):
-            if bad >= t.patience:
-                break
-            model.train()
-            torch.manual_seed(int(seeding.generator(t.seed, seeding.DOWNSTREAM_DROPOUT, epoch).initial_seed()))
-            order = torch.randperm(len(ids), generator=seeding.generator(t.seed, seeding.DOWNSTREAM_SHUFFLE, epoch))
-            order = order[: t.train_rows_per_epoch] if t.train_rows_per_epoch else order
-            start, total = time.perf_counter(), 0.0
-            chunks = order.split(t.batch_size)
-            for step, pos in enumerate(tqdm(chunks, desc=f"epoch {epoch}", leave=False, disable=not progress)):
-                batch = self.rep.batch(ids[pos], TRAIN, seeding.generator(t.seed, seeding.DOWNSTREAM_STEP, epoch, step)).to(self.device)
-                loss = loss_fn(model(batch), target[pos].to(self.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(pos)
-            seconds = time.perf_counter() - start
-            value = selection_score(self.regression, self.scores(model, VAL), self.sets.y[VAL])
-            record = {"epoch": epoch, "train_loss": total / len(order), key: -value if self.regression else value,
-                      "seconds": seconds, "rows_per_s": len(order) / seconds}
-            history.append(record)
-            improved = value > best or best_state is None
-            if improved:
-                best, best_epoch, bad = value, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-            log(f"epoch {epoch}: train loss {record['train_loss']:.4f} ({record['rows_per_s']:.0f} rows/s), "
-                f"{key} {record[key]:.4f}{' *' if improved else ''}")
-        model.load_state_dict(best_state)
-        final = self.metrics(self.scores(model, VAL), self.scores(model, TEST))
-        final["best_epoch"] = best_epoch
-        return final, model, history
+            pos = float(self.target.sum())
+            self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(self.target) - pos) / pos,
+                                                                        device=self.device))
+
+    def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, float]:
+        t, rep = self.tuner.cfg.train, self.tuner.rep
+        self.model.train()
+        torch.manual_seed(int(seeding.generator(t.seed, seeding.DOWNSTREAM_DROPOUT, epoch).initial_seed()))
+        order = torch.randperm(len(self.ids), generator=seeding.generator(t.seed, seeding.DOWNSTREAM_SHUFFLE, epoch))
+        order = order[: t.train_rows_per_epoch] if t.train_rows_per_epoch else order
+        start, total = time.perf_counter(), 0.0
+        for step, pos in enumerate(tqdm(order.split(t.batch_size), desc=f"epoch {epoch}", leave=False,
+                                        disable=not progress)):
+            gen = seeding.generator(t.seed, seeding.DOWNSTREAM_STEP, epoch, step)
+            loss = self.loss_fn(self.model(rep.batch(self.ids[pos], TRAIN, gen).to(self.device)),
+                                self.target[pos].to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * len(pos)
+        seconds = time.perf_counter() - start
+        return {"loss": total / len(order), "seconds": seconds, "rows_per_s": len(order) / seconds}
+
+    def validate(self) -> dict[str, float]:
+        tuner = self.tuner
+        score = selection_score(tuner.regression, tuner.scores(self.model, VAL), tuner.sets.y[VAL])
+        return {"rmse": -score} if tuner.regression else {"pr_auc": score}
 
 
-def finetune(cfg: FinetuneConfig, out: str | Path, prep: PreparedData | None = None, progress: bool = True,
-             log=print) -> dict:
-    """Run one downstream configuration into the folder ``out``; returns final.json's content."""
-    out = Path(out)
-    if (out / "final.json").exists():
-        raise RelsslError(f"--out {out}: a finished run is already there; choose another folder")
+def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | None = None, progress: bool = True,
+             log=print, resume: bool = False, epochs: int | None = None) -> dict:
+    """Run one downstream configuration into the folder ``out``; returns final.json's content.
+    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it) and fine-tuning
+    continues from its checkpoint."""
+    run = RunFolder(out)
+    run.check(resume)
+    if resume:
+        cfg = cfg or FinetuneConfig.from_dict(run.config())
+        cfg.train.epochs = epochs or cfg.train.epochs
     start = time.perf_counter()
     tuner = Finetuner(cfg, prep)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = {**asdict(cfg), "task": tuner.spec.name}
-    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    run.start({**asdict(cfg), "task": tuner.spec.name})
     model = None
     if cfg.mode in GBDT_MODES:
         metrics = tuner.run_gbdt(graph=cfg.mode == "gbdt-graph")
     elif cfg.mode == "probe":
         metrics, model = tuner.run_probe()
+        run.save_weights(model)
     else:
-        metrics, model, history = tuner.run_finetune(log, progress)
-        write_jsonl(out / "metrics.jsonl", history)
-    if model is not None:
-        save_model(model, str(out / "model.safetensors"))
+        metrics, model = tuner.run_finetune(run, resume, log, progress)
     sets = tuner.sets
     final = {"task": tuner.spec.name, "mode": cfg.mode, "init": cfg.init, "label_fraction": cfg.label_fraction,
              "protocol": "causal" if cfg.train.time_aware else "transductive",
@@ -270,5 +284,5 @@ def finetune(cfg: FinetuneConfig, out: str | Path, prep: PreparedData | None = N
         final.update(positive_class=sets.positive, train_positives=int(sets.y[TRAIN].sum()))
     final.update(metrics)
     final["seconds"] = time.perf_counter() - start
-    (out / "final.json").write_text(json.dumps(final, indent=2))
+    run.write_final(final)
     return final

@@ -11,7 +11,6 @@ are computed from the table's numbers.
 """
 from __future__ import annotations
 
-import json
 import math
 import shlex
 from dataclasses import asdict, replace
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from relssl.experiments.report import higher_is_better, mean_std
-from relssl.experiments.runner import check_same_settings, run_grid
+from relssl.experiments.runner import reuse_or_train, run_grid
 from relssl.eval.finetune import FinetuneConfig, finetune, prepare_for
 from relssl.train.pretrain import PretrainConfig
 
@@ -70,14 +69,18 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
                 run = out / "downstream" / f"{key}-f{fraction:g}-seed{seed}"
                 init = str(pretrained) if from_run else "scratch"
                 wanted = FinetuneConfig(task, init, mode, fraction, train)
-                wanted.validate()  # the init folder's path depends on how --out was spelt: not compared
-                check_same_settings(run, asdict(wanted), resolved=("init", "task") if task is None else ("init",))
-                if not (run / "final.json").exists():
-                    log(f"[{key}, {percent(fraction)} labels, seed {seed}] into {run}")
+                wanted.validate()
+
+                def train_run(resume: bool) -> None:
+                    nonlocal prep
                     if prep is None:  # the same prepared data for every method of this seed
-                        prep = prepare_for(train, init)
-                    finetune(wanted, run, prep, progress, log=lambda msg: log(f"  {msg}"))
-                finals.setdefault((key, fraction), []).append(json.loads((run / "final.json").read_text()))
+                        prep = prepare_for(wanted.train, wanted.init)
+                    finetune(wanted, run, prep, progress, log=lambda msg: log(f"  {msg}"), resume=resume)
+
+                # the init folder's path depends on how --out was spelt: not compared
+                record = reuse_or_train(run, asdict(wanted), train_run, f"{key}, {percent(fraction)} labels, seed {seed}",
+                                        log, resolved=("init", "task") if task is None else ("init",))
+                finals.setdefault((key, fraction), []).append(record["final"])
 
     first = finals[("gbdt", fractions[0])][0]
     regression = "test/rmse" in first

@@ -8,7 +8,6 @@ multi-column groups have no MCM head: their MCM cell stays empty.
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import asdict, replace
@@ -16,27 +15,26 @@ from pathlib import Path
 
 import torch
 import torch_frame
-import yaml
 
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, parse_fractions
 from relssl.metrics.ranking import percentile_ranks
 from relssl.experiments.report import values_table
-from relssl.experiments.runner import check_same_settings, run_grid
+from relssl.experiments.runner import reuse_or_train, run_grid
 from relssl.feat2vec import parse_groups
-from relssl.objectives.base import cell_features
 from relssl.train import seeding
-from relssl.train.feat2vec import Feat2VecConfig, eval_rows, train_feat2vec
-from relssl.train.pretrain import PretrainConfig, Pretrainer, load_weights
+from relssl.train.feat2vec import Feat2VecConfig, train_feat2vec
+from relssl.train.pretrain import PretrainConfig, Pretrainer
+from relssl.train.run_folder import RunFolder
 
 
 @torch.no_grad()
 def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batch_size: int) -> float:
     """MPR of ``column``'s true value on ``rows`` by the MCM head of the pre-training run in ``run``."""
-    cfg = PretrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = PretrainConfig.from_dict(RunFolder(run).config())
     trainer = Pretrainer(cfg, prep)
-    load_weights(trainer, run / "model.safetensors")
+    RunFolder(run).load_weights(trainer.weights(), trainer.device)
     trainer.model.eval()
     mcm = trainer.objectives[cfg.objectives.index("mcm")]
     pos = [c.name for c in prep.events.columns].index(column)
@@ -45,14 +43,7 @@ def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batc
     for step, batch_rows in enumerate(rows.split(batch_size)):
         gen = seeding.generator(cfg.seed, seeding.EVAL_STEP, TEST, step)
         batch = trainer.builders[TEST](batch_rows, gen).to(trainer.device)
-        hide = torch.zeros(len(batch_rows), len(prep.events.columns), dtype=torch.bool, device=trainer.device)
-        hide[:, pos] = True
-        if cfg.mask == "replace":
-            tf, remove = mcm.masker.replace(batch.tf, hide, gen)[0], None
-        else:
-            tf, remove = batch.tf, hide
-        rep = trainer.model.encode_rows(tf, remove, trainer.model.encode_graph(batch))
-        logits = mcm.heads.heads[str(pos)](cell_features(rep)[:, pos])
+        logits = mcm.predict_column(trainer.model, batch, trainer.model.encode_graph(batch), pos, gen)
         truth = batch.tf.feat_dict[col.stype][:, col.index]
         keep = truth >= 0
         ranks.append(percentile_ranks(logits[keep], truth[keep]))
@@ -61,11 +52,9 @@ def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batc
 
 def feat2vec_final(cfg: Feat2VecConfig, run: Path, prep: PreparedData, progress: bool, log) -> dict:
     """The test metrics of the Feat2Vec run in ``run``, training it first unless it finished."""
-    check_same_settings(run, asdict(cfg))
-    if not (run / "final.json").exists():
-        log(f"[feat2vec{f', target {cfg.target}' if cfg.target else ''}, seed {cfg.seed}] training into {run}")
-        train_feat2vec(cfg, run, progress, lambda msg: log(f"  {msg}"), prep)
-    return json.loads((run / "final.json").read_text())
+    return reuse_or_train(run, asdict(cfg), lambda resume: train_feat2vec(
+        cfg, run, progress, lambda msg: log(f"  {msg}"), prep, resume=resume),
+        f"feat2vec{f', target {cfg.target}' if cfg.target else ''}, seed {cfg.seed}", log)["final"]
 
 
 def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, command: list[str],
@@ -90,7 +79,7 @@ def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, co
         final = feat2vec_final(replace(cfg, seed=seed), out / "runs" / f"feat2vec-seed{seed}", prep, progress, log)
         speed.append(final["rows_per_s"])
         groups = [k.removeprefix("feat2vec/mpr/") for k in final if k.startswith("feat2vec/mpr/")]
-        rows = eval_rows(prep, TEST, mcm.eval_rows, seed)
+        rows = seeding.eval_rows(prep, TEST, mcm.eval_rows, seed)
         for name in groups:
             key = f"{name}/mpr"  # columns are groups (lower is better), rows are rankers
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import itertools
 import shlex
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from relssl.experiments.report import metric_table, plot_validation_curves
-from relssl.experiments.runner import check_same_settings
+from relssl.experiments.runner import reuse_or_train
 from relssl.recsys.datasets import load_recsys_data
-from relssl.recsys.train import RecConfig, read_run, train_recsys
+from relssl.recsys.train import RecConfig, train_recsys
 
 VARIANTS = {
     "mmssl": {"model": "mmssl"},
@@ -60,14 +59,11 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
         for seed in seeds:
             run = out / "runs" / f"{label}-seed{seed}"
             wanted = replace(base, seed=seed, **settings[label])
-            if (run / "final.json").exists():
-                check_same_settings(run, asdict(wanted), resolved=("modalities",) if wanted.modalities == "auto" else ())
-            else:
-                shutil.rmtree(run, ignore_errors=True)  # an unfinished run starts again
-                log(f"[{label}, seed {seed}] training into {run}")
-                train_recsys(wanted, run, data, progress,
-                             log=lambda msg: log(f"  {msg}"))
-            results[label].append({"seed": seed, **read_run(run)})
+            record = reuse_or_train(
+                run, asdict(wanted),
+                lambda resume: train_recsys(wanted, run, data, progress, log=lambda msg: log(f"  {msg}"), resume=resume),
+                f"{label}, seed {seed}", log, resolved=("modalities",) if wanted.modalities == "auto" else ())
+            results[label].append({"seed": seed, **record})
     counts = data.counts()
     features = "; ".join(f"{label}: {runs[0]['final']['modalities'].replace(',', ', ')}"
                          for label, runs in results.items())

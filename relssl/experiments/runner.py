@@ -3,14 +3,14 @@ interrupted experiment continues where it stopped — but only runs trained with
 for now, so a report never mixes in results of an older command."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import yaml
 
 from relssl.errors import RelsslError
-from relssl.train.pretrain import PretrainConfig, pretrain, read_jsonl
+from relssl.train.pretrain import PretrainConfig, pretrain
+from relssl.train.run_folder import CONFIG, RunFolder
 
 # Settings that change where or how fast a run trains, not what it computes.
 RUNTIME_KEYS = frozenset({"device", "cache", "cache_dir"})
@@ -49,6 +49,19 @@ def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ())
                           f"{'; ...' if len(differences) > 3 else ''}); choose another --out or delete that folder")
 
 
+def reuse_or_train(run: Path, wanted: dict, train, label: str, log=print, resolved: tuple[str, ...] = ()) -> dict:
+    """The one reuse rule of every experiment: a finished run in ``run`` trained with ``wanted`` is
+    read back, an unfinished one continues (``train(resume=True)``), a missing one trains
+    (``train(resume=False)``), and a run with other settings is refused. Returns
+    {"final" (test metrics), "history" (metrics.jsonl)}."""
+    check_same_settings(run, wanted, resolved)
+    folder = RunFolder(run)
+    if not folder.finished:
+        log(f"[{label}] training into {run}")
+        train(resume=(run / CONFIG).exists())
+    return {"final": folder.final(), "history": folder.history()}
+
+
 def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, progress: bool = True,
              log=print) -> dict[str, list[dict]]:
     """label -> one record per seed: {"seed", "final" (test metrics), "history" (metrics.jsonl)}."""
@@ -59,11 +72,8 @@ def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, pr
             run = out / "runs" / f"{label}-seed{seed}"
             wanted = replace(cfg, seed=seed)
             wanted.validate()
-            check_same_settings(run, asdict(wanted))
-            if not (run / "final.json").exists():
-                log(f"[{label}, seed {seed}] training into {run}")
-                pretrain(wanted, run, resume=(run / "checkpoint.pt").exists(),
-                         progress=progress, log=lambda msg: log(f"  {msg}"))
-            results[label].append({"seed": seed, "final": json.loads((run / "final.json").read_text()),
-                                   "history": read_jsonl(run / "metrics.jsonl")})
+            record = reuse_or_train(run, asdict(wanted), lambda resume: pretrain(
+                wanted, run, resume=resume, progress=progress, log=lambda msg: log(f"  {msg}")),
+                f"{label}, seed {seed}", log)
+            results[label].append({"seed": seed, **record})
     return results

@@ -10,7 +10,7 @@ from torch_frame import TensorFrame
 from relssl.data.prepare import PreparedData
 from relssl.graph.batch import Batch
 from relssl.graph.sampler import SampledSubgraph
-from relssl.nn.gnn import TreeGNN, mlp
+from relssl.nn.gnn import CONVS, TreeGNN, mlp
 from relssl.nn.row_encoder import FlatRowEncoder, RowEncoder, column_encoder
 from relssl.options import option
 
@@ -21,7 +21,7 @@ class ModelConfig:
     row_layers: int = option(2, "FT-Transformer layers of the row encoder")
     heads: int = option(4, "attention heads (must divide --channels)")
     dropout: float = option(0.0, "dropout; masking already regularises, and dropout costs ~6 %% of a CPU step")
-    gnn: str = option("gine", "GNN layer: gine or pna")
+    gnn: str = option("gine", f"GNN layer: {', '.join(CONVS)}")
     gnn_layers: int = option(2, "GNN layers (one per hop of --fanouts)")
     fanouts: list[int] = option(help="neighbours sampled per hop, e.g. 8,4 (chosen for 2 CPU cores)",
                                 factory=lambda: [8, 4])
@@ -90,7 +90,7 @@ class Backbone(nn.Module):
                 self.node_rows = FlatRowEncoder(column_encoder(prep.entities, d), d)
             else:
                 self.node_const = nn.Parameter(torch.randn(d) * 0.02)
-            deg = tree_degree_histogram(prep, cfg.fanouts) if cfg.gnn == "pna" else None
+            deg = tree_degree_histogram(prep, cfg.fanouts) if CONVS[cfg.gnn].needs_degree else None
             self.gnn = TreeGNN(d, cfg.gnn_layers, cfg.gnn, deg, cfg.reverse_mp)
             self.fuse = mlp(3 * d, d)
         else:

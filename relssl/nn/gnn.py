@@ -1,9 +1,14 @@
 """Message passing over sampled neighbourhoods, using and updating edge (event row) embeddings."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GINEConv, PNAConv
+
+from relssl.errors import RelsslError
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Sequential:
@@ -11,18 +16,32 @@ def mlp(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
 
+@dataclass(frozen=True)
+class Conv:
+    """A message-passing layer of the CONVS registry: ``build(channels, degree_histogram)``;
+    ``needs_degree`` asks the backbone for the training in-degree histogram (PNA's scalers)."""
+
+    build: Callable[[int, Tensor | None], nn.Module]
+    needs_degree: bool = False
+
+
+CONVS = {
+    "gine": Conv(lambda channels, deg: GINEConv(mlp(channels, channels), train_eps=True, edge_dim=channels)),
+    "pna": Conv(lambda channels, deg: PNAConv(channels, channels, aggregators=["mean", "min", "max", "std"],
+                                              scalers=["identity", "amplification", "attenuation"], deg=deg,
+                                              edge_dim=channels, towers=1, divide_input=False),
+                needs_degree=True),
+}
+
+
 def make_conv(channels: int, kind: str, deg: Tensor | None) -> nn.Module:
-    if kind == "gine":
-        return GINEConv(mlp(channels, channels), train_eps=True, edge_dim=channels)
-    if kind == "pna":
-        return PNAConv(channels, channels, aggregators=["mean", "min", "max", "std"],
-                       scalers=["identity", "amplification", "attenuation"], deg=deg,
-                       edge_dim=channels, towers=1, divide_input=False)
-    raise ValueError(f"unknown GNN kind {kind!r}")
+    if kind not in CONVS:
+        raise RelsslError(f"--gnn '{kind}': expected one of {', '.join(CONVS)}")
+    return CONVS[kind].build(channels, deg)
 
 
 class EdgeUpdatingLayer(nn.Module):
-    """GINE (or PNA) node update followed by an edge update from both endpoints (as in GINe).
+    """A CONVS node update (GINE, PNA) followed by an edge update from both endpoints (as in GINe).
 
     Node: h <- (h + relu(norm(conv(h, e)))) / 2.  Edge: e <- e + mlp([h_src, h_dst, e]) / 2.
 

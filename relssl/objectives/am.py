@@ -12,27 +12,18 @@ import torch
 from torch import Tensor
 
 from relssl.graph.batch import Batch
-from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput, masked_rows
-from relssl.objectives.mcm import CellHeads, cell_metrics
+from relssl.objectives.base import TaskOutput, masked_rows
+from relssl.objectives.mcm import CellReconstruction
 
 
-class AttributeMasking(Objective):
+class AttributeMasking(CellReconstruction):
     name = "am"
     needs_graph = True
 
-    def __init__(self, masker: Masker, channels: int):
-        super().__init__()
-        self.masker = masker
-        # One head per column, so the column needs no query embedding: the input is the graph state.
-        self.heads = CellHeads(masker, 2 * channels)
-
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
+        # One head per column, so the column needs no query embedding: the input is the graph state.
         masked = masked_rows(batch, self.masker, generator)
         features = graph.unsqueeze(1).expand(-1, len(self.masker.columns), -1)
         loss, sums = self.heads.loss(features, masked.target, batch.tf)
         return TaskOutput(loss, sums)
-
-    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return cell_metrics(sums)

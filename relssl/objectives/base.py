@@ -1,11 +1,14 @@
 """The one small interface every pretext task implements, and the masked forward pass they share."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from relssl.data.prepare import PreparedData
+from relssl.data.splits import TRAIN
+from relssl.errors import RelsslError
 from relssl.graph.batch import Batch
 from relssl.masking import MaskedRows, Masker
 from relssl.nn.backbone import Backbone, RowRepresentation
@@ -17,18 +20,55 @@ class TaskOutput:
     sums: dict[str, float]  # metric accumulators for this batch (see Objective.metrics)
 
 
+@dataclass
+class BuildContext:
+    """What a task is built from: the prepared data, the width, every task option (defaults
+    filled), the mask groups, and the run's masker (``--mask``), made once and shared by the tasks
+    that mask cells under it, so that they see one set of masks per batch."""
+
+    prep: PreparedData
+    channels: int
+    options: dict
+    groups: list[list[int]]
+    mask_type: str = "replace"
+    cells_per_row: int = 1
+    mask_prob: float | None = None
+    _masker: Masker | None = field(default=None, repr=False)
+
+    def run_masker(self) -> Masker:
+        if self._masker is None:
+            self._masker = Masker(self.prep.events, self.prep.rows(TRAIN), self.mask_type, self.cells_per_row,
+                                  self.mask_prob, self.groups)
+        return self._masker
+
+    def noise_masker(self, option: str) -> Masker:
+        """A masker of its own: each cell replaced with probability ``options[option]``."""
+        prob = self.options[option]
+        if not 0 < prob <= 1:
+            raise RelsslError(f"objective_options: {option} {prob}: expected a probability in (0, 1]")
+        return Masker(self.prep.events, self.prep.rows(TRAIN), "replace", prob=prob, groups=self.groups)
+
+
 class Objective(nn.Module):
     """A pretext task: its heads, a loss on a batch, and metrics from accumulated sums.
 
     ``graph`` is the backbone's graph encoding of the batch, computed once and shared by every
-    objective of a multi-task run.
+    objective of a multi-task run. A task registers in relssl.objectives.OBJECTIVES; its options
+    (``OPTIONS``: flag name -> (default, help)) become ``--<name>`` flags and ``objective_options``
+    keys, and ``build`` makes it from a BuildContext.
     """
 
     name: str = ""
+    OPTIONS: dict[str, tuple] = {}
+    masks_cells: bool = False  # corrupts cells: mask groups are resolved for it
     # Samples a neighbourhood of its own from ``batch.builder`` (with draws from a stream of its own,
     # so adding the task leaves every other task's neighbourhoods and masks unchanged).
     own_view: bool = False
     needs_graph: bool = False  # meaningless on a single table (no keys): refused when building
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "Objective":
+        raise NotImplementedError
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         raise NotImplementedError

@@ -19,11 +19,19 @@ from relssl.errors import RelsslError
 from relssl.graph.batch import Batch
 from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput
+from relssl.objectives.base import BuildContext, Objective, TaskOutput
 
 
 class Contrastive(Objective):
     name = "ctr"
+
+    masks_cells = True
+    OPTIONS = {"ctr_prob": (0.6, "CTR: probability that a cell of a view is corrupted"),
+               "ctr_temperature": (0.1, "CTR: InfoNCE temperature")}
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "Contrastive":
+        return cls(ctx.noise_masker("ctr_prob"), ctx.channels, ctx.options["ctr_temperature"])
 
     def __init__(self, masker: Masker, channels: int, temperature: float = 0.1):
         super().__init__()

@@ -9,24 +9,20 @@ import torch
 from torch import Tensor
 
 from relssl.graph.batch import Batch
-from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput, cell_features, masked_view
-from relssl.objectives.mcm import CellHeads, cell_metrics
+from relssl.objectives.base import BuildContext, TaskOutput, cell_features, masked_view
+from relssl.objectives.mcm import CellReconstruction
 
 
-class DenoisingAutoencoder(Objective):
+class DenoisingAutoencoder(CellReconstruction):
     name = "dae"
+    OPTIONS = {"dae_prob": (0.15, "DAE: probability that a cell is swap-noised")}
 
-    def __init__(self, masker: Masker, channels: int):
-        super().__init__()
-        self.masker = masker
-        self.heads = CellHeads(masker, 2 * channels)
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "DenoisingAutoencoder":
+        return cls(ctx.noise_masker("dae_prob"), ctx.channels)
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         _, rep = masked_view(model, batch, graph, self.masker, generator)
         loss, sums = self.heads.loss(cell_features(rep), self.masker.observed(batch.tf), batch.tf)
         return TaskOutput(loss, sums)
-
-    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return cell_metrics(sums)

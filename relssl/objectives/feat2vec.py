@@ -6,14 +6,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from relssl.feat2vec import Feat2Vec
+from relssl.feat2vec import Feat2Vec, parse_groups
 from relssl.graph.batch import Batch
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput
+from relssl.objectives.base import BuildContext, Objective, TaskOutput
 
 
 class Feat2VecObjective(Objective):
     name = "feat2vec"
+
+    # Groups take relssl.feat2vec.parse_groups's forms (None: one group per column and entity id);
+    # a target group switches it to supervised mode (only that group is corrupted, and ranked).
+    OPTIONS = {
+        "feat2vec_negatives": (5, "Feat2Vec: noise rows per real row"),
+        "feat2vec_alpha1": (0.25, "Feat2Vec: a group is corrupted with probability ∝ its parameter count^alpha1"),
+        "feat2vec_alpha2": (0.75, "Feat2Vec: a noise value is drawn ∝ its frequency^alpha2"),
+        "feat2vec_groups": (None, "Feat2Vec: feature groups, e.g. 'Amount Paid+Amount Received;@source' "
+                                  "(default: one per column and entity id)"),
+        "feat2vec_target": (None, "Feat2Vec: supervised mode, corrupt and rank only this group"),
+    }
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "Feat2VecObjective":
+        opt = ctx.options
+        groups = parse_groups(opt["feat2vec_groups"], ctx.prep, "objective_options: feat2vec_groups")
+        return cls(Feat2Vec(ctx.prep, groups, ctx.channels, opt["feat2vec_negatives"], opt["feat2vec_alpha1"],
+                            opt["feat2vec_alpha2"], opt["feat2vec_target"], "objective_options: feat2vec_target"))
 
     def __init__(self, task: Feat2Vec):
         super().__init__()

@@ -30,7 +30,7 @@ from relssl.errors import RelsslError
 from relssl.metrics.ranking import pessimistic_rank, rank_metrics, rank_sums
 from relssl.graph.batch import Batch, BatchBuilder
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput
+from relssl.objectives.base import BuildContext, Objective, TaskOutput
 
 
 def pair_keys(prep: PreparedData) -> Tensor:
@@ -44,6 +44,13 @@ class LinkPrediction(Objective):
     own_view = True
     needs_graph = True
     redraws = 3  # rounds of redrawing candidates that make a connected pair
+
+    OPTIONS = {"lp_negatives": (8, "LP: negatives per seed edge, even: each of K/2 candidate entities replaces "
+                                   "the source once and the target once (K/2 + 2 trees per seed)")}
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "LinkPrediction":
+        return cls(pair_keys(ctx.prep), ctx.prep.num_entities, ctx.channels, ctx.options["lp_negatives"])
 
     def __init__(self, pairs: Tensor, num_entities: int, channels: int, negatives: int = 8):
         super().__init__()

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from relssl.graph.batch import Batch
 from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput, cell_features, masked_view
+from relssl.objectives.base import BuildContext, Objective, TaskOutput, cell_features, masked_view
 
 
 def embedding_scores(pred: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
@@ -139,13 +139,27 @@ def cell_metrics(sums: dict[str, float]) -> dict[str, float]:
     return out
 
 
-class MaskedCellModelling(Objective):
-    name = "mcm"
+class CellReconstruction(Objective):
+    """A task that predicts cells with CellHeads under a masker (MCM, AM, DAE): the run's masker
+    unless the task builds another."""
+
+    masks_cells = True
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "CellReconstruction":
+        return cls(ctx.run_masker(), ctx.channels)
 
     def __init__(self, masker: Masker, channels: int):
         super().__init__()
         self.masker = masker
         self.heads = CellHeads(masker, 2 * channels)
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        return cell_metrics(sums)
+
+
+class MaskedCellModelling(CellReconstruction):
+    name = "mcm"
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         masked, rep = masked_view(model, batch, graph, self.masker, generator)
@@ -153,5 +167,15 @@ class MaskedCellModelling(Objective):
         loss, sums = self.heads.loss(cell_features(rep), masked.target, batch.tf)
         return TaskOutput(loss, sums)
 
-    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return cell_metrics(sums)
+    def predict_column(self, model: Backbone, batch: Batch, graph: Tensor | None, pos: int,
+                       generator: torch.Generator) -> Tensor:
+        """The head's output for column ``pos`` of every row with that cell masked (replaced under
+        ``replace``, removed otherwise): how `relssl experiment feat2vec` ranks MCM's guesses."""
+        hide = torch.zeros(len(batch.rows), len(self.masker.columns), dtype=torch.bool, device=batch.rows.device)
+        hide[:, pos] = True
+        if self.masker.mask_type == "replace":
+            tf, remove = self.masker.replace(batch.tf, hide, generator)[0], None
+        else:
+            tf, remove = batch.tf, hide
+        rep = model.encode_rows(tf, remove, graph)
+        return self.heads.heads[str(pos)](cell_features(rep)[:, pos])

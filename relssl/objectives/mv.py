@@ -14,11 +14,17 @@ from torch import Tensor, nn
 from relssl.graph.batch import Batch
 from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput, cell_features, masked_view
+from relssl.objectives.base import BuildContext, Objective, TaskOutput, cell_features, masked_view
 
 
 class MaskVectorEstimation(Objective):
     name = "mv"
+
+    masks_cells = True
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> "MaskVectorEstimation":
+        return cls(ctx.run_masker(), ctx.channels)
 
     def __init__(self, masker: Masker, channels: int):
         super().__init__()

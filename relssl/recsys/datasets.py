@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relssl.data.datasets import shared_data_dir
+from relssl.data.paths import shared_data_dir
 from relssl.errors import RelsslError
 from relssl.recsys.data import RecData, read_lattice
 from relssl.recsys.movielens import load_movielens

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from relssl.options import option
 from relssl.recsys.graph import Csr, mean_adjacency, propagate, symmetric_adjacency
 from relssl.recsys.losses import bpr, gradient_penalty, gumbel_softmax, info_nce
 from relssl.recsys.models import Batch, Recommender, id_embedding
@@ -31,20 +32,22 @@ REFRESH_USERS = 2048  # users scored at once when regenerating the modality grap
 
 @dataclass
 class MMSSLParams:
-    dim: int = 64
-    layers: int = 2  # LightGCN layers over the observed graph (MMSSL: weight_size [64, 64])
-    heads: int = 4  # self-attention heads over the modality embeddings
-    dropout: float = 0.2  # on the projected item features
-    id_weight: float = 0.36  # fused modality-aware ID embedding added to the ID embedding (id_cat_rate)
-    feat_weight: float = 0.55  # modality views added to the final embeddings (model_cat_rate)
-    tau: float = 0.5  # InfoNCE temperature
-    real_tau: float = 0.005  # Gumbel-softmax temperature on the observed interactions
-    real_noise: float = 1e-5  # scale of the Gumbel noise on the observed interactions (log_log_scale)
-    real_mix: float = 100.0  # weight of the collaborative scores in the real relations (ui_pre_scale)
-    aug_topk: int = 10  # generated items per user in each modality graph
-    critic_width: int = 256  # critic hidden width: min(items/4, this), then half of it
-    adversarial: bool = True
-    contrastive: bool = True
+    """MMSSL's hyper-parameters; defaults from the official code (HKUDS/MMSSL, Amazon-Baby)."""
+
+    dim: int = option(64, "embedding size")
+    layers: int = option(2, "LightGCN layers over the observed graph (MMSSL: weight_size [64, 64])")
+    heads: int = option(4, "self-attention heads over the modality embeddings")
+    dropout: float = option(0.2, "dropout on the projected item features")
+    id_weight: float = option(0.36, "fused modality-aware ID embedding added to the ID embedding (id_cat_rate)")
+    feat_weight: float = option(0.55, "modality views added to the final embeddings (model_cat_rate)")
+    tau: float = option(0.5, "InfoNCE temperature")
+    real_tau: float = option(0.005, "Gumbel-softmax temperature on the observed interactions")
+    real_noise: float = option(1e-5, "scale of the Gumbel noise on the observed interactions (log_log_scale)")
+    real_mix: float = option(100.0, "weight of the collaborative scores in the real relations (ui_pre_scale)")
+    aug_topk: int = option(10, "generated items per user in each modality graph")
+    critic_width: int = option(256, "critic hidden width: min(items/4, this), then half of it")
+    adversarial: bool = option(True, "MMSSL ablation: --no-adversarial drops the adversarial self-augmentation")
+    contrastive: bool = option(True, "MMSSL ablation: --no-contrastive drops the cross-modal contrastive loss")
 
 
 @dataclass

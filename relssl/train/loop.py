@@ -1,0 +1,106 @@
+"""The one fit loop: epochs, validation, early stopping, best weights, checkpoint and resume.
+
+Pretrain, feat2vec, finetune and recsys each bring a trainer (what one epoch and one validation
+are); this loop owns everything around them, so all four stop, save and resume by one rule:
+train an epoch, validate, keep the weights when the selection metric improved, write the
+history and a checkpoint of the full state, and stop after ``patience`` epochs without
+improvement. Every draw of an epoch comes from (seed, stream, epoch), so a run resumed from its
+checkpoint continues exactly as if it had never stopped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from relssl.errors import RelsslError
+from relssl.train.distributed import World
+from relssl.train.run_folder import RunFolder
+
+
+class Trainer(Protocol):
+    device: torch.device
+
+    def train_epoch(self, epoch: int, progress: bool) -> dict[str, float]:
+        """One pass over the training rows; returns at least ``loss`` and ``seconds``."""
+
+    def validate(self) -> dict[str, float]:
+        """Metrics on the fixed validation rows."""
+
+    def weights(self) -> torch.nn.Module:
+        """What model.safetensors holds."""
+
+    def state(self) -> dict:
+        """Everything a resumed run needs (weights, optimiser, combiner), tensors only."""
+
+    def load_state(self, state: dict) -> None: ...
+
+
+class OneModel:
+    """``weights``, ``state`` and ``load_state`` of a trainer holding one ``model`` and one
+    ``optimizer`` (feat2vec, finetune, recsys; pre-training adds objectives and a combiner)."""
+
+    def weights(self) -> torch.nn.Module:
+        return self.model
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best: float
+    history: list[dict]
+
+
+def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: str, maximize: bool = False,
+        resume: bool = False, log=print, progress: bool = True, world: World = World()) -> FitResult:
+    """Train up to ``epochs``, selecting on validation ``metric``; model.safetensors ends up
+    holding the best epoch's weights. With ``resume`` the loop continues from the run's
+    checkpoint (from epoch 1 when the run stopped before its first one)."""
+    sign = -1.0 if maximize else 1.0  # the loop minimises sign * metric
+    first, best, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
+    if resume and (run / "checkpoint.pt").exists():
+        ckpt = run.load_checkpoint(trainer.device)
+        trainer.load_state(ckpt["state"])
+        first, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"]
+        history = [r for r in run.history() if r["epoch"] <= ckpt["epoch"]]
+    run.write_history(history)
+
+    for epoch in range(first, epochs + 1):
+        if bad_epochs >= patience:
+            break
+        train = trainer.train_epoch(epoch, progress)
+        val = trainer.validate()
+        history += [{"epoch": epoch, "split": "train", **train}, {"epoch": epoch, "split": "val", **val}]
+        score = sign * val[metric]  # metrics are reduced over ranks: every rank decides alike
+        improved = score < best
+        if improved:
+            best, best_epoch, bad_epochs = score, epoch, 0
+            run.save_weights(trainer.weights())
+        else:
+            bad_epochs += 1
+        run.write_history(history)
+        run.save_checkpoint({"state": trainer.state(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
+                             "bad_epochs": bad_epochs})
+        if world.is_main:
+            log(epoch_line(epoch, train, metric, val[metric], improved))
+    world.barrier()  # the best weights are on disk before any rank reads them
+    if best_epoch == 0:
+        raise RelsslError(f"validation {metric} was never a finite number ({history[-1].get(metric) if history else 'no epoch ran'}); "
+                          f"check the validation split and try a lower --lr")
+    return FitResult(best_epoch, sign * best, history)
+
+
+def epoch_line(epoch: int, train: dict, metric: str, value: float, improved: bool) -> str:
+    speed = f"{train['rows_per_s']:.0f} rows/s" if "rows_per_s" in train else f"{train['seconds']:.1f} s"
+    if "peak_rss_mib" in train:
+        speed += f", peak RSS {train['peak_rss_mib']:.0f} MiB"
+    return f"epoch {epoch}: train loss {train['loss']:.4f} ({speed}), val {metric} {value:.4f}{' *' if improved else ''}"

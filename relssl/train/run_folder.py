@@ -1,0 +1,109 @@
+"""A run folder: the files one training run leaves, each written atomically.
+
+Every trained command (pretrain, feat2vec, finetune, recsys) writes the same files:
+config.yaml (every setting), metrics.jsonl (one line per epoch and split), model.safetensors (the
+best-validation weights), checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with
+``weights_only=True``) and final.json (test metrics of the best weights; its presence marks a
+finished run). A file is written to a temporary name and renamed over the old one, so a kill or
+a full disk leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_model, save_model
+
+from relssl.errors import RelsslError
+
+CONFIG, METRICS, FINAL = "config.yaml", "metrics.jsonl", "final.json"
+WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename onto ``path``: readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+class RunFolder:
+    """The files of one run in ``path``; only the main process of a distributed run writes."""
+
+    def __init__(self, path: str | Path, writer: bool = True):
+        self.path, self.writer = Path(path), writer
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / FINAL).exists()
+
+    def check(self, resume: bool) -> None:
+        """A new run refuses a folder that holds one; ``--resume`` needs the run's config.yaml (its
+        checkpoint.pt too, unless the run stopped before finishing its first epoch)."""
+        if resume and not (self.path / CONFIG).exists():
+            raise RelsslError(f"--resume: {self.path} holds no run to resume (no {CONFIG})")
+        if not resume and ((self.path / CHECKPOINT).exists() or self.finished):
+            raise RelsslError(f"--out {self.path}: a run already exists there; pass --resume to continue it or "
+                              f"choose another folder")
+
+    def start(self, config: dict) -> None:
+        """Create the folder and write every setting of the run."""
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+    def config(self) -> dict:
+        """The saved settings (``--resume`` continues with exactly these)."""
+        if not (self.path / CONFIG).exists():
+            raise RelsslError(f"{self.path}: no {CONFIG}")
+        return yaml.safe_load((self.path / CONFIG).read_text()) or {}
+
+    def history(self) -> list[dict]:
+        return read_jsonl(self.path / METRICS)
+
+    def write_history(self, records: list[dict]) -> None:
+        if self.writer:
+            write_jsonl(self.path / METRICS, records)
+
+    def save_weights(self, module: torch.nn.Module) -> None:
+        """Tensors only (safetensors; shared modules handled)."""
+        if self.writer:
+            atomic_write(self.path / WEIGHTS, lambda tmp: save_model(module, str(tmp)))
+
+    def load_weights(self, module: torch.nn.Module, device: torch.device | str) -> None:
+        load_model(module, str(self.path / WEIGHTS), device=str(device))
+
+    def save_checkpoint(self, checkpoint: dict) -> None:
+        if self.writer:
+            atomic_write(self.path / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(self, device: torch.device | str) -> dict:
+        return torch.load(self.path / CHECKPOINT, map_location=device, weights_only=True)
+
+    def write_final(self, final: dict) -> None:
+        if self.writer:
+            write_text(self.path / FINAL, json.dumps(final, indent=2))
+
+    def final(self) -> dict:
+        return json.loads((self.path / FINAL).read_text())

@@ -1,0 +1,121 @@
+"""The one fit loop (relssl.train.loop) under every trained command: a run killed mid-way and
+resumed with --resume ends exactly as an uninterrupted run, and a run folder's files are written
+atomically."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from relssl.cli import main
+from relssl.errors import RelsslError
+from relssl.recsys.data import write_lattice
+from relssl.recsys.synthetic import make_synthetic
+from relssl.train import loop
+from relssl.train.run_folder import RunFolder, atomic_write, write_text
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers", "1", "--fanouts", "4,2",
+        "--batch-size", "128", "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"]
+TIMING = {"seconds", "rows_per_s", "peak_rss_mib"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Tiny AML data with laundering to score, a one-epoch pretrain run on it, tiny recsys data."""
+    out = tmp_path_factory.mktemp("resume")
+    assert main(["generate", "aml", "--rows", "3000", "--seed", "1", "--laundering-rate", "0.05",
+                 "--out", str(out)]) == 0
+    csv = str(out / "Synthetic_Trans.csv")
+    assert main(["pretrain", "--data", csv, "--epochs", "1", "--out", str(out / "pre"), *TINY]) == 0
+    return {"csv": csv, "pre": str(out / "pre"),
+            "rec": str(write_lattice(make_synthetic(n_users=60, n_items=40), out / "rec"))}
+
+
+COMMANDS = {
+    "pretrain": lambda d: ["pretrain", "--data", d["csv"], "--objectives", "mcm,lp", *TINY],
+    "feat2vec": lambda d: ["feat2vec", "--data", d["csv"], "--eval-groups", "To Bank", "--batch-size", "256",
+                           "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"],
+    "finetune": lambda d: ["finetune", "--data", d["csv"], "--init", d["pre"], *TINY],
+    "recsys": lambda d: ["recsys", "train", "--data", d["rec"], "--batch-size", "32", "--no-progress"],
+}
+
+
+def strip(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing on the way catches it."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch, command):
+    args = COMMANDS[command](data)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main([*args, "--epochs", "3", "--out", str(full)]) == 0
+    save_checkpoint = RunFolder.save_checkpoint
+
+    def die_in_epoch_2(self, checkpoint):  # epoch 2's history is on disk, its checkpoint never lands
+        if checkpoint["epoch"] == 2:
+            raise Killed
+        save_checkpoint(self, checkpoint)
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", die_in_epoch_2)
+    with pytest.raises(Killed):
+        main([*args, "--epochs", "3", "--out", str(cut)])
+    monkeypatch.undo()
+    assert not (cut / "final.json").exists()
+    assert main([*args, "--epochs", "3", "--out", str(cut)]) == 2  # never trains over a run
+    assert main([*COMMANDS[command](data)[:2 if command == "recsys" else 1], "--out", str(cut), "--resume",
+                 "--no-progress"]) == 0
+    assert strip(RunFolder(cut).history()) == strip(RunFolder(full).history())
+    assert [r["epoch"] for r in RunFolder(cut).history() if r["split"] == "train"] == [1, 2, 3]
+    assert strip([RunFolder(cut).final()]) == strip([RunFolder(full).final()])
+
+
+def test_resume_needs_a_run(tmp_path, capsys):
+    assert main(["feat2vec", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "final.json"
+    write_text(path, json.dumps({"a": 1}))
+
+    def fail(tmp):
+        tmp.write_text('{"a": ')
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(path, fail)  # every file of a run folder is written through atomic_write
+    assert json.loads(path.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [path]
+
+
+class NeverFinite:
+    """A trainer whose validation metric is NaN: no epoch is ever best."""
+
+    device = "cpu"
+
+    def train_epoch(self, epoch, progress):
+        return {"loss": 1.0, "seconds": 0.1}
+
+    def validate(self):
+        return {"loss": float("nan")}
+
+    def weights(self):
+        raise AssertionError("never saved")
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        pass
+
+
+def test_a_never_finite_validation_metric_is_one_clear_error(tmp_path):
+    with pytest.raises(RelsslError, match="validation loss was never a finite number"):
+        loop.fit(NeverFinite(), RunFolder(tmp_path), epochs=3, patience=2, metric="loss", log=lambda _: None)
+    assert [r["epoch"] for r in RunFolder(tmp_path).history() if r["split"] == "train"] == [1, 2]
