@@ -12,6 +12,10 @@ import torch_frame
 
 from relssl.data.relational import RelationalData
 
+# A tiny model and budget for end-to-end CLI runs of the backbone commands.
+TINY = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers", "1", "--fanouts", "4,2",
+        "--batch-size", "128", "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("RELSSL_SHARED_DATA", str(SHARED_DATA))
 torch.set_num_threads(min(2, torch.get_num_threads()))

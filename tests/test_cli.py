@@ -6,9 +6,8 @@ import sys
 import pytest
 
 from relssl.cli import main
+from tests.conftest import TINY
 
-TINY = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers", "1", "--fanouts", "4,2",
-        "--batch-size", "128", "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ import torch
 import yaml
 
 from relssl.cli import main
+from tests.conftest import TINY
 from relssl.experiments.report import mean_std
 
-TINY = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers", "1", "--fanouts", "4,2",
-        "--batch-size", "128", "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from relssl.cli import main
+from tests.conftest import TINY
 from relssl.errors import RelsslError
 from relssl.recsys.data import write_lattice
 from relssl.recsys.synthetic import make_synthetic
@@ -16,8 +17,6 @@ from relssl.train.run_folder import RunFolder, atomic_write, write_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers", "1", "--fanouts", "4,2",
-        "--batch-size", "128", "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"]
 TIMING = {"seconds", "rows_per_s", "peak_rss_mib"}
 
 
