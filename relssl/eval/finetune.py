@@ -258,13 +258,12 @@ class FinetuneTrainer(OneModel):
 def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | None = None, progress: bool = True,
              log=print, resume: bool = False, epochs: int | None = None) -> dict:
     """Run one downstream configuration into the folder ``out``; returns final.json's content.
-    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it) and fine-tuning
-    continues from its checkpoint."""
+    With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
+    is given (``epochs`` may extend it); probe and tree modes simply run again."""
     run = RunFolder(out)
-    run.check(resume)
-    if resume:
-        cfg = cfg or FinetuneConfig.from_dict(run.config())
-        cfg.train.epochs = epochs or cfg.train.epochs
+    cfg = run.settings(cfg, resume, FinetuneConfig.from_dict)
+    if resume and epochs:
+        cfg.train.epochs = epochs
     start = time.perf_counter()
     tuner = Finetuner(cfg, prep)
     run.start({**asdict(cfg), "task": tuner.spec.name})

@@ -190,12 +190,12 @@ def describe(trainer: RecTrainer) -> str:
 def train_recsys(cfg: RecConfig | None, out: str | Path, data: RecData | None = None, progress: bool = False,
                  log=print, resume: bool = False, epochs: int | None = None) -> dict:
     """Train, validate each epoch, keep the best-validation weights, report their test metrics.
-    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it)."""
+    With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
+    is given (``epochs`` may extend it)."""
     run = RunFolder(out)
-    run.check(resume)
-    if resume:
-        cfg = cfg or RecConfig.from_dict(run.config())
-        cfg.epochs = epochs or cfg.epochs
+    cfg = run.settings(cfg, resume, RecConfig.from_dict)
+    if resume and epochs:
+        cfg.epochs = epochs
     trainer = RecTrainer(cfg, data)
     log(describe(trainer))
     resolved = {**asdict(cfg), "modalities": ",".join(trainer.modalities) or "none"}

@@ -183,12 +183,12 @@ def train_feat2vec(cfg: Feat2VecConfig | None, out: str | Path, progress: bool =
                    prep: PreparedData | None = None, resume: bool = False,
                    epochs: int | None = None) -> dict[str, float]:
     """Train with early stopping on the validation NCE loss; test metrics of the best epoch.
-    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it)."""
+    With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
+    is given (``epochs`` may extend it)."""
     run = RunFolder(out)
-    run.check(resume)
-    if resume:
-        cfg = cfg or Feat2VecConfig.from_dict(run.config())
-        cfg.epochs = epochs or cfg.epochs
+    cfg = run.settings(cfg, resume, Feat2VecConfig.from_dict)
+    if resume and epochs:
+        cfg.epochs = epochs
     trainer = Feat2VecTrainer(cfg, prep)
     run.start(asdict(cfg))
     result = fit(trainer, run, cfg.epochs, cfg.patience, "feat2vec/loss", resume=resume, log=log, progress=progress)

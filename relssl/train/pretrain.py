@@ -292,13 +292,13 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
              log=print, epochs: int | None = None) -> dict[str, float]:
     """Train, validate each epoch, keep the best model, and report its test metrics.
 
-    With ``resume`` the run continues (with its own config.yaml unless ``cfg`` is given) (``epochs`` may extend it).
+    With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
+    is given (``epochs`` may extend it).
     """
     run = RunFolder(out)
-    run.check(resume)
-    if resume:
-        cfg = cfg or PretrainConfig.from_dict(run.config())
-        cfg.epochs = epochs or cfg.epochs
+    cfg = run.settings(cfg, resume, PretrainConfig.from_dict)
+    if resume and epochs:
+        cfg.epochs = epochs
     trainer = Pretrainer(cfg, log=log, progress=progress)
     run.writer = trainer.world.is_main  # in a torchrun job only rank 0 writes the run folder and logs
     run.start(asdict(trainer.cfg))

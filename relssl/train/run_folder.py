@@ -67,6 +67,12 @@ class RunFolder:
             raise RelsslError(f"--out {self.path}: a run already exists there; pass --resume to continue it or "
                               f"choose another folder")
 
+    def settings(self, cfg, resume: bool, from_dict):
+        """The run's config: ``cfg`` for a new run (a folder holding a run is refused); with
+        ``resume``, ``cfg`` or else the run's own config.yaml read by ``from_dict``."""
+        self.check(resume)
+        return from_dict(self.config()) if resume and cfg is None else cfg
+
     def start(self, config: dict) -> None:
         """Create the folder and write every setting of the run."""
         if self.writer:
