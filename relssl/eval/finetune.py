@@ -15,7 +15,7 @@ head; not for the gbdt modes).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +25,20 @@ from safetensors.torch import load_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from relssl.data.datasets import load_dataset
-from relssl.data.text import TextEmbedder
-from relssl.data.prepare import PreparedData, prepare
+from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
 from relssl.eval.baseline import gbdt_scores, graph_features, raw_features
 from relssl.eval.downstream import fit_probe
-from relssl.metrics.classification import selection_score, split_metrics
 from relssl.eval.represent import Representer
 from relssl.eval.tasks import labelled_sets, parse_task
+from relssl.metrics.classification import selection_score, split_metrics
 from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
 from relssl.options import from_mapping
 from relssl.train import seeding
 from relssl.train.loop import OneModel, fit
-from relssl.train.pretrain import PretrainConfig, resolve_device
+from relssl.train.pretrain import PretrainConfig, prepare_data, resolve_device
 from relssl.train.run_folder import RunFolder
 
 MODES = ("finetune", "probe", "gbdt", "gbdt-graph")
@@ -116,9 +114,7 @@ def load_backbone(backbone: Backbone, run_dir: str | Path) -> None:
 
 def prepare_for(train: PretrainConfig, init: str) -> PreparedData:
     """Data prepared as the pre-trained run prepared it (its seed, for splits without time)."""
-    seed = train.seed if init == "scratch" else pretrained_config(init).seed
-    return prepare(load_dataset(train.data, train.skip_bad_rows), parse_fractions(train.split), seed,
-                   train.max_categories, TextEmbedder(train.text_model))
+    return prepare_data(train if init == "scratch" else replace(train, seed=pretrained_config(init).seed))
 
 
 class DownstreamModel(nn.Module):

@@ -17,6 +17,7 @@ from relssl.data.cache import cacheable, load_prepared
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData, prepare
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
+from relssl.data.text import TextEmbedder
 from relssl.errors import RelsslError
 from relssl.graph.batch import BatchBuilder
 from relssl.masking import MASK_TYPES
@@ -121,8 +122,6 @@ def device_clock(device: torch.device) -> float:
 def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
     """The run's data, read, split and encoded in memory (text columns embedded, their vectors
     from the text cache when possible)."""
-    from relssl.data.text import TextEmbedder
-
     return prepare(load_dataset(cfg.data, cfg.skip_bad_rows), parse_fractions(cfg.split), cfg.seed,
                    cfg.max_categories, TextEmbedder(cfg.text_model, progress=progress))
 
