@@ -67,6 +67,7 @@ def test_resume_equals_an_uninterrupted_run(aml_csv, tmp_path, tasks):
     (["--lp-negatives", "8"], "--lp-negatives needs lp"),
     (["--objectives", "mcm,lp", "--lp-negatives", "0"], "lp_negatives 0"),
     (["--objectives", "ctr", "--ctr-prob", "1.5"], "ctr_prob"),
+    (["--patience", "0"], "--patience 0"),
 ])
 def test_bad_options_exit_2_with_one_clear_line(aml_csv, tmp_path, capsys, extra, needle):
     args = ["pretrain", "--data", str(aml_csv), "--out", str(tmp_path / "r"), *TINY, *extra]

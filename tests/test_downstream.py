@@ -191,3 +191,12 @@ def test_a_single_training_class_is_a_clear_error():
     prep = prepare(data)
     with pytest.raises(RelsslError, match="single class"):
         Finetuner(FinetuneConfig(task="edge:linear", train=PretrainConfig(data="toy", model=SMALL)), prep)
+
+
+def test_a_validation_split_without_positives_is_one_clear_error():
+    data = toy_graph()
+    data.events["linear"] = np.where(np.arange(len(data.events)) < 0.6 * len(data.events),
+                                     data.events["linear"], 0)  # positives in the training period only
+    cfg = FinetuneConfig("edge:linear", mode="gbdt", train=PretrainConfig(data="toy", device="cpu"))
+    with pytest.raises(RelsslError, match="the validation rows hold no '1' label"):
+        Finetuner(cfg, prepare(data))

@@ -36,8 +36,9 @@ class Source:
             raise RelsslError(f"--data {self.spec}: the shared data folder {self.base or self.path.parent} does not "
                               f"exist; set RELSSL_SHARED_DATA to the folder holding {self.spec}'s files")
         if self.shared and not self.path.is_file():
+            inside = self.path.relative_to(self.base) if self.base else self.path.name
             raise RelsslError(f"--data {self.spec}: {self.path} does not exist; put the file there or set "
-                              f"RELSSL_SHARED_DATA to the folder holding it")
+                              f"RELSSL_SHARED_DATA to the folder holding {inside}")
 
     def read(self, skip_bad_rows: bool = False) -> RelationalData:
         self.check_present()

@@ -142,6 +142,10 @@ class Finetuner:
         for split in (VAL, TEST):  # a fixed seeded sample, shared by every mode with this seed
             pick = seeding.eval_sample(len(self.sets.ids[split]), t.eval_rows, t.seed, split)
             self.sets.ids[split], self.sets.y[split] = self.sets.ids[split][pick], self.sets.y[split][pick.numpy()]
+        if not self.regression and not self.sets.y[VAL].any():  # PR-AUC, the threshold: undefined
+            raise RelsslError(f"--task {self.spec.name}: the validation rows hold no '{self.sets.positive}' label, so "
+                              f"no epoch or threshold can be chosen on them; use more data or a longer validation "
+                              f"split (--split)")
         y = self.sets.y[TRAIN]
         # Heads predict standardised targets (regression) or logits (classification).
         self.mean, self.std = (float(y.mean()), float(y.std()) or 1.0) if self.regression else (0.0, 1.0)

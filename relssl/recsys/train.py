@@ -59,7 +59,7 @@ class RecConfig(MMSSLParams):
     def validate(self) -> None:
         if self.model not in MODELS:
             raise RelsslError(f"--model '{self.model}': expected one of {', '.join(MODELS)}")
-        for name in ("epochs", "batch_size", "dim", "layers", "heads", "eval_batch_size", "aug_topk"):
+        for name in ("epochs", "batch_size", "dim", "layers", "heads", "eval_batch_size", "aug_topk", "patience"):
             if getattr(self, name) < (0 if name == "layers" else 1):
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
         if self.dim % self.heads:

@@ -59,7 +59,7 @@ class Feat2VecConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> "Feat2VecConfig":
         cfg = from_mapping(cls, raw)
-        for name in ("epochs", "batch_size", "channels", "negatives"):
+        for name in ("epochs", "batch_size", "channels", "negatives", "patience"):
             if getattr(cfg, name) < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected a positive integer")
         parse_fractions(cfg.split)

@@ -95,7 +95,7 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
     world.barrier()  # the best weights are on disk before any rank reads them
     if best_epoch == 0:
         raise RelsslError(f"validation {metric} was never a finite number ({history[-1].get(metric) if history else 'no epoch ran'}); "
-                          f"check the validation split and try a lower --lr")
+                          f"the training diverged (try a lower --lr) or the validation rows cannot score it")
     return FitResult(best_epoch, sign * best, history)
 
 

@@ -79,7 +79,7 @@ class PretrainConfig:
         if self.mask not in MASK_TYPES:
             raise RelsslError(f"--mask '{self.mask}': expected one of {', '.join(MASK_TYPES)}")
         parse_fractions(self.split)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
         if self.model.gnn not in CONVS:
