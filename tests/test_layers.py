@@ -10,7 +10,7 @@ ROOT = Path(relssl.__file__).parent
 # Lowest first: the folder tree follows the data path.
 LAYERS = [
     {"relssl", "errors"},
-    {"options"},
+    {"options", "files"},
     {"data"},
     {"graph", "metrics"},
     {"nn", "masking"},

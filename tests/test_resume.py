@@ -13,7 +13,8 @@ from relssl.errors import RelsslError
 from relssl.recsys.data import write_lattice
 from relssl.recsys.synthetic import make_synthetic
 from relssl.train import loop
-from relssl.train.run_folder import RunFolder, atomic_write, write_text
+from relssl.files import atomic_write, write_text
+from relssl.train.run_folder import RunFolder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import fields
 from pathlib import Path
 
 from relssl.cli.flags import add_config_flags, add_resume_flag, config_flags, flag_values, print_metrics, read_config
 from relssl.errors import RelsslError
 
+@functools.cache
 def rec_flags() -> dict:
     """RecConfig's fields as flags, the run's options before MMSSL's hyper-parameters."""
     from relssl.recsys.mmssl import MMSSLParams

@@ -33,6 +33,7 @@ from relssl.data.encoding import EncodedTable, column_infos
 from relssl.data.ingest import CHUNK_BYTES
 from relssl.data.prepare import PreparedData, prepare
 from relssl.errors import RelsslError
+from relssl.files import write_text
 
 FORMAT = 1  # bump when the encoding or the entry layout changes: old entries are then never read
 _STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
@@ -61,7 +62,7 @@ def file_digest(path: Path, cache_dir: Path) -> str:
         while block := f.read(8 << 20):
             digest.update(block)
     memo[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
-    _write_atomic(memo_path, json.dumps(memo, indent=1))
+    write_text(memo_path, json.dumps(memo, indent=1))
     return digest.hexdigest()
 
 
@@ -202,9 +203,3 @@ def stats_from_json(raw: dict) -> dict:
         return v
 
     return {col: {StatType(k): value(StatType(k), v) for k, v in stats.items()} for col, stats in raw.items()}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

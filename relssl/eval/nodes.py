@@ -30,7 +30,6 @@ class NodeBatchBuilder:
     def __init__(self, prep: PreparedData, split: int, fanouts: list[int]):
         self.prep = prep
         self.builder = BatchBuilder(prep, split, fanouts, time_aware=False)
-        self.sampler = self.builder.sampler
 
     def __call__(self, nodes: Tensor, generator: torch.Generator) -> NodeBatch:
-        return NodeBatch(nodes, self.builder.context(self.sampler.sample(nodes, nodes, None, generator)))
+        return NodeBatch(nodes, self.builder.context(self.builder.sampler.sample(nodes, nodes, None, generator)))

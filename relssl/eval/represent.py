@@ -19,8 +19,6 @@ from relssl.eval.nodes import NodeBatchBuilder
 from relssl.nn.backbone import Backbone
 from relssl.train import seeding
 
-# Seeding streams of downstream draws, apart from pre-training's (relssl.train.seeding).
-
 
 class Representer:
     def __init__(self, prep: PreparedData, target: str, fanouts: list[int], time_aware: bool = True):

@@ -32,9 +32,10 @@ from relssl.train.run_folder import RunFolder
 @torch.no_grad()
 def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batch_size: int) -> float:
     """MPR of ``column``'s true value on ``rows`` by the MCM head of the pre-training run in ``run``."""
-    cfg = PretrainConfig.from_dict(RunFolder(run).config())
+    folder = RunFolder(run)
+    cfg = PretrainConfig.from_dict(folder.config())
     trainer = Pretrainer(cfg, prep)
-    RunFolder(run).load_weights(trainer.weights(), trainer.device)
+    folder.load_weights(trainer.weights(), trainer.device)
     trainer.model.eval()
     mcm = trainer.objectives[cfg.objectives.index("mcm")]
     pos = [c.name for c in prep.events.columns].index(column)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relssl.experiments.report import metric_table, plot_validation_curves
+from relssl.experiments.report import mean_std, metric_table, plot_validation_curves
 from relssl.experiments.runner import reuse_or_train
 from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.train import RecConfig, train_recsys
@@ -109,8 +109,8 @@ def sweep_verdict(results: dict[str, list[dict]], swept: list[str], sweep: dict[
     chosen on validation against MMSSL without it, beyond the larger seed std or not."""
     best = best_on_validation(results, swept)
     a, b = ([r["final"]["recall@20"] for r in results[label]] for label in (best, "mmssl-noadv"))
-    diff, noise = np.mean(a) - np.mean(b), max(np.std(a, ddof=1) if len(a) > 1 else 0.0,
-                                               np.std(b, ddof=1) if len(b) > 1 else 0.0)
+    (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
+    diff, noise = mean_a - mean_b, max(std_a, std_b)
     grid = "; ".join(f"{k} in {{{', '.join(f'{v:g}' for v in vs)}}}" for k, vs in sweep.items())
     beyond = "within" if abs(diff) <= noise else "beyond"
     return (f"**Adversarial part at its best setting.** Swept {grid}; chosen on validation Recall@20: `{best}`. "

@@ -169,10 +169,11 @@ class MaskedCellModelling(CellReconstruction):
 
     def predict_column(self, model: Backbone, batch: Batch, graph: Tensor | None, pos: int,
                        generator: torch.Generator) -> Tensor:
-        """The head's output for column ``pos`` of every row with that cell masked (replaced under
-        ``replace``, removed otherwise): how `relssl experiment feat2vec` ranks MCM's guesses."""
-        hide = torch.zeros(len(batch.rows), len(self.masker.columns), dtype=torch.bool, device=batch.rows.device)
-        hide[:, pos] = True
+        """The head's output for column ``pos`` of every row with that cell masked, and its mask group
+        with it, so no twin gives it away (replaced under ``replace``, removed otherwise): how
+        `relssl experiment feat2vec` ranks MCM's guesses."""
+        group = (self.masker.unit == self.masker.unit[pos]).to(batch.rows.device)
+        hide = group.unsqueeze(0).expand(len(batch.rows), -1).clone()
         if self.masker.mask_type == "replace":
             tf, remove = self.masker.replace(batch.tf, hide, generator)[0], None
         else:

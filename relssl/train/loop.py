@@ -17,7 +17,7 @@ import torch
 
 from relssl.errors import RelsslError
 from relssl.train.distributed import World
-from relssl.train.run_folder import RunFolder
+from relssl.train.run_folder import CHECKPOINT, RunFolder
 
 
 class Trainer(Protocol):
@@ -56,7 +56,6 @@ class OneModel:
 @dataclass
 class FitResult:
     best_epoch: int
-    best: float
     history: list[dict]
 
 
@@ -67,7 +66,7 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
     checkpoint (from epoch 1 when the run stopped before its first one)."""
     sign = -1.0 if maximize else 1.0  # the loop minimises sign * metric
     first, best, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
-    if resume and (run / "checkpoint.pt").exists():
+    if resume and (run / CHECKPOINT).exists():
         ckpt = run.load_checkpoint(trainer.device)
         trainer.load_state(ckpt["state"])
         first, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"]
@@ -96,7 +95,7 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
     if best_epoch == 0:
         raise RelsslError(f"validation {metric} was never a finite number ({history[-1].get(metric) if history else 'no epoch ran'}); "
                           f"the training diverged (try a lower --lr) or the validation rows cannot score it")
-    return FitResult(best_epoch, sign * best, history)
+    return FitResult(best_epoch, history)
 
 
 def epoch_line(epoch: int, train: dict, metric: str, value: float, improved: bool) -> str:

@@ -10,7 +10,6 @@ a full disk leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -18,23 +17,10 @@ import yaml
 from safetensors.torch import load_model, save_model
 
 from relssl.errors import RelsslError
+from relssl.files import atomic_write, write_text
 
 CONFIG, METRICS, FINAL = "config.yaml", "metrics.jsonl", "final.json"
 WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename onto ``path``: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def read_jsonl(path: Path) -> list[dict]:
