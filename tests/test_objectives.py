@@ -97,7 +97,7 @@ def touches_pair(community, sub, seed_rows):
 
 
 def test_link_prediction_view_is_its_own_at_each_seeds_time(community):
-    trainer = Pretrainer(small_config(["mcm", "lp"]), community)
+    trainer = Pretrainer(small_config(["mcm", "lp"], objective_options={"lp_seed_share": 1.0}), community)
     rows = community.rows(TRAIN)[-128:]
     batch, sub = lp_view(trainer, rows)
     half = trainer.objectives[1].candidates // 2
@@ -124,6 +124,19 @@ def test_adding_link_prediction_leaves_the_other_tasks_draws_alone(community):
     (sub1, loss1), (sub2, loss2) = seen[1], seen[2]
     assert torch.equal(sub1.edge_id, sub2.edge_id) and torch.equal(sub1.node_entity, sub2.node_entity)
     assert loss1 == loss2  # same neighbourhood, same masks, same MCM head
+
+
+def test_link_prediction_scores_a_seeded_share_of_training_seeds(community):
+    lp = Pretrainer(small_config(["lp"], objective_options={"lp_seed_share": 0.25}), community).objectives[0]
+    rows = community.rows(TRAIN)[:200]
+    picked = [lp.scored_rows(rows, torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert len(picked[0]) == 50 and torch.isin(picked[0], rows).all() and len(picked[0].unique()) == 50
+    assert torch.equal(picked[0], picked[1]) and not torch.equal(picked[0], picked[2])  # the seed decides
+    assert len(lp.scored_rows(rows[:2], torch.Generator())) == 1  # at least one seed, however small the batch
+    lp.eval()
+    assert torch.equal(lp.scored_rows(rows, torch.Generator()), rows)  # evaluation ranks every seed
+    with pytest.raises(RelsslError, match="lp_seed_share 0"):
+        Pretrainer(small_config(["lp"], objective_options={"lp_seed_share": 0.0}), community)
 
 
 def test_link_prediction_candidates_are_past_entities_and_never_connected(community):

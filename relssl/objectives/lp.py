@@ -17,7 +17,10 @@ connected, in either direction, by any event of the data (any split, any time) i
 its candidate is redrawn a few times, and pairs that still collide are left out of loss and
 ranking. The trees carry no ego marks: the states score pairs other than their trees' own.
 
-Cost: 2 + M trees per seed instead of the shared view's 2 (``lp_negatives`` K = 2M).
+Cost: 2 + M trees per scored seed instead of the shared view's 2 (``lp_negatives`` K = 2M). In
+training LP scores a seeded share of each batch's seeds (``lp_seed_share``, 1/8 by default), so an
+MCM+LP step costs about 1.3x an MCM step instead of 3-4x (relssl bench-tasks --repeated-pairs): like PyG's link loaders, the positive
+edges of an LP step need not be all of the batch. Evaluation scores every seed.
 """
 from __future__ import annotations
 
@@ -46,19 +49,24 @@ class LinkPrediction(Objective):
     redraws = 3  # rounds of redrawing candidates that make a connected pair
 
     OPTIONS = {"lp_negatives": (8, "LP: negatives per seed edge, even: each of K/2 candidate entities replaces "
-                                   "the source once and the target once (K/2 + 2 trees per seed)")}
+                                   "the source once and the target once (K/2 + 2 trees per seed)"),
+               "lp_seed_share": (0.125, "LP: share of each training batch's seeds it scores (seeded draw); "
+                                       "evaluation scores all")}
 
     @classmethod
     def build(cls, ctx: BuildContext) -> "LinkPrediction":
-        return cls(pair_keys(ctx.prep), ctx.prep.num_entities, ctx.channels, ctx.options["lp_negatives"])
+        return cls(pair_keys(ctx.prep), ctx.prep.num_entities, ctx.channels, ctx.options["lp_negatives"],
+                   ctx.options["lp_seed_share"])
 
-    def __init__(self, pairs: Tensor, num_entities: int, channels: int, negatives: int = 8):
+    def __init__(self, pairs: Tensor, num_entities: int, channels: int, negatives: int = 8, seed_share: float = 1.0):
         super().__init__()
         if negatives < 2 or negatives % 2:
             raise RelsslError(f"lp_negatives {negatives}: expected an even number of negatives per edge (>= 2): "
                               f"each candidate entity replaces the source once and the target once")
+        if not 0 < seed_share <= 1:
+            raise RelsslError(f"lp_seed_share {seed_share}: expected a share in (0, 1]")
         self.pairs = pairs  # candidates are drawn on the CPU, next to the sampler; never saved
-        self.num_entities, self.candidates = num_entities, negatives // 2
+        self.num_entities, self.candidates, self.seed_share = num_entities, negatives // 2, seed_share
         self.score = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
 
     def connected(self, u: Tensor, v: Tensor) -> Tensor:
@@ -99,12 +107,19 @@ class LinkPrediction(Objective):
     def pair_score(self, hu: Tensor, hv: Tensor) -> Tensor:
         return self.score(torch.cat([hu, hv, hu * hv], dim=-1)).squeeze(-1)
 
-    def states(self, model: Backbone, batch: Batch, cand: Tensor,
+    def scored_rows(self, rows: Tensor, generator: torch.Generator) -> Tensor:
+        """The seeds LP scores: in training a seeded ``seed_share`` of them (at least one), else all."""
+        if not self.training or self.seed_share >= 1:
+            return rows
+        keep = max(1, round(self.seed_share * len(rows)))
+        return rows[torch.randperm(len(rows), generator=generator)[:keep].sort().values]
+
+    def states(self, model: Backbone, batch: Batch, rows: Tensor, cand: Tensor,
                generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """Source [B, d], target [B, d] and candidate [B, M, d] states, all at each seed's time in
-        trees without the seed's pair. Candidates go into the sampler two by two (a pair of roots
-        shares a time and a hidden pair), the last one twice when M is odd."""
-        builder, rows = batch.builder, batch.rows.cpu()
+        """Source [B, d], target [B, d] and candidate [B, M, d] states of the seed events ``rows``,
+        all at each seed's time in trees without the seed's pair. Candidates go into the sampler two
+        by two (a pair of roots shares a time and a hidden pair), the last one twice when M is odd."""
+        builder = batch.builder
         prep, (b, m) = builder.prep, cand.shape
         if m % 2:
             cand = torch.cat([cand, cand[:, -1:]], 1)
@@ -118,15 +133,16 @@ class LinkPrediction(Objective):
             torch.cat([u, cand[:, :half].reshape(-1)]), torch.cat([v, cand[:, half:].reshape(-1)]),
             None if prep.time is None else per_root(prep.time[rows]), generator, exclude_edge=per_root(rows),
             exclude_pair=True, pair=(per_root(u), per_root(v)))
-        view = Batch(batch.rows, batch.tf, builder.context(sub).to(batch.rows.device))
+        view = Batch(rows, None, builder.context(sub).to(batch.rows.device))  # only its graph is encoded
         h = model.encode_graph(view, ego_ids=False)
         d = h.shape[1] // 2
         roots = h[b:].view(b, half, 2, d).transpose(1, 2).reshape(b, 2 * half, d)  # candidates in input order
         return h[:b, :d], h[:b, d:], roots[:, :m]
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
-        cand, ok_source, ok_target = self.sample_candidates(batch.builder, batch.rows.cpu(), generator)
-        hu, hv, hc = self.states(model, batch, cand, generator)
+        rows = self.scored_rows(batch.rows.cpu(), generator)
+        cand, ok_source, ok_target = self.sample_candidates(batch.builder, rows, generator)
+        hu, hv, hc = self.states(model, batch, rows, cand, generator)
         pos = self.pair_score(hu, hv)
         neg = torch.cat([self.pair_score(hc, hv.unsqueeze(1).expand_as(hc)),
                          self.pair_score(hu.unsqueeze(1).expand_as(hc), hc)], 1)

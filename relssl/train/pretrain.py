@@ -177,7 +177,9 @@ class Pretrainer:
         t = device_clock(self.device)
         batch = self.builders[split](rows, gen).to(self.device)
         self.phase_seconds["sampling"] += device_clock(self.device) - t
-        graph = self.model.encode_graph(batch)
+        # The shared view's encoding, unless every task samples a view of its own (LP alone).
+        shared = any(not obj.own_view for obj in self.objectives)
+        graph = self.model.encode_graph(batch) if shared else None
         outputs = [obj(self.model, batch, graph,
                        seeding.generator(gen.initial_seed(), seeding.OWN_VIEW, i) if obj.own_view else gen)
                    for i, obj in enumerate(self.objectives)]
