@@ -262,14 +262,22 @@ def test_movielens_builtin_has_real_content():
 
 
 def test_best_setting_is_chosen_on_validation_not_test():
-    from relssl.experiments.recsys import best_on_validation, sweep_variants
+    from relssl.experiments.recsys import sweep_variants
+    from relssl.experiments.report import chosen_on_validation
 
     assert sweep_variants({"adv_weight": [0.1], "critic_lr": [1e-3, 3e-4]}) == {
         "mmssl-adv_weight=0.1-critic_lr=0.001": {"model": "mmssl", "adv_weight": 0.1, "critic_lr": 0.001},
         "mmssl-adv_weight=0.1-critic_lr=0.0003": {"model": "mmssl", "adv_weight": 0.1, "critic_lr": 0.0003}}
 
     def run(val, test):
-        return {"final": {"recall@20": test}, "history": [{"split": "val", "recall@20": v} for v in val]}
+        best = 1 + max(range(len(val)), key=val.__getitem__)
+        return {"final": {"recall@20": test, "best_epoch": best},
+                "history": [{"split": "val", "epoch": e, "recall@20": v} for e, v in enumerate(val, 1)]}
 
     results = {"a": [run([0.1, 0.3], 0.9)], "b": [run([0.2, 0.25], 0.1), run([0.4, 0.1], 0.1)]}
-    assert best_on_validation(results, ["a", "b"]) == "b"  # best epochs 0.25 and 0.4 beat 0.3; test plays no part
+    # best epochs 0.25 and 0.4 beat 0.3; test plays no part
+    assert chosen_on_validation(results, ["a", "b"], "recall@20") == "b"
+    for runs in results.values():  # a lower-is-better metric picks the lowest
+        for r in runs:
+            r["history"] = [{**h, "mcm/loss": h["recall@20"]} for h in r["history"]]
+    assert chosen_on_validation(results, ["a", "b"], "mcm/loss") == "a"

@@ -69,12 +69,15 @@ def number_list(text: str, flag: str, kind=int) -> list:
                           f"{'8,4' if kind is int else '1,0.5'}") from None
 
 
-def add_config_flags(p: argparse.ArgumentParser, flags: dict) -> None:
-    """One flag per config field (``config_flags``); a bool is a switch away from its default:
-    --no-time-aware, --skip-bad-rows. Not given is None, so a --config's value stands."""
+def add_config_flags(p: argparse.ArgumentParser, flags: dict, both_forms: bool = False) -> None:
+    """One flag per config field (``config_flags``); a bool is a switch away from its default
+    (--no-time-aware, --skip-bad-rows), or with ``both_forms`` --x and --no-x. Not given is None,
+    so a --config's value stands."""
     for name, (typ, default, text) in flags.items():
         flag = "--" + name.replace("_", "-")
-        if typ is bool:
+        if typ is bool and both_forms:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif typ is bool:
             p.add_argument(f"--no-{name.replace('_', '-')}" if default else flag, action="store_true",
                            dest=name, default=None, help=text)
         else:
@@ -96,12 +99,7 @@ def add_resume_flag(p: argparse.ArgumentParser) -> None:
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (e.g. a run folder's config.yaml); flags override it")
     add_config_flags(p, RUN_FLAGS)
-    for name, (typ, default, text) in MODEL_FLAGS.items():
-        if typ is bool:  # both forms: not given keeps the --config's value, else the default
-            p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
-                           help=text)
-        else:
-            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=flag_help(text, default))
+    add_config_flags(p, MODEL_FLAGS, both_forms=True)  # --ports and --no-ports: a --config may say either
     for name, (_, _, default, text) in COMBINER_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None, help=flag_help(text, default))
     for name, (_, typ, default, text) in OBJECTIVE_FLAGS.items():

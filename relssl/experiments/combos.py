@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from relssl.metrics import reference_key
-from relssl.experiments.report import plot_validation_curves, values_table
+from relssl.experiments.report import chosen_on_validation, plot_validation_curves, values_table
 from relssl.experiments.runner import run_grid
 from relssl.train.pretrain import PretrainConfig
 
@@ -21,12 +21,6 @@ METRICS = {"mcm/acc": "ACC", "mcm/rmse": "RMSE", "lp/mrr": "MRR"}
 # this grid, w chosen per subset on the mean validation MCM loss over seeds. The literature's
 # baseline for any adaptive combiner (Kurin et al. 2022; Xin et al. 2022): a tuned sum is hard to beat.
 TUNED_WEIGHTS = (0.1, 0.3, 1.0, 3.0)
-
-
-def validation_loss(run: dict, metric: str = "mcm/loss") -> float:
-    """``metric`` on the validation split at the run's best epoch (what early stopping kept)."""
-    best = run["final"]["best_epoch"]
-    return next(r[metric] for r in run["history"] if r["split"] == "val" and r["epoch"] == best)
 
 
 def grid_configs(base: PretrainConfig, subsets, combiners: list[str]) -> dict[str, PretrainConfig]:
@@ -53,7 +47,7 @@ def chosen_runs(results: dict[str, list[dict]], subsets, combiners: list[str]) -
                 chosen[s, c] = f"{'+'.join(s)}-{c}"
                 continue
             labels = [label for label in results if label.startswith(f"{'+'.join(s)}-w")]
-            chosen[s, c] = min(labels, key=lambda label: np.mean([validation_loss(r) for r in results[label]]))
+            chosen[s, c] = chosen_on_validation(results, labels, "mcm/loss")
     return chosen
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relssl.experiments.report import mean_std, metric_table, plot_validation_curves
+from relssl.experiments.report import chosen_on_validation, mean_std, metric_table, plot_validation_curves
 from relssl.experiments.runner import reuse_or_train
 from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.train import RecConfig, train_recsys
@@ -34,13 +34,6 @@ def sweep_variants(sweep: dict[str, list[float]]) -> dict[str, dict]:
         label = "mmssl-" + "-".join(f"{k}={v:g}" for k, v in setting.items())
         variants[label] = {"model": "mmssl", **setting}
     return variants
-
-
-def best_on_validation(results: dict[str, list[dict]], labels: list[str], metric: str = "recall@20") -> str:
-    """The label whose runs have the highest mean best-epoch validation ``metric``."""
-    def score(label: str) -> float:
-        return float(np.mean([max(r[metric] for r in run["history"] if r["split"] == "val") for run in results[label]]))
-    return max(labels, key=score)
 
 
 def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str], out: Path, command: list[str],
@@ -107,7 +100,7 @@ def cost_table(results: dict[str, list[dict]]) -> str:
 def sweep_verdict(results: dict[str, list[dict]], swept: list[str], sweep: dict[str, list[float]]) -> str:
     """Does MMSSL's adversarial part help at its best swept setting? Test Recall@20 of the setting
     chosen on validation against MMSSL without it, beyond the larger seed std or not."""
-    best = best_on_validation(results, swept)
+    best = chosen_on_validation(results, swept, "recall@20")
     a, b = ([r["final"]["recall@20"] for r in results[label]] for label in (best, "mmssl-noadv"))
     (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
     diff, noise = mean_a - mean_b, max(std_a, std_b)

@@ -24,6 +24,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
+def validation_at_best(run: dict, metric: str) -> float:
+    """``metric`` on the validation split at the run's best epoch (what early stopping kept)."""
+    best = run["final"]["best_epoch"]
+    return next(r[metric] for r in run["history"] if r["split"] == "val" and r["epoch"] == best)
+
+
+def chosen_on_validation(results: dict[str, list[dict]], labels: list[str], metric: str) -> str:
+    """Of ``labels``, the one whose runs have the best mean validation ``metric`` at their best
+    epochs: how an experiment picks a setting without looking at the test split."""
+    pick = max if higher_is_better(metric) else min
+    return pick(labels, key=lambda label: float(np.mean([validation_at_best(r, metric) for r in results[label]])))
+
+
 def values_table(values: dict[str, dict[str, list[float]]], columns: dict[str, str], row_header: str,
                  digits: int = 3, reference: dict[str, list[float]] | None = None) -> str:
     """``values[row][metric]`` = per-seed values. Each cell is mean ± std over seeds; the best mean of
