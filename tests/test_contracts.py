@@ -3,6 +3,8 @@ each entry of the registries (scikit-learn's check_estimator habit): a new entry
 free."""
 import json
 import math
+import sqlite3
+from contextlib import closing
 
 import pytest
 import torch
@@ -126,8 +128,22 @@ def schema_example(folder):
     return path
 
 
+def sqlite_example(folder):
+    path = folder / "events.db"
+    with closing(sqlite3.connect(path)) as con:
+        con.executescript("CREATE TABLE people (id INTEGER PRIMARY KEY);"
+                          "CREATE TABLE events (n REAL, c TEXT, t TIMESTAMP, a INTEGER REFERENCES people(id), "
+                          "b INTEGER REFERENCES people(id));")
+        con.executemany("INSERT INTO people VALUES (?)", [(i,) for i in range(5)])
+        con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                        [(i * 0.5, "xyz"[i % 3], f"2020-09-13 12:{i:02d}:00", i % 5, (i + 1) % 5) for i in range(60)])
+        con.commit()
+    return path
+
+
 # One small file per reader: a reader without an example fails test_every_reader_has_an_example.
-READER_EXAMPLES = {"ibm_aml": aml_example, "amazon": amazon_example, "schema": schema_example}
+READER_EXAMPLES = {"ibm_aml": aml_example, "amazon": amazon_example, "schema": schema_example,
+                   "sqlite": sqlite_example}
 
 
 def test_every_reader_has_an_example():

@@ -12,6 +12,7 @@ from relssl.cli.downstream import add_downstream_experiment_parser, add_embed_pa
 from relssl.cli.feat2vec import add_feat2vec_parsers
 from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, print_metrics
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
+from relssl.cli.schema import add_schema_parser
 from relssl.errors import RelsslError
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     combos.add_argument("--out", required=True, help="experiment folder")
     combos.set_defaults(func=cmd_experiment_combos)
 
+    add_schema_parser(sub)
     add_bench_parser(sub)
     add_bench_tasks_parser(sub)
     # Multimodal recommendation: relssl recsys train, relssl experiment recsys.

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 from relssl.data.amazon import read_amazon_reviews
+from relssl.data.database import as_event_graph
 from relssl.data.ibm_aml import COL_STYPES, TRANSFORMS, _check_header, read_ibm_aml
 from relssl.data.ingest import ingest_ibm_aml
 from relssl.data.relational import RelationalData
 from relssl.data.schema import load_schema, read_yaml, schema_files, schema_stypes
+from relssl.data.sqlite import read_sqlite
 from relssl.errors import RelsslError
 
 
@@ -83,12 +85,15 @@ def _ibm_key(source: Source) -> dict:
 
 
 AMAZON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 # First match wins; IBM AML takes any other existing file, so it comes last.
 READERS = {reader.name: reader for reader in (
     Reader("schema", "a YAML schema (.yaml)", lambda p: p.suffix in (".yaml", ".yml"),
            lambda s, skip: load_schema(s.path, s.base),
            files=lambda s: schema_files(s.path, s.base or s.path.parent), cacheable=_schema_cacheable),
+    Reader("sqlite", "a SQLite file (.sqlite, .sqlite3, .db)", lambda p: p.suffix in SQLITE_SUFFIXES,
+           lambda s, skip: as_event_graph(read_sqlite(s.path)), cacheable=lambda s: False),
     Reader("amazon", "Amazon review JSON lines (.json, .json.gz)", lambda p: p.name.endswith(AMAZON_SUFFIXES),
            lambda s, skip: read_amazon_reviews(s.path, skip, name=s.spec if s.shared else None),
            cacheable=lambda s: False),

@@ -24,60 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import torch_frame
 import yaml
 
+from relssl.data.database import Database, ForeignKey, Table, as_event_graph
 from relssl.data.relational import RelationalData, parse_mask_groups
+from relssl.data.sqlite import read_sqlite_frames
+from relssl.data.tables import STYPES, assemble_time, epoch_seconds, parse_time, read_table
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 
-STYPES = {**{s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp,
-                                   torch_frame.embedding)},
-          "text": torch_frame.text_embedded}
 VECTOR_KEYS = ("path", "key", "keys")  # an embedding column's vector file, join column, .npy key file
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (optionally gzipped) or Parquet file with pyarrow, every column as read."""
-    if not path.exists():
-        raise RelsslError(f"{path}: file not found")
-    try:
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
-        else:
-            table = pacsv.read_csv(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise RelsslError(f"{path}: cannot read table: {err}") from None
-    if table.num_rows == 0:
-        raise RelsslError(f"{path}: the file has no data rows")
-    return table.to_pandas()
-
-
-def parse_time(ser: pd.Series, source: str, unit: str | None = None, fmt: str | None = None,
-               origin: str | None = None) -> pd.Series:
-    """Timestamps as real datetimes at second resolution, from strings or from numbers in ``unit``."""
-    try:
-        if pd.api.types.is_numeric_dtype(ser):
-            if unit is None:
-                raise RelsslError(f"{source}: numeric timestamps need a 'unit' (s, ms, D, ...)")
-            out = pd.to_datetime(ser, unit=unit, origin=origin or "unix")
-        else:
-            out = pd.to_datetime(ser, format=fmt)
-    except (ValueError, TypeError, OverflowError) as err:
-        raise RelsslError(f"{source}: unparsable timestamp ({err}); expected "
-                          f"{'format ' + fmt if fmt else 'a date/time'}") from None
-    if out.isna().any():
-        bad = ser[out.isna()].iloc[0]
-        raise RelsslError(f"{source}: missing or unparsable timestamp {bad!r}")
-    return out.astype("datetime64[s]")
-
-
-def epoch_seconds(ser: pd.Series) -> np.ndarray:
-    """int64 seconds since the Unix epoch, whatever the datetime64 unit."""
-    return ser.astype("datetime64[s]").to_numpy().astype(np.int64)
 
 
 def _columns(spec: dict, where: str) -> tuple[dict, dict, dict, dict]:
@@ -140,7 +97,10 @@ def _key_values(df: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 def schema_files(path: Path, base: Path) -> list[Path]:
     """The YAML schema and the tables it names (their content is part of the key)."""
-    files = [base / t["path"] for t in schema_tables(read_yaml(path)) if "path" in t]
+    spec = read_yaml(path)
+    files = [base / t["path"] for t in schema_tables(spec) if "path" in t]
+    if isinstance(spec, dict) and spec.get("sqlite"):
+        files.append(base / spec["sqlite"])
     for file in files:
         if not file.is_file():
             raise RelsslError(f"{path}: table file {file} not found")
@@ -154,8 +114,13 @@ def schema_stypes(spec) -> list[str]:
 
 
 def schema_tables(spec) -> list[dict]:
-    """The table mappings of a parsed schema: events, then entity tables."""
-    tables = [spec.get("events")] + list((spec.get("entities") or {}).values()) if isinstance(spec, dict) else []
+    """The table mappings of a parsed schema: events, then entity tables; or every table of ``tables:``."""
+    if not isinstance(spec, dict):
+        return []
+    if isinstance(spec.get("tables"), dict):
+        tables = list(spec["tables"].values())
+    else:
+        tables = [spec.get("events")] + list((spec.get("entities") or {}).values())
     return [t for t in tables if isinstance(t, dict)]
 
 
@@ -174,8 +139,10 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent
     spec = read_yaml(path)
+    if isinstance(spec, dict) and "tables" in spec:  # the multi-table form, where its shape allows
+        return as_event_graph(load_database(path, base_dir))
     if not isinstance(spec, dict) or not isinstance(spec.get("events"), dict):
-        raise RelsslError(f"{path}: expected a mapping with an 'events' table (see docs/schema.md)")
+        raise RelsslError(f"{path}: expected a mapping with 'tables:' or an 'events' table (see docs/schema.md)")
     unknown = set(spec) - {"name", "events", "entities"}
     if unknown:
         raise RelsslError(f"{path}: unknown top-level keys {sorted(unknown)}; expected name, events, entities")
@@ -190,6 +157,9 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
     if ev.get("mask_groups"):
         mask_groups = parse_mask_groups(ev["mask_groups"], list(stypes), f"{path}: events: mask_groups")
     _require(events, [*(c for c in stypes if c not in vector_specs), *labels], ev_path)
+    for col, stype in stypes.items():
+        if col not in vector_specs:
+            _fit_stype(events, col, stype, str(ev_path))
     vectors = _vectors(events, vector_specs, base, ev_path)
 
     time_spec = ev.get("time")
@@ -290,3 +260,121 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
         vectors=vectors,
         mask_groups=mask_groups,
     )
+
+
+DATABASE_KEYS = ("name", "tables", "sqlite", "on_orphans")
+TABLE_KEYS = {"path", "delimiter", "primary_key", "time", "foreign_keys", "columns", "labels", "mask_groups"}
+
+
+def _names(spec, where: str) -> tuple[str, ...]:
+    """A column name or a list of them."""
+    if isinstance(spec, str):
+        return (spec,)
+    if isinstance(spec, list) and spec and all(isinstance(c, str) for c in spec):
+        return tuple(spec)
+    raise RelsslError(f"{where}: expected a column name or a list of column names, got {spec!r}")
+
+
+def _foreign_keys(spec, where: str) -> list[ForeignKey]:
+    """``{column: table}`` (several columns may name one table), or a list of ``{columns: [...],
+    table: T}`` for composite keys."""
+    if spec is None:
+        return []
+    if isinstance(spec, dict):
+        if not all(isinstance(t, str) for t in spec.values()):
+            raise RelsslError(f"{where}: expected {{column: table}} pairs, or a list of {{columns, table}}")
+        return [ForeignKey((str(col),), table) for col, table in spec.items()]
+    if isinstance(spec, list):
+        out = []
+        for item in spec:
+            if not isinstance(item, dict) or set(item) != {"columns", "table"}:
+                raise RelsslError(f"{where}: each entry needs exactly 'columns' and 'table', got {item!r}")
+            out.append(ForeignKey(_names(item["columns"], where), str(item["table"])))
+        return out
+    raise RelsslError(f"{where}: expected {{column: table}} pairs, or a list of {{columns, table}}")
+
+
+def _fit_stype(df: pd.DataFrame, col: str, stype, source: str) -> None:
+    """A numerical column must hold numbers: strings that are not are an error naming the first."""
+    if stype != torch_frame.numerical or pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+        return
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() & df[col].notna()
+    if bad.any():
+        row = int(np.argmax(bad.to_numpy()))
+        raise RelsslError(f"{source}: column '{col}' is declared numerical but row {row} holds {df[col].iloc[row]!r}; "
+                          f"declare it categorical or text")
+    df[col] = values
+
+
+def read_schema_table(name: str, spec, base: Path, where: str, sqlite: Path | None = None) -> Table:
+    """One entry of a multi-table schema's ``tables:``, read and typed (keys resolved later): from
+    its ``path``, or from the schema's SQLite file by its name."""
+    if not isinstance(spec, dict) or ("path" not in spec and sqlite is None):
+        raise RelsslError(f"{where}: expected a mapping with a 'path'")
+    unknown = set(spec) - TABLE_KEYS
+    if unknown:
+        raise RelsslError(f"{where}: unknown key(s) {sorted(unknown)}; expected {', '.join(sorted(TABLE_KEYS))}")
+    if "path" in spec:
+        path = (base / spec["path"]).resolve()
+        df = read_table(path, spec.get("delimiter"))
+    else:
+        path = sqlite
+        df = read_sqlite_frames(sqlite, [name])[name]
+    stypes, transforms, time_opts, vector_specs = _columns(spec, where)
+    labels = list(_names(spec["labels"], f"{where}: labels")) if spec.get("labels") else []
+    _require(df, [*(c for c in stypes if c not in vector_specs), *labels], path)
+    for col, stype in stypes.items():
+        if col not in vector_specs:
+            _fit_stype(df, col, stype, str(path))
+    for col, stype in stypes.items():
+        if stype == torch_frame.timestamp:
+            opts = time_opts.get(col, {})
+            df[col] = parse_time(df[col], f"{path}: column '{col}'", opts.get("unit"), opts.get("format"),
+                                 opts.get("origin"))
+    time_col, time = None, None
+    if spec.get("time") is not None:
+        tspec = {"column": spec["time"]} if isinstance(spec["time"], str) else dict(spec["time"])
+        if "columns" in tspec:
+            cols = list(_names(tspec.pop("columns"), f"{where}: time.columns"))
+            _require(df, cols, path)
+            parsed, time_col = assemble_time(df, cols, f"{path}: time"), "+".join(cols)
+        else:
+            time_col = tspec.pop("column", None)
+            if not isinstance(time_col, str):
+                raise RelsslError(f"{where}: time: expected a column name, {{column, format, unit, origin}} or "
+                                  f"{{columns: [year, month, day]}}")
+            _require(df, [time_col], path)
+            opts = {**time_opts.get(time_col, {}), **{k: tspec.pop(k) for k in ("unit", "format", "origin") if k in tspec}}
+            parsed = df[time_col] if stypes.get(time_col) == torch_frame.timestamp else parse_time(
+                df[time_col], f"{path}: column '{time_col}'", opts.get("unit"), opts.get("format"), opts.get("origin"))
+        if tspec:
+            raise RelsslError(f"{where}: time: unknown key(s) {sorted(tspec)}")
+        time = epoch_seconds(parsed)
+    groups = parse_mask_groups(spec["mask_groups"], list(stypes), f"{where}: mask_groups") if spec.get(
+        "mask_groups") else []
+    table = Table(name=name, df=df, col_stypes=stypes,
+                  primary_key=_names(spec["primary_key"], f"{where}: primary_key") if spec.get("primary_key") else (),
+                  foreign_keys=_foreign_keys(spec.get("foreign_keys"), f"{where}: foreign_keys"),
+                  time_col=time_col, time=time, label_cols=labels, transforms=transforms,
+                  vectors=_vectors(df, vector_specs, base, path), mask_groups=groups)
+    _require(df, sorted(table.key_columns), path)
+    return table
+
+
+def load_database(path: str | Path, base_dir: str | Path | None = None, on_orphans: str | None = None) -> Database:
+    """A multi-table schema (``tables:``) read into a checked Database; table paths (and a
+    ``sqlite:`` file whose tables are named) are relative to ``base_dir`` (default: the YAML's
+    folder). ``on_orphans`` overrides the schema's own (default: error)."""
+    path = Path(path)
+    base = Path(base_dir) if base_dir is not None else path.parent
+    spec = read_yaml(path)
+    if not isinstance(spec, dict) or not isinstance(spec.get("tables"), dict) or not spec["tables"]:
+        raise RelsslError(f"{path}: expected a mapping with 'tables:' (see docs/schema.md)")
+    unknown = set(spec) - set(DATABASE_KEYS)
+    if unknown:
+        raise RelsslError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected {', '.join(DATABASE_KEYS)}")
+    sqlite = (base / spec["sqlite"]).resolve() if spec.get("sqlite") else None
+    tables = {str(name): read_schema_table(str(name), tspec, base, f"{path}: tables.{name}", sqlite)
+              for name, tspec in spec["tables"].items()}
+    return Database(str(spec.get("name") or path.stem), tables).check(on_orphans or spec.get("on_orphans", "error"))

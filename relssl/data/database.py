@@ -1,0 +1,232 @@
+"""A relational database: tables linked by primary and foreign keys, each with typed feature
+columns and, optionally, a time column. Multi-table YAML schemas (relssl.data.schema) and SQLite
+files (relssl.data.sqlite) are read into it; like RelBench's ``Database`` of ``Table``s, with
+composite keys and several keys into one table.
+
+Integrity is checked once, when the database is built: primary keys unique and non-null, every
+foreign key resolved to a row of the table it names (``on_orphans`` decides what happens to the
+others), labels never features. Afterwards each foreign key is an int64 array of referenced row
+positions (``Database.links``), -1 where a kept orphan or null key points nowhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch_frame
+
+from relssl.data.relational import RelationalData
+from relssl.errors import RelsslError
+
+ON_ORPHANS = ("error", "drop", "keep-null")
+STYPE_NAMES = {"text_embedded": "text"}  # torch_frame's name -> the schema's
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    columns: tuple[str, ...]  # in this table
+    table: str  # the referenced table; its primary key has as many columns, in this order
+
+    def __str__(self) -> str:
+        return f"{'+'.join(self.columns)} -> {self.table}"
+
+
+@dataclass
+class Table:
+    """One table's rows: feature columns (``col_stypes``), labels, keys and time, as read."""
+
+    name: str
+    df: pd.DataFrame
+    col_stypes: dict[str, torch_frame.stype] = field(default_factory=dict)
+    primary_key: tuple[str, ...] = ()
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    time_col: str | None = None
+    time: np.ndarray | None = None  # int64 seconds since the Unix epoch, one per row; None: a static table
+    label_cols: list[str] = field(default_factory=list)
+    transforms: dict[str, str] = field(default_factory=dict)  # column -> "log1p", applied when encoding
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embedding column -> [rows, dim]
+    mask_groups: list[list[str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    @property
+    def key_columns(self) -> set[str]:
+        return set(self.primary_key) | {c for fk in self.foreign_keys for c in fk.columns}
+
+    def check_columns(self) -> None:
+        """Every named column exists; keys and labels are not features."""
+        named = [*self.col_stypes, *self.label_cols, *self.primary_key, *(c for fk in self.foreign_keys for c in fk.columns)]
+        missing = [c for c in dict.fromkeys(named) if c not in self.df and c not in self.vectors]
+        if missing:
+            raise RelsslError(f"table '{self.name}': column(s) {missing} not found; it has {list(self.df.columns)}")
+        for what, cols in (("label", self.label_cols), ("key", sorted(self.key_columns))):
+            both = [c for c in cols if c in self.col_stypes]
+            if both:
+                raise RelsslError(f"table '{self.name}': {what} column(s) {both} cannot also be features "
+                                  f"(remove them from columns:)")
+        if self.time is not None and len(self.time) != len(self.df):
+            raise RelsslError(f"table '{self.name}': {len(self.time)} times for {len(self.df)} rows")
+
+
+def key_strings(df: pd.DataFrame, cols: tuple[str, ...] | list[str]) -> pd.Series:
+    """One comparable string per row for the key ``cols`` (<NA> where any part is null). Integral
+    floats read as integers, so a key column read as 1.0 (a CSV column with gaps) matches 1."""
+    parts = []
+    for col in cols:
+        ser = df[col]
+        if pd.api.types.is_float_dtype(ser) and (ser.dropna() % 1 == 0).all():
+            ser = ser.astype("Int64")
+        parts.append(ser.astype("string").replace("", pd.NA))  # an empty key is a missing one
+    if len(parts) == 1:
+        return parts[0]
+    out = parts[0].str.cat(parts[1:], sep="\x1f")
+    return out.where(~pd.concat(parts, axis=1).isna().any(axis=1))
+
+
+@dataclass
+class Database:
+    name: str
+    tables: dict[str, Table]
+    links: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # (table, fk index) -> row ids
+    orphans: dict[tuple[str, int], int] = field(default_factory=dict)  # kept or dropped, per foreign key
+
+    def __post_init__(self) -> None:
+        if not self.tables:
+            raise RelsslError(f"database '{self.name}': no tables")
+
+    def check(self, on_orphans: str = "error") -> "Database":
+        """Validate keys and resolve every foreign key (see the module docstring); returns self."""
+        if on_orphans not in ON_ORPHANS:
+            raise RelsslError(f"on_orphans {on_orphans!r}: expected one of {', '.join(ON_ORPHANS)}")
+        for table in self.tables.values():
+            table.check_columns()
+            for fk in table.foreign_keys:
+                target = self.tables.get(fk.table)
+                if target is None:
+                    raise RelsslError(f"table '{table.name}': foreign key {fk} names an unknown table; "
+                                      f"tables: {', '.join(self.tables)}")
+                if len(target.primary_key) != len(fk.columns):
+                    raise RelsslError(f"table '{table.name}': foreign key {fk} has {len(fk.columns)} column(s) but "
+                                      f"'{fk.table}' has primary key {list(target.primary_key) or 'none'}")
+        index = {name: self._primary_index(t) for name, t in self.tables.items() if t.primary_key}
+        # Dropping orphan rows can orphan the rows that reference them: repeat until nothing changes.
+        for _ in range(len(self.tables) + 1):
+            dropped = False
+            for table in self.tables.values():
+                for i, fk in enumerate(table.foreign_keys):
+                    keys = key_strings(table.df, fk.columns)
+                    rows = index[fk.table].get_indexer(keys.fillna("\x00<null>"))
+                    null, unknown = keys.isna().to_numpy(), (rows < 0) & ~keys.isna().to_numpy()
+                    bad = null | unknown
+                    if bad.any() and on_orphans == "error":
+                        what = [f"{int(unknown.sum())} value(s) not in '{fk.table}' (e.g. {keys[unknown].iloc[0]!r})"
+                                if unknown.any() else "", f"{int(null.sum())} null value(s)" if null.any() else ""]
+                        raise RelsslError(f"table '{table.name}': foreign key {fk}: {' and '.join(filter(None, what))}"
+                                          f"; set on_orphans: drop (the rows) or keep-null (unlinked) in the schema")
+                    if bad.any() and on_orphans == "drop":
+                        self._drop_rows(table, bad)
+                        index[table.name] = self._primary_index(table) if table.primary_key else None
+                        dropped = True
+                        self.orphans[table.name, i] = self.orphans.get((table.name, i), 0) + int(bad.sum())
+                        break
+                    self.links[table.name, i] = rows.astype(np.int64)
+                    if on_orphans == "keep-null":
+                        self.orphans[table.name, i] = int(bad.sum())
+            if not dropped:
+                return self
+        raise RelsslError(f"database '{self.name}': dropping orphan rows did not settle")
+
+    def _primary_index(self, table: Table) -> pd.Index:
+        keys = key_strings(table.df, table.primary_key)
+        if keys.isna().any():
+            row = int(np.argmax(keys.isna().to_numpy()))
+            raise RelsslError(f"table '{table.name}': primary key {list(table.primary_key)} is null in "
+                              f"{int(keys.isna().sum())} row(s) (first: row {row})")
+        dup = keys.duplicated()
+        if dup.any():
+            raise RelsslError(f"table '{table.name}': primary key {list(table.primary_key)} has "
+                              f"{int(dup.sum())} duplicate(s) (e.g. {keys[dup].iloc[0]!r})")
+        return pd.Index(keys)
+
+    @staticmethod
+    def _drop_rows(table: Table, bad: np.ndarray) -> None:
+        keep = ~bad
+        table.df = table.df[keep].reset_index(drop=True)
+        if table.time is not None:
+            table.time = table.time[keep]
+        table.vectors = {c: v[keep] for c, v in table.vectors.items()}
+
+    def summary(self) -> str:
+        """What the graph will hold: tables (rows, features, time range), key links and orphans."""
+        lines = [f"database '{self.name}': {len(self.tables)} table(s)"]
+        for table in self.tables.values():
+            kinds = pd.Series([STYPE_NAMES.get(s.value, s.value) for s in table.col_stypes.values()]).value_counts().to_dict()
+            features = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "no features"
+            if table.time is None:
+                when = "static"
+            else:
+                lo, hi = (pd.Timestamp(int(v), unit="s") for v in (table.time.min(), table.time.max()))
+                when = f"time '{table.time_col}' {lo} .. {hi}"
+            key = f"primary key {'+'.join(table.primary_key)}" if table.primary_key else "no primary key"
+            labels = f"; labels {', '.join(table.label_cols)}" if table.label_cols else ""
+            lines.append(f"  {table.name}: {len(table):,} rows; {features}; {key}; {when}{labels}")
+        for (name, i), rows in self.links.items():
+            fk = self.tables[name].foreign_keys[i]
+            linked = int((rows >= 0).sum())
+            orphans = self.orphans.get((name, i), 0)
+            lines.append(f"  link {name}.{fk}: {linked:,} of {len(rows):,} rows linked"
+                         + (f"; {orphans:,} orphan(s) {'kept as null' if (rows < 0).any() else 'dropped'}"
+                            if orphans else ""))
+        return "\n".join(lines)
+
+
+def as_event_graph(db: Database) -> RelationalData:
+    """The database in relssl's event-graph form, where its shape allows: one table alone (no
+    graph), or one event table whose two foreign keys each link a row to an entity (accounts,
+    users, items), the entity tables static, with features only where both keys name the same
+    table. Any other shape is refused, naming what does not fit: the heterogeneous graph of any
+    number of tables is not built yet.
+    """
+    def single(table: Table, entities: dict | None = None) -> RelationalData:
+        return RelationalData(name=db.name, events=table.df, col_stypes=table.col_stypes,
+                              label_cols=table.label_cols, time_col=table.time_col, time=table.time,
+                              transforms=table.transforms, vectors=table.vectors, mask_groups=table.mask_groups,
+                              **(entities or {}))
+
+    if len(db.tables) == 1:
+        table = next(iter(db.tables.values()))
+        if not table.foreign_keys:
+            return single(table)
+    events = [t for t in db.tables.values() if len(t.foreign_keys) == 2]
+    shape = (f"database '{db.name}': relssl pre-trains one event table whose two foreign keys link entity rows, "
+             f"or a single table; multi-table graphs are not built yet")
+    if len(events) != 1:
+        raise RelsslError(f"{shape} ({len(events)} tables have two foreign keys)")
+    ev = events[0]
+    targets = [db.tables[fk.table] for fk in ev.foreign_keys]
+    others = [n for n in db.tables if n != ev.name and n not in {t.name for t in targets}]
+    if others:
+        raise RelsslError(f"{shape} (tables {others} are not linked by '{ev.name}')")
+    for i, target in enumerate(targets):
+        if target.foreign_keys or target.time is not None:
+            raise RelsslError(f"{shape} ('{target.name}' has {'foreign keys' if target.foreign_keys else 'a time'})")
+        if (db.links[ev.name, i] < 0).any():
+            raise RelsslError(f"table '{ev.name}': foreign key {ev.foreign_keys[i]} has unlinked rows; an event needs "
+                              f"both ends (set on_orphans: drop in the schema)")
+    src, dst = db.links[ev.name, 0], db.links[ev.name, 1]
+    same = targets[0].name == targets[1].name
+    if same:
+        entity = targets[0]
+        keys = entity.df[list(entity.primary_key)].reset_index(drop=True)
+        return single(ev, dict(src=src, dst=dst, num_entities=len(entity), entity_keys=keys,
+                               entities=entity.df.reset_index(drop=True), entity_col_stypes=entity.col_stypes,
+                               entity_label_cols=entity.label_cols))
+    featured = [t.name for t in targets if t.col_stypes or t.label_cols]
+    if featured:
+        raise RelsslError(f"{shape} (the event table links two tables, and {featured} have columns)")
+    first = len(targets[0])
+    keys = pd.DataFrame({"table": [targets[0].name] * first + [targets[1].name] * len(targets[1]),
+                         "key": pd.concat([key_strings(t.df, t.primary_key) for t in targets], ignore_index=True)})
+    return single(ev, dict(src=src, dst=dst + first, num_entities=first + len(targets[1]), entity_keys=keys))

