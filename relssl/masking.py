@@ -60,8 +60,8 @@ class Masker:
         # training rows with a vector (embedding values are gathered from the table when drawn).
         self.num_pool, self.cat_cumcount, self.emb_pool = {}, {}, {}
         # The trivial predictions that masked-cell metrics are reported beside (by column position):
-        # the training majority class, and the mean training vector (numbers: the training mean).
-        self.majority, self.mean_vector = {}, {}
+        # the training majority and runner-up classes, the mean training vector (numbers: the mean).
+        self.majority, self.runner_up, self.mean_vector = {}, {}, {}
         for pos, col in enumerate(enc.columns):
             if col.stype == torch_frame.numerical:
                 values = tf.feat_dict[col.stype][train_rows, col.index]
@@ -69,7 +69,8 @@ class Masker:
             elif col.stype == torch_frame.categorical and col.num_categories > 0:
                 counts = category_counts(enc, col)
                 self.cat_cumcount[col.index] = torch.cumsum(counts, 0)
-                self.majority[pos] = int(counts.argmax())
+                top = torch.sort(counts, descending=True, stable=True).indices[:2]  # ties: the first category
+                self.majority[pos], self.runner_up[pos] = int(top[0]), int(top[-1])
             elif col.stype == torch_frame.embedding:
                 feat = tf.feat_dict[col.stype]
                 self.emb_values = feat.values

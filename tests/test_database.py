@@ -6,9 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch_frame
+import torch
 import yaml
 
 from relssl.cli import main
+from relssl.data.database import Database
+from relssl.data.prepare import prepare_database
+from relssl.data.splits import TRAIN, VAL
+from relssl.nn.backbone import ModelConfig
+from relssl.train.pretrain import PretrainConfig, Pretrainer
 from relssl.data.datasets import load_dataset
 from relssl.data.infer import draft_schema
 from relssl.data.schema import load_database, load_schema
@@ -67,9 +73,62 @@ def test_a_database_of_three_linked_tables(ratdat):
     assert len(dropped.tables["surveys"].time) == 35_549 - 763
 
 
-def test_shapes_beyond_one_event_table_are_refused_by_name(ratdat):
-    with pytest.raises(RelsslError, match="multi-table graphs are not built yet.*'species', 'plots'"):
-        load_schema(schema(ratdat, PORTAL + "on_orphans: drop\n"))
+# Pre-training tests read the species name as a category: text columns need the optional text extra.
+TRAINABLE = PORTAL.replace("species: text", "species: categorical") + "on_orphans: drop\n"
+
+
+def test_a_database_pretrains_on_the_rows_of_one_table(ratdat, tmp_path):
+    data = load_schema(schema(ratdat, TRAINABLE))
+    assert isinstance(data, Database)  # surveys link two tables with features: not one event table
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(ratdat / "schema.yaml"), "--table", "surveys", "--objectives", "mcm,am",
+                 "--epochs", "1", "--out", str(run), *TINY]) == 0
+    final = yaml.safe_load((run / "final.json").read_text())
+    assert {"mcm/acc/sex", "mcm/rmse/weight", "am/acc/sex"} <= set(final)
+    assert main(["pretrain", "--data", str(ratdat / "schema.yaml"), "--table", "plot", "--epochs", "1",
+                 "--out", str(tmp_path / "bad"), *TINY]) == 2
+
+
+def ratdat_trainer(ratdat, **kw):
+    data = load_schema(schema(ratdat, TRAINABLE))
+    model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=2, fanouts=[4, 3])
+    cfg = PretrainConfig(data="portal", objectives=["mcm", "am"], batch_size=128, device="cpu", eval_rows=200,
+                         model=model, **kw)
+    return Pretrainer(cfg, prepare_database(data, "surveys"))
+
+
+def test_a_seed_rows_own_cells_never_reach_its_graph_state(ratdat):
+    trainer = ratdat_trainer(ratdat)
+    prep, rows = trainer.prep, trainer.prep.rows(TRAIN)[-64:]
+
+    def graph_state():
+        batch = trainer.builders[TRAIN](rows, torch.Generator().manual_seed(0))
+        return trainer.model.encode_graph(batch).detach()
+
+    before = graph_state()
+    numbers = prep.events.tf.feat_dict[torch_frame.numerical]
+    saved = numbers[rows].clone()
+    numbers[rows] = 1e3  # the seed rows' own weights and hindfoot lengths
+    try:
+        assert torch.equal(graph_state(), before)
+    finally:
+        numbers[rows] = saved
+    numbers[prep.rows(TRAIN)[:-64]] = 1e3  # other rows do reach it
+    assert not torch.equal(graph_state(), before)
+
+
+def test_training_trees_hold_no_later_rows(ratdat):
+    trainer = ratdat_trainer(ratdat, time_aware=False)
+    prep, db = trainer.prep, trainer.prep.database
+    batch = trainer.builders[TRAIN](prep.rows(TRAIN)[:200], torch.Generator().manual_seed(0))
+    tree = batch.graph.tree
+    surveys = tree.node_row[tree.node_table == db.seed_table]
+    assert (prep.split[surveys.numpy()] == TRAIN).all()  # without a time cut, still the training rows only
+    timed = ratdat_trainer(ratdat)
+    batch = timed.builders[VAL](prep.rows(VAL)[:200], torch.Generator().manual_seed(0))
+    tree, seed_time = batch.graph.tree, prep.time[prep.rows(VAL)[:200]]
+    at = tree.node_table == db.seed_table
+    assert (prep.time[tree.node_row[at]] <= seed_time[tree.node_seed[at]]).all()
 
 
 def test_the_tables_form_of_amlsim_equals_its_events_form(shared_data, tmp_path):

@@ -244,22 +244,31 @@ def test_mask_vector_labels_the_changed_cells_not_the_chosen_ones(community):
     assert out.sums["cell_unchanged"] == float((~masked.corrupted & observed).sum())
 
 
-def test_masked_cell_metrics_sit_beside_their_trivial_references(community):
-    trainer = Pretrainer(small_config(["mcm"], mask_prob=0.5), community)
+@pytest.mark.parametrize("mask", ["replace", "bert", "remove"])
+def test_masked_cell_metrics_sit_beside_their_trivial_references(community, mask):
+    trainer = Pretrainer(small_config(["mcm"], mask_prob=0.5, mask=mask), community)
     metrics = trainer.evaluate(VAL)
-    # by hand, on the same cells: the training majority category, the training mean
+    # by hand, on the same cells, seeing what the model sees: the training mean for numbers; for a
+    # category the majority when removed, under replace (the shown category is never the true one)
+    # the majority of the other categories, else (bert's unchanged cells) the shown value
     train, rows = community.rows(TRAIN), trainer.eval_rows[VAL]
     masker = trainer.objectives[0].masker
     hits = count = sq = n = 0.0
     for step, r in enumerate(rows.split(trainer.cfg.batch_size)):
         gen = trainer.step_generator(seeding.EVAL_STEP, VAL, step)
         batch = trainer.builders[VAL](r, gen)
-        target = masker(batch.tf, gen).target
+        masked = masker(batch.tf, gen)
         for pos, col in enumerate(masker.columns):
             all_train = community.events.tf.feat_dict[col.stype][train, col.index]
-            truth = batch.tf.feat_dict[col.stype][target[:, pos], col.index]
+            cells = masked.target[:, pos]
+            truth = batch.tf.feat_dict[col.stype][cells, col.index]
             if col.stype == torch_frame.categorical:
-                hits += float((truth == torch.mode(all_train).values).sum())
+                ranked = torch.bincount(all_train).argsort(descending=True, stable=True)
+                shown = masked.tf.feat_dict[col.stype][cells, col.index]
+                other = torch.where(shown == ranked[0], ranked[1], ranked[0])
+                guess = torch.where(masked.remove[cells, pos], ranked[0],
+                                    other if mask == "replace" else shown)
+                hits += float((truth == guess).sum())
                 count += len(truth)
             else:
                 sq += float((((truth - all_train.mean()) / all_train.std()) ** 2).sum())
@@ -267,6 +276,18 @@ def test_masked_cell_metrics_sit_beside_their_trivial_references(community):
     assert metrics["mcm/acc_ref"] == pytest.approx(hits / count)
     assert metrics["mcm/rmse_ref"] == pytest.approx((sq / n) ** 0.5, rel=1e-3)
     assert {"mcm/acc/a", "mcm/acc_ref/a", "mcm/rmse/x", "mcm/rmse_ref/x"} <= set(metrics)
+
+
+def test_a_replaced_binary_category_gives_its_answer_away_and_the_reference_says_so():
+    # Under replace the shown category always differs from the true one: on a two-category column
+    # the true value is the other one, and the reference scores 1.0 (under remove: the majority share).
+    rng = np.random.default_rng(0)
+    events = pd.DataFrame({"a": rng.choice(["yes", "no"], 1200, p=[0.7, 0.3]), "x": rng.normal(size=1200)})
+    prep = prepare(RelationalData(name="binary", events=events, col_stypes={"a": torch_frame.categorical,
+                                                                             "x": torch_frame.numerical}))
+    refs = {mask: Pretrainer(small_config(["mcm"], mask=mask), prep).evaluate(VAL)["mcm/acc_ref/a"]
+            for mask in ("replace", "remove")}
+    assert refs["replace"] == 1.0 and refs["remove"] == pytest.approx(0.7, abs=0.07)
 
 
 def test_single_table_runs_row_objectives_and_refuses_graph_ones():

@@ -96,6 +96,11 @@ class Database:
         if not self.tables:
             raise RelsslError(f"database '{self.name}': no tables")
 
+    @property
+    def has_graph(self) -> bool:
+        """Rows are linked by keys: a row has a neighbourhood."""
+        return any(t.foreign_keys for t in self.tables.values())
+
     def check(self, on_orphans: str = "error") -> "Database":
         """Validate keys and resolve every foreign key (see the module docstring); returns self."""
         if on_orphans not in ON_ORPHANS:
@@ -182,50 +187,38 @@ class Database:
         return "\n".join(lines)
 
 
-def as_event_graph(db: Database) -> RelationalData:
-    """The database in relssl's event-graph form, where its shape allows: one table alone (no
-    graph), or one event table whose two foreign keys each link a row to an entity (accounts,
-    users, items), the entity tables static, with features only where both keys name the same
-    table. Any other shape is refused, naming what does not fit: the heterogeneous graph of any
-    number of tables is not built yet.
-    """
+def as_event_graph(db: Database) -> RelationalData | None:
+    """The database in relssl's event-graph form where its shape is one: a single table without
+    keys, or one event table whose two foreign keys link every row to entity rows (accounts,
+    users, items), the entity tables static and linked by nothing else, with features only where
+    both keys name the same table. None for any other shape: it trains as a database of rows
+    linked by keys (relssl.graph.relations)."""
     def single(table: Table, entities: dict | None = None) -> RelationalData:
         return RelationalData(name=db.name, events=table.df, col_stypes=table.col_stypes,
                               label_cols=table.label_cols, time_col=table.time_col, time=table.time,
                               transforms=table.transforms, vectors=table.vectors, mask_groups=table.mask_groups,
                               **(entities or {}))
 
-    if len(db.tables) == 1:
-        table = next(iter(db.tables.values()))
-        if not table.foreign_keys:
-            return single(table)
+    if len(db.tables) == 1 and not next(iter(db.tables.values())).foreign_keys:
+        return single(next(iter(db.tables.values())))
     events = [t for t in db.tables.values() if len(t.foreign_keys) == 2]
-    shape = (f"database '{db.name}': relssl pre-trains one event table whose two foreign keys link entity rows, "
-             f"or a single table; multi-table graphs are not built yet")
     if len(events) != 1:
-        raise RelsslError(f"{shape} ({len(events)} tables have two foreign keys)")
+        return None
     ev = events[0]
     targets = [db.tables[fk.table] for fk in ev.foreign_keys]
-    others = [n for n in db.tables if n != ev.name and n not in {t.name for t in targets}]
-    if others:
-        raise RelsslError(f"{shape} (tables {others} are not linked by '{ev.name}')")
-    for i, target in enumerate(targets):
-        if target.foreign_keys or target.time is not None:
-            raise RelsslError(f"{shape} ('{target.name}' has {'foreign keys' if target.foreign_keys else 'a time'})")
-        if (db.links[ev.name, i] < 0).any():
-            raise RelsslError(f"table '{ev.name}': foreign key {ev.foreign_keys[i]} has unlinked rows; an event needs "
-                              f"both ends (set on_orphans: drop in the schema)")
+    if set(db.tables) != {ev.name, *(t.name for t in targets)} or ev.name in {t.name for t in targets}:
+        return None
+    if any(t.foreign_keys or t.time is not None or (db.links[ev.name, i] < 0).any() for i, t in enumerate(targets)):
+        return None
     src, dst = db.links[ev.name, 0], db.links[ev.name, 1]
-    same = targets[0].name == targets[1].name
-    if same:
+    if targets[0].name == targets[1].name:
         entity = targets[0]
         keys = entity.df[list(entity.primary_key)].reset_index(drop=True)
         return single(ev, dict(src=src, dst=dst, num_entities=len(entity), entity_keys=keys,
                                entities=entity.df.reset_index(drop=True), entity_col_stypes=entity.col_stypes,
                                entity_label_cols=entity.label_cols))
-    featured = [t.name for t in targets if t.col_stypes or t.label_cols]
-    if featured:
-        raise RelsslError(f"{shape} (the event table links two tables, and {featured} have columns)")
+    if any(t.col_stypes or t.label_cols for t in targets):
+        return None
     first = len(targets[0])
     keys = pd.DataFrame({"table": [targets[0].name] * first + [targets[1].name] * len(targets[1]),
                          "key": pd.concat([key_strings(t.df, t.primary_key) for t in targets], ignore_index=True)})

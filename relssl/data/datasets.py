@@ -11,6 +11,7 @@ from relssl.data import aml_generator
 from relssl.data.aml_generator import PRESETS, write_aml
 from relssl.data.paths import data_home, shared_data_dir
 from relssl.data.readers import READERS, Source, reader_for
+from relssl.data.database import Database
 from relssl.data.relational import RelationalData
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -60,7 +61,8 @@ def resolve(spec: str) -> Source:
     return Source(spec, reader_for(path, spec, builtin_names()), path)
 
 
-def load_dataset(spec: str, skip_bad_rows: bool = False) -> RelationalData:
+def load_dataset(spec: str, skip_bad_rows: bool = False) -> RelationalData | Database:
     """``skip_bad_rows`` lets line-based readers (Amazon reviews) skip malformed lines with a
-    counted warning instead of failing on the first."""
+    counted warning instead of failing on the first. A database of several tables that is not one
+    event table linking entities comes back as a Database."""
     return resolve(spec).read(skip_bad_rows)

@@ -6,9 +6,39 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from relssl.data.database import Database
 from relssl.data.encoding import EncodedTable, encode_table
 from relssl.data.relational import RelationalData
-from relssl.data.splits import TRAIN, temporal_split
+from relssl.data.splits import TRAIN, VAL, split_by_time, temporal_split, time_cuts
+from relssl.errors import RelsslError
+
+
+@dataclass
+class DatabaseGraph:
+    """The tables around a database's seed table, ready for relssl.graph.relations: each table's
+    encoded rows (None without features; the seed table's are ``PreparedData.events``), times,
+    foreign keys as (target table, row ids) and the time cuts of the seed table's splits."""
+
+    names: list[str]
+    num_rows: list[int]
+    seed_table: int
+    tables: list[EncodedTable | None]
+    times: list[torch.Tensor | None]
+    links: dict[tuple[int, str], tuple[int, torch.Tensor]]
+    cuts: tuple[int, int] | None  # last training and validation time (None: the seed table is static)
+
+    def visible(self, split: int, seed_split: np.ndarray) -> list[torch.Tensor | None]:
+        """Rows a tree of ``split`` may hold: the seed table's rows of that split or earlier, other
+        timed tables' rows up to the split's last time (all of them for test), static rows always."""
+        out = []
+        for t, time in enumerate(self.times):
+            if t == self.seed_table:
+                out.append(torch.from_numpy(seed_split <= split))
+            elif time is None or self.cuts is None or split > VAL:
+                out.append(None)
+            else:
+                out.append(time <= self.cuts[split])
+        return out
 
 
 @dataclass
@@ -22,13 +52,20 @@ class PreparedData:
     time: torch.Tensor | None
     num_entities: int = 0
     mask_groups: list[list[str]] = field(default_factory=list)  # columns masked together (RelationalData)
+    database: DatabaseGraph | None = None  # a database's other tables (``events`` is its seed table)
 
     def rows(self, split: int) -> torch.Tensor:
         return torch.from_numpy(np.flatnonzero(self.split == split))
 
     @property
     def has_graph(self) -> bool:
+        """Events link source and target entities (the event graph)."""
         return self.src is not None
+
+    @property
+    def has_context(self) -> bool:
+        """A row has a neighbourhood: the event graph's, or its database's linked rows."""
+        return self.has_graph or self.database is not None
 
 
 def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
@@ -36,6 +73,9 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
     """Split events by time and encode them; entity features are fitted on entities that appear
     in training events (an entity's own row carries no time, so this is the leakage-safe set).
     ``text`` embeds text columns (a ``relssl.data.text.TextEmbedder``; default: offline MiniLM, cached)."""
+    if isinstance(data, Database):
+        raise RelsslError(f"database '{data.name}': this command takes one event table so far; multi-table "
+                          f"databases pre-train (relssl pretrain --table), the other commands follow")
     split = temporal_split(data.time, data.num_events, fractions, seed)
     train_rows = np.flatnonzero(split == TRAIN)
     events = encode_table(data.events, data.col_stypes, train_rows, data.transforms, max_categories, "events",
@@ -51,3 +91,46 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
 
     return PreparedData(data, split, events, entities, as_tensor(data.src), as_tensor(data.dst),
                         as_tensor(data.time), data.num_entities, data.mask_groups)
+
+
+def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2), seed: int = 0,
+                     max_categories: int = 1000, text=None) -> PreparedData:
+    """Pretext tasks on the rows of ``table`` (default: the timed table with the most rows, else the
+    largest), split by its time; every other table encoded with statistics from rows up to the last
+    training time (static tables: all rows), for the trees of relssl.graph.relations."""
+    names = list(db.tables)
+    featured = [n for n in names if db.tables[n].col_stypes]
+    if table is None:
+        timed = [n for n in featured if db.tables[n].time is not None]
+        table = max(timed or featured or names, key=lambda n: len(db.tables[n]))
+    if table not in db.tables:
+        raise RelsslError(f"--table {table}: not a table of '{db.name}' ({', '.join(names)})")
+    seed_table = db.tables[table]
+    if not seed_table.col_stypes:
+        raise RelsslError(f"--table {table}: the table has no feature columns to pre-train on")
+    split = temporal_split(seed_table.time, len(seed_table), fractions, seed)
+    cuts = None
+    if seed_table.time is not None:
+        unique, counts = np.unique(seed_table.time, return_counts=True)
+        cuts = time_cuts(unique, counts, fractions)
+    tables = []
+    for name in names:
+        t = db.tables[name]
+        if name == table:
+            train_rows = np.flatnonzero(split == TRAIN)
+        elif t.time is not None and cuts is not None:
+            train_rows = np.flatnonzero(split_by_time(t.time, cuts) == TRAIN)
+        else:
+            train_rows = np.arange(len(t))
+        tables.append(encode_table(t.df, t.col_stypes, train_rows, t.transforms, max_categories, name, t.vectors,
+                                   text) if t.col_stypes else None)
+
+    def tensor(a):
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+    index = {n: i for i, n in enumerate(names)}
+    links = {(index[name], str(fk)): (index[fk.table], tensor(db.links[name, i]))
+             for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
+    graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables, [tensor(db.tables[n].time) for n in names], links, cuts)
+    return PreparedData(None, split, tables[index[table]], None, None, None, tensor(seed_table.time),
+                        mask_groups=seed_table.mask_groups, database=graph)

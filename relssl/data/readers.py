@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from relssl.data.amazon import read_amazon_reviews
-from relssl.data.database import as_event_graph
+from relssl.data.database import Database, as_event_graph
 from relssl.data.ibm_aml import COL_STYPES, TRANSFORMS, _check_header, read_ibm_aml
 from relssl.data.ingest import ingest_ibm_aml
 from relssl.data.relational import RelationalData
@@ -42,7 +42,7 @@ class Source:
             raise RelsslError(f"--data {self.spec}: {self.path} does not exist; put the file there or set "
                               f"RELSSL_SHARED_DATA to the folder holding {inside}")
 
-    def read(self, skip_bad_rows: bool = False) -> RelationalData:
+    def read(self, skip_bad_rows: bool = False) -> RelationalData | Database:
         self.check_present()
         return self.reader.read(self, skip_bad_rows)
 
@@ -61,7 +61,7 @@ class Reader:
     name: str
     formats: str  # what it takes, for the error naming every known input
     accepts: Callable[[Path], bool]
-    read: Callable[[Source, bool], RelationalData]  # (source, skip_bad_rows)
+    read: Callable[[Source, bool], RelationalData | Database]  # (source, skip_bad_rows)
     files: Callable[[Source], list[Path]] = lambda source: [source.path]
     cacheable: Callable[[Source], bool] = lambda source: True
     # The reader's own fixed schema, part of the cache key (a YAML schema is keyed by its digest).
@@ -70,11 +70,18 @@ class Reader:
     ingest: Callable | None = field(default=None)
 
 
+def event_graph_or_database(db: Database) -> RelationalData | Database:
+    return as_event_graph(db) or db
+
+
 def _schema_cacheable(source: Source) -> bool:
-    """The cache stores numerical, categorical and timestamp columns: a schema declaring text or
-    embedding columns is prepared in memory (text vectors have a cache of their own)."""
+    """The cache stores one event table's numerical, categorical and timestamp columns: a schema
+    declaring text or embedding columns, or several tables, is prepared in memory (text vectors
+    have a cache of their own)."""
     try:
-        return not {"text", "embedding"} & set(schema_stypes(read_yaml(source.path)))
+        spec = read_yaml(source.path)
+        several = isinstance(spec, dict) and "tables" in spec
+        return not several and not {"text", "embedding"} & set(schema_stypes(spec))
     except RelsslError:
         return True  # the schema reader reports it, naming the file
 
@@ -93,7 +100,7 @@ READERS = {reader.name: reader for reader in (
            lambda s, skip: load_schema(s.path, s.base),
            files=lambda s: schema_files(s.path, s.base or s.path.parent), cacheable=_schema_cacheable),
     Reader("sqlite", "a SQLite file (.sqlite, .sqlite3, .db)", lambda p: p.suffix in SQLITE_SUFFIXES,
-           lambda s, skip: as_event_graph(read_sqlite(s.path)), cacheable=lambda s: False),
+           lambda s, skip: event_graph_or_database(read_sqlite(s.path)), cacheable=lambda s: False),
     Reader("amazon", "Amazon review JSON lines (.json, .json.gz)", lambda p: p.name.endswith(AMAZON_SUFFIXES),
            lambda s, skip: read_amazon_reviews(s.path, skip, name=s.spec if s.shared else None),
            cacheable=lambda s: False),

@@ -134,13 +134,16 @@ def read_yaml(path: Path):
         raise RelsslError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
 
 
-def load_schema(path: str | Path, base_dir: str | Path | None = None) -> RelationalData:
-    """Read a YAML schema; table paths are relative to ``base_dir`` (default: the YAML's folder)."""
+def load_schema(path: str | Path, base_dir: str | Path | None = None) -> RelationalData | Database:
+    """Read a YAML schema; table paths are relative to ``base_dir`` (default: the YAML's folder). A
+    ``tables:`` schema is RelationalData where it is one event table linking entities
+    (``as_event_graph``), else the Database."""
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent
     spec = read_yaml(path)
-    if isinstance(spec, dict) and "tables" in spec:  # the multi-table form, where its shape allows
-        return as_event_graph(load_database(path, base_dir))
+    if isinstance(spec, dict) and "tables" in spec:
+        db = load_database(path, base_dir)
+        return as_event_graph(db) or db
     if not isinstance(spec, dict) or not isinstance(spec.get("events"), dict):
         raise RelsslError(f"{path}: expected a mapping with 'tables:' or an 'events' table (see docs/schema.md)")
     unknown = set(spec) - {"name", "events", "entities"}

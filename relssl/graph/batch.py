@@ -9,6 +9,7 @@ from torch import Tensor
 from torch_frame import TensorFrame
 
 from relssl.data.prepare import PreparedData
+from relssl.graph.relations import RelationGraph, RelationTree
 from relssl.graph.sampler import IncidenceCSR, NeighborSampler, SampledSubgraph
 
 
@@ -27,10 +28,26 @@ class GraphContext:
 
 
 @dataclass
+class RelationContext:
+    """A database batch's trees and, per table with features, its distinct non-root rows."""
+
+    tree: RelationTree
+    nodes: list[Tensor | None]  # per table: the tree nodes of that table, roots left out (None: none, or no features)
+    tfs: list[TensorFrame | None]  # per table: the distinct rows of those nodes
+    inverse: list[Tensor | None]  # per table: node -> row of tfs[table]
+
+    def to(self, device) -> "RelationContext":
+        def move(items):
+            return [None if x is None else x.to(device) for x in items]
+
+        return RelationContext(self.tree.to(device), move(self.nodes), move(self.tfs), move(self.inverse))
+
+
+@dataclass
 class Batch:
     rows: Tensor  # [B] event row ids (seeds)
     tf: TensorFrame  # the seed rows, uncorrupted
-    graph: GraphContext | None
+    graph: GraphContext | RelationContext | None
     # Work that several objectives share within one step (e.g. one masked forward for MCM and MV).
     cache: dict = field(default_factory=dict)
     builder: "BatchBuilder | None" = None  # what sampled it: a task that needs a view of its own asks it
@@ -51,7 +68,11 @@ class BatchBuilder:
     def __init__(self, prep: PreparedData, split: int, fanouts: list[int], time_aware: bool = True):
         self.prep = prep
         self.visible = torch.from_numpy((prep.split <= split).nonzero()[0])  # the events of this split's graph
-        self.sampler = None
+        self.sampler = self.relations = None
+        self.fanouts, self.time_aware = fanouts, time_aware and prep.time is not None
+        if prep.database is not None:
+            db = prep.database
+            self.relations = RelationGraph(db.names, db.num_rows, db.times, db.links, db.visible(split, prep.split))
         if prep.has_graph:
             graph = IncidenceCSR(prep.src, prep.dst, prep.num_entities, prep.time, self.visible)
             self.sampler = NeighborSampler(graph, fanouts, time_aware=time_aware and prep.time is not None)
@@ -59,6 +80,8 @@ class BatchBuilder:
     def __call__(self, rows: Tensor, generator: torch.Generator) -> Batch:
         """The seed rows and, with a graph, both endpoints' neighbourhoods (the seed event hidden)."""
         tf = self.prep.events.tf[rows]
+        if self.relations is not None:
+            return Batch(rows, tf, self.relation_context(rows, generator), builder=self)
         if self.sampler is None:
             return Batch(rows, tf, None, builder=self)
         prep = self.prep
@@ -74,6 +97,22 @@ class BatchBuilder:
             node_rows, node_inverse = torch.unique(sub.node_entity, return_inverse=True)
             node_tf = self.prep.entities.tf[node_rows]
         return GraphContext(sub, self.prep.events.tf[edge_rows], edge_inverse, node_tf, node_inverse)
+
+    def relation_context(self, rows: Tensor, generator: torch.Generator) -> RelationContext:
+        """Trees around the seed rows of the database's seed table, cut off at each row's time."""
+        db = self.prep.database
+        tree = self.relations.sample(db.seed_table, rows, self.prep.time[rows] if self.time_aware else None,
+                                     self.fanouts, generator)
+        context = RelationContext(tree, [], [], [])
+        is_root = torch.arange(tree.num_nodes) < tree.num_seeds
+        for t, enc in enumerate(db.tables):
+            at = ((tree.node_table == t) & ~is_root).nonzero().squeeze(1)
+            table_rows, inv = (None, None) if enc is None or not len(at) else torch.unique(tree.node_row[at],
+                                                                                          return_inverse=True)
+            context.nodes.append(None if inv is None else at)
+            context.tfs.append(None if inv is None else enc.tf[table_rows])
+            context.inverse.append(inv)
+        return context
 
     @cached_property
     def events_by_time(self) -> tuple[Tensor, Tensor | None]:

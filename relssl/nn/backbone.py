@@ -8,7 +8,8 @@ from torch import Tensor, nn
 from torch_frame import TensorFrame
 
 from relssl.data.prepare import PreparedData
-from relssl.graph.batch import Batch
+from relssl.errors import RelsslError
+from relssl.graph.batch import Batch, RelationContext
 from relssl.graph.sampler import SampledSubgraph
 from relssl.nn.gnn import CONVS, TreeGNN, mlp
 from relssl.nn.row_encoder import FlatRowEncoder, RowEncoder, column_encoder
@@ -54,7 +55,7 @@ def ego_marks(sub: SampledSubgraph) -> Tensor:
 class RowRepresentation:
     tokens: Tensor  # [B, C, d] per-cell outputs of the row encoder
     fused: Tensor  # [B, d] row + graph context
-    graph: Tensor | None  # [B, 2d] source and target node states from the GNN alone (no seed-row features)
+    graph: Tensor | None  # [B, 2d] source and target node states (a database: [B, d] the seed row's) from the GNN alone
 
 
 def tree_degree_histogram(prep: PreparedData, fanouts: list[int]) -> Tensor:
@@ -77,8 +78,11 @@ class Backbone(nn.Module):
         d = cfg.channels
         self.cfg = cfg
         self.row = RowEncoder(prep.events, d, cfg.row_layers, cfg.heads, cfg.dropout)
-        self.has_graph = prep.has_graph
-        if self.has_graph:
+        self.has_graph = prep.has_context
+        self.graph_channels = 2 * d if prep.has_graph else d  # source and target states, or the seed row's
+        if prep.database is not None:
+            self._relational(prep, cfg)
+        elif self.has_graph:
             self.edge_rows = FlatRowEncoder(self.row.cells, d)
             self.edge_direction = nn.Embedding(2, d)
             if cfg.ports:  # the event's port at the receiving (parent) node and at the sending (child) node
@@ -96,12 +100,42 @@ class Backbone(nn.Module):
         else:
             self.fuse = mlp(d, d)
 
+    def _relational(self, prep: PreparedData, cfg: ModelConfig) -> None:
+        """A database's trees: each table's rows by a flat encoder of its cells (the seed table's
+        sharing the row encoder's), a learned start state per table for tables without features and
+        for the roots (a seed row never sees its own cells through the graph), a learned vector per
+        relation as the edge feature of a tree GNN."""
+        db, d = prep.database, cfg.channels
+        if CONVS[cfg.gnn].needs_degree or cfg.reverse_mp or cfg.ports or cfg.ego_ids:
+            raise RelsslError("a database's trees take --gnn gine without --reverse-mp, --ports or --ego-ids "
+                              "(those read an event graph)")
+        self.table_rows = nn.ModuleList(
+            FlatRowEncoder(self.row.cells, d) if t == db.seed_table else
+            FlatRowEncoder(column_encoder(enc, d), d) if enc is not None else nn.Identity()
+            for t, enc in enumerate(db.tables))
+        self.table_start = nn.Parameter(torch.randn(len(db.tables), d) * 0.02)
+        self.relation = nn.Embedding(2 * len(db.links), d)  # each foreign key, both directions
+        self.gnn = TreeGNN(d, cfg.gnn_layers, cfg.gnn)
+        self.fuse = mlp(2 * d, d)
+
+    def encode_relations(self, context: RelationContext) -> Tensor:
+        """[B, d] each seed row's state after message passing over its tree."""
+        tree = context.tree
+        h = self.table_start.index_select(0, tree.node_table)
+        for t, encoder in enumerate(self.table_rows):
+            if context.nodes[t] is not None:
+                h = h.index_add(0, context.nodes[t], encoder(context.tfs[t]).index_select(0, context.inverse[t]))
+        h = self.gnn(h, tree.edge_index, self.relation(tree.edge_relation), tree.edge_hop)
+        return h[:tree.num_seeds]
+
     def encode_graph(self, batch: Batch, ego_ids: bool = True) -> Tensor | None:
         """[B, 2d] states of each seed's source and target node after message passing. ``ego_ids``
         False leaves out the marks of the seed's endpoints (a task scoring other pairs than the
         trees' own, like link prediction's corrupted pairs, must not see them)."""
         if batch.graph is None:
             return None
+        if isinstance(batch.graph, RelationContext):
+            return self.encode_relations(batch.graph)
         g, sub = batch.graph, batch.graph.sub
         # index_select, not [] indexing: its backward is a fast index_add rather than index_put.
         e = self.edge_rows(g.edge_tf).index_select(0, g.edge_inverse) + self.edge_direction(sub.edge_dir)

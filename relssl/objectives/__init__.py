@@ -66,8 +66,9 @@ def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_t
         raise RelsslError(f"objective_options: unknown {sorted(unknown)}; expected some of {sorted(OPTIONS)}")
     opt = {**OPTIONS, **(options or {})}
     for name in names:
-        if OBJECTIVES[name].needs_graph and not prep.has_graph:
-            raise RelsslError(f"--objectives {name} needs a graph (events with source and target keys)")
+        if OBJECTIVES[name].needs_graph and not prep.has_context:
+            raise RelsslError(f"--objectives {name} needs a graph (events with source and target keys, or "
+                              f"tables linked by keys)")
     masking = any(OBJECTIVES[name].masks_cells for name in names)
     groups = resolve_mask_groups(mask_groups, prep) if masking else []
     ctx = BuildContext(prep, channels, opt, groups, mask_type, cells_per_row, mask_prob)

@@ -35,6 +35,11 @@ class BuildContext:
     mask_prob: float | None = None
     _masker: Masker | None = field(default=None, repr=False)
 
+    @property
+    def graph_channels(self) -> int:
+        """Width of the backbone's graph encoding: source and target states, or a database row's."""
+        return (2 if self.prep.has_graph else 1) * self.channels
+
     def run_masker(self) -> Masker:
         if self._masker is None:
             self._masker = Masker(self.prep.events, self.prep.rows(TRAIN), self.mask_type, self.cells_per_row,

@@ -20,9 +20,10 @@ class DenoisingAutoencoder(CellReconstruction):
 
     @classmethod
     def build(cls, ctx: BuildContext) -> "DenoisingAutoencoder":
-        return cls(ctx.noise_masker("dae_prob"), ctx.channels)
+        return cls(ctx.noise_masker("dae_prob"), 2 * ctx.channels)
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
-        _, rep = masked_view(model, batch, graph, self.masker, generator)
-        loss, sums = self.heads.loss(cell_features(rep), self.masker.observed(batch.tf), batch.tf)
+        masked, rep = masked_view(model, batch, graph, self.masker, generator)
+        # Every observed cell is a target, most of them unchanged: the reference copies the input.
+        loss, sums = self.heads.loss(cell_features(rep), self.masker.observed(batch.tf), batch.tf, masked.tf)
         return TaskOutput(loss, sums)

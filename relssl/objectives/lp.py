@@ -55,6 +55,9 @@ class LinkPrediction(Objective):
 
     @classmethod
     def build(cls, ctx: BuildContext) -> "LinkPrediction":
+        if not ctx.prep.has_graph:
+            raise RelsslError("--objectives lp ranks events between entities; a database's foreign keys are not "
+                              "link-prediction targets yet")
         return cls(pair_keys(ctx.prep), ctx.prep.num_entities, ctx.channels, ctx.options["lp_negatives"],
                    ctx.options["lp_seed_share"])
 

@@ -33,9 +33,9 @@ class CellHeads(nn.Module):
     """One prediction head per maskable column: classes for categorical, a value for numerical,
     a vector for text/embedding columns.
 
-    Beside each metric it scores the column's trivial reference on the same cells (the masker's
-    training majority class, training mean, or mean training vector), overall and per column, so a
-    reader can tell learning from predicting the obvious."""
+    Beside each metric it scores the column's trivial reference on the same cells (for a category
+    the best guess from what the input shows, see ``loss``; the training mean; the mean training
+    vector), overall and per column, so a reader can tell learning from predicting the obvious."""
 
     def __init__(self, masker: Masker, in_dim: int):
         super().__init__()
@@ -47,12 +47,21 @@ class CellHeads(nn.Module):
                 self.heads[str(pos)] = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out))
         self.has_embedding = any(c.maskable and c.stype == torch_frame.embedding for c in self.columns)
         self.majority = masker.majority  # pos -> training majority category
+        self.runner_up = masker.runner_up  # pos -> the next most frequent (the majority of the others)
         for pos, vector in masker.mean_vector.items():  # moves with the model, never saved
             self.register_buffer(f"mean_vector_{pos}", vector, persistent=False)
 
-    def loss(self, features: Tensor, target: Tensor, batch_tf) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, features: Tensor, target: Tensor, batch_tf, shown=None, removed: Tensor | None = None,
+             changed_only: bool = False) -> tuple[Tensor, dict[str, float]]:
         """``features(pos)`` rows for the cells of column ``pos`` flagged in ``target`` [B, C]; the
-        true values come from the uncorrupted ``batch_tf``. Mean loss over all target cells."""
+        true values come from the uncorrupted ``batch_tf``. Mean loss over all target cells.
+
+        A categorical cell's reference is the best guess of a rule that sees what the model sees:
+        the training majority when the row is not shown (``shown`` None) or the cell was
+        ``removed``; otherwise, when every shown target cell was changed (``changed_only``, the
+        ``replace`` mask: a replaced category always differs from the true one), the most
+        frequent category other than the shown one, else the shown value itself (``bert``'s
+        unchanged cells, denoising)."""
         total = features.new_zeros(())
         sums = {}
         n_cells = int(target.sum())
@@ -78,7 +87,13 @@ class CellHeads(nn.Module):
             truth = batch_tf.feat_dict[col.stype][rows, col.index]
             if kind == "cat":
                 total = total + F.cross_entropy(out, truth, reduction="sum")
-                add(correct=float((out.argmax(-1) == truth).sum()), ref=float((truth == self.majority[pos]).sum()),
+                guess = torch.full_like(truth, self.majority[pos])
+                if shown is not None:
+                    value = shown.feat_dict[col.stype][rows, col.index]
+                    other = torch.where(value == self.majority[pos], self.runner_up[pos], self.majority[pos])
+                    visible = ~removed[rows, pos] if removed is not None else torch.ones_like(value, dtype=torch.bool)
+                    guess = torch.where(visible, other if changed_only else value, guess)
+                add(correct=float((out.argmax(-1) == truth).sum()), ref=float((truth == guess).sum()),
                     count=rows.numel())
             else:
                 z = (truth - col.mean) / col.std
@@ -147,12 +162,13 @@ class CellReconstruction(Objective):
 
     @classmethod
     def build(cls, ctx: BuildContext) -> "CellReconstruction":
-        return cls(ctx.run_masker(), ctx.channels)
+        return cls(ctx.run_masker(), 2 * ctx.channels)
 
-    def __init__(self, masker: Masker, channels: int):
+    def __init__(self, masker: Masker, features: int):
+        """``features``: the width the heads read (a cell's token beside the fused row: 2 channels)."""
         super().__init__()
         self.masker = masker
-        self.heads = CellHeads(masker, 2 * channels)
+        self.heads = CellHeads(masker, features)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         return cell_metrics(sums)
@@ -164,7 +180,8 @@ class MaskedCellModelling(CellReconstruction):
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         masked, rep = masked_view(model, batch, graph, self.masker, generator)
         # Each cell's head sees its own column's output token and the fused row representation.
-        loss, sums = self.heads.loss(cell_features(rep), masked.target, batch.tf)
+        loss, sums = self.heads.loss(cell_features(rep), masked.target, batch.tf, masked.tf, masked.remove,
+                                     changed_only=self.masker.mask_type == "replace")
         return TaskOutput(loss, sums)
 
     def predict_column(self, model: Backbone, batch: Batch, graph: Tensor | None, pos: int,

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from relssl.data.cache import cacheable, load_prepared
 from relssl.data.datasets import load_dataset
-from relssl.data.prepare import PreparedData, prepare
+from relssl.data.database import Database
+from relssl.data.prepare import PreparedData, prepare, prepare_database
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.data.text import TextEmbedder
 from relssl.errors import RelsslError
@@ -39,6 +40,8 @@ class PretrainConfig:
     data: str = option("synthetic-aml", "built-in dataset name, IBM AML CSV, Amazon reviews file or YAML schema")
     objectives: list[str] = option(help="comma-separated pretext tasks: mcm, am, mv, lp, ctr, dae, feat2vec",
                                    factory=lambda: ["mcm"])
+    table: str | None = option(None, "a database's table whose rows the tasks train on (default: the timed table "
+                                     "with the most rows)")
     mask: str = option("replace", "mask type of mcm, am and mv: replace, bert or remove")
     cells_per_row: int = option(1, "masked cells (or mask groups) per row; ignored with --mask-prob")
     mask_prob: float | None = option(None, "mask each cell (or group) with this probability instead")
@@ -122,8 +125,13 @@ def device_clock(device: torch.device) -> float:
 def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
     """The run's data, read, split and encoded in memory (text columns embedded, their vectors
     from the text cache when possible)."""
-    return prepare(load_dataset(cfg.data, cfg.skip_bad_rows), parse_fractions(cfg.split), cfg.seed,
-                   cfg.max_categories, TextEmbedder(cfg.text_model, progress=progress))
+    data = load_dataset(cfg.data, cfg.skip_bad_rows)
+    text = TextEmbedder(cfg.text_model, progress=progress)
+    if isinstance(data, Database):
+        return prepare_database(data, cfg.table, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text)
+    if cfg.table is not None:
+        raise RelsslError(f"--table {cfg.table}: --data {cfg.data} is one event table, not a database of several")
+    return prepare(data, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text)
 
 
 def load_data(cfg: PretrainConfig, world: World = World(), log=None, progress: bool = True) -> PreparedData:
