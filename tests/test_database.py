@@ -334,3 +334,17 @@ def test_malformed_table_specs_get_one_line(tmp_path, capsys, spec, needle):
     assert main(["schema", "check", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_a_multiclass_task_on_a_database_table(ratdat, tmp_path):
+    labelled = PORTAL.replace("columns: {sex: categorical, weight: numerical, hindfoot_length: numerical}",
+                              "columns: {weight: numerical, hindfoot_length: numerical}\n    labels: [sex]")
+    path = schema(ratdat, labelled.replace("species: text", "species: categorical") + "on_orphans: keep-null\n",
+                  "labelled.yaml")
+    for mode in ("gbdt", "finetune"):
+        out = tmp_path / mode
+        assert main(["finetune", "--data", str(path), "--mode", mode, "--init", "scratch", "--epochs", "1",
+                     "--out", str(out), *TINY]) == 0  # the default task: sex, three classes (F, M, blank)
+        final = yaml.safe_load((out / "final.json").read_text())
+        assert final["task"] == "edge-multiclass:sex" and final["classes"] == ["", "F", "M"]
+        assert 0 <= final["test/macro_f1"] <= 1 and 0 <= final["test/accuracy"] <= 1

@@ -12,7 +12,7 @@ from relssl.data.prepare import prepare
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST, TRAIN, VAL
 from relssl.errors import RelsslError
-from relssl.metrics.classification import choose_threshold, split_metrics
+from relssl.metrics.classification import choose_threshold, multiclass_metrics, split_metrics
 from relssl.eval.tasks import labelled_sets, parse_task
 from relssl.nn.backbone import ModelConfig
 from relssl.eval.finetune import FinetuneConfig, Finetuner, finetune
@@ -104,7 +104,7 @@ def test_threshold_maximises_validation_f1():
     scores = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.9])
     y = np.array([0, 0, 1, 0, 1, 1])
     assert choose_threshold(scores, y) == 0.35  # F1 6/7 (at 0.8: 4/5)
-    assert split_metrics(False, (scores, y), (scores, y))["val/f1"] == pytest.approx(6 / 7)
+    assert split_metrics("binary", (scores, y), (scores, y))["val/f1"] == pytest.approx(6 / 7)
     assert choose_threshold(scores, np.zeros(6)) == 0.5
 
 
@@ -200,3 +200,13 @@ def test_a_validation_split_without_positives_is_one_clear_error():
     cfg = FinetuneConfig("edge:linear", mode="gbdt", train=PretrainConfig(data="toy", device="cpu"))
     with pytest.raises(RelsslError, match="the validation rows hold no '1' label"):
         Finetuner(cfg, prepare(data))
+
+
+def test_multiclass_metrics_by_hand():
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]])
+    y = np.array([0, 1, 1, 2])  # predictions 0, 1, 2, 0: two right
+    m = multiclass_metrics(probs, y)
+    # F1 per class: 0 -> P 1/2, R 1 -> 2/3; 1 -> P 1, R 1/2 -> 2/3; 2 -> P 0, R 0 -> 0
+    assert m["accuracy"] == 0.5 and m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    out = split_metrics("multiclass", (probs, y), (probs, y))
+    assert "threshold" not in out and out["test/macro_f1"] == pytest.approx(4 / 9)

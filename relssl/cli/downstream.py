@@ -64,8 +64,8 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
     print(path.read_text())
 
 
-TASK_HELP = ("KIND:COLUMN with KIND edge, node, edge-regression or node-regression, e.g. 'edge:Is Laundering' "
-             "(default: the dataset's first label column)")
+TASK_HELP = ("KIND:COLUMN with KIND edge or node (binary), edge-multiclass, node-multiclass, edge-regression or "
+             "node-regression, e.g. 'edge:Is Laundering' (default: the dataset's first label column)")
 
 
 def add_finetune_parser(sub) -> None:

@@ -132,5 +132,10 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
     links = {(index[name], str(fk)): (index[fk.table], tensor(db.links[name, i]))
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
     graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables, [tensor(db.tables[n].time) for n in names], links, cuts)
-    return PreparedData(None, split, tables[index[table]], None, None, None, tensor(seed_table.time),
+    # The seed table on its own, for what reads labels and raw columns (downstream tasks, baselines).
+    view = RelationalData(name=db.name, events=seed_table.df, col_stypes=seed_table.col_stypes,
+                          label_cols=seed_table.label_cols, time_col=seed_table.time_col, time=seed_table.time,
+                          transforms=seed_table.transforms, vectors=seed_table.vectors,
+                          mask_groups=seed_table.mask_groups)
+    return PreparedData(view, split, tables[index[table]], None, None, None, tensor(seed_table.time),
                         mask_groups=seed_table.mask_groups, database=graph)

@@ -80,17 +80,24 @@ def graph_features(prep: PreparedData, target: str, rows: np.ndarray) -> tuple[n
     return np.concatenate([x[rows], extra], axis=1), np.concatenate([categorical, np.zeros(extra.shape[1], dtype=bool)])
 
 
-def gbdt_scores(x_train: np.ndarray, y_train: np.ndarray, categorical: np.ndarray, regression: bool,
+def gbdt_scores(x_train: np.ndarray, y_train: np.ndarray, categorical: np.ndarray, kind: str,
                 seed: int, *x_eval: np.ndarray) -> list[np.ndarray]:
     """Fit LightGBM on the labelled training rows (classes balanced by weight); score each of
-    ``x_eval`` (positive-class probability, or the predicted value)."""
+    ``x_eval`` (positive-class probability, [n, classes] probabilities, or the predicted value)."""
     # One thread: on a shared 2-core machine parallel regions cost more in barrier waits than they
     # save (a 468-row fit took a minute with two threads under load); row-wise histograms keep a
     # deterministic fit reproducible.
     params = dict(random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1)
     columns = [int(i) for i in np.flatnonzero(categorical)] or "auto"
-    if regression:
+    if kind == "regression":
         model = LGBMRegressor(**params).fit(x_train, y_train, categorical_feature=columns)
         return [model.predict(x) for x in x_eval]
     model = LGBMClassifier(class_weight="balanced", **params).fit(x_train, y_train, categorical_feature=columns)
-    return [model.predict_proba(x)[:, 1] for x in x_eval]
+    if kind == "binary":
+        return [model.predict_proba(x)[:, 1] for x in x_eval]
+
+    def by_class(x: np.ndarray) -> np.ndarray:  # column c: class c (a class absent from training: 0)
+        out = np.zeros((len(x), int(model.classes_.max()) + 1))
+        out[:, model.classes_.astype(int)] = model.predict_proba(x)
+        return out
+    return [by_class(x) for x in x_eval]

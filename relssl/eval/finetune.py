@@ -137,18 +137,19 @@ class Finetuner:
         self.device = resolve_device(t.device)
         self.prep = prep or prepare_for(t, cfg.init)
         self.spec = parse_task(cfg.task, self.prep.data)
-        self.regression = self.spec.regression
+        self.kind, self.regression = self.spec.kind, self.spec.regression
         self.sets = labelled_sets(self.prep, self.spec, t.seed, cfg.label_fraction, parse_fractions(t.split))
         for split in (VAL, TEST):  # a fixed seeded sample, shared by every mode with this seed
             pick = seeding.eval_sample(len(self.sets.ids[split]), t.eval_rows, t.seed, split)
             self.sets.ids[split], self.sets.y[split] = self.sets.ids[split][pick], self.sets.y[split][pick.numpy()]
-        if not self.regression and not self.sets.y[VAL].any():  # PR-AUC, the threshold: undefined
+        if self.kind == "binary" and not self.sets.y[VAL].any():  # PR-AUC, the threshold: undefined
             raise RelsslError(f"--task {self.spec.name}: the validation rows hold no '{self.sets.positive}' label, so "
                               f"no epoch or threshold can be chosen on them; use more data or a longer validation "
                               f"split (--split)")
         y = self.sets.y[TRAIN]
-        # Heads predict standardised targets (regression) or logits (classification).
+        # Heads predict standardised targets (regression) or logits (one, or one per class).
         self.mean, self.std = (float(y.mean()), float(y.std()) or 1.0) if self.regression else (0.0, 1.0)
+        self.outputs = len(self.sets.classes) if self.kind == "multiclass" else 1
         self.rep = Representer(self.prep, self.spec.target, t.model.fanouts, t.time_aware)
 
     def build_backbone(self) -> Backbone:
@@ -160,11 +161,16 @@ class Finetuner:
         return backbone.to(self.device)
 
     def target(self, split: int) -> Tensor:
+        if self.kind == "multiclass":
+            return torch.as_tensor(self.sets.y[split], dtype=torch.long)
         return torch.as_tensor((self.sets.y[split] - self.mean) / self.std, dtype=torch.float32)
 
     def to_scores(self, out: Tensor) -> np.ndarray:
-        """Head outputs -> positive-class probabilities, or predictions in the label's units."""
+        """Head outputs -> positive-class probabilities, [n, classes] probabilities, or predictions
+        in the label's units."""
         out = out.double().cpu()
+        if self.kind == "multiclass":
+            return torch.softmax(out, -1).numpy()
         return (out * self.std + self.mean).numpy() if self.regression else torch.sigmoid(out).numpy()
 
     def scores(self, model: DownstreamModel, split: int) -> np.ndarray:
@@ -174,7 +180,9 @@ class Finetuner:
             return self.to_scores(model.head(emb.to(self.device)).squeeze(-1))
 
     def metrics(self, val: np.ndarray, test: np.ndarray) -> dict[str, float]:
-        return split_metrics(self.regression, (val, self.sets.y[VAL]), (test, self.sets.y[TEST]))
+        if self.kind == "multiclass":  # a column per class, also for classes the model never saw
+            val, test = (np.pad(x, ((0, 0), (0, self.outputs - x.shape[1]))) for x in (val, test))
+        return split_metrics(self.kind, (val, self.sets.y[VAL]), (test, self.sets.y[TEST]))
 
     def run_gbdt(self, graph: bool = False) -> dict[str, float]:
         """Trees on raw features, or with ``graph`` on raw plus causal graph features (computed for
@@ -186,14 +194,14 @@ class Finetuner:
         else:
             x, categorical = raw_features(self.prep, self.spec.target)
             train, val, test = (x[i] for i in ids)
-        val, test = gbdt_scores(train, self.sets.y[TRAIN], categorical, self.regression, self.cfg.train.seed, val, test)
+        val, test = gbdt_scores(train, self.sets.y[TRAIN], categorical, self.kind, self.cfg.train.seed, val, test)
         return self.metrics(val, test)
 
     def run_probe(self) -> tuple[dict[str, float], DownstreamModel]:
         t = self.cfg.train
         backbone = self.build_backbone()
         x = self.rep.embed(backbone, self.sets.ids[TRAIN], TRAIN, t.batch_size, t.seed, self.device, seeding.DOWNSTREAM_EVAL)
-        head = fit_probe(x, self.target(TRAIN).double().numpy(), self.regression)
+        head = fit_probe(x, self.target(TRAIN).double().numpy(), self.kind)
         model = DownstreamModel(backbone, head.to(self.device), self.rep)
         return self.metrics(self.scores(model, VAL), self.scores(model, TEST)), model
 
@@ -203,7 +211,7 @@ class Finetuner:
         are scored."""
         t = self.cfg.train
         trainer = FinetuneTrainer(self)
-        metric = "rmse" if self.regression else "pr_auc"
+        metric = SELECTION[self.kind]
         result = fit(trainer, run, t.epochs, t.patience, metric, maximize=not self.regression, resume=resume,
                      log=log, progress=progress)
         run.load_weights(trainer.model, self.device)
@@ -212,19 +220,27 @@ class Finetuner:
         return final, trainer.model
 
 
+# The validation metric that picks the best epoch, per task kind.
+SELECTION = {"binary": "pr_auc", "multiclass": "macro_f1", "regression": "rmse"}
+
+
 class FinetuneTrainer(OneModel):
-    """One fine-tuning run for the fit loop: class-weighted BCE (or MSE on standardised targets),
-    AdamW, validation PR-AUC (or RMSE) on the fixed validation rows."""
+    """One fine-tuning run for the fit loop: class-weighted BCE or cross-entropy (or MSE on
+    standardised targets), AdamW, validation PR-AUC, macro-F1 (or RMSE) on the fixed validation rows."""
 
     def __init__(self, tuner: Finetuner):
         self.tuner, self.device, t = tuner, tuner.device, tuner.cfg.train
         backbone = tuner.build_backbone()  # seeds the global generator, so the head's init is fixed too
-        self.model = DownstreamModel(backbone, mlp(t.model.channels, 1, hidden=t.model.channels).to(self.device),
-                                     tuner.rep)
+        self.model = DownstreamModel(backbone, mlp(t.model.channels, tuner.outputs, hidden=t.model.channels).to(
+            self.device), tuner.rep)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.ids, self.target = tuner.sets.ids[TRAIN], tuner.target(TRAIN)
         if tuner.regression:
             self.loss_fn = nn.MSELoss()
+        elif tuner.kind == "multiclass":  # classes weighted inversely to their training counts
+            counts = torch.bincount(self.target, minlength=tuner.outputs).float()
+            weight = torch.where(counts > 0, len(self.target) / (tuner.outputs * counts.clamp(min=1)), 0.0)
+            self.loss_fn = nn.CrossEntropyLoss(weight=weight.to(self.device))
         else:  # class imbalance: positives weighted by negatives / positives
             pos = float(self.target.sum())
             self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(self.target) - pos) / pos,
@@ -251,8 +267,8 @@ class FinetuneTrainer(OneModel):
 
     def validate(self) -> dict[str, float]:
         tuner = self.tuner
-        score = selection_score(tuner.regression, tuner.scores(self.model, VAL), tuner.sets.y[VAL])
-        return {"rmse": -score} if tuner.regression else {"pr_auc": score}
+        score = selection_score(tuner.kind, tuner.scores(self.model, VAL), tuner.sets.y[VAL])
+        return {SELECTION[tuner.kind]: -score if tuner.regression else score}
 
 
 def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | None = None, progress: bool = True,
@@ -279,8 +295,10 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
     final = {"task": tuner.spec.name, "mode": cfg.mode, "init": cfg.init, "label_fraction": cfg.label_fraction,
              "protocol": "causal" if cfg.train.time_aware else "transductive",
              "train_labels": len(sets.ids[TRAIN]), "val_rows": len(sets.ids[VAL]), "test_rows": len(sets.ids[TEST])}
-    if not tuner.regression:
+    if tuner.kind == "binary":
         final.update(positive_class=sets.positive, train_positives=int(sets.y[TRAIN].sum()))
+    elif tuner.kind == "multiclass":
+        final.update(classes=sets.classes)
     final.update(metrics)
     final["seconds"] = time.perf_counter() - start
     run.write_final(final)

@@ -2,9 +2,11 @@
 train/validation/test sets, with a seeded subsample of the training labels.
 
 A task is written ``KIND:COLUMN``: ``edge:Is Laundering`` (binary label of an event),
-``node:isFraud`` (binary label of an entity), ``edge-regression:rating`` / ``node-regression:...``
-(a numerical label). Without ``--task`` the first declared label column is used (event labels
-before entity labels), as a regression task when it holds more than two distinct values.
+``node:isFraud`` (binary label of an entity), ``edge-multiclass:sex`` / ``node-multiclass:...``
+(one of several classes), ``edge-regression:rating`` / ``node-regression:...`` (a numerical
+label). Without ``--task`` the first declared label column is used (event labels before entity
+labels): with more than two distinct values, a regression task when they are numbers, else a
+multiclass one.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST, TRAIN, VAL
 from relssl.errors import RelsslError
 
-KINDS = {"edge": ("edge", False), "node": ("node", False),
-         "edge-regression": ("edge", True), "node-regression": ("node", True)}
+KINDS = {f"{target}{suffix}": (target, kind) for target in ("edge", "node")
+         for suffix, kind in (("", "binary"), ("-multiclass", "multiclass"), ("-regression", "regression"))}
 # Boolean entity label columns that, when both present, give a node split (as in T-EDGE).
 GIVEN_SPLIT = ("is_train", "is_test")
 
@@ -29,11 +31,15 @@ GIVEN_SPLIT = ("is_train", "is_test")
 class TaskSpec:
     target: str  # "edge": rows are events; "node": rows are entities
     column: str
-    regression: bool = False
+    kind: str = "binary"  # binary, multiclass or regression (relssl.metrics.classification.KINDS)
+
+    @property
+    def regression(self) -> bool:
+        return self.kind == "regression"
 
     @property
     def name(self) -> str:
-        return f"{self.target}{'-regression' if self.regression else ''}:{self.column}"
+        return f"{self.target}{'' if self.kind == 'binary' else '-' + self.kind}:{self.column}"
 
 
 def parse_task(text: str | None, data: RelationalData) -> TaskSpec:
@@ -44,7 +50,7 @@ def parse_task(text: str | None, data: RelationalData) -> TaskSpec:
     if not sep or kind not in KINDS or not column:
         raise RelsslError(f"--task '{text}': expected KIND:COLUMN with KIND one of {', '.join(KINDS)} "
                           f"(e.g. edge:Is Laundering, node:isFraud)")
-    target, regression = KINDS[kind]
+    target, kind = KINDS[kind]
     labels = data.label_cols if target == "edge" else data.entity_label_cols
     if column not in labels:
         table = "event" if target == "edge" else "entity"
@@ -52,14 +58,17 @@ def parse_task(text: str | None, data: RelationalData) -> TaskSpec:
                           f"(its {table} label columns: {labels or 'none'})")
     if target == "node" and not data.has_graph:
         raise RelsslError(f"--task '{text}': node tasks need events that link entities")
-    return TaskSpec(target, column, regression)
+    return TaskSpec(target, column, kind)
 
 
 def default_task(data: RelationalData) -> TaskSpec:
     for target, labels, table in (("edge", data.label_cols, data.events),
                                   ("node", data.entity_label_cols, data.entities)):
         if labels:
-            return TaskSpec(target, labels[0], table[labels[0]].dropna().nunique() > 2)
+            values = table[labels[0]].dropna()
+            numbers = pd.api.types.is_numeric_dtype(values)
+            return TaskSpec(target, labels[0], "binary" if values.nunique() <= 2 else
+                            "regression" if numbers else "multiclass")
     raise RelsslError(f"--task: dataset '{data.name}' declares no label column; add 'labels' to its schema")
 
 
@@ -67,13 +76,15 @@ def default_task(data: RelationalData) -> TaskSpec:
 class LabelledSets:
     """Labelled ids (event rows or entity ids) and targets per split (TRAIN, VAL, TEST).
 
-    Classification targets are 0/1 with 1 = ``positive``: the label value 1 when the labels are
-    0/1, else the minority class of the labelled training rows. Regression targets are the numbers.
+    Binary targets are 0/1 with 1 = ``positive``: the label value 1 when the labels are 0/1, else
+    the minority class of the labelled training rows. Multiclass targets are class indices into
+    ``classes``. Regression targets are the numbers.
     """
 
     ids: dict[int, torch.Tensor]
     y: dict[int, np.ndarray]
-    positive: str | None = None  # the positive class as text (classification)
+    positive: str | None = None  # the positive class as text (binary)
+    classes: list[str] | None = None  # multiclass: class c's label as text
 
 
 def take_share(groups: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -127,13 +138,17 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
         groups = np.zeros(len(y), dtype=np.int64)
     else:
         classes, groups = np.unique(values.astype(str).to_numpy(), return_inverse=True)
-        if len(classes) != 2:
-            raise RelsslError(f"--task {spec.name}: classification needs exactly two classes, column "
+        if spec.kind == "binary" and len(classes) != 2:
+            raise RelsslError(f"--task {spec.name}: a binary task needs exactly two classes, column "
                               f"'{spec.column}' has {len(classes)} ({list(classes[:5])}); use "
-                              f"{spec.target}-regression for numbers")
+                              f"{spec.target}-multiclass, or {spec.target}-regression for numbers")
+        if len(classes) < 2:
+            raise RelsslError(f"--task {spec.name}: column '{spec.column}' holds a single class")
     split = prep.split[labelled] if spec.target == "edge" else node_split(data, labelled, groups, fractions, rng)
     positive = None
-    if not spec.regression:
+    if spec.kind == "multiclass":
+        y = groups.astype(np.float64)
+    elif spec.kind == "binary":
         numbers = pd.to_numeric(pd.Series(classes), errors="coerce")
         if set(numbers) == {0, 1}:  # 0/1 labels: 1 is the positive class (laundering, fraud, phishing)
             pos = int(np.argmax(numbers.to_numpy()))
@@ -151,4 +166,4 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
             raise RelsslError(f"--task {spec.name}: no labelled {name} {rows}")
     if not spec.regression and len(np.unique(out[TRAIN])) < 2:
         raise RelsslError(f"--task {spec.name}: the labelled training {rows} hold a single class")
-    return LabelledSets(ids, out, positive)
+    return LabelledSets(ids, out, positive, [str(c) for c in classes] if spec.kind == "multiclass" else None)

@@ -29,8 +29,10 @@ METHODS = {"gbdt": (False, "gbdt", "GBDT on raw features"),
            "scratch": (False, "finetune", "scratch + finetune"),
            "probe": (True, "probe", "pretrained + probe"), "finetune": (True, "finetune", "pretrained + finetune")}
 BACKBONE_METHODS = ("scratch", "probe", "finetune")  # these sample neighbourhoods: the protocol applies
-COLUMNS = {False: {"test/f1": "F1", "test/pr_auc": "PR-AUC", "test/roc_auc": "ROC-AUC", "threshold": "threshold"},
-           True: {"test/rmse": "RMSE", "test/mae": "MAE"}}
+COLUMNS = {"binary": {"test/f1": "F1", "test/pr_auc": "PR-AUC", "test/roc_auc": "ROC-AUC", "threshold": "threshold"},
+           "multiclass": {"test/macro_f1": "macro-F1", "test/accuracy": "accuracy"},
+           "regression": {"test/rmse": "RMSE", "test/mae": "MAE"}}
+SELECTED_ON = {"binary": "PR-AUC", "multiclass": "macro-F1", "regression": "RMSE"}
 
 
 def percent(fraction: float) -> str:
@@ -83,8 +85,8 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
                 finals.setdefault((key, fraction), []).append(record["final"])
 
     first = finals[("gbdt", fractions[0])][0]
-    regression = "test/rmse" in first
-    columns = COLUMNS[regression]
+    kind = "regression" if "test/rmse" in first else "multiclass" if "test/macro_f1" in first else "binary"
+    columns = COLUMNS[kind]
     primary = next(iter(columns))
     names = {key: name for key, (_, _, name) in rows.items()}
     report = [
@@ -98,13 +100,13 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
         f"{base.model.channels} channels, {_backbone(base)} (runs: `runs/`). Downstream: up to "
         f"{finetune_epochs} epochs"
         f"{f' of at most {base.train_rows_per_epoch:,} labelled rows' if base.train_rows_per_epoch else ''}, "
-        f"early stopping on validation {'RMSE' if regression else 'PR-AUC'} (runs: `downstream/`). "
+        f"early stopping on validation {SELECTED_ON[kind]} (runs: `downstream/`). "
         f"Seeds {', '.join(map(str, seeds))}: each seed pre-trains anew and draws its own label subsample. "
         f"Test split; mean ± std over seeds; best of each label fraction in bold. "
         f"Protocol{'s' if len(protocols) > 1 else ''}: {', '.join(protocols)} (causal: a row's neighbourhood "
         f"holds only events at or before its time; transductive: its split's whole graph, later events "
         f"included, as Multi-GNN evaluates; GBDT graph features are always causal)."
-        + ("" if regression else " F1 is the positive class's at the threshold chosen on validation "
+        + ("" if kind != "binary" else " F1 is the positive class's at the threshold chosen on validation "
                                  "predictions only (the threshold column)."),
         "",
         _table(finals, fractions, columns, names),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+
+KINDS = ("binary", "multiclass", "regression")  # what a downstream task predicts
 
 
 def choose_threshold(scores: np.ndarray, y: np.ndarray) -> float:
@@ -32,20 +34,30 @@ def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
 
 
-def selection_score(regression: bool, scores: np.ndarray, y: np.ndarray) -> float:
-    """What early stopping maximises on validation: PR-AUC (threshold-free, positive-class-focused), or
-    minus the RMSE."""
-    if regression:
+def multiclass_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 (each class's F1 weighing alike) of the most probable class."""
+    pred = probs.argmax(1)
+    return {"macro_f1": float(f1_score(y, pred, average="macro", labels=np.arange(probs.shape[1]), zero_division=0)),
+            "accuracy": float(accuracy_score(y, pred))}
+
+
+def selection_score(kind: str, scores: np.ndarray, y: np.ndarray) -> float:
+    """What early stopping maximises on validation: PR-AUC (threshold-free, positive-class-focused),
+    macro-F1, or minus the RMSE."""
+    if kind == "regression":
         return -regression_metrics(scores, y)["rmse"]
+    if kind == "multiclass":
+        return multiclass_metrics(scores, y)["macro_f1"]
     return float(average_precision_score(y, scores)) if y.any() else math.nan
 
 
-def split_metrics(regression: bool, val: tuple[np.ndarray, np.ndarray],
+def split_metrics(kind: str, val: tuple[np.ndarray, np.ndarray],
                   test: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-    """``val``/``test`` = (scores, labels) -> {"threshold", "val/<m>", "test/<m>"}; the threshold
-    comes from validation alone."""
-    out = {} if regression else {"threshold": choose_threshold(*val)}
+    """``val``/``test`` = (scores, labels) -> {"threshold" (binary), "val/<m>", "test/<m>"}; the
+    threshold comes from validation alone."""
+    out = {"threshold": choose_threshold(*val)} if kind == "binary" else {}
     for name, (scores, y) in (("val", val), ("test", test)):
-        m = regression_metrics(scores, y) if regression else classification_metrics(scores, y, out["threshold"])
+        m = (regression_metrics(scores, y) if kind == "regression" else multiclass_metrics(scores, y)
+             if kind == "multiclass" else classification_metrics(scores, y, out["threshold"]))
         out.update({f"{name}/{k}": v for k, v in m.items()})
     return out
