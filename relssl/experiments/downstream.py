@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from relssl.data.database import Database
+from relssl.data.datasets import load_dataset
 from relssl.experiments.report import higher_is_better, mean_std
 from relssl.experiments.runner import reuse_or_train, run_grid
 from relssl.eval.finetune import FinetuneConfig, finetune, prepare_for
@@ -39,11 +41,14 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:g} %"
 
 
-def method_rows(protocols: list[str]) -> dict[str, tuple[str, str, str]]:
+def method_rows(protocols: list[str], event_graph: bool = True) -> dict[str, tuple[str, str, str]]:
     """Table row key -> (method, protocol, report name). Causal rows keep the bare method key (and
-    run folder name); the trees' graph features are causal whatever the protocol."""
+    run folder name); the trees' graph features are causal whatever the protocol. Without an event
+    graph (a database of several tables) there are no graph features for the trees."""
     rows = {}
     for method, (_, _, name) in METHODS.items():
+        if method == "gbdt-graph" and not event_graph:
+            continue
         for protocol in protocols if method in BACKBONE_METHODS else ["causal"]:
             key = method if protocol == "causal" else f"{method}-{protocol}"
             rows[key] = (method, protocol, name if protocol == "causal" else f"{name}, {protocol}")
@@ -59,7 +64,7 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
     out.mkdir(parents=True, exist_ok=True)
     label = "+".join(base.objectives)
     run_grid({label: base}, seeds, out, progress, log)
-    rows = method_rows(protocols)
+    rows = method_rows(protocols, not isinstance(load_dataset(base.data, base.skip_bad_rows), Database))
     finals: dict[tuple[str, float], list[dict]] = {}
     for seed in seeds:
         pretrained = out / "runs" / f"{label}-seed{seed}"
@@ -183,11 +188,13 @@ def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds:
     if worse:
         outcome += f" and hurt{qualifier} at {worse}"
     probe = ", ".join(f"{_difference(finals, 'probe', 'scratch', f, metric)[0]:+.3f}" for f in fractions)
-    trees = ", ".join(f"{_difference(finals, 'finetune', 'gbdt-graph', f, metric)[0]:+.3f}" for f in fractions)
+    best_trees = "gbdt-graph" if ("gbdt-graph", fractions[0]) in finals else "gbdt"
+    trees = ", ".join(f"{_difference(finals, 'finetune', best_trees, f, metric)[0]:+.3f}" for f in fractions)
     return (f"**Verdict (test {title}, {'higher' if sign > 0 else 'lower'} is better, mean over {num_seeds} "
             f"seed{'s' if num_seeds > 1 else ''}, causal protocol):** pre-training {outcome}. Pretrained + finetune "
             f"minus scratch: {'; '.join(parts)}. Pretrained + probe minus scratch: {probe}. Pretrained + finetune "
-            f"minus GBDT on raw + graph features: {trees} (label fractions {', '.join(percent(f) for f in fractions)}).")
+            f"minus GBDT on raw{' + graph' if best_trees == 'gbdt-graph' else ''} features: {trees} "
+            f"(label fractions {', '.join(percent(f) for f in fractions)}).")
 
 
 def _ladder(finals, fraction: float, metric: str, title: str, names: dict[str, str]) -> str:
