@@ -176,9 +176,11 @@ def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds:
     parts, better, worse = [], 0, 0
     for fraction in fractions:
         diff, beyond = _difference(finals, "finetune", "scratch", fraction, metric)
-        # With one seed there is no noise estimate: every difference counts.
-        better += bool(sign * diff > 0 and beyond is not False)
-        worse += bool(sign * diff < 0 and beyond is not False)
+        # With one seed there is no noise estimate: every difference counts, if it shows at the
+        # three decimals reported.
+        shown = round(sign * diff, 3)
+        better += bool(shown > 0 and beyond is not False)
+        worse += bool(shown < 0 and beyond is not False)
         noise = "" if beyond is None else (" (beyond seed noise)" if beyond else " (within seed noise)")
         parts.append(f"{diff:+.3f} at {percent(fraction)}{noise}")
     qualifier = "" if num_seeds < 2 else " beyond seed noise"
