@@ -25,12 +25,14 @@ def test_metric_table_mean_std_and_bold_best():
     assert len(lines) == 4  # no references given: no reference row
     assert mean_std([1.0, float("nan")]) == (1.0, 0.0)
     assert math.isnan(mean_std([])[0])
-    # references sit in a last, never bold row, over every run; per-column metrics keep their direction
-    for run in [*results["a"], *results["b"]]:
-        run["final"].update({"x/acc_ref": 0.25, "x/rmse_ref/col": 4.0, "x/rmse/col": run["final"]["x/rmse"]})
+    # each row's references sit beside their metric, never bold (a reference may depend on the row's
+    # setting); per-column metrics keep their direction
+    for run, ref in zip([*results["a"], *results["b"]], (0.25, 0.35, 0.5, 0.5)):
+        run["final"].update({"x/acc_ref": ref, "x/rmse_ref/col": 4.0, "x/rmse/col": run["final"]["x/rmse"]})
     table = metric_table(results, {"x/acc": "ACC", "x/rmse/col": "RMSE col"}, "run", digits=2)
-    assert table.splitlines()[2:] == ["| a | 0.60 ± 0.14 | **2.00 ± 1.41** |", "| b | **0.90 ± 0.00** | 2.50 ± 0.00 |",
-                                      "| trivial reference | 0.25 ± 0.00 | 4.00 ± 0.00 |"]
+    assert table.splitlines()[0] == "| run | ACC | ACC ref | RMSE col | RMSE col ref |"
+    assert table.splitlines()[2:] == ["| a | 0.60 ± 0.14 | 0.30 ± 0.07 | **2.00 ± 1.41** | 4.00 ± 0.00 |",
+                                      "| b | **0.90 ± 0.00** | 0.50 ± 0.00 | 2.50 ± 0.00 | 4.00 ± 0.00 |"]
 
 
 @pytest.mark.slow

@@ -39,7 +39,10 @@ def run_mask_experiment(base: PretrainConfig, seeds: list[int], out: Path, comma
         f"{f', {base.train_rows_per_epoch:,} training rows per epoch' if base.train_rows_per_epoch else ''}; "
         f"seeds {', '.join(map(str, seeds))}. Test split (temporal), best-validation epoch; "
         f"mean ± std over seeds; best in bold. RMSE is on standardised values (training statistics). "
-        f"MV ACC is per-cell accuracy of predicting which cells were masked.{emb_note}",
+        f"MV ACC is per-cell accuracy of predicting which cells were masked.{emb_note} "
+        f"ref: the trivial reference on the same cells (a category: the best guess from what the input "
+        f"shows, so under replace the most frequent category other than the shown one; a number: the "
+        f"training mean; MV: all unchanged).",
         "",
         table,
         "",

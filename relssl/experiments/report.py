@@ -38,13 +38,16 @@ def chosen_on_validation(results: dict[str, list[dict]], labels: list[str], metr
 
 
 def values_table(values: dict[str, dict[str, list[float]]], columns: dict[str, str], row_header: str,
-                 digits: int = 3, reference: dict[str, list[float]] | None = None) -> str:
+                 digits: int = 3, reference: dict[str, list[float]] | None = None, plain: set[str] = frozenset()) -> str:
     """``values[row][metric]`` = per-seed values. Each cell is mean ± std over seeds; the best mean of
-    each column is bold (direction from the metric name); ``columns`` maps metric key -> title.
-    ``reference[metric]``, when given, is a last row: the metrics' trivial references, never bold."""
+    each column is bold (direction from the metric name), except in ``plain`` columns; ``columns``
+    maps metric key -> title. ``reference[metric]``, when given, is a last row: the metrics'
+    trivial references, never bold."""
     stats = {row: {m: mean_std(vals.get(m, [])) for m in columns} for row, vals in values.items()}
     best = {}
     for m in columns:
+        if m in plain:
+            continue
         means = [s[m][0] for s in stats.values() if not math.isnan(s[m][0])]
         if means:
             best[m] = (max if higher_is_better(m) else min)(means)
@@ -71,14 +74,18 @@ def values_table(values: dict[str, dict[str, list[float]]], columns: dict[str, s
 
 def metric_table(results: dict[str, list[dict]], columns: dict[str, str], row_header: str,
                  digits: int = 3) -> str:
-    """Rows = labels of ``results`` (runs over seeds, each with its final.json as "final"), then the
-    trivial references of the metrics that have one, over every run (they are computed on the same
-    rows and cells whatever the row's setting, up to the masks it draws)."""
-    values = {label: {m: [r["final"].get(m, math.nan) for r in runs] for m in columns}
+    """Rows = labels of ``results`` (runs over seeds, each with its final.json as "final"); beside
+    each metric that has a trivial reference, that reference on the row's own runs ("ref", never
+    bold): a reference can depend on the row's setting (the categorical one on the mask type)."""
+    shown, plain = {}, set()
+    for m, title in columns.items():
+        shown[m] = title
+        if any(reference_key(m) in r["final"] for runs in results.values() for r in runs):
+            shown[reference_key(m)] = f"{title} ref"
+            plain.add(reference_key(m))
+    values = {label: {m: [r["final"].get(m, math.nan) for r in runs] for m in shown}
               for label, runs in results.items()}
-    reference = {m: [r["final"][reference_key(m)] for runs in results.values() for r in runs
-                     if reference_key(m) in r["final"]] for m in columns}
-    return values_table(values, columns, row_header, digits, reference)
+    return values_table(values, shown, row_header, digits, plain=plain)
 
 
 def plot_validation_curves(results: dict[str, list[dict]], metrics: list[str], path: Path, title: str,
