@@ -7,7 +7,7 @@ import torch
 
 from relssl.cli import main
 from relssl.errors import RelsslError
-from relssl.experiments.report import mean_std, metric_table
+from relssl.experiments.report import higher_is_better, mean_std, metric_table
 from relssl.experiments.runner import check_same_settings
 from tests.test_cli import TINY, aml_csv  # noqa: F401  (module-scoped fixture)
 
@@ -24,6 +24,8 @@ def test_metric_table_mean_std_and_bold_best():
     assert lines[3] == "| b | **0.90 ± 0.00** | 2.50 ± 0.00 |"
     assert len(lines) == 4  # no references given: no reference row
     assert mean_std([1.0, float("nan")]) == (1.0, 0.0)
+    assert not any(higher_is_better(m) for m in ("test/rmse", "test/mae", "mcm/loss", "f2v/mpr", "mcm/rmse/col"))
+    assert all(higher_is_better(m) for m in ("test/f1", "test/macro_f1", "mcm/acc", "lp/mrr"))
     assert math.isnan(mean_std([])[0])
     # each row's references sit beside their metric, never bold (a reference may depend on the row's
     # setting); per-column metrics keep their direction

@@ -8,7 +8,7 @@ import numpy as np
 
 from relssl.metrics import reference_key
 
-LOWER_IS_BETTER = ("rmse", "loss", "mpr")
+LOWER_IS_BETTER = ("rmse", "mae", "loss", "mpr")
 
 
 def higher_is_better(metric: str) -> bool:
