@@ -348,3 +348,16 @@ def test_a_multiclass_task_on_a_database_table(ratdat, tmp_path):
         final = yaml.safe_load((out / "final.json").read_text())
         assert final["task"] == "edge-multiclass:sex" and final["classes"] == ["", "F", "M"]
         assert 0 <= final["test/macro_f1"] <= 1 and 0 <= final["test/accuracy"] <= 1
+
+
+def test_static_rows_no_training_row_links_to_are_unknown(ratdat):
+    # Chaetodipus baileyi (PB) is first caught in 1995, after the training period: its species name
+    # gets the unknown category, not an embedding no gradient would ever reach; its genus, shared
+    # with species caught in training, stays known
+    data = load_schema(schema(ratdat, TRAINABLE))
+    prep = prepare_database(data, "surveys")
+    species = data.tables["species"].df
+    enc = prep.database.tables[prep.database.names.index("species")]
+    codes = enc.tf.feat_dict[torch_frame.categorical]
+    pb, position = int(np.flatnonzero(species["species_id"] == "PB")[0]), {c.name: c.index for c in enc.columns}
+    assert codes[pb, position["species"]] == -1 and codes[pb, position["genus"]] >= 0

@@ -93,11 +93,32 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
                         as_tensor(data.time), data.num_entities, data.mask_groups)
 
 
+def _linked_to(db: Database, name: str, seed_table: str, seed_rows: np.ndarray) -> np.ndarray:
+    """Rows of the static table ``name`` that training rows of the seed table reference or are
+    referenced by: like an event graph's entities, fitted on those that take part in training (a
+    species first caught after the training period gets the unknown category, not an embedding
+    no gradient ever reached). A static table not linked to the seed table directly: all rows."""
+    linked, adjacent = [], False
+    for (child, i), rows in db.links.items():
+        fk = db.tables[child].foreign_keys[i]
+        if child == seed_table and fk.table == name:
+            adjacent = True
+            linked.append(rows[seed_rows])
+        elif child == name and fk.table == seed_table:
+            adjacent = True
+            linked.append(np.flatnonzero(np.isin(rows, seed_rows)))
+    if not adjacent:
+        return np.arange(len(db.tables[name]))
+    found = np.unique(np.concatenate(linked))
+    return found[found >= 0]
+
+
 def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2), seed: int = 0,
                      max_categories: int = 1000, text=None) -> PreparedData:
     """Pretext tasks on the rows of ``table`` (default: the timed table with the most rows, else the
     largest), split by its time; every other table encoded with statistics from rows up to the last
-    training time (static tables: all rows), for the trees of relssl.graph.relations."""
+    training time (static tables: the rows linked to training rows, ``_linked_to``), for the trees
+    of relssl.graph.relations."""
     names = list(db.tables)
     featured = [n for n in names if db.tables[n].col_stypes]
     if table is None:
@@ -114,14 +135,15 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
         unique, counts = np.unique(seed_table.time, return_counts=True)
         cuts = time_cuts(unique, counts, fractions)
     tables = []
+    seed_train = np.flatnonzero(split == TRAIN)
     for name in names:
         t = db.tables[name]
         if name == table:
-            train_rows = np.flatnonzero(split == TRAIN)
+            train_rows = seed_train
         elif t.time is not None and cuts is not None:
             train_rows = np.flatnonzero(split_by_time(t.time, cuts) == TRAIN)
         else:
-            train_rows = np.arange(len(t))
+            train_rows = _linked_to(db, name, table, seed_train)
         tables.append(encode_table(t.df, t.col_stypes, train_rows, t.transforms, max_categories, name, t.vectors,
                                    text) if t.col_stypes else None)
 
