@@ -361,3 +361,36 @@ def test_static_rows_no_training_row_links_to_are_unknown(ratdat):
     codes = enc.tf.feat_dict[torch_frame.categorical]
     pb, position = int(np.flatnonzero(species["species_id"] == "PB")[0]), {c.name: c.index for c in enc.columns}
     assert codes[pb, position["species"]] == -1 and codes[pb, position["genus"]] >= 0
+
+
+def test_the_flattened_row_joins_referenced_rows_and_nothing_later(ratdat):
+    from relssl.eval.baseline import flattened_matrix, table_matrix
+
+    prep = ratdat_trainer(ratdat).prep
+    x, categorical = flattened_matrix(prep)
+    own, _ = table_matrix(prep.events)
+    db = prep.database
+    species = db.tables[db.names.index("species")]
+    sx, _ = table_matrix(species)
+    link = db.links[db.seed_table, "species_id -> species"][1].numpy()
+    assert x.shape[0] == len(own) and len(categorical) == x.shape[1]
+    assert np.array_equal(x[:, :own.shape[1]], own, equal_nan=True)
+    block = x[:, own.shape[1]:own.shape[1] + sx.shape[1]]  # the species columns, in link order
+    linked = link >= 0
+    assert np.array_equal(block[linked], sx[link[linked]], equal_nan=True) and np.isnan(block[~linked]).all()
+
+
+def test_the_flattened_row_hides_a_referenced_row_from_the_future():
+    from relssl.eval.baseline import flattened_matrix
+
+    products = Table("products", pd.DataFrame({"id": [0, 1], "price": [5.0, 7.0]}), {"price": torch_frame.numerical},
+                     primary_key=("id",), time=np.array([0, 500], dtype=np.int64))
+    orders = Table("orders", pd.DataFrame({"item": [0, 1, 1, 0] * 25, "qty": np.arange(100.0)}),
+                   {"qty": torch_frame.numerical}, foreign_keys=[ForeignKey(("item",), "products")],
+                   time=np.arange(100, dtype=np.int64) * 10)
+    prep = prepare_database(Database("shop", {"orders": orders, "products": products}).check(), "orders")
+    x, _ = flattened_matrix(prep)
+    price = x[:, 1]  # after the order's own qty column
+    item, when = orders.df["item"].to_numpy(), orders.time
+    assert np.isnan(price[(item == 1) & (when < 500)]).all()  # product 1 is listed at 500
+    assert not np.isnan(price[(item == 1) & (when >= 500)]).any() and not np.isnan(price[item == 0]).any()

@@ -2,7 +2,8 @@
 raw plus causal graph features.
 
 An event's raw features are its own encoded cells (numbers after any declared transform,
-category codes, timestamp parts) — the "LightGBM on raw columns" baseline of the AML literature.
+category codes, timestamp parts) — the "LightGBM on raw columns" baseline of the AML literature;
+a database's row adds the cells of the rows its foreign keys reference (the flattened row).
 An entity's are its feature row plus, over all events (the graph node tasks see), its in- and
 out-degree and the mean, max and sum of each numerical event column on each side.
 
@@ -62,9 +63,35 @@ def entity_matrix(prep: PreparedData) -> tuple[np.ndarray, np.ndarray]:
     return x, categorical
 
 
+def flattened_matrix(prep: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+    """A database's seed-table rows flattened (RelBench's LightGBM rung): the row's own cells, then
+    the cells of each row it references, one foreign key after another (NaN where the key is
+    unlinked, or where the referenced row is later than the row: nothing from its future)."""
+    db = prep.database
+    x, categorical = table_matrix(prep.events)
+    parts, masks = [x], [categorical]
+    for (child, _), (parent, rows) in db.links.items():
+        enc = db.tables[parent]
+        if child != db.seed_table or enc is None:
+            continue
+        px, pcat = table_matrix(enc)
+        rows = rows.numpy()
+        usable = rows >= 0
+        if db.times[parent] is not None and prep.time is not None:
+            usable &= db.times[parent].numpy()[rows.clip(min=0)] <= prep.time.numpy()
+        joined = np.full((len(rows), px.shape[1]), np.nan)
+        joined[usable] = px[rows[usable]]
+        parts.append(joined)
+        masks.append(pcat)
+    return np.concatenate(parts, axis=1), np.concatenate(masks)
+
+
 def raw_features(prep: PreparedData, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """Feature matrix over all events (edge tasks) or entities (node tasks), and the categorical mask."""
-    return table_matrix(prep.events) if target == "edge" else entity_matrix(prep)
+    """Feature matrix over all events (edge tasks; a database's rows flattened with the rows they
+    reference) or entities (node tasks), and the categorical mask."""
+    if target == "edge":
+        return flattened_matrix(prep) if prep.database is not None else table_matrix(prep.events)
+    return entity_matrix(prep)
 
 
 def graph_features(prep: PreparedData, target: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

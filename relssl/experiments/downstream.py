@@ -44,11 +44,14 @@ def percent(fraction: float) -> str:
 def method_rows(protocols: list[str], event_graph: bool = True) -> dict[str, tuple[str, str, str]]:
     """Table row key -> (method, protocol, report name). Causal rows keep the bare method key (and
     run folder name); the trees' graph features are causal whatever the protocol. Without an event
-    graph (a database of several tables) there are no graph features for the trees."""
+    graph (a database of several tables) there are no graph features for the trees, whose raw
+    features are the flattened row."""
     rows = {}
     for method, (_, _, name) in METHODS.items():
         if method == "gbdt-graph" and not event_graph:
             continue
+        if method == "gbdt" and not event_graph:
+            name = "GBDT on the flattened row"  # the row's cells and those of the rows it references
         for protocol in protocols if method in BACKBONE_METHODS else ["causal"]:
             key = method if protocol == "causal" else f"{method}-{protocol}"
             rows[key] = (method, protocol, name if protocol == "causal" else f"{name}, {protocol}")
@@ -116,7 +119,7 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
         "",
         _table(finals, fractions, columns, names),
         "",
-        _verdict(finals, fractions, primary, columns[primary], len(seeds)),
+        _verdict(finals, fractions, primary, columns[primary], len(seeds), names),
         "",
         _ladder(finals, fractions[-1], primary, columns[primary], names),
         "",
@@ -168,7 +171,8 @@ def _difference(finals, a: str, b: str, fraction: float, metric: str) -> tuple[f
     return ma - mb, None if one_seed else abs(ma - mb) > max(sa, sb)
 
 
-def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds: int) -> str:
+def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds: int,
+             names: dict[str, str]) -> str:
     """Whether pre-training helped, from the numbers: pretrained + finetune against scratch at each
     label fraction (the same training, only the initialisation differs; causal protocol), then the
     probe and the trees."""
@@ -195,7 +199,7 @@ def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds:
     return (f"**Verdict (test {title}, {'higher' if sign > 0 else 'lower'} is better, mean over {num_seeds} "
             f"seed{'s' if num_seeds > 1 else ''}, causal protocol):** pre-training {outcome}. Pretrained + finetune "
             f"minus scratch: {'; '.join(parts)}. Pretrained + probe minus scratch: {probe}. Pretrained + finetune "
-            f"minus GBDT on raw{' + graph' if best_trees == 'gbdt-graph' else ''} features: {trees} "
+            f"minus {names[best_trees]}: {trees} "
             f"(label fractions {', '.join(percent(f) for f in fractions)}).")
 
 
