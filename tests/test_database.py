@@ -1,4 +1,5 @@
 """Multi-table databases: the tables: schema, SQLite files, key checks, drafts (relssl schema)."""
+import math
 import re
 import sqlite3
 
@@ -394,3 +395,34 @@ def test_the_flattened_row_hides_a_referenced_row_from_the_future():
     item, when = orders.df["item"].to_numpy(), orders.time
     assert np.isnan(price[(item == 1) & (when < 500)]).all()  # product 1 is listed at 500
     assert not np.isnan(price[(item == 1) & (when >= 500)]).any() and not np.isnan(price[item == 0]).any()
+
+
+def test_a_relbench_database_reads_and_pretrains():
+    base = pytest.importorskip("relbench.base")
+    from relssl.data.relbench_reader import from_relbench
+
+    rng = np.random.default_rng(0)
+    users = pd.DataFrame({"user_id": np.arange(50), "age": rng.integers(18, 80, 50).astype(float),
+                          "country": rng.choice(["fr", "de", "uk"], 50)})
+    items = pd.DataFrame({"item_id": np.arange(20), "price": rng.lognormal(2, 1, 20),
+                          "listed": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 30, 20), "D")})
+    n = 600
+    reviews = pd.DataFrame({"user_id": rng.integers(0, 50, n).astype(float), "item_id": rng.integers(0, 20, n),
+                            "at": pd.Timestamp("2020-02-01") + pd.to_timedelta(np.sort(rng.integers(0, 90 * 24, n)), "h"),
+                            "rating": rng.integers(1, 6, n), "helpful": rng.normal(size=n)})
+    reviews.loc[3, "user_id"] = np.nan  # RelBench allows a key that links nowhere
+    rb = base.Database({"users": base.Table(users, {}, "user_id"),
+                        "items": base.Table(items, {}, "item_id", "listed"),
+                        "reviews": base.Table(reviews, {"user_id": "users", "item_id": "items"}, None, "at")})
+    db = from_relbench(rb, stypes={"reviews": {"rating": "categorical"}}, labels={"reviews": ["helpful"]})
+    reviews_t = db.tables["reviews"]
+    assert reviews_t.col_stypes == {"rating": torch_frame.categorical} and reviews_t.label_cols == ["helpful"]
+    assert db.tables["users"].col_stypes == {"age": torch_frame.numerical, "country": torch_frame.categorical}
+    assert db.links["reviews", 0][3] == -1 and (db.links["reviews", 1] == reviews["item_id"].to_numpy()).all()
+    assert db.tables["items"].time is not None and db.tables["users"].time is None
+    model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=2, fanouts=[3, 2])
+    cfg = PretrainConfig(data="rb", objectives=["mcm", "am"], batch_size=128, device="cpu", eval_rows=100, model=model)
+    trainer = Pretrainer(cfg, prepare_database(db, "reviews"))
+    assert math.isfinite(trainer.train_epoch(1, progress=False)["loss"])
+    with pytest.raises(RelsslError, match="table 'reviews' has no column"):
+        from_relbench(rb, labels={"reviews": ["stars"]})
