@@ -74,8 +74,8 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
     in training events (an entity's own row carries no time, so this is the leakage-safe set).
     ``text`` embeds text columns (a ``relssl.data.text.TextEmbedder``; default: offline MiniLM, cached)."""
     if isinstance(data, Database):
-        raise RelsslError(f"database '{data.name}': this command takes one event table so far; multi-table "
-                          f"databases pre-train (relssl pretrain --table), the other commands follow")
+        raise RelsslError(f"database '{data.name}': this command takes one event table so far; pretrain, finetune, "
+                          f"embed and experiment downstream take a database of several tables (with --table)")
     split = temporal_split(data.time, data.num_events, fractions, seed)
     train_rows = np.flatnonzero(split == TRAIN)
     events = encode_table(data.events, data.col_stypes, train_rows, data.transforms, max_categories, "events",
