@@ -6,7 +6,9 @@ and train MCM + LP with the default model for one epoch, reporting rows/s, epoch
 and the share of time in ingestion, sampling, forward, backward and optimiser.
 Each size runs in a fresh process so peak memory is that size's own. `relssl bench --text DATA`
 measures text columns instead: embedding throughput, cold vs cached preprocessing, and
-pre-training rows/s with and without the text columns.
+pre-training rows/s with and without the text columns. `relssl bench --relational` times MCM on a
+generated 3-table database (orders -> customers, products) read as rows linked by keys, against
+its orders read as an event table between customers and products.
 """
 from __future__ import annotations
 
@@ -211,6 +213,76 @@ def bench_text(data_name: str, steps: int, batch_size: int, seed: int = 0, devic
     return out
 
 
+def generated_database(rows: int, seed: int = 0):
+    """A 3-table database: ``rows`` orders (amount, channel, time) each linking one of rows/100
+    customers (age, segment) and one of rows/500 products (price, category), popular ones more."""
+    import numpy as np
+    import pandas as pd
+    import torch_frame
+
+    from relssl.data.database import Database, ForeignKey, Table
+
+    rng = np.random.default_rng(seed)
+    n_cust, n_prod = max(rows // 100, 10), max(rows // 500, 10)
+    customers = pd.DataFrame({"customer_id": np.arange(n_cust), "age": rng.integers(18, 90, n_cust).astype(float),
+                              "segment": rng.choice(["retail", "business", "vip"], n_cust)})
+    products = pd.DataFrame({"product_id": np.arange(n_prod), "price": rng.lognormal(3, 1, n_prod),
+                             "category": rng.choice([f"c{i}" for i in range(30)], n_prod)})
+    popularity = lambda n: np.minimum(rng.zipf(1.3, rows) - 1, n - 1)  # noqa: E731
+    orders = pd.DataFrame({"customer_id": popularity(n_cust), "product_id": popularity(n_prod),
+                           "amount": rng.lognormal(2, 1, rows), "channel": rng.choice(["web", "app", "shop"], rows)})
+    time = np.sort(rng.integers(1_600_000_000, 1_600_000_000 + 365 * 86400, rows))
+    num, cat = torch_frame.numerical, torch_frame.categorical
+    return Database("generated", {
+        "orders": Table("orders", orders, {"amount": num, "channel": cat},
+                        foreign_keys=[ForeignKey(("customer_id",), "customers"), ForeignKey(("product_id",), "products")],
+                        time=time),
+        "customers": Table("customers", customers, {"age": num, "segment": cat}, primary_key=("customer_id",)),
+        "products": Table("products", products, {"price": num, "category": cat}, primary_key=("product_id",)),
+    }).check()
+
+
+def bench_relational(rows: int, reading: str, steps: int, batch_size: int, seed: int = 0,
+                     device: str = "cpu") -> dict:
+    """MCM steps on the generated database read as rows linked by keys (``reading`` "database"), or
+    on its orders alone as events between customer and product entities ("events")."""
+    import torch
+
+    from relssl.data.prepare import prepare, prepare_database
+    from relssl.data.relational import RelationalData
+    from relssl.data.splits import TRAIN
+    from relssl.train import seeding
+    from relssl.train.pretrain import PretrainConfig, Pretrainer, device_clock
+
+    db = generated_database(rows, seed)
+    total = sum(len(t) for t in db.tables.values())
+    t = time.perf_counter()
+    if reading == "database":
+        prep = prepare_database(db, "orders", seed=seed)
+    else:
+        orders, customers = db.tables["orders"], db.tables["customers"]
+        data = RelationalData("generated", orders.df, orders.col_stypes, time=orders.time,
+                              src=db.links["orders", 0], dst=db.links["orders", 1] + len(customers),
+                              num_entities=len(customers) + len(db.tables["products"]))
+        prep = prepare(data, seed=seed)
+    out = {"rows": rows, "reading": reading, "encode_rows_per_s": (total if reading == "database" else rows)
+           / (time.perf_counter() - t)}
+    trainer = Pretrainer(PretrainConfig(data="generated", batch_size=batch_size, seed=seed, device=device), prep)
+    train_rows = prep.rows(TRAIN)
+    batches = [train_rows[torch.randperm(len(train_rows), generator=seeding.generator(seed, seeding.BENCH_ROWS, i))[:batch_size]]
+               for i in range(steps + 1)]
+    for i, b in enumerate(batches):
+        if i == 1:
+            trainer.phase_seconds = dict.fromkeys(trainer.phase_seconds, 0.0)
+            start = device_clock(trainer.device)
+        trainer.train_step(b, 1, i)
+    seconds = device_clock(trainer.device) - start
+    out["pretrain_rows_per_s"] = batch_size * steps / seconds
+    out["sampling_share_of_step"] = trainer.phase_seconds["sampling"] / seconds
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
 def format_table(results: list[dict]) -> str:
     keys = [k for k in results[0] if k != "rows"]
     lines = ["| figure | " + " | ".join(f"{r['rows']:,} rows" for r in results) + " |",
@@ -223,6 +295,23 @@ def format_table(results: list[dict]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.relational:
+        rows = int(args.rows.split(",")[0])
+        if args.single:
+            print(json.dumps(bench_relational(rows, args.reading, args.steps, args.batch_size, device=args.device)))
+            return
+        results = [json.loads(subprocess.run(
+            [sys.executable, "-m", "relssl", "bench", "--relational", "--single", "--reading", reading, "--rows", str(rows),
+             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device],
+            capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]) for reading in ("events", "database")]
+        print("| figure | orders as events | the database |\n|---|---|---|")
+        for k in ("encode_rows_per_s", "pretrain_rows_per_s", "sampling_share_of_step", "peak_rss_mib"):
+            print(f"| {k} | " + " | ".join(f"{r[k]:,.2f}" if r[k] < 10 else f"{r[k]:,.0f}" for r in results) + " |")
+        ratio = results[1]["pretrain_rows_per_s"] / results[0]["pretrain_rows_per_s"]
+        print(f"\n{rows:,} orders; the database pre-trains at {ratio:.2f}x the rows/s of its orders read as events")
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+        return
     if args.text:
         result = bench_text(args.text, args.steps, args.batch_size, device=args.device)
         print("| figure | value |\n|---|---|")

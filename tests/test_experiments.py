@@ -118,6 +118,19 @@ def test_the_repeated_pair_bench_case_repeats_pairs_thousands_of_times():
     assert np.sort(pairs)[-60:].min() > 2000 and data.num_events == 200_000
 
 
+def test_the_relational_bench_database_and_both_readings():
+    from relssl.bench import bench_relational, generated_database
+
+    db = generated_database(3000)
+    assert {t: len(db.tables[t]) for t in db.tables} == {"orders": 3000, "customers": 30, "products": 10}
+    assert all((db.links["orders", i] >= 0).all() for i in (0, 1))
+    assert (np.diff(db.tables["orders"].time) >= 0).all()
+    for reading in ("events", "database"):
+        out = bench_relational(3000, reading, steps=1, batch_size=64)
+        assert out["reading"] == reading and out["pretrain_rows_per_s"] > 0
+        assert 0 <= out["sampling_share_of_step"] < 1
+
+
 def test_bench_on_a_missing_gpu_is_a_clear_error(aml_csv, capsys):  # noqa: F811
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -18,6 +18,10 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, help="with --epoch: time this many steps and extrapolate the epoch")
     p.add_argument("--text", metavar="DATA", help="measure text columns on this dataset (e.g. amazon_fashion) instead")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA figures add peak_cuda_mib)")
+    p.add_argument("--relational", action="store_true",
+                   help="MCM on a generated 3-table database (first --rows orders) read as rows linked by keys, "
+                        "against its orders read as events")
+    p.add_argument("--reading", default="database", help=argparse.SUPPRESS)
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
 
