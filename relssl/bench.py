@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from relssl.errors import RelsslError
+
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -228,7 +230,7 @@ def generated_database(rows: int, seed: int = 0):
                               "segment": rng.choice(["retail", "business", "vip"], n_cust)})
     products = pd.DataFrame({"product_id": np.arange(n_prod), "price": rng.lognormal(3, 1, n_prod),
                              "category": rng.choice([f"c{i}" for i in range(30)], n_prod)})
-    popularity = lambda n: np.minimum(rng.zipf(1.3, rows) - 1, n - 1)  # noqa: E731
+    popularity = lambda n: (rng.zipf(1.3, rows) - 1) % n  # noqa: E731  (the tail wraps around: no artificial last hub)
     orders = pd.DataFrame({"customer_id": popularity(n_cust), "product_id": popularity(n_prod),
                            "amount": rng.lognormal(2, 1, rows), "channel": rng.choice(["web", "app", "shop"], rows)})
     time = np.sort(rng.integers(1_600_000_000, 1_600_000_000 + 365 * 86400, rows))
@@ -297,6 +299,8 @@ def format_table(results: list[dict]) -> str:
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.relational:
         rows = int(args.rows.split(",")[0])
+        if args.steps < 1 or rows < 1000:
+            raise RelsslError(f"--steps {args.steps} --rows {rows}: expected at least 1 step and 1,000 rows")
         if args.single:
             print(json.dumps(bench_relational(rows, args.reading, args.steps, args.batch_size, device=args.device)))
             return

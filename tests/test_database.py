@@ -337,7 +337,7 @@ def test_malformed_table_specs_get_one_line(tmp_path, capsys, spec, needle):
     assert len(err.splitlines()) == 1 and needle in err
 
 
-def test_a_multiclass_task_on_a_database_table(ratdat, tmp_path):
+def test_a_task_on_a_database_table(ratdat, tmp_path):
     labelled = PORTAL.replace("columns: {sex: categorical, weight: numerical, hindfoot_length: numerical}",
                               "columns: {weight: numerical, hindfoot_length: numerical}\n    labels: [sex]")
     path = schema(ratdat, labelled.replace("species: text", "species: categorical") + "on_orphans: keep-null\n",
@@ -345,10 +345,15 @@ def test_a_multiclass_task_on_a_database_table(ratdat, tmp_path):
     for mode in ("gbdt", "finetune"):
         out = tmp_path / mode
         assert main(["finetune", "--data", str(path), "--mode", mode, "--init", "scratch", "--epochs", "1",
-                     "--out", str(out), *TINY]) == 0  # the default task: sex, three classes (F, M, blank)
+                     "--out", str(out), *TINY]) == 0  # the default task: sex, F or M (blank rows unlabelled)
         final = yaml.safe_load((out / "final.json").read_text())
-        assert final["task"] == "edge-multiclass:sex" and final["classes"] == ["", "F", "M"]
-        assert 0 <= final["test/macro_f1"] <= 1 and 0 <= final["test/accuracy"] <= 1
+        assert final["task"] == "edge:sex" and final["positive_class"] in ("F", "M")  # a blank label is no class
+        assert 0 <= final["test/f1"] <= 1
+    out = tmp_path / "probe"  # two classes read as a multiclass task: one logit per class
+    assert main(["finetune", "--data", str(path), "--mode", "probe", "--init", "scratch", "--task", "edge-multiclass:sex",
+                 "--out", str(out), *TINY]) == 0
+    final = yaml.safe_load((out / "final.json").read_text())
+    assert final["classes"] == ["F", "M"] and 0 <= final["test/macro_f1"] <= 1
 
 
 def test_static_rows_no_training_row_links_to_are_unknown(ratdat):

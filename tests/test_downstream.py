@@ -210,3 +210,15 @@ def test_multiclass_metrics_by_hand():
     assert m["accuracy"] == 0.5 and m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
     out = split_metrics("multiclass", (probs, y), (probs, y))
     assert "threshold" not in out and out["test/macro_f1"] == pytest.approx(4 / 9)
+
+
+def test_the_multiclass_probe_has_a_logit_per_class_even_for_two_or_missing_classes():
+    from relssl.eval.downstream import fit_probe
+
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    for y in (np.where(x[:, 0] > 0, 2.0, 0.0), np.where(x[:, 0] > 0, 1.0, 0.0)):  # class 1 absent; two classes
+        head = fit_probe(x, y, "multiclass")
+        assert head.out_features == int(y.max()) + 1
+        pred = head(x.float()).argmax(1).numpy()
+        assert (pred == y).mean() > 0.9  # the separable classes are told apart, not collapsed onto one
+    assert multiclass_metrics(np.eye(3)[[0, 2, 2]], np.array([0, 2, 2]))["macro_f1"] == 1.0  # class 1 in neither

@@ -97,7 +97,8 @@ def _linked_to(db: Database, name: str, seed_table: str, seed_rows: np.ndarray) 
     """Rows of the static table ``name`` that training rows of the seed table reference or are
     referenced by: like an event graph's entities, fitted on those that take part in training (a
     species first caught after the training period gets the unknown category, not an embedding
-    no gradient ever reached). A static table not linked to the seed table directly: all rows."""
+    no gradient ever reached). A static table not linked to the seed table directly, or linked from
+    no training row: all rows."""
     linked, adjacent = [], False
     for (child, i), rows in db.links.items():
         fk = db.tables[child].foreign_keys[i]
@@ -107,10 +108,9 @@ def _linked_to(db: Database, name: str, seed_table: str, seed_rows: np.ndarray) 
         elif child == name and fk.table == seed_table:
             adjacent = True
             linked.append(np.flatnonzero(np.isin(rows, seed_rows)))
-    if not adjacent:
-        return np.arange(len(db.tables[name]))
-    found = np.unique(np.concatenate(linked))
-    return found[found >= 0]
+    found = np.unique(np.concatenate(linked)) if linked else np.zeros(0, dtype=np.int64)
+    found = found[found >= 0]
+    return found if adjacent and len(found) else np.arange(len(db.tables[name]))
 
 
 def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2), seed: int = 0,

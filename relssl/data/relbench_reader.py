@@ -1,7 +1,8 @@
 """A RelBench ``Database`` as a relssl Database (the ``relbench`` extra): each RelBench ``Table``
 gives its ``df``, ``pkey_col``, ``fkey_col_to_pkey_table`` and ``time_col``; RelBench declares no
 column types, so each remaining column's stype is read from its values
-(relssl.data.tables.guess_stype) unless ``stypes`` names it.
+(relssl.data.tables.guess_stype) unless ``stypes`` names it; columns of lists (multi-category)
+are left out.
 
     from relbench.datasets import get_dataset          # or any relbench.base.Database
     from relssl.data.relbench_reader import from_relbench
@@ -22,6 +23,10 @@ def from_relbench(rb_db, name: str = "relbench", stypes: dict[str, dict[str, str
     column given None there is left out; ``labels[table]`` are label columns (never features).
     RelBench allows foreign keys that link nowhere, hence ``keep-null`` by default."""
     stypes, labels = stypes or {}, labels or {}
+    known = set(getattr(rb_db, "table_dict", {}))
+    unknown_tables = sorted((set(stypes) | set(labels)) - known)
+    if unknown_tables:
+        raise RelsslError(f"from_relbench: no table(s) {unknown_tables}; the database has {sorted(known)}")
     tables = {}
     for table_name, rb in getattr(rb_db, "table_dict", {}).items():
         df = rb.df.reset_index(drop=True).copy()

@@ -122,8 +122,11 @@ def _looks_like_time(ser: pd.Series) -> bool:
 def guess_stype(ser: pd.Series) -> str | None:
     """numerical, categorical, timestamp or text for a column's values; None for a column with at
     most one distinct value, or an identifier (a different integer or short string in every row):
-    nothing to learn from."""
+    nothing to learn from; None as well for cells holding lists or arrays."""
     values = ser.dropna()
+    if len(values) and not all(isinstance(v, (str, bytes, int, float, bool, np.generic, pd.Timestamp))
+                               for v in values.iloc[:100]):
+        return None  # lists or arrays per cell (multi-category columns): not a scalar stype
     if values.nunique() <= 1:
         return None
     if pd.api.types.is_bool_dtype(values):

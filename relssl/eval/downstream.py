@@ -25,6 +25,8 @@ def fit_probe(x: Tensor, y: np.ndarray, kind: str) -> nn.Linear:
     else:
         model = LogisticRegression(class_weight="balanced", max_iter=2000).fit(z, y)
         coef, intercept = model.coef_, model.intercept_
+        if kind == "multiclass" and len(model.classes_) == 2:  # sklearn gives one row for two classes
+            coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
         if kind == "multiclass" and len(model.classes_) != int(y.max()) + 1:  # a class absent from training
             full = np.zeros((int(y.max()) + 1, coef.shape[1]))
             bias = np.full(int(y.max()) + 1, -1e4)

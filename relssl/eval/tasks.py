@@ -61,11 +61,22 @@ def parse_task(text: str | None, data: RelationalData) -> TaskSpec:
     return TaskSpec(target, column, kind)
 
 
+MAX_CLASSES = 100  # a multiclass label with more distinct values is likely a number or an identifier
+
+
+def has_label(values: pd.Series) -> np.ndarray:
+    """Rows whose label is known: not missing, and not a blank string."""
+    known = values.notna().to_numpy()
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        known = known & ~values.astype(str).str.strip().eq("").to_numpy()
+    return known
+
+
 def default_task(data: RelationalData) -> TaskSpec:
     for target, labels, table in (("edge", data.label_cols, data.events),
                                   ("node", data.entity_label_cols, data.entities)):
         if labels:
-            values = table[labels[0]].dropna()
+            values = table[labels[0]][has_label(table[labels[0]])]
             numbers = pd.api.types.is_numeric_dtype(values)
             return TaskSpec(target, labels[0], "binary" if values.nunique() <= 2 else
                             "regression" if numbers else "multiclass")
@@ -128,7 +139,7 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
         raise RelsslError(f"--label-fraction {label_fraction}: expected a fraction in (0, 1]")
     data = prep.data
     values = (data.events if spec.target == "edge" else data.entities)[spec.column]
-    labelled = np.flatnonzero(values.notna().to_numpy())
+    labelled = np.flatnonzero(has_label(values))
     values = values.iloc[labelled]
     rng = np.random.default_rng([seed, 17])
     if spec.regression:
@@ -144,6 +155,9 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
                               f"{spec.target}-multiclass, or {spec.target}-regression for numbers")
         if len(classes) < 2:
             raise RelsslError(f"--task {spec.name}: column '{spec.column}' holds a single class")
+        if len(classes) > MAX_CLASSES:
+            raise RelsslError(f"--task {spec.name}: column '{spec.column}' has {len(classes)} distinct values, more "
+                              f"than {MAX_CLASSES} classes; use {spec.target}-regression for numbers")
     split = prep.split[labelled] if spec.target == "edge" else node_split(data, labelled, groups, fractions, rng)
     positive = None
     if spec.kind == "multiclass":

@@ -113,7 +113,7 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
         f"Test split; mean ± std over seeds; best of each label fraction in bold. "
         f"Protocol{'s' if len(protocols) > 1 else ''}: {', '.join(protocols)} (causal: a row's neighbourhood "
         f"holds only events at or before its time; transductive: its split's whole graph, later events "
-        f"included, as Multi-GNN evaluates; GBDT graph features are always causal)."
+        f"included, as Multi-GNN evaluates{'; GBDT graph features are always causal' if 'gbdt-graph' in rows else ''})."
         + ("" if kind != "binary" else " F1 is the positive class's at the threshold chosen on validation "
                                  "predictions only (the threshold column)."),
         "",

@@ -35,9 +35,10 @@ def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def multiclass_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-F1 (each class's F1 weighing alike) of the most probable class."""
+    """Accuracy and macro-F1 (each class's F1 weighing alike, over the classes in the labels or the
+    predictions: a class absent from both would score 0 and cap the mean) of the most probable class."""
     pred = probs.argmax(1)
-    return {"macro_f1": float(f1_score(y, pred, average="macro", labels=np.arange(probs.shape[1]), zero_division=0)),
+    return {"macro_f1": float(f1_score(y, pred, average="macro", labels=np.union1d(y, pred), zero_division=0)),
             "accuracy": float(accuracy_score(y, pred))}
 
 
