@@ -431,3 +431,17 @@ def test_a_relbench_database_reads_and_pretrains():
     assert math.isfinite(trainer.train_epoch(1, progress=False)["loss"])
     with pytest.raises(RelsslError, match="table 'reviews' has no column"):
         from_relbench(rb, labels={"reviews": ["stars"]})
+
+
+def test_a_task_named_table_dot_column(ratdat, tmp_path, capsys):
+    labelled = PORTAL.replace("columns: {sex: categorical, weight: numerical, hindfoot_length: numerical}",
+                              "columns: {sex: categorical, hindfoot_length: numerical}\n    labels: [weight]")
+    path = schema(ratdat, labelled.replace("species: text", "species: categorical") + "on_orphans: keep-null\n",
+                  "weights.yaml")
+    run = ["finetune", "--data", str(path), "--mode", "gbdt", *TINY]
+    assert main([*run, "--task", "surveys.weight", "--out", str(tmp_path / "a")]) == 0  # numbers: a regression
+    assert yaml.safe_load((tmp_path / "a" / "final.json").read_text())["task"] == "edge-regression:weight"
+    assert main([*run, "--task", "surveys.weight", "--table", "plots", "--out", str(tmp_path / "b")]) == 2
+    assert "names table 'surveys' but --table is 'plots'" in capsys.readouterr().err
+    assert main([*run, "--task", "surveys.weight", "--task-type", "ordinal", "--out", str(tmp_path / "c")]) == 2
+    assert "--task-type ordinal: expected binary, multiclass or regression" in capsys.readouterr().err

@@ -30,7 +30,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from relssl.eval.finetune import FinetuneConfig, finetune
 
     cfg = None if args.resume else FinetuneConfig(task=args.task, init=args.init, mode=args.mode,
-                                                  label_fraction=args.label_fraction, train=training_config(args))
+                                                  label_fraction=args.label_fraction, train=training_config(args),
+                                                  task_type=args.task_type)
     final = finetune(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"downstream metrics ({args.out}/final.json)")
 
@@ -65,13 +66,16 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
 
 
 TASK_HELP = ("KIND:COLUMN with KIND edge or node (binary), edge-multiclass, node-multiclass, edge-regression or "
-             "node-regression, e.g. 'edge:Is Laundering' (default: the dataset's first label column)")
+             "node-regression, e.g. 'edge:Is Laundering'; or, on a database, TABLE.COLUMN, e.g. 'surveys.weight' "
+             "(default: the dataset's first label column)")
 
 
 def add_finetune_parser(sub) -> None:
     p = sub.add_parser("finetune", help="train and evaluate a labelled task: fine-tune, linear probe or GBDT baseline")
     add_run_flags(p)
     p.add_argument("--task", help=TASK_HELP)
+    p.add_argument("--task-type", help="with --task TABLE.COLUMN: binary, multiclass or regression (default: from the "
+                                       "column's values)")
     p.add_argument("--init", default="scratch", help="'scratch' or a pretrain run folder")
     p.add_argument("--mode", default="finetune", help="finetune (everything trains), probe (linear head on "
                                                       "frozen embeddings), gbdt (trees on raw features) or "

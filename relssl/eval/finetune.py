@@ -31,7 +31,7 @@ from relssl.errors import RelsslError
 from relssl.eval.baseline import gbdt_scores, graph_features, raw_features
 from relssl.eval.downstream import fit_probe
 from relssl.eval.represent import Representer
-from relssl.eval.tasks import labelled_sets, parse_task
+from relssl.eval.tasks import labelled_sets, parse_task, table_task
 from relssl.metrics.classification import selection_score, split_metrics
 from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
@@ -44,16 +44,17 @@ from relssl.train.run_folder import RunFolder
 MODES = ("finetune", "probe", "gbdt", "gbdt-graph")
 GBDT_MODES = ("gbdt", "gbdt-graph")
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
-INHERITED = ("data", "split", "max_categories", "text_model", "model")
+INHERITED = ("data", "table", "split", "max_categories", "text_model", "model")
 
 
 @dataclass
 class FinetuneConfig:
-    task: str | None = None  # KIND:COLUMN (relssl.eval.tasks); None: the dataset's first label column
+    task: str | None = None  # KIND:COLUMN or TABLE.COLUMN (relssl.eval.tasks); None: the first label column
     init: str = "scratch"  # or a pretrain run folder
     mode: str = "finetune"
     label_fraction: float = 1.0  # seeded (stratified) share of the training labels used
     train: PretrainConfig = field(default_factory=PretrainConfig)  # data, model and optimiser settings
+    task_type: str | None = None  # with TABLE.COLUMN: binary, multiclass or regression (default: from the values)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "FinetuneConfig":
@@ -61,6 +62,11 @@ class FinetuneConfig:
         return from_mapping(cls, raw, train=PretrainConfig.from_dict(raw.get("train") or {}))
 
     def validate(self) -> None:
+        named = table_task(self.task)
+        if named is not None:  # the task's table is the run's --table
+            if self.train.table not in (None, named[0]):
+                raise RelsslError(f"--task {self.task} names table '{named[0]}' but --table is '{self.train.table}'")
+            self.train.table = named[0]
         if self.mode not in MODES:
             raise RelsslError(f"--mode '{self.mode}': expected one of {', '.join(MODES)}")
         if self.mode in GBDT_MODES and self.init != "scratch":
@@ -136,7 +142,7 @@ class Finetuner:
         self.cfg, t = cfg, cfg.train
         self.device = resolve_device(t.device)
         self.prep = prep or prepare_for(t, cfg.init)
-        self.spec = parse_task(cfg.task, self.prep.data)
+        self.spec = parse_task(cfg.task, self.prep.data, cfg.task_type)
         self.kind, self.regression = self.spec.kind, self.spec.regression
         self.sets = labelled_sets(self.prep, self.spec, t.seed, cfg.label_fraction, parse_fractions(t.split))
         for split in (VAL, TEST):  # a fixed seeded sample, shared by every mode with this seed

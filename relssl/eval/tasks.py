@@ -42,8 +42,31 @@ class TaskSpec:
         return f"{self.target}{'' if self.kind == 'binary' else '-' + self.kind}:{self.column}"
 
 
-def parse_task(text: str | None, data: RelationalData) -> TaskSpec:
-    """``--task`` text (or the dataset's default) -> a checked TaskSpec."""
+def table_task(text: str | None) -> tuple[str, str] | None:
+    """(table, column) of a ``TABLE.COLUMN`` task (a database's), None for ``KIND:COLUMN``."""
+    if text is None or ":" in text or "." not in text:
+        return None
+    table, _, column = text.partition(".")
+    if not table or not column:
+        raise RelsslError(f"--task '{text}': expected TABLE.COLUMN or KIND:COLUMN")
+    return table, column
+
+
+def parse_task(text: str | None, data: RelationalData, task_type: str | None = None) -> TaskSpec:
+    """``--task`` text (or the dataset's default) -> a checked TaskSpec. ``TABLE.COLUMN`` (the run's
+    ``--table`` is TABLE) names a label column of a database's table, its kind ``task_type`` or
+    inferred from the values as for the default task."""
+    if task_type is not None and task_type not in ("binary", "multiclass", "regression"):
+        raise RelsslError(f"--task-type {task_type}: expected binary, multiclass or regression")
+    named = table_task(text)
+    if named is not None:
+        if named[1] not in data.label_cols:
+            raise RelsslError(f"--task '{text}': '{named[1]}' is not a label column of table '{named[0]}' "
+                              f"(its label columns: {data.label_cols or 'none'})")
+        spec = infer_kind("edge", named[1], data.events)
+        return TaskSpec("edge", named[1], task_type or spec.kind)
+    if task_type is not None:
+        raise RelsslError("--task-type goes with a --task TABLE.COLUMN (KIND:COLUMN names its kind)")
     if text is None:
         return default_task(data)
     kind, sep, column = text.partition(":")
@@ -72,14 +95,18 @@ def has_label(values: pd.Series) -> np.ndarray:
     return known
 
 
+def infer_kind(target: str, column: str, table: pd.DataFrame) -> TaskSpec:
+    """Binary for at most two known values, else regression for numbers, else multiclass."""
+    values = table[column][has_label(table[column])]
+    numbers = pd.api.types.is_numeric_dtype(values)
+    return TaskSpec(target, column, "binary" if values.nunique() <= 2 else "regression" if numbers else "multiclass")
+
+
 def default_task(data: RelationalData) -> TaskSpec:
     for target, labels, table in (("edge", data.label_cols, data.events),
                                   ("node", data.entity_label_cols, data.entities)):
         if labels:
-            values = table[labels[0]][has_label(table[labels[0]])]
-            numbers = pd.api.types.is_numeric_dtype(values)
-            return TaskSpec(target, labels[0], "binary" if values.nunique() <= 2 else
-                            "regression" if numbers else "multiclass")
+            return infer_kind(target, labels[0], table)
     raise RelsslError(f"--task: dataset '{data.name}' declares no label column; add 'labels' to its schema")
 
 
