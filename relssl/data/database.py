@@ -229,3 +229,8 @@ def as_event_graph(db: Database) -> RelationalData | None:
     keys = pd.DataFrame({"table": [targets[0].name] * first + [targets[1].name] * len(targets[1]),
                          "key": pd.concat([key_strings(t.df, t.primary_key) for t in targets], ignore_index=True)})
     return single(ev, dict(src=src, dst=dst + first, num_entities=first + len(targets[1]), entity_keys=keys))
+
+
+def event_graph_or_database(db: Database) -> RelationalData | Database:
+    """What a database trains as: the event graph where its shape is one, else itself."""
+    return as_event_graph(db) or db

