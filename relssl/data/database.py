@@ -48,6 +48,8 @@ class Table:
     transforms: dict[str, str] = field(default_factory=dict)  # column -> "log1p", applied when encoding
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embedding column -> [rows, dim]
     mask_groups: list[list[str]] = field(default_factory=list)
+    # Labels inform later rows of the same table in other rows' trees (a user's earlier ratings).
+    labels_as_history: bool = False
 
     def __len__(self) -> int:
         return len(self.df)
@@ -67,6 +69,9 @@ class Table:
             if both:
                 raise RelsslError(f"table '{self.name}': {what} column(s) {both} cannot also be features "
                                   f"(remove them from columns:)")
+        if self.labels_as_history and (self.time is None or not self.label_cols):
+            raise RelsslError(f"table '{self.name}': labels_as_history needs labels and a time column (a label "
+                              f"informs only rows later than its own)")
         if self.time is not None and len(self.time) != len(self.df):
             raise RelsslError(f"table '{self.name}': {len(self.time)} times for {len(self.df)} rows")
 
@@ -182,6 +187,7 @@ class Database:
                 when = f"time '{table.time_col}' {lo} .. {hi}"
             key = f"primary key {'+'.join(table.primary_key)}" if table.primary_key else "no primary key"
             labels = f"; labels {', '.join(table.label_cols)}" if table.label_cols else ""
+            labels += " (history of later rows)" if table.labels_as_history else ""
             lines.append(f"  {table.name}: {len(table):,} rows; {features}; {key}; {when}{labels}")
         for (name, i), rows in self.links.items():
             fk = self.tables[name].foreign_keys[i]

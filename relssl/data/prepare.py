@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
+import torch_frame
 
 from relssl.data.database import Database
 from relssl.data.encoding import EncodedTable, encode_table
@@ -26,6 +28,8 @@ class DatabaseGraph:
     times: list[torch.Tensor | None]
     links: dict[tuple[int, str], tuple[int, torch.Tensor]]
     cuts: tuple[int, int] | None  # last training and validation time (None: the seed table is static)
+    # Per table with labels_as_history: its label columns, encoded as features of rows earlier than a tree's seed.
+    history: list[EncodedTable | None] = field(default_factory=list)
 
     def visible(self, split: int, seed_split: np.ndarray) -> list[torch.Tensor | None]:
         """Rows a tree of ``split`` may hold: the seed table's rows of that split or earlier, other
@@ -113,6 +117,14 @@ def _linked_to(db: Database, name: str, seed_table: str, seed_rows: np.ndarray) 
     return found if adjacent and len(found) else np.arange(len(db.tables[name]))
 
 
+def _label_history(t, train_rows: np.ndarray, max_categories: int) -> EncodedTable:
+    """A table's label columns as features of other rows' trees: numbers stay numerical (a rating),
+    anything else is a category (a class)."""
+    stypes = {c: torch_frame.numerical if pd.api.types.is_numeric_dtype(t.df[c]) and not pd.api.types.is_bool_dtype(
+        t.df[c]) else torch_frame.categorical for c in t.label_cols}
+    return encode_table(t.df, stypes, train_rows, {}, max_categories, f"{t.name} (labels as history)")
+
+
 def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2), seed: int = 0,
                      max_categories: int = 1000, text=None) -> PreparedData:
     """Pretext tasks on the rows of ``table`` (default: the timed table with the most rows, else the
@@ -134,7 +146,7 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
     if seed_table.time is not None:
         unique, counts = np.unique(seed_table.time, return_counts=True)
         cuts = time_cuts(unique, counts, fractions)
-    tables = []
+    tables, history = [], []
     seed_train = np.flatnonzero(split == TRAIN)
     for name in names:
         t = db.tables[name]
@@ -146,6 +158,10 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
             train_rows = _linked_to(db, name, table, seed_train)
         tables.append(encode_table(t.df, t.col_stypes, train_rows, t.transforms, max_categories, name, t.vectors,
                                    text) if t.col_stypes else None)
+        history.append(_label_history(t, train_rows, max_categories) if t.labels_as_history else None)
+    if any(h is not None for h in history) and cuts is None:
+        raise RelsslError(f"--table {table}: labels_as_history needs a seed table with a time column (a label "
+                          f"informs only the trees of later rows)")
 
     def tensor(a):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
@@ -153,7 +169,8 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
     index = {n: i for i, n in enumerate(names)}
     links = {(index[name], str(fk)): (index[fk.table], tensor(db.links[name, i]))
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
-    graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables, [tensor(db.tables[n].time) for n in names], links, cuts)
+    graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables,
+                          [tensor(db.tables[n].time) for n in names], links, cuts, history)
     # The seed table on its own, for what reads labels and raw columns (downstream tasks, baselines).
     view = RelationalData(name=db.name, events=seed_table.df, col_stypes=seed_table.col_stypes,
                           label_cols=seed_table.label_cols, time_col=seed_table.time_col, time=seed_table.time,

