@@ -173,6 +173,19 @@ def test_edge_regression(prep, tmp_path):
         assert "threshold" not in final and final["test/rmse"] < 0.3 * std, (mode, final)
 
 
+def test_the_trivial_reference_by_hand(prep, tmp_path):
+    """One prediction for every row from the training labels alone: their mean (regression), their
+    class shares (multiclass: the majority class), their positive rate (binary)."""
+    final = run(prep, tmp_path, "edge-regression:score", mode="reference", name="mean")
+    tuner = Finetuner(FinetuneConfig("edge-regression:score", train=PretrainConfig(data="toy", model=SMALL)), prep)
+    y_train, y_test = tuner.sets.y[TRAIN], tuner.sets.y[TEST]
+    assert final["test/rmse"] == pytest.approx(np.sqrt(np.mean((y_test - y_train.mean()) ** 2)))
+    binary = run(prep, tmp_path, "edge:linear", mode="reference", name="rate")
+    assert binary["test/roc_auc"] == 0.5
+    with pytest.raises(RelsslError, match="--mode reference uses no backbone"):
+        FinetuneConfig("edge:linear", init=str(tmp_path), mode="reference").validate()
+
+
 def test_finetune_is_deterministic_and_writes_its_run_folder(prep, tmp_path):
     a = run(prep, tmp_path, "edge:linear", epochs=2, fraction=0.2, name="a")
     b = run(prep, tmp_path, "edge:linear", epochs=2, fraction=0.2, name="b")

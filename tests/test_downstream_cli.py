@@ -94,9 +94,10 @@ def test_downstream_experiment_report_matches_its_runs(aml, tmp_path):
     assert (out / "metric_vs_fraction.png").stat().st_size > 0
     assert "relssl experiment downstream --data" in report and "--finetune-epochs 1" in report
     names = {"GBDT on raw features": "gbdt", "GBDT on raw + graph features": "gbdt-graph",
-             "scratch + finetune": "scratch", "pretrained + probe": "probe", "pretrained + finetune": "finetune"}
+             "scratch + finetune": "scratch", "pretrained + probe": "probe", "pretrained + finetune": "finetune",
+             "trivial reference (training positive rate)": "reference"}
     rows = [line for line in report.splitlines() if line.startswith("| ") and " % |" in line]
-    assert len(rows) == 10
+    assert len(rows) == 12
     means = {}
     for line in rows:
         cells = [c.strip().strip("*") for c in line.strip("|").split("|")]

@@ -81,7 +81,9 @@ def add_finetune_parser(sub) -> None:
                                                       "frozen embeddings), gbdt (trees on raw features) or "
                                                       "gbdt-graph (trees on raw plus causal graph features: "
                                                       "windowed degrees and amounts, fan-in/out, cycles, "
-                                                      "scatter-gather)")
+                                                      "scatter-gather) or reference (the trivial reference: "
+                                                      "the training labels' mean, majority class or positive "
+                                                      "rate for every row)")
     p.add_argument("--label-fraction", type=float, default=1.0, help="seeded share of the training labels used")
     p.add_argument("--protocol", choices=PROTOCOLS, default="causal",
                    help="what an event's neighbourhood may hold: causal (events at or before its time) or "

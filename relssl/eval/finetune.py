@@ -41,8 +41,9 @@ from relssl.train.loop import OneModel, fit
 from relssl.train.pretrain import PretrainConfig, prepare_data, resolve_device
 from relssl.train.run_folder import RunFolder
 
-MODES = ("finetune", "probe", "gbdt", "gbdt-graph")
+MODES = ("finetune", "probe", "gbdt", "gbdt-graph", "reference")
 GBDT_MODES = ("gbdt", "gbdt-graph")
+NO_BACKBONE = (*GBDT_MODES, "reference")  # modes that train no backbone: they take no --init
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
 INHERITED = ("data", "table", "split", "max_categories", "text_model", "model")
 
@@ -69,8 +70,8 @@ class FinetuneConfig:
             self.train.table = named[0]
         if self.mode not in MODES:
             raise RelsslError(f"--mode '{self.mode}': expected one of {', '.join(MODES)}")
-        if self.mode in GBDT_MODES and self.init != "scratch":
-            raise RelsslError(f"--mode {self.mode} trains trees on features without a backbone: it takes no --init")
+        if self.mode in NO_BACKBONE and self.init != "scratch":
+            raise RelsslError(f"--mode {self.mode} uses no backbone: it takes no --init")
         self.train.validate()
         if self.init != "scratch":
             check_compatible(self.train, pretrained_config(self.init), self.init)
@@ -203,6 +204,15 @@ class Finetuner:
         val, test = gbdt_scores(train, self.sets.y[TRAIN], categorical, self.kind, self.cfg.train.seed, val, test)
         return self.metrics(val, test)
 
+    def run_reference(self) -> dict[str, float]:
+        """The trivial reference: one prediction for every row from the training labels alone (their
+        mean; their class shares, whose argmax is the majority class; their positive rate)."""
+        y, n = self.sets.y[TRAIN], [len(self.sets.ids[s]) for s in (VAL, TEST)]
+        if self.kind == "multiclass":
+            share = np.bincount(y, minlength=self.outputs) / max(len(y), 1)
+            return self.metrics(*(np.tile(share, (k, 1)) for k in n))
+        return self.metrics(*(np.full(k, float(y.mean())) for k in n))
+
     def run_probe(self) -> tuple[dict[str, float], DownstreamModel]:
         t = self.cfg.train
         backbone = self.build_backbone()
@@ -292,6 +302,8 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
     model = None
     if cfg.mode in GBDT_MODES:
         metrics = tuner.run_gbdt(graph=cfg.mode == "gbdt-graph")
+    elif cfg.mode == "reference":
+        metrics = tuner.run_reference()
     elif cfg.mode == "probe":
         metrics, model = tuner.run_probe()
         run.save_weights(model)

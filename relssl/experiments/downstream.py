@@ -29,7 +29,12 @@ from relssl.train.pretrain import PretrainConfig
 METHODS = {"gbdt": (False, "gbdt", "GBDT on raw features"),
            "gbdt-graph": (False, "gbdt-graph", "GBDT on raw + graph features"),
            "scratch": (False, "finetune", "scratch + finetune"),
-           "probe": (True, "probe", "pretrained + probe"), "finetune": (True, "finetune", "pretrained + finetune")}
+           "probe": (True, "probe", "pretrained + probe"), "finetune": (True, "finetune", "pretrained + finetune"),
+           "reference": (False, "reference", "trivial reference")}
+# The trivial reference's report name, per task kind (relssl.eval.finetune.Finetuner.run_reference).
+REFERENCE_NAMES = {"binary": "trivial reference (training positive rate)",
+                   "multiclass": "trivial reference (training class shares: the majority class)",
+                   "regression": "trivial reference (training mean)"}
 BACKBONE_METHODS = ("scratch", "probe", "finetune")  # these sample neighbourhoods: the protocol applies
 COLUMNS = {"binary": {"test/f1": "F1", "test/pr_auc": "PR-AUC", "test/roc_auc": "ROC-AUC", "threshold": "threshold"},
            "multiclass": {"test/macro_f1": "macro-F1", "test/accuracy": "accuracy"},
@@ -96,7 +101,7 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
     kind = "regression" if "test/rmse" in first else "multiclass" if "test/macro_f1" in first else "binary"
     columns = COLUMNS[kind]
     primary = next(iter(columns))
-    names = {key: name for key, (_, _, name) in rows.items()}
+    names = {key: REFERENCE_NAMES[kind] if key == "reference" else name for key, (_, _, name) in rows.items()}
     report = [
         f"# Does pre-training help? `{base.data}`, task `{first['task']}`",
         "",
