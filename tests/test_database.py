@@ -56,7 +56,7 @@ def schema(folder, text, name="schema.yaml"):
 
 
 def test_a_database_of_three_linked_tables(ratdat):
-    with pytest.raises(RelsslError, match=r"foreign key species_id -> species: 763 null value\(s\); set on_orphans"):
+    with pytest.raises(RelsslError, match=r"foreign key species_id -> species: 763 null value\(s\); choose --on-orphans"):
         load_database(schema(ratdat, PORTAL))
     db = load_database(schema(ratdat, PORTAL), on_orphans="keep-null")
     surveys, species, plots = (db.tables[t] for t in ("surveys", "species", "plots"))
@@ -198,6 +198,18 @@ def test_sqlite_keys_types_and_time_come_from_its_declarations(ratdat, tmp_path)
     # 08:00 at UTC-5 is 13:00 UTC
     assert surveys.time_col == "date" and surveys.time[0] == np.datetime64("1977-07-16T13:00", "s").astype(np.int64)
     assert db.tables["plots"].df["plot_id"][db.links["surveys", 0][0]] == 2
+
+
+def test_a_bare_sqlite_files_orphans_are_a_flag_away(ratdat, tmp_path, capsys):
+    path = portal_sqlite(tmp_path / "portal.sqlite", ratdat)
+    run = ["pretrain", "--data", str(path), "--table", "surveys", "--epochs", "1", "--train-rows-per-epoch", "200",
+           *TINY]
+    assert main([*run, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "foreign key species_id -> species:" in err and "choose --on-orphans" in err and err.count("\n") == 1
+    assert main([*run, "--on-orphans", "keep-null", "--out", str(tmp_path / "b")]) == 0
+    assert main([*run, "--on-orphans", "maybe", "--out", str(tmp_path / "c")]) == 2
+    assert "--on-orphans maybe: expected one of error, drop, keep-null" in capsys.readouterr().err
 
 
 def test_timestamps_with_zones_offsets_and_dates_alone():

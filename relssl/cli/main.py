@@ -71,7 +71,7 @@ def cmd_experiment_masks(args: argparse.Namespace) -> None:
         raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
     overrides = {}
     if args.objectives is None:
-        graph = load_dataset(args.data or "synthetic-aml", args.skip_bad_rows).has_graph
+        graph = load_dataset(args.data or "synthetic-aml", args.skip_bad_rows, args.on_orphans).has_graph
         overrides["objectives"] = ["mcm", "am", "mv"] if graph else ["mcm", "mv"]
     cfg = config_from_args(args, **overrides)
     path = run_mask_experiment(cfg, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv],

@@ -138,8 +138,8 @@ class Database:
                         what = [f"{int(unknown.sum())} value(s) not in '{fk.table}' (e.g. {keys[unknown].iloc[0]!r})"
                                 if unknown.any() else "", f"{int(null.sum())} null value(s)" if null.any() else ""]
                         raise RelsslError(f"table '{table.name}': foreign key {fk}: {' and '.join(filter(None, what))}"
-                                          f"; set on_orphans: drop (the rows) or keep-null (unlinked) in the schema "
-                                          f"(for a SQLite file, write one with relssl schema infer)")
+                                          f"; choose --on-orphans drop (the rows) or keep-null (unlinked), or set "
+                                          f"on_orphans: in the schema")
                     self.links[table.name, i] = rows.astype(np.int64)
                     self.orphans[table.name, i] = self.orphans.get((table.name, i), 0) + int(
                         unknown.sum() if on_orphans == "drop" else (null | unknown).sum())

@@ -66,8 +66,9 @@ def resolve(spec: str) -> Source:
     return Source(spec, reader_for(path, spec, builtin_names()), path)
 
 
-def load_dataset(spec: str, skip_bad_rows: bool = False) -> RelationalData | Database:
+def load_dataset(spec: str, skip_bad_rows: bool = False, on_orphans: str | None = None) -> RelationalData | Database:
     """``skip_bad_rows`` lets line-based readers (Amazon reviews) skip malformed lines with a
-    counted warning instead of failing on the first. A database of several tables that is not one
+    counted warning instead of failing on the first; ``on_orphans`` overrides a database's own
+    (relssl.data.database.Database.check). A database of several tables that is not one
     event table linking entities comes back as a Database."""
-    return resolve(spec).read(skip_bad_rows)
+    return resolve(spec).read(skip_bad_rows, on_orphans)

@@ -139,7 +139,8 @@ def read_yaml(path: Path):
         raise RelsslError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
 
 
-def load_schema(path: str | Path, base_dir: str | Path | None = None) -> RelationalData | Database:
+def load_schema(path: str | Path, base_dir: str | Path | None = None,
+                on_orphans: str | None = None) -> RelationalData | Database:
     """Read a YAML schema; table paths are relative to ``base_dir`` (default: the YAML's folder). A
     ``tables:`` schema is RelationalData where it is one event table linking entities
     (``as_event_graph``), else the Database."""
@@ -147,7 +148,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None) -> Relatio
     base = Path(base_dir) if base_dir is not None else path.parent
     spec = read_yaml(path)
     if isinstance(spec, dict) and "tables" in spec:
-        return event_graph_or_database(load_database(path, base_dir))
+        return event_graph_or_database(load_database(path, base_dir, on_orphans))
     if not isinstance(spec, dict) or not isinstance(spec.get("events"), dict):
         raise RelsslError(f"{path}: expected a mapping with 'tables:' or an 'events' table (see docs/schema.md)")
     unknown = set(spec) - {"name", "events", "entities"}

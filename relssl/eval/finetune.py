@@ -45,7 +45,7 @@ MODES = ("finetune", "probe", "gbdt", "gbdt-graph", "reference")
 GBDT_MODES = ("gbdt", "gbdt-graph")
 NO_BACKBONE = (*GBDT_MODES, "reference")  # modes that train no backbone: they take no --init
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
-INHERITED = ("data", "table", "split", "max_categories", "text_model", "model")
+INHERITED = ("data", "table", "on_orphans", "split", "max_categories", "text_model", "model")
 
 
 @dataclass

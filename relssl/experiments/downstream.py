@@ -72,7 +72,7 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
     out.mkdir(parents=True, exist_ok=True)
     label = "+".join(base.objectives)
     run_grid({label: base}, seeds, out, progress, log)
-    rows = method_rows(protocols, not isinstance(load_dataset(base.data, base.skip_bad_rows), Database))
+    rows = method_rows(protocols, not isinstance(load_dataset(base.data, base.skip_bad_rows, base.on_orphans), Database))
     finals: dict[tuple[str, float], list[dict]] = {}
     for seed in seeds:
         pretrained = out / "runs" / f"{label}-seed{seed}"

