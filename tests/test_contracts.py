@@ -18,7 +18,7 @@ from relssl.data.prepare import prepare
 from relssl.data.readers import READERS
 from relssl.errors import RelsslError
 from relssl.data.splits import TRAIN, VAL
-from relssl.metrics import reference_key
+from relssl.objectives import reference_key
 from relssl.multitask import COMBINERS, build_combiner
 from relssl.nn.backbone import ModelConfig
 from relssl.nn.gnn import CONVS

@@ -48,7 +48,7 @@ def trainer_for(db: Database, objectives=("lp",), **kw) -> Pretrainer:
     model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=3, fanouts=[4, 4, 1], dropout=0.0)
     cfg = PretrainConfig(**{"data": "ratings", "objectives": list(objectives), "batch_size": 128, "lr": 3e-3,
                             "device": "cpu", "eval_rows": 400, "model": model, **kw})
-    return Pretrainer(cfg, prepare_database(db, "ratings"))
+    return Pretrainer(cfg, prepare_database(db, "ratings", pretext=kw.get("tables")))
 
 
 def test_labels_inform_only_strictly_earlier_rows():
@@ -194,3 +194,65 @@ def test_the_builtin_flights_database():
                       "dest -> airports": 329_174, "origin+time_hour -> weather": 335_220}
     first = db.tables["flights"].time[0]  # 2013-01-01T10:00:00Z
     assert first == pd.Timestamp("2013-01-01 10:00").value // 10**9
+
+
+def test_pretext_tasks_on_several_tables_share_one_model(tmp_path):
+    from relssl.eval.finetune import load_backbone
+    from relssl.nn.backbone import Backbone
+    from relssl.train.run_folder import RunFolder
+
+    db = ratings_database()
+    trainer = trainer_for(db, objectives=["mcm"], tables=["ratings", "movies"])
+    ratings, movies = trainer.prep, trainer.prep.views["movies"]
+    assert [t.name for t in trainer.tables] == ["ratings", "movies"] and movies.database.seed_table == 2
+    assert movies.events is ratings.database.tables[2]  # one encoding for both views
+    metrics = trainer.train_epoch(1, progress=False)
+    assert {"ratings/mcm/rmse", "movies/mcm/acc", "weight/movies/mcm"} <= set(metrics)
+    assert {"ratings/mcm/rmse_ref", "movies/mcm/acc_ref"} <= set(trainer.evaluate(VAL))
+    # A movie's own cells never reach its graph state, through its own tree.
+    model, rows = trainer.tables[1].model, movies.rows(TRAIN)[:16]
+
+    def graph_state():
+        return model.encode_graph(trainer.tables[1].builders[TRAIN](rows, torch.Generator().manual_seed(0))).detach()
+
+    before, genres = graph_state(), movies.events.tf.feat_dict[torch_frame.categorical]
+    saved = genres[rows].clone()
+    genres[rows] = (genres[rows] + 1) % GENRES
+    assert torch.equal(graph_state(), before)
+    genres[rows] = saved
+    # Weights saved once; a task on the second table loads its own row encoder.
+    run = tmp_path / "run"
+    run.mkdir()
+    RunFolder(run).save_weights(trainer.weights())
+    backbone = Backbone(movies, trainer.cfg.model)
+    load_backbone(backbone, run)
+    assert backbone.row_encoder() is backbone.extra_rows["movies"]
+    trained = trainer.model.extra_rows["movies"].state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in backbone.row_encoder().state_dict().items())
+    single = Backbone(prepare_database(db, "ratings"), trainer.cfg.model)
+    assert not any(key.startswith("extra_rows") for key in single.state_dict())  # one table: as before
+
+
+def test_several_tables_take_one_time_cut():
+    db = ratings_database()
+    db.tables["movies"].time = np.arange(60, dtype=np.int64) * 40  # listed over the ratings' period
+    prep = prepare_database(db, "ratings", pretext=["ratings", "movies"])
+    graph = prep.database
+    ratings_split, movies_split = prep.split, prep.views["movies"].split
+    last_train = max(db.tables["ratings"].time[ratings_split == TRAIN].max(),
+                     db.tables["movies"].time[movies_split == TRAIN].max())
+    first_val = min(db.tables["ratings"].time[ratings_split == VAL].min(),
+                    db.tables["movies"].time[movies_split == VAL].min())
+    assert last_train == graph.cuts[0] < first_val
+    with pytest.raises(RelsslError, match="--table users: the table has no feature columns"):
+        prepare_database(db, "ratings", pretext=["ratings", "users"])
+
+
+def test_metric_names_with_a_table_find_their_reference():
+    from relssl.experiments.report import higher_is_better
+    from relssl.objectives import reference_key
+
+    assert reference_key("mcm/acc") == "mcm/acc_ref" and reference_key("mcm/rmse/weight") == "mcm/rmse_ref/weight"
+    assert reference_key("surveys/mcm/acc") == "surveys/mcm/acc_ref"
+    assert reference_key("surveys/mcm/rmse/weight") == "surveys/mcm/rmse_ref/weight"
+    assert not higher_is_better("surveys/mcm/rmse") and higher_is_better("surveys/lp/mrr")

@@ -13,10 +13,9 @@ from pathlib import Path
 import yaml
 
 from relssl.errors import RelsslError
-from relssl.metrics import reference_key
 from relssl.multitask import COMBINERS
 from relssl.nn.backbone import ModelConfig
-from relssl.objectives import OBJECTIVES, parse_objectives
+from relssl.objectives import OBJECTIVES, metric_index, parse_objectives, reference_key
 from relssl.train.pretrain import PretrainConfig
 
 def _flag_type(hint) -> type:
@@ -157,7 +156,7 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
     """Each metric beside its trivial reference where it has one; a metric's per-column values
     (<objective>/<metric>/<column> beside <objective>/<metric>) are left to the run's final.json."""
     def per_column(key: str) -> bool:
-        return key.count("/") >= 2 and key.rsplit("/", 1)[0] in metrics
+        return key.count("/") > metric_index(key) and key.rsplit("/", 1)[0] in metrics
 
     shown = {k: v for k, v in metrics.items() if not per_column(k) and not k.split("/")[-1].endswith("_ref")}
     print(f"\n{title}")

@@ -1,7 +1,7 @@
 """From RelationalData to tensors ready for training: split by time, encode with training stats."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ class DatabaseGraph:
     cuts: tuple[int, int] | None  # last training and validation time (None: the seed table is static)
     # Per table with labels_as_history: its label columns, encoded as features of rows earlier than a tree's seed.
     history: list[EncodedTable | None] = field(default_factory=list)
+    # The tables whose rows pretext tasks train on, the run's first first (one row encoder each);
+    # default: the seed table alone.
+    pretext: list[int] = field(default_factory=list)
 
     def visible(self, split: int, seed_split: np.ndarray) -> list[torch.Tensor | None]:
         """Rows a tree of ``split`` may hold: the seed table's rows of that split or earlier, other
@@ -57,6 +60,7 @@ class PreparedData:
     num_entities: int = 0
     mask_groups: list[list[str]] = field(default_factory=list)  # columns masked together (RelationalData)
     database: DatabaseGraph | None = None  # a database's other tables (``events`` is its seed table)
+    views: dict[str, "PreparedData"] = field(default_factory=dict)  # each pretext table's (prepare_database)
 
     def rows(self, split: int) -> torch.Tensor:
         return torch.from_numpy(np.flatnonzero(self.split == split))
@@ -97,21 +101,21 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
                         as_tensor(data.time), data.num_entities, data.mask_groups)
 
 
-def _linked_to(db: Database, name: str, seed_table: str, seed_rows: np.ndarray) -> np.ndarray:
-    """Rows of the static table ``name`` that training rows of the seed table reference or are
+def _linked_to(db: Database, name: str, pretext: list[str], splits: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows of the static table ``name`` that training rows of the pretext tables reference or are
     referenced by: like an event graph's entities, fitted on those that take part in training (a
     species first caught after the training period gets the unknown category, not an embedding
-    no gradient ever reached). A static table not linked to the seed table directly, or linked from
+    no gradient ever reached). A static table linked to no pretext table directly, or linked from
     no training row: all rows."""
     linked, adjacent = [], False
     for (child, i), rows in db.links.items():
         fk = db.tables[child].foreign_keys[i]
-        if child == seed_table and fk.table == name:
+        if child in pretext and fk.table == name:
             adjacent = True
-            linked.append(rows[seed_rows])
-        elif child == name and fk.table == seed_table:
+            linked.append(rows[np.flatnonzero(splits[child] == TRAIN)])
+        elif child == name and fk.table in pretext:
             adjacent = True
-            linked.append(np.flatnonzero(np.isin(rows, seed_rows)))
+            linked.append(np.flatnonzero(np.isin(rows, np.flatnonzero(splits[fk.table] == TRAIN))))
     found = np.unique(np.concatenate(linked)) if linked else np.zeros(0, dtype=np.int64)
     found = found[found >= 0]
     return found if adjacent and len(found) else np.arange(len(db.tables[name]))
@@ -126,40 +130,46 @@ def _label_history(t, train_rows: np.ndarray, max_categories: int) -> EncodedTab
 
 
 def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2), seed: int = 0,
-                     max_categories: int = 1000, text=None) -> PreparedData:
+                     max_categories: int = 1000, text=None, pretext: list[str] | None = None) -> PreparedData:
     """Pretext tasks on the rows of ``table`` (default: the timed table with the most rows, else the
-    largest), split by its time; every other table encoded with statistics from rows up to the last
+    largest), split by time; every other table encoded with statistics from rows up to the last
     training time (static tables: the rows linked to training rows, ``_linked_to``), for the trees
-    of relssl.graph.relations."""
+    of relssl.graph.relations. With ``pretext`` (several tables, ``table`` among them) the time cuts
+    come from all their rows together, so every table's training rows end at one time and one
+    encoding serves them all; ``database_view`` gives each its own view."""
     names = list(db.tables)
     featured = [n for n in names if db.tables[n].col_stypes]
     if table is None:
         timed = [n for n in featured if db.tables[n].time is not None]
-        table = max(timed or featured or names, key=lambda n: len(db.tables[n]))
-    if table not in db.tables:
-        raise RelsslError(f"--table {table}: not a table of '{db.name}' ({', '.join(names)})")
-    seed_table = db.tables[table]
-    if not seed_table.col_stypes:
-        raise RelsslError(f"--table {table}: the table has no feature columns to pre-train on")
-    split = temporal_split(seed_table.time, len(seed_table), fractions, seed)
+        table = (pretext or [None])[0] or max(timed or featured or names, key=lambda n: len(db.tables[n]))
+    pretext = list(dict.fromkeys(pretext or [table]))
+    for name in pretext:
+        if name not in db.tables:
+            raise RelsslError(f"--table {name}: not a table of '{db.name}' ({', '.join(names)})")
+        if not db.tables[name].col_stypes:
+            raise RelsslError(f"--table {name}: the table has no feature columns to pre-train on")
+    if table not in pretext:
+        raise RelsslError(f"--table {table}: not one of --tables {','.join(pretext)}")
+    times = [db.tables[n].time for n in pretext if db.tables[n].time is not None]
     cuts = None
-    if seed_table.time is not None:
-        unique, counts = np.unique(seed_table.time, return_counts=True)
+    if times:
+        unique, counts = np.unique(np.concatenate(times), return_counts=True)
         cuts = time_cuts(unique, counts, fractions)
+    splits = {n: split_by_time(db.tables[n].time, cuts) if db.tables[n].time is not None else
+              temporal_split(None, len(db.tables[n]), fractions, seed) for n in pretext}
     tables, history = [], []
-    seed_train = np.flatnonzero(split == TRAIN)
     for name in names:
         t = db.tables[name]
-        if name == table:
-            train_rows = seed_train
+        if name in splits:
+            train_rows = np.flatnonzero(splits[name] == TRAIN)
         elif t.time is not None and cuts is not None:
             train_rows = np.flatnonzero(split_by_time(t.time, cuts) == TRAIN)
         else:
-            train_rows = _linked_to(db, name, table, seed_train)
+            train_rows = _linked_to(db, name, pretext, splits)
         tables.append(encode_table(t.df, t.col_stypes, train_rows, t.transforms, max_categories, name, t.vectors,
                                    text) if t.col_stypes else None)
         history.append(_label_history(t, train_rows, max_categories) if t.labels_as_history else None)
-    if any(h is not None for h in history) and cuts is None:
+    if any(h is not None for h in history) and db.tables[table].time is None:
         raise RelsslError(f"--table {table}: labels_as_history needs a seed table with a time column (a label "
                           f"informs only the trees of later rows)")
 
@@ -170,11 +180,21 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
     links = {(index[name], str(fk)): (index[fk.table], tensor(db.links[name, i]))
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
     graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables,
-                          [tensor(db.tables[n].time) for n in names], links, cuts, history)
+                          [tensor(db.tables[n].time) for n in names], links, cuts, history,
+                          [index[n] for n in pretext])
+    views = {n: _view(db, graph, n, splits[n]) for n in pretext}
+    for view in views.values():
+        view.views = views
+    return views[table]
+
+
+def _view(db: Database, graph: DatabaseGraph, name: str, split: np.ndarray) -> PreparedData:
+    """The database as the tasks on ``name``'s rows see it: that table is the seed table."""
+    t, seed = db.tables[name], graph.names.index(name)
     # The seed table on its own, for what reads labels and raw columns (downstream tasks, baselines).
-    view = RelationalData(name=db.name, events=seed_table.df, col_stypes=seed_table.col_stypes,
-                          label_cols=seed_table.label_cols, time_col=seed_table.time_col, time=seed_table.time,
-                          transforms=seed_table.transforms, vectors=seed_table.vectors,
-                          mask_groups=seed_table.mask_groups)
-    return PreparedData(view, split, tables[index[table]], None, None, None, tensor(seed_table.time),
-                        mask_groups=seed_table.mask_groups, database=graph)
+    data = RelationalData(name=db.name, events=t.df, col_stypes=t.col_stypes, label_cols=t.label_cols,
+                          time_col=t.time_col, time=t.time, transforms=t.transforms, vectors=t.vectors,
+                          mask_groups=t.mask_groups)
+    return PreparedData(data, split, graph.tables[seed], None, None, None,
+                        None if t.time is None else torch.from_numpy(np.ascontiguousarray(t.time, dtype=np.int64)),
+                        mask_groups=t.mask_groups, database=replace(graph, seed_table=seed))

@@ -45,7 +45,7 @@ MODES = ("finetune", "probe", "gbdt", "gbdt-graph", "reference")
 GBDT_MODES = ("gbdt", "gbdt-graph")
 NO_BACKBONE = (*GBDT_MODES, "reference")  # modes that train no backbone: they take no --init
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
-INHERITED = ("data", "table", "on_orphans", "split", "max_categories", "text_model", "model")
+INHERITED = ("data", "table", "tables", "on_orphans", "split", "max_categories", "text_model", "model")
 
 
 @dataclass
@@ -98,7 +98,9 @@ def check_compatible(train: PretrainConfig, run: PretrainConfig, run_dir: str | 
         return {**flat, **{f"model.{k}": v for k, v in asdict(cfg.model).items()}}
 
     ours, theirs = settings(train), settings(run)
-    differ = [k for k in ours if ours[k] != theirs[k] and not (k == "data" and same_data(ours[k], theirs[k]))]
+    # Pre-trained on several tables: a task may take the rows of any of them.
+    same = {"data": same_data(ours["data"], theirs["data"]), "table": ours["table"] in (run.tables or [])}
+    differ = [k for k in ours if ours[k] != theirs[k] and not same.get(k)]
     if differ:
         raise RelsslError(f"--init {run_dir}: the backbone was pre-trained with "
                           f"{', '.join(f'{k}={theirs[k]}' for k in differ)} but this run asks for "

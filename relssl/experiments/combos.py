@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relssl.metrics import reference_key
+from relssl.objectives import reference_key
 from relssl.experiments.report import chosen_on_validation, plot_validation_curves, values_table
 from relssl.experiments.runner import run_grid
 from relssl.train.pretrain import PretrainConfig

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from relssl.metrics import reference_key
+from relssl.objectives import metric_index, reference_key
 
 LOWER_IS_BETTER = ("rmse", "mae", "loss", "mpr")
 
 
 def higher_is_better(metric: str) -> bool:
     """From the metric's name: ``mcm/rmse`` and ``mcm/rmse/<column>`` are lower-is-better."""
-    parts = metric.split("/")
-    return not parts[min(1, len(parts) - 1)].startswith(LOWER_IS_BETTER)
+    return not metric.split("/")[metric_index(metric)].startswith(LOWER_IS_BETTER)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

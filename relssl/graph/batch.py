@@ -124,7 +124,7 @@ class BatchBuilder:
         for t, enc in enumerate(db.tables):
             at = ((tree.node_table == t) & (~is_root | root_cells)).nonzero().squeeze(1)
             self._gather(enc, tree, at, context.nodes, context.tfs, context.inverse)
-            history = db.history[t] if db.history else None
+            history = db.history[t] if db.history and label_time is not None else None
             if history is not None:  # labels only of rows strictly earlier than the node's seed
                 at = ((tree.node_table == t) & ~is_root).nonzero().squeeze(1)
                 at = at[db.times[t][tree.node_row[at]] < label_time[tree.node_seed[at]]]

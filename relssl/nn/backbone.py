@@ -77,7 +77,10 @@ class Backbone(nn.Module):
         super().__init__()
         d = cfg.channels
         self.cfg = cfg
-        self.row = RowEncoder(prep.events, d, cfg.row_layers, cfg.heads, cfg.dropout)
+        db = prep.database
+        # A database's run with several pretext tables: the first one's row encoder is ``row``.
+        first = db.tables[db.pretext[0]] if db is not None and db.pretext else prep.events
+        self.row = RowEncoder(first, d, cfg.row_layers, cfg.heads, cfg.dropout)
         self.has_graph = prep.has_context
         self.graph_channels = 2 * d if prep.has_graph else d  # source and target states, or the seed row's
         if prep.database is not None:
@@ -109,8 +112,12 @@ class Backbone(nn.Module):
         if CONVS[cfg.gnn].needs_degree or cfg.reverse_mp or cfg.ports or cfg.ego_ids:
             raise RelsslError("a database's trees take --gnn gine without --reverse-mp, --ports or --ego-ids "
                               "(those read an event graph)")
+        pretext = db.pretext or [db.seed_table]
+        self.seed_name = db.names[db.seed_table]
+        self.extra_rows = nn.ModuleDict({db.names[t]: RowEncoder(db.tables[t], d, cfg.row_layers, cfg.heads, cfg.dropout)
+                                         for t in pretext[1:]})
         self.table_rows = nn.ModuleList(
-            FlatRowEncoder(self.row.cells, d) if t == db.seed_table else
+            FlatRowEncoder(self.row_encoder(db.names[t]).cells, d) if t in pretext else
             FlatRowEncoder(column_encoder(enc, d), d) if enc is not None else nn.Identity()
             for t, enc in enumerate(db.tables))
         self.history_rows = nn.ModuleList(
@@ -158,10 +165,38 @@ class Backbone(nn.Module):
         b = sub.num_seeds
         return torch.cat([h[:b], h[b:2 * b]], dim=-1)
 
-    def encode_rows(self, tf: TensorFrame, remove: Tensor | None, graph: Tensor | None) -> RowRepresentation:
-        tokens, cls = self.row(tf, remove)
+    def row_encoder(self, table: str | None = None) -> RowEncoder:
+        """The row encoder of a pretext table of a database (default: the seed table's); ``row`` on
+        an event table."""
+        extra = getattr(self, "extra_rows", None)
+        name = table or getattr(self, "seed_name", None)
+        return extra[name] if extra is not None and name in extra else self.row
+
+    def encode_rows(self, tf: TensorFrame, remove: Tensor | None, graph: Tensor | None,
+                    table: str | None = None) -> RowRepresentation:
+        tokens, cls = self.row_encoder(table)(tf, remove)
         fused = self.fuse(cls if graph is None else torch.cat([graph, cls], dim=-1))
         return RowRepresentation(tokens, fused, graph)
 
     def forward(self, batch: Batch, tf: TensorFrame | None = None, remove: Tensor | None = None) -> RowRepresentation:
         return self.encode_rows(batch.tf if tf is None else tf, remove, self.encode_graph(batch))
+
+
+class TableModel:
+    """The backbone as the tasks on one pretext table of a database see it: that table's rows go
+    through its own row encoder; everything else (the graph, the other tables' encoders) is shared."""
+
+    def __init__(self, backbone: Backbone, table: str):
+        self.backbone, self.table = backbone, table
+
+    def encode_rows(self, tf: TensorFrame, remove: Tensor | None, graph: Tensor | None) -> RowRepresentation:
+        return self.backbone.encode_rows(tf, remove, graph, self.table)
+
+    def row_encoder(self) -> RowEncoder:
+        return self.backbone.row_encoder(self.table)
+
+    def __call__(self, batch: Batch, tf: TensorFrame | None = None, remove: Tensor | None = None) -> RowRepresentation:
+        return self.encode_rows(batch.tf if tf is None else tf, remove, self.backbone.encode_graph(batch))
+
+    def __getattr__(self, name: str):
+        return getattr(self.backbone, name)

@@ -23,6 +23,23 @@ OBJECTIVES = {cls.name: cls for cls in (MaskedCellModelling, AttributeMasking, M
 OPTIONS = {name: default for cls in OBJECTIVES.values() for name, (default, _) in cls.OPTIONS.items()}
 
 
+def metric_index(metric: str) -> int:
+    """Where the metric's own name sits in ``TASK/METRIC[/COLUMN]``, or in
+    ``TABLE/TASK/METRIC[/COLUMN]`` (a database's run with several pretext tables)."""
+    parts = metric.split("/")
+    task = 1 if len(parts) > 2 and parts[0] not in OBJECTIVES and parts[1] in OBJECTIVES else 0
+    return min(task + 1, len(parts) - 1)
+
+
+def reference_key(metric: str) -> str:
+    """The key of a self-supervised metric's trivial reference: ``mcm/acc`` -> ``mcm/acc_ref``,
+    ``mcm/rmse/Amount`` -> ``mcm/rmse_ref/Amount``, ``lp/hits@1`` -> ``lp/hits@1_ref``,
+    ``surveys/mcm/acc`` -> ``surveys/mcm/acc_ref``."""
+    parts = metric.split("/")
+    parts[metric_index(metric)] += "_ref"
+    return "/".join(parts)
+
+
 def parse_objectives(text: str | list[str]) -> list[str]:
     names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     unknown = [n for n in names if n not in OBJECTIVES]
@@ -75,4 +92,5 @@ def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_t
     return [OBJECTIVES[name].build(ctx) for name in names]
 
 
-__all__ = ["OBJECTIVES", "OPTIONS", "Objective", "TaskOutput", "build_objectives", "parse_objectives"]
+__all__ = ["OBJECTIVES", "OPTIONS", "Objective", "TaskOutput", "build_objectives", "metric_index", "parse_objectives",
+           "reference_key"]

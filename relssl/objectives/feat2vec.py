@@ -39,7 +39,7 @@ class Feat2VecObjective(Objective):
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         def cells(tf):
-            return model.row.cells(tf)[0]
+            return model.row_encoder().cells(tf)[0]
 
         step = self.task(cells, batch.rows, batch.tf, generator)
         sums = dict(step.sums)

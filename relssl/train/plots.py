@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from relssl.metrics import reference_key  # noqa: E402
+from relssl.objectives import reference_key  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:

@@ -24,7 +24,7 @@ from relssl.graph.batch import BatchBuilder
 from relssl.masking import MASK_TYPES
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
-from relssl.nn.backbone import Backbone, ModelConfig
+from relssl.nn.backbone import Backbone, ModelConfig, TableModel
 from relssl.nn.gnn import CONVS
 from relssl.objectives import build_objectives, parse_objectives
 from relssl.options import from_mapping, option
@@ -41,7 +41,10 @@ class PretrainConfig:
     objectives: list[str] = option(help="comma-separated pretext tasks: mcm, am, mv, lp, ctr, dae, feat2vec",
                                    factory=lambda: ["mcm"])
     table: str | None = option(None, "a database's table whose rows the tasks train on (default: the timed table "
-                                     "with the most rows)")
+                                     "with the most rows; with --tables, the first)")
+    tables: list[str] = option(help="a database's tables whose rows the tasks train on, one model for all "
+                                    "(comma-separated; metrics TABLE/TASK/METRIC; default: --table alone)",
+                               factory=list)
     mask: str = option("replace", "mask type of mcm, am and mv: replace, bert or remove")
     cells_per_row: int = option(1, "masked cells (or mask groups) per row; ignored with --mask-prob")
     mask_prob: float | None = option(None, "mask each cell (or group) with this probability instead")
@@ -97,7 +100,12 @@ class PretrainConfig:
         for name in ("reverse_mp", "ports", "ego_ids"):  # a YAML string such as "false" would read as on
             if not isinstance(getattr(self.model, name), bool):
                 raise RelsslError(f"model.{name} {getattr(self.model, name)!r}: expected true or false")
-        build_combiner(self.combiner, len(self.objectives), self.weights, **self.combiner_options)
+        if isinstance(self.tables, str):  # the flag's comma-separated text
+            self.tables = [t.strip() for t in self.tables.split(",") if t.strip()]
+        if self.table is not None and self.tables and self.table not in self.tables:
+            raise RelsslError(f"--table {self.table}: not one of --tables {','.join(self.tables)}")
+        build_combiner(self.combiner, len(self.objectives) * max(len(self.tables), 1),
+                       self.weights * max(len(self.tables), 1) if self.weights else self.weights, **self.combiner_options)
         if self.model.channels % self.model.heads:
             raise RelsslError(f"--channels {self.model.channels} must be divisible by --heads {self.model.heads}")
 
@@ -133,7 +141,8 @@ def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
     data = load_dataset(cfg.data, cfg.skip_bad_rows, cfg.on_orphans)
     text = TextEmbedder(cfg.text_model, progress=progress)
     if isinstance(data, Database):
-        return prepare_database(data, cfg.table, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text)
+        return prepare_database(data, cfg.table, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text,
+                                cfg.tables or None)
     return prepare(data, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text)
 
 
@@ -167,56 +176,94 @@ class Pretrainer:
         if self.world.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
         self.prep = prep or load_data(cfg, self.world, log, progress)
-        if cfg.table is not None and self.prep.database is None:
-            raise RelsslError(f"--table {cfg.table}: --data {cfg.data} is one event table, not a database of several")
+        if (cfg.table is not None or cfg.tables) and self.prep.database is None:
+            raise RelsslError(f"--table {cfg.table or ','.join(cfg.tables)}: --data {cfg.data} is one event table, "
+                              f"not a database of several")
         # Seconds of the last training epoch in each phase of a step (relssl bench reports the shares).
         self.phase_seconds = {"sampling": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
         torch.manual_seed(cfg.seed)
         seeding.deterministic_kernels()
         self.model = Backbone(self.prep, cfg.model)
-        self.objectives = torch.nn.ModuleList(build_objectives(
-            cfg.objectives, self.prep, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob,
-            cfg.objective_options, cfg.mask_groups))
-        self.combiner = build_combiner(cfg.combiner, len(self.objectives), cfg.weights, **cfg.combiner_options)
+        if len(cfg.tables) > 1 and set(self.prep.views) != set(cfg.tables):
+            raise RelsslError(f"--tables {','.join(cfg.tables)}: the prepared data holds tables "
+                              f"{','.join(self.prep.views) or self.prep.database.names[self.prep.database.seed_table]}")
+        # The tasks of each pretext table (one, unless a database's --tables names several): the
+        # run's own table first, its tasks in ``objectives``; the others' in ``table_objectives``.
+        views = self.prep.views if len(self.prep.views) > 1 else {None: self.prep}
+        self.tables: list[TableTasks] = []
+        self.table_objectives = torch.nn.ModuleDict()
+        for name, view in sorted(views.items(), key=lambda item: item[1] is not self.prep):
+            objectives = torch.nn.ModuleList(build_objectives(
+                cfg.objectives, view, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob,
+                cfg.objective_options, cfg.mask_groups))
+            if view is self.prep:
+                self.objectives = objectives
+            else:
+                self.table_objectives[name] = objectives
+            self.tables.append(TableTasks(
+                name, view, self.model if view is self.prep else TableModel(self.model, name), objectives,
+                {s: BatchBuilder(view, s, cfg.model.fanouts, cfg.time_aware) for s in (TRAIN, VAL, TEST)},
+                {s: seeding.eval_rows(view, s, cfg.eval_rows, cfg.seed) for s in (VAL, TEST)}))
+        self.builders, self.eval_rows = self.tables[0].builders, self.tables[0].eval_rows
+        count = len(self.tables)
+        self.combiner = build_combiner(cfg.combiner, len(self.objectives) * count,
+                                       cfg.weights * count if cfg.weights else cfg.weights,
+                                       **cfg.combiner_options)
         self.model.to(self.device)
         self.objectives.to(self.device)
+        self.table_objectives.to(self.device)
         self.combiner.to(self.device)
-        params = [*self.model.parameters(), *self.objectives.parameters(), *self.combiner.parameters()]
+        params = [*self.model.parameters(), *self.task_parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.builders = {s: BatchBuilder(self.prep, s, cfg.model.fanouts, cfg.time_aware) for s in (TRAIN, VAL, TEST)}
-        self.eval_rows = {s: seeding.eval_rows(self.prep, s, cfg.eval_rows, cfg.seed) for s in (VAL, TEST)}
 
-    def step(self, rows: torch.Tensor, split: int, gen: torch.Generator) -> tuple[torch.Tensor, list]:
+    def task_parameters(self) -> list:
+        """Every table's task heads and the combiner's own parameters."""
+        return [*self.objectives.parameters(), *self.table_objectives.parameters(), *self.combiner.parameters()]
+
+    def step(self, rows: torch.Tensor, split: int, gen: torch.Generator, table: int = 0) -> tuple[torch.Tensor, list]:
+        """The tasks of one pretext table (default: the run's own) on its seed rows ``rows``."""
+        tasks = self.tables[table]
         t = device_clock(self.device)
-        batch = self.builders[split](rows, gen).to(self.device)
+        batch = tasks.builders[split](rows, gen).to(self.device)
         self.phase_seconds["sampling"] += device_clock(self.device) - t
         # The shared view's encoding, unless every task samples a view of its own (LP alone).
-        shared = any(not obj.own_view for obj in self.objectives)
-        graph = self.model.encode_graph(batch) if shared else None
-        outputs = [obj(self.model, batch, graph,
+        shared = any(not obj.own_view for obj in tasks.objectives)
+        graph = tasks.model.encode_graph(batch) if shared else None
+        outputs = [obj(tasks.model, batch, graph,
                        seeding.generator(gen.initial_seed(), seeding.OWN_VIEW, i) if obj.own_view else gen)
-                   for i, obj in enumerate(self.objectives)]
+                   for i, obj in enumerate(tasks.objectives)]
         return sum(out.loss for out in outputs), outputs
+
+    def tables_step(self, rows: list[torch.Tensor], split: int, gen: torch.Generator) -> tuple[torch.Tensor, list]:
+        """Every pretext table's tasks, each on its own seed rows; the first table draws from ``gen``
+        itself, the others from streams of their own."""
+        loss, outputs = 0, []
+        for k, table_rows in enumerate(rows):
+            g = gen if k == 0 else seeding.generator(gen.initial_seed(), seeding.TABLE, k)
+            table_loss, table_outputs = self.step(table_rows, split, g, k)
+            loss, outputs = loss + table_loss, outputs + table_outputs
+        return loss, outputs
 
     def step_generator(self, stream: int, *keys: int) -> torch.Generator:
         """The draws of one step; ranks of a distributed run draw independently for their shards."""
         return seeding.generator(self.cfg.seed, stream, *keys, *([self.world.rank] if self.world.enabled else []))
 
-    def train_step(self, global_rows: torch.Tensor, epoch: int, step: int) -> tuple[float, list]:
-        """One optimiser update on this rank's shard of the seed rows ``global_rows``: forward every
-        objective, combine (gradients all-reduced across ranks first), step. A non-finite loss
-        makes no update; the caller reports it."""
-        batch_rows = self.world.shard(global_rows)
-        share = len(batch_rows) / len(global_rows)
+    def train_step(self, global_rows: torch.Tensor | list[torch.Tensor], epoch: int, step: int) -> tuple[float, list]:
+        """One optimiser update on this rank's shard of the seed rows ``global_rows`` (a list: one
+        tensor per pretext table): forward every objective, combine (gradients all-reduced across
+        ranks first), step. A non-finite loss makes no update; the caller reports it."""
+        global_rows = global_rows if isinstance(global_rows, list) else [global_rows]
+        batch_rows = [self.world.shard(rows) for rows in global_rows]
+        share = len(batch_rows[0]) / len(global_rows[0])
         t = device_clock(self.device)
-        loss, outputs = self.step(batch_rows, TRAIN, self.step_generator(seeding.TRAIN_STEP, epoch, step))
+        loss, outputs = self.tables_step(batch_rows, TRAIN, self.step_generator(seeding.TRAIN_STEP, epoch, step))
         t_forward = device_clock(self.device)
         loss_value = float(self.world.all_reduce(loss.detach() * share)) if self.world.enabled else loss.item()
         if not math.isfinite(loss_value):
             return loss_value, outputs
         self.optimizer.zero_grad(set_to_none=True)
         combined_backward(self.combiner, [out.loss for out in outputs], list(self.model.parameters()),
-                          [*self.objectives.parameters(), *self.combiner.parameters()],
+                          self.task_parameters(),
                           seeding.generator(self.cfg.seed, seeding.COMBINER, epoch, step),
                           (lambda g: self.world.all_reduce(g * share)) if self.world.enabled else None)
         t_backward = device_clock(self.device)
@@ -231,13 +278,10 @@ class Pretrainer:
         cfg = self.cfg
         self.model.train()
         self.objectives.train()
+        self.table_objectives.train()
         torch.manual_seed(int(seeding.generator(cfg.seed, seeding.DROPOUT, epoch).initial_seed()))
-        rows = self.prep.rows(TRAIN)
-        rows = rows[torch.randperm(len(rows), generator=seeding.generator(cfg.seed, seeding.SHUFFLE, epoch))]
-        if cfg.train_rows_per_epoch:
-            rows = rows[: cfg.train_rows_per_epoch]
-        batches = rows.split(cfg.batch_size)
-        sums = [dict() for _ in self.objectives]
+        batches, num_rows = self.epoch_batches(epoch)
+        sums = [dict() for tasks in self.tables for _ in tasks.objectives]
         self.phase_seconds = dict.fromkeys(self.phase_seconds, 0.0)
         start = device_clock(self.device)
         bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
@@ -253,27 +297,55 @@ class Pretrainer:
         self.phase_seconds["forward"] -= self.phase_seconds["sampling"]  # step() timed sampling inside it
         metrics = self.summarize(reduce_sums(self.world, sums))
         # The combiner's current task weights (MoCo's λ, UW's exp(-s), ...), logged and plotted.
-        metrics.update({f"weight/{obj.name}": float(w) for obj, w in zip(self.objectives, self.combiner.weights())})
-        metrics.update(seconds=seconds, rows_per_s=len(rows) / seconds)
+        metrics.update({f"weight/{name}": float(w) for name, w in zip(self.task_names(), self.combiner.weights())})
+        metrics.update(seconds=seconds, rows_per_s=num_rows / seconds)
         return metrics
+
+    def epoch_batches(self, epoch: int) -> tuple[list[list[torch.Tensor]], int]:
+        """Each step's seed rows, one batch per pretext table, and the epoch's number of seed rows.
+        Each table's training rows are shuffled (``train_rows_per_epoch`` of them); the epoch lasts
+        as many steps as the largest table's batches, a smaller table starting over when done."""
+        cfg, per_table = self.cfg, []
+        for k, tasks in enumerate(self.tables):
+            rows = tasks.prep.rows(TRAIN)
+            gen = seeding.generator(cfg.seed, seeding.SHUFFLE, epoch, *([k] if k else []))
+            rows = rows[torch.randperm(len(rows), generator=gen)]
+            if cfg.train_rows_per_epoch:
+                rows = rows[: cfg.train_rows_per_epoch]
+            if not len(rows):
+                raise RelsslError(f"table '{tasks.name}': no training rows to pre-train on")
+            per_table.append(rows.split(cfg.batch_size))
+        steps = max(len(b) for b in per_table)
+        batches = [[b[i % len(b)] for b in per_table] for i in range(steps)]
+        return batches, sum(len(rows) for step in batches for rows in step)
+
+    def task_names(self) -> list[str]:
+        """TASK, or TABLE/TASK with several pretext tables: the prefix of each objective's metrics."""
+        return [obj.name if tasks.name is None else f"{tasks.name}/{obj.name}"
+                for tasks in self.tables for obj in tasks.objectives]
 
     @torch.no_grad()
     def evaluate(self, split: int) -> dict[str, float]:
         """Fixed rows, neighbourhoods and masks from the seed: two runs report the same numbers."""
         self.model.eval()
         self.objectives.eval()
-        sums = [dict() for _ in self.objectives]
-        for step, batch_rows in enumerate(self.eval_rows[split].split(self.cfg.batch_size)):
-            _, outputs = self.step(self.world.shard(batch_rows), split,
-                                   self.step_generator(seeding.EVAL_STEP, split, step))
-            accumulate(sums, outputs)
+        self.table_objectives.eval()
+        sums, start = [dict() for tasks in self.tables for _ in tasks.objectives], 0
+        for k, tasks in enumerate(self.tables):
+            table_sums = sums[start:start + len(tasks.objectives)]
+            for step, batch_rows in enumerate(tasks.eval_rows[split].split(self.cfg.batch_size)):
+                _, outputs = self.step(self.world.shard(batch_rows), split,
+                                       self.step_generator(seeding.EVAL_STEP, split, step, *([k] if k else [])), k)
+                accumulate(table_sums, outputs)
+            start += len(tasks.objectives)
         return self.summarize(reduce_sums(self.world, sums))
 
     def summarize(self, sums: list[dict]) -> dict[str, float]:
         metrics = {}
-        for obj, s in zip(self.objectives, sums):
-            metrics.update({f"{obj.name}/{k}": v for k, v in obj.metrics(s).items()})
-        metrics["loss"] = sum(metrics[f"{obj.name}/loss"] for obj in self.objectives)
+        objectives = [obj for tasks in self.tables for obj in tasks.objectives]
+        for name, obj, s in zip(self.task_names(), objectives, sums):
+            metrics.update({f"{name}/{k}": v for k, v in obj.metrics(s).items()})
+        metrics["loss"] = sum(metrics[f"{name}/loss"] for name in self.task_names())
         return metrics
 
     def validate(self) -> dict[str, float]:
@@ -281,17 +353,32 @@ class Pretrainer:
 
     def weights(self) -> torch.nn.Module:
         """Backbone and heads, saved together in model.safetensors."""
-        return torch.nn.ModuleDict({"backbone": self.model, "objectives": self.objectives})
+        extra = {"table_objectives": self.table_objectives} if len(self.table_objectives) else {}
+        return torch.nn.ModuleDict({"backbone": self.model, "objectives": self.objectives, **extra})
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "objectives": self.objectives.state_dict(),
+                "table_objectives": self.table_objectives.state_dict(),
                 "combiner": self.combiner.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.objectives.load_state_dict(state["objectives"])
+        self.table_objectives.load_state_dict(state.get("table_objectives", {}))
         self.combiner.load_state_dict(state["combiner"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+@dataclass
+class TableTasks:
+    """One pretext table's tasks: its view of the data, the model as they see it, their samplers."""
+
+    name: str | None  # None: the run's only table
+    prep: PreparedData
+    model: Backbone | TableModel
+    objectives: torch.nn.ModuleList
+    builders: dict[int, BatchBuilder]
+    eval_rows: dict[int, torch.Tensor]
 
 
 def accumulate(sums: list[dict], outputs) -> None:

@@ -6,7 +6,7 @@ import torch
 
 # Streams keep the draws of different purposes independent of one another: one table for the package.
 # Pre-training, Feat2Vec and recommendation training:
-SHUFFLE, TRAIN_STEP, EVAL_ROWS, EVAL_STEP, DROPOUT, COMBINER, OWN_VIEW = range(7)
+SHUFFLE, TRAIN_STEP, EVAL_ROWS, EVAL_STEP, DROPOUT, COMBINER, OWN_VIEW, TABLE = range(8)
 # relssl bench's batches, samples and steps:
 BENCH_ROWS, BENCH_SAMPLE, BENCH_BUILD, BENCH_STEP = range(9, 13)
 # Downstream (relssl.eval): fine-tuning's shuffles and steps, fixed evaluation and export draws, dropout:
