@@ -215,9 +215,10 @@ def bench_text(data_name: str, steps: int, batch_size: int, seed: int = 0, devic
     return out
 
 
-def generated_database(rows: int, seed: int = 0):
+def generated_database(rows: int, seed: int = 0, check: bool = True):
     """A 3-table database: ``rows`` orders (amount, channel, time) each linking one of rows/100
-    customers (age, segment) and one of rows/500 products (price, category), popular ones more."""
+    customers (age, segment) and one of rows/500 products (price, category), popular ones more;
+    its keys resolved and checked unless ``check`` is False."""
     import numpy as np
     import pandas as pd
     import torch_frame
@@ -235,13 +236,14 @@ def generated_database(rows: int, seed: int = 0):
                            "amount": rng.lognormal(2, 1, rows), "channel": rng.choice(["web", "app", "shop"], rows)})
     time = np.sort(rng.integers(1_600_000_000, 1_600_000_000 + 365 * 86400, rows))
     num, cat = torch_frame.numerical, torch_frame.categorical
-    return Database("generated", {
+    db = Database("generated", {
         "orders": Table("orders", orders, {"amount": num, "channel": cat},
                         foreign_keys=[ForeignKey(("customer_id",), "customers"), ForeignKey(("product_id",), "products")],
                         time=time),
         "customers": Table("customers", customers, {"age": num, "segment": cat}, primary_key=("customer_id",)),
         "products": Table("products", products, {"price": num, "category": cat}, primary_key=("product_id",)),
-    }).check()
+    })
+    return db.check() if check else db
 
 
 def bench_relational(rows: int, reading: str, steps: int, batch_size: int, seed: int = 0,
@@ -256,9 +258,10 @@ def bench_relational(rows: int, reading: str, steps: int, batch_size: int, seed:
     from relssl.train import seeding
     from relssl.train.pretrain import PretrainConfig, Pretrainer, device_clock
 
-    db = generated_database(rows, seed)
+    db = generated_database(rows, seed, check=False)
     total = sum(len(t) for t in db.tables.values())
     t = time.perf_counter()
+    db.check()  # ingest: keys validated and resolved to row positions
     if reading == "database":
         prep = prepare_database(db, "orders", seed=seed)
     else:

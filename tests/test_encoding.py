@@ -48,3 +48,16 @@ def test_random_split_without_time_is_seeded():
     assert np.array_equal(a, temporal_split(None, 1000, seed=1))
     assert not np.array_equal(a, temporal_split(None, 1000, seed=2))
     assert np.bincount(a).tolist() == [600, 200, 200]
+
+
+def test_numerical_statistics_equal_pytorch_frames():
+    from torch_frame.data.stats import compute_col_stats
+
+    from relssl.data.encoding import numerical_stats
+
+    values = np.random.default_rng(0).lognormal(2, 1, 5000)
+    values[::7] = np.nan
+    ours, theirs = numerical_stats(values), compute_col_stats(pd.Series(values), torch_frame.numerical)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert np.allclose(ours[key], theirs[key], rtol=1e-12, atol=0), key

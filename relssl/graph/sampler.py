@@ -194,7 +194,8 @@ def _floyd(n: Tensor, k: Tensor, slots: int, generator: torch.Generator) -> Tens
     """
     out = torch.full((len(n), slots), -1, dtype=torch.long)
     u = torch.rand(slots, len(n), generator=generator, dtype=torch.float64)
-    for s in range(slots):
+    # Slots no row fills stay -1: a key's one referenced row takes one round, not ``slots``.
+    for s in range(min(int(k.max()), slots) if len(k) else 0):
         j = n - k + s
         t = torch.minimum((u[s] * (j + 1)).long(), j)
         taken = (out[:, :s] == t[:, None]).any(1)
