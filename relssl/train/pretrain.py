@@ -254,15 +254,24 @@ class Pretrainer:
         ranks first), step. A non-finite loss makes no update; the caller reports it."""
         global_rows = global_rows if isinstance(global_rows, list) else [global_rows]
         batch_rows = [self.world.shard(rows) for rows in global_rows]
-        share = len(batch_rows[0]) / len(global_rows[0])
+        shares = [len(rows) / len(whole) for rows, whole in zip(batch_rows, global_rows)]
+        share = shares[0]
         t = device_clock(self.device)
         loss, outputs = self.tables_step(batch_rows, TRAIN, self.step_generator(seeding.TRAIN_STEP, epoch, step))
         t_forward = device_clock(self.device)
-        loss_value = float(self.world.all_reduce(loss.detach() * share)) if self.world.enabled else loss.item()
+        losses = [out.loss for out in outputs]
+        if self.world.enabled:
+            # Gradients are all-reduced weighted by the first table's share: each other table's
+            # losses are rescaled so that its own share weighs them (its shard may differ in size).
+            scale = [shares[k] / share for k, tasks in enumerate(self.tables) for _ in tasks.objectives]
+            losses = [value * s for value, s in zip(losses, scale)]
+            loss_value = float(self.world.all_reduce(sum(value.detach() for value in losses) * share))
+        else:
+            loss_value = loss.item()
         if not math.isfinite(loss_value):
             return loss_value, outputs
         self.optimizer.zero_grad(set_to_none=True)
-        combined_backward(self.combiner, [out.loss for out in outputs], list(self.model.parameters()),
+        combined_backward(self.combiner, losses, list(self.model.parameters()),
                           self.task_parameters(),
                           seeding.generator(self.cfg.seed, seeding.COMBINER, epoch, step),
                           (lambda g: self.world.all_reduce(g * share)) if self.world.enabled else None)
