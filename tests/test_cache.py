@@ -128,3 +128,33 @@ def test_only_sources_without_text_or_vectors_are_cached(tmp_path):
     plain.write_text("name: p\nevents:\n  path: p.csv\n  columns:\n    stars: numerical\n")
     assert not cacheable("amazon_fashion") and not cacheable("reviews.json.gz") and not cacheable(str(schema))
     assert cacheable("synthetic-aml") and cacheable("amlsim") and cacheable(str(plain)) and cacheable("x_Trans.csv")
+    assert cacheable("portal") and cacheable("flights") and not cacheable("bakeoff")  # bakeoff has text columns
+
+
+def test_a_database_is_cached_with_its_tables_and_views(tmp_path):
+    """Every table's encoding, times, key links, labels kept as history and each pretext table's
+    split come back from the memory maps as prepared; --table and --tables are part of the key."""
+    from relssl.data.prepare import prepare_database
+    from relssl.data.schema import load_database
+    from tests.test_database_tasks import SCHEMA, denormalised_sqlite
+
+    denormalised_sqlite(tmp_path / "films.db")
+    schema = tmp_path / "films.yaml"
+    schema.write_text(SCHEMA)
+    cache = tmp_path / "cache"
+    first = prepare_database(load_database(schema), "ratings", pretext=["ratings", "movies"])
+    assert not load_prepared(str(schema), cache_dir=cache, table="ratings", tables=["ratings", "movies"])[1]
+    again, hit = load_prepared(str(schema), cache_dir=cache, table="ratings", tables=["ratings", "movies"])
+    assert hit and again.data is None and set(again.views) == {"ratings", "movies"}
+    a, b = first.database, again.database
+    assert (a.names, a.num_rows, a.seed_table, a.cuts, a.pretext) == (b.names, b.num_rows, b.seed_table, b.cuts, b.pretext)
+    for x, y in [*zip(a.tables, b.tables), *zip(a.history, b.history)]:
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert all(torch.equal(x.tf.feat_dict[s], y.tf.feat_dict[s]) for s in x.tf.stypes) and x.columns == y.columns
+    assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a.times, b.times))
+    assert a.links.keys() == b.links.keys() and all(torch.equal(a.links[k][1], b.links[k][1]) for k in a.links)
+    for name in ("ratings", "movies"):
+        assert np.array_equal(first.views[name].split, np.asarray(again.views[name].split))
+    assert again.views["movies"].database.seed_table == first.views["movies"].database.seed_table
+    assert not load_prepared(str(schema), cache_dir=cache, table="ratings")[1]  # another --tables: another entry

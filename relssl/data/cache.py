@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ from relssl.data.datasets import resolve
 from relssl.data.paths import data_home
 from relssl.data.encoding import EncodedTable, column_infos
 from relssl.data.ingest import CHUNK_BYTES
-from relssl.data.prepare import PreparedData, prepare
+from relssl.data.database import Database
+from relssl.data.prepare import DatabaseGraph, PreparedData, prepare, prepare_database
 from relssl.errors import RelsslError
 from relssl.files import write_text
 
@@ -72,8 +74,10 @@ def cacheable(spec: str) -> bool:
     return resolve(spec).cacheable
 
 
-def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: Path) -> tuple[str, dict]:
-    """The entry's key and the inputs it was computed from (kept in the manifest for inspection)."""
+def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: Path,
+              database: dict | None = None) -> tuple[str, dict]:
+    """The entry's key and the inputs it was computed from (kept in the manifest for inspection);
+    ``database``: how a database is prepared (its --table, --tables, --on-orphans)."""
     source = resolve(spec)
     schema = source.reader.key(source)  # first: it checks the file, naming what is wrong
     inputs = {
@@ -84,6 +88,7 @@ def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: P
         "max_categories": max_categories,
         "code": [relssl.__version__, FORMAT],
         **schema,
+        **({"database": database} if database else {}),
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     return key, inputs
@@ -91,15 +96,19 @@ def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: P
 
 def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categories: int = 1000,
                   cache_dir: str | Path | None = None, chunk_bytes: int | None = None,
-                  log=None) -> tuple[PreparedData, bool]:
+                  log=None, table: str | None = None, tables: list[str] | None = None,
+                  on_orphans: str | None = None) -> tuple[PreparedData, bool]:
     """The prepared data of ``spec`` from the cache, building the entry first on a miss.
 
     Returns the data and whether it was a hit. A reader with an out-of-core ingest (IBM AML) writes
-    the entry directly; other sources are prepared in memory and then stored.
+    the entry directly; other sources are prepared in memory and then stored. A database is
+    prepared for ``table`` (and the pretext ``tables``), which are part of the key.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key, inputs = cache_key(spec, fractions, seed, max_categories, cache_dir)
+    database = {k: v for k, v in (("table", table), ("tables", tables or None), ("on_orphans", on_orphans))
+                if v is not None}
+    key, inputs = cache_key(spec, fractions, seed, max_categories, cache_dir, database)
     entry = cache_dir / key
     if (entry / "manifest.json").exists():
         return read_entry(entry), True
@@ -112,7 +121,10 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
             arrays, meta = source.reader.ingest(source.path, tmp, fractions, max_categories,
                                                 chunk_bytes or CHUNK_BYTES)
         else:
-            arrays, meta = prepared_arrays(prepare(source.read(), fractions, seed, max_categories))
+            data = source.read(False, on_orphans)
+            prep = (prepare_database(data, table, fractions, seed, max_categories, pretext=tables or None)
+                    if isinstance(data, Database) else prepare(data, fractions, seed, max_categories))
+            arrays, meta = prepared_arrays(prep)
         write_entry(tmp, arrays, {**meta, "key": key, "inputs": inputs})
         try:
             tmp.rename(entry)
@@ -126,20 +138,51 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
 
 def prepared_arrays(prep: PreparedData) -> tuple[dict[str, np.ndarray], dict]:
     """An in-memory PreparedData as entry arrays and metadata."""
+    if prep.database is not None:
+        return database_arrays(prep)
     arrays = {"split": prep.split}
     for name in ("src", "dst", "time"):
         if getattr(prep, name) is not None:
             arrays[name] = getattr(prep, name).numpy()
     tables = {}
     for table, enc in (("events", prep.events), ("entities", prep.entities)):
-        if enc is None:
-            continue
-        for stype in enc.tf.stypes:
-            arrays[f"{table}.{stype.value}"] = enc.tf.feat_dict[stype].numpy()
-        tables[table] = {"col_names": {s.value: list(cols) for s, cols in enc.tf.col_names_dict.items()},
-                         "col_stats": enc.col_stats}
+        if enc is not None:
+            tables[table] = table_arrays(table, enc, arrays)
     name = prep.data.name if prep.data is not None else ""
     return arrays, {"name": name, "num_entities": prep.num_entities, "tables": tables, "mask_groups": prep.mask_groups}
+
+
+def table_arrays(prefix: str, enc: EncodedTable, arrays: dict) -> dict:
+    """An encoded table's tensors into ``arrays`` (``<prefix>.<stype>``); its names and statistics."""
+    for stype in enc.tf.stypes:
+        arrays[f"{prefix}.{stype.value}"] = enc.tf.feat_dict[stype].numpy()
+    return {"col_names": {s.value: list(cols) for s, cols in enc.tf.col_names_dict.items()}, "col_stats": enc.col_stats}
+
+
+def database_arrays(prep: PreparedData) -> tuple[dict[str, np.ndarray], dict]:
+    """A database's prepared views: every table's encoding (and labels kept as history), times,
+    key links, and each pretext table's split."""
+    db, arrays, tables = prep.database, {}, {}
+    views = prep.views or {db.names[db.seed_table]: prep}
+    for t, name in enumerate(db.names):
+        if db.tables[t] is not None:
+            tables[f"table{t}"] = table_arrays(f"table{t}", db.tables[t], arrays)
+        if db.history and db.history[t] is not None:
+            tables[f"history{t}"] = table_arrays(f"history{t}", db.history[t], arrays)
+        if db.times[t] is not None:
+            arrays[f"time{t}"] = db.times[t].numpy()
+    links = []
+    for j, ((child, key), (parent, rows)) in enumerate(db.links.items()):
+        arrays[f"link{j}"] = rows.numpy()
+        links.append([child, key, parent])
+    for name, view in views.items():
+        arrays[f"split{db.names.index(name)}"] = view.split
+    meta = {"names": db.names, "num_rows": db.num_rows, "seed_table": db.seed_table,
+            "cuts": None if db.cuts is None else [int(c) for c in db.cuts], "links": links,
+            "pretext": db.pretext, "views": list(views),
+            "mask_groups": {name: view.mask_groups for name, view in views.items()}}
+    return arrays, {"name": prep.data.name if prep.data is not None else "", "num_entities": 0, "tables": tables,
+                    "database": meta}
 
 
 def write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -176,9 +219,31 @@ def read_entry(folder: Path) -> PreparedData:
         tf = torch_frame.TensorFrame({s: tensor(f"{table}.{s.value}") for s in col_names}, col_names)
         col_stats = stats_from_json(info["col_stats"])
         tables[table] = EncodedTable(tf, col_stats, column_infos(tf, col_stats))
+    if "database" in meta:
+        return _database_entry(folder, meta["database"], tables, tensor)
     split = np.load(folder / "split.npy", mmap_mode="r", allow_pickle=False)
     return PreparedData(None, split, tables["events"], tables.get("entities"), tensor("src"), tensor("dst"),
                         tensor("time"), meta["num_entities"], meta.get("mask_groups", []))
+
+
+def _database_entry(folder: Path, meta: dict, tables: dict, tensor) -> PreparedData:
+    """A database entry's views (relssl.data.prepare.prepare_database), the seed table's first."""
+    count = len(meta["names"])
+    has_history = any(f"history{t}" in tables for t in range(count))
+    graph = DatabaseGraph(meta["names"], meta["num_rows"], meta["seed_table"],
+                          [tables.get(f"table{t}") for t in range(count)], [tensor(f"time{t}") for t in range(count)],
+                          {(child, key): (parent, tensor(f"link{j}")) for j, (child, key, parent) in enumerate(meta["links"])},
+                          None if meta["cuts"] is None else tuple(meta["cuts"]),
+                          [tables.get(f"history{t}") for t in range(count)] if has_history else [], meta["pretext"])
+    views = {}
+    for name in meta["views"]:
+        t = meta["names"].index(name)
+        split = np.load(folder / f"split{t}.npy", mmap_mode="r", allow_pickle=False)
+        views[name] = PreparedData(None, split, graph.tables[t], None, None, None, graph.times[t],
+                                   mask_groups=meta["mask_groups"][name], database=replace(graph, seed_table=t))
+    for view in views.values():
+        view.views = views
+    return views[meta["names"][meta["seed_table"]]]
 
 
 def stats_to_json(col_stats: dict) -> dict:

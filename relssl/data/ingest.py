@@ -24,7 +24,7 @@ from torch_frame.data.mapper import TimestampTensorMapper
 from torch_frame.data.stats import StatType, compute_col_stats
 
 from relssl.data.encoding import TRANSFORMS as TRANSFORM_FNS
-from relssl.data.encoding import ranked_categories
+from relssl.data.encoding import numerical_stats, ranked_categories
 from relssl.data.ibm_aml import (COL_STYPES, COLUMNS, TIME_FORMAT, TRANSFORMS, _TYPES, AccountIds, FirstSeenIds,
                                  _check_header, _check_values, _conversion_error)
 from relssl.data.splits import TRAIN, split_by_time, time_cuts
@@ -127,10 +127,10 @@ def ingest_ibm_aml(path: str | Path, out: Path, fractions=(0.6, 0.2, 0.2), max_c
     train_rows = np.flatnonzero(arrays["split"] == TRAIN)
     col_stats = {}
     for j, col in enumerate(num_cols):
-        values = pd.Series(staged_num[train_rows, j])
-        if values.notna().sum() == 0:
+        values = np.asarray(staged_num[train_rows, j], dtype=np.float64)
+        if not np.isfinite(values).any():
             raise RelsslError(f"events: numerical column '{col}' has no value in the training split")
-        col_stats[col] = compute_col_stats(values, torch_frame.numerical)
+        col_stats[col] = numerical_stats(values)
     for j, col in enumerate(cat_cols):
         names = vocab[col].index.to_numpy(dtype=object)
         cats, cat_counts = ranked_categories(names, train_counts[col], max_categories)

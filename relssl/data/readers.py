@@ -71,13 +71,10 @@ class Reader:
 
 
 def _schema_cacheable(source: Source) -> bool:
-    """The cache stores one event table's numerical, categorical and timestamp columns: a schema
-    declaring text or embedding columns, or several tables, is prepared in memory (text vectors
-    have a cache of their own)."""
+    """The cache stores numerical, categorical and timestamp columns: a schema declaring text or
+    embedding columns is prepared in memory (text vectors have a cache of their own)."""
     try:
-        spec = read_yaml(source.path)
-        several = isinstance(spec, dict) and "tables" in spec
-        return not several and not {"text", "embedding"} & set(schema_stypes(spec))
+        return not {"text", "embedding"} & set(schema_stypes(read_yaml(source.path)))
     except RelsslError:
         return True  # the schema reader reports it, naming the file
 

@@ -153,11 +153,12 @@ def load_data(cfg: PretrainConfig, world: World = World(), log=None, progress: b
     if not cfg.cache or cfg.skip_bad_rows or not cacheable(cfg.data):
         return prepare_data(cfg, progress)
     fractions = parse_fractions(cfg.split)
+    database = dict(table=cfg.table, tables=cfg.tables or None, on_orphans=cfg.on_orphans)
     if world.is_main:
-        prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir, log=log)
+        prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir, log=log, **database)
     world.barrier()
     if not world.is_main:
-        prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir)
+        prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir, **database)
     return prep
 
 
