@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from relssl.data.prepare import PreparedData
@@ -11,6 +12,7 @@ from relssl.data.splits import TRAIN
 from relssl.errors import RelsslError
 from relssl.graph.batch import Batch
 from relssl.masking import MaskedRows, Masker
+from relssl.metrics.ranking import pessimistic_rank, rank_metrics, rank_sums
 from relssl.nn.backbone import Backbone, RowRepresentation
 
 
@@ -81,6 +83,22 @@ class Objective(nn.Module):
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         """Metric name (without the objective prefix) -> value, from an epoch's summed accumulators."""
         raise NotImplementedError
+
+
+def ranking_output(pos: Tensor, neg: Tensor, valid: Tensor) -> TaskOutput:
+    """Link prediction's loss and metric sums: each positive score [B] against its valid negatives
+    [B, K] (binary cross-entropy; positives and negatives weigh equally, however many negatives
+    each positive has), and the positive's rank among them."""
+    valid = valid.to(neg.device)
+    neg_loss = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), weight=valid.float(), reduction="sum")
+    loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + neg_loss / valid.sum().clamp(min=1)
+    ranks = pessimistic_rank(pos.detach(), neg.detach(), valid)
+    return TaskOutput(loss, rank_sums(ranks, 1 + valid.sum(1)))
+
+
+def ranking_metrics(sums: dict[str, float]) -> dict[str, float]:
+    """MRR and Hits@k (with their random-score references) and the mean loss, from summed batches."""
+    return {**rank_metrics(sums), "loss": sums.get("loss", float("nan")) / max(sums.get("batches", 0), 1)}
 
 
 def masked_rows(batch: Batch, masker: Masker, generator: torch.Generator) -> MaskedRows:

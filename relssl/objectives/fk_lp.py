@@ -17,15 +17,13 @@ Cost: 2 + K trees per scored seed; training scores a seeded share of each batch'
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from relssl.data.prepare import DatabaseGraph
 from relssl.errors import RelsslError
 from relssl.graph.batch import Batch, BatchBuilder
-from relssl.metrics.ranking import pessimistic_rank, rank_metrics, rank_sums
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import Objective, TaskOutput
+from relssl.objectives.base import Objective, TaskOutput, ranking_metrics, ranking_output
 
 
 def predicted_key(db: DatabaseGraph, spec: str | None) -> tuple[int, str]:
@@ -128,12 +126,7 @@ class ForeignKeyPrediction(Objective):
         cand, valid = self.sample_candidates(batch.builder, rows, generator)
         h_seed, h_options = self.states(model, batch, rows, cand, generator)
         scores = self.pair_score(h_seed.unsqueeze(1).expand_as(h_options), h_options)
-        pos, neg = scores[:, 0], scores[:, 1:]
-        valid = valid.to(neg.device)
-        neg_loss = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), weight=valid.float(), reduction="sum")
-        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + neg_loss / valid.sum().clamp(min=1)
-        ranks = pessimistic_rank(pos.detach(), neg.detach(), valid)
-        return TaskOutput(loss, rank_sums(ranks, 1 + valid.sum(1)))
+        return ranking_output(scores[:, 0], scores[:, 1:], valid)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return {**rank_metrics(sums), "loss": sums.get("loss", float("nan")) / max(sums.get("batches", 0), 1)}
+        return ranking_metrics(sums)

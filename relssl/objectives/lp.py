@@ -25,15 +25,13 @@ edges of an LP step need not be all of the batch. Evaluation scores every seed.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from relssl.data.prepare import PreparedData
 from relssl.errors import RelsslError
-from relssl.metrics.ranking import pessimistic_rank, rank_metrics, rank_sums
 from relssl.graph.batch import Batch, BatchBuilder
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import BuildContext, Objective, TaskOutput
+from relssl.objectives.base import BuildContext, Objective, TaskOutput, ranking_metrics, ranking_output
 from relssl.objectives.fk_lp import ForeignKeyPrediction
 
 
@@ -153,12 +151,7 @@ class LinkPrediction(Objective):
         pos = self.pair_score(hu, hv)
         neg = torch.cat([self.pair_score(hc, hv.unsqueeze(1).expand_as(hc)),
                          self.pair_score(hu.unsqueeze(1).expand_as(hc), hc)], 1)
-        valid = torch.cat([ok_source, ok_target], 1).to(neg.device)
-        # Positives and negatives weigh equally, however many negatives each positive has.
-        neg_loss = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), weight=valid.float(), reduction="sum")
-        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + neg_loss / valid.sum().clamp(min=1)
-        ranks = pessimistic_rank(pos.detach(), neg.detach(), valid)
-        return TaskOutput(loss, rank_sums(ranks, 1 + valid.sum(1)))
+        return ranking_output(pos, neg, torch.cat([ok_source, ok_target], 1))
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return {**rank_metrics(sums), "loss": sums.get("loss", float("nan")) / max(sums.get("batches", 0), 1)}
+        return ranking_metrics(sums)
