@@ -290,6 +290,9 @@ BAD_SURVEYS = "id,plot_id,when,weight\n1,1,2020-01-01,3.5\n2,2,2020-01-02,4\n"
      "column 'when': unparsable timestamp 'someday' in row 2"),
     ("  surveys: {path: s.csv, columns: {weight: numerical}, labels: [weight]}\n", None, None,
      r"label column\(s\) \['weight'\] cannot also be features"),
+    ("  surveys: {path: s.csv, foreign_keys: {plot_id: plots}}\n  plots: {path: p.csv, primary_key: plot_id, "
+     "foreign_keys: {plot_type: kinds}}\n  kinds: {path: k.csv, primary_key: plot_type, foreign_keys: {parent: plots}}\n",
+     None, None, "tables kinds -> plots -> kinds: a cycle of static tables without features"),
     ("  surveys: {path: s.csv, foreign_keys: [{columns: [plot_id, id], table: plots}]}\n"
      "  plots: {path: p.csv, primary_key: plot_id}\n", None, None,
      r"foreign key plot_id\+id -> plots has 2 column\(s\) but 'plots' has primary key \['plot_id'\]"),
@@ -297,6 +300,7 @@ BAD_SURVEYS = "id,plot_id,when,weight\n1,1,2020-01-01,3.5\n2,2,2020-01-02,4\n"
 def test_bad_databases_get_one_line(tmp_path, capsys, tables, surveys, plots, needle):
     (tmp_path / "s.csv").write_text(surveys or BAD_SURVEYS)
     (tmp_path / "p.csv").write_text(plots or BAD_PLOTS)
+    (tmp_path / "k.csv").write_text("plot_type,parent\nControl,1\nRodent,2\n")
     path = schema(tmp_path, "tables:\n" + tables)
     assert main(["schema", "check", str(path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -122,6 +122,7 @@ class Database:
                 if len(target.primary_key) != len(fk.columns):
                     raise RelsslError(f"table '{table.name}': foreign key {fk} has {len(fk.columns)} column(s) but "
                                       f"'{fk.table}' has primary key {list(target.primary_key) or 'none'}")
+        self._check_no_empty_cycle()
         index = {name: self._primary_index(t) for name, t in self.tables.items() if t.primary_key}
         # Dropping orphan rows can orphan the rows that reference them: repeat until no row drops
         # (each repeat drops at least one row, so this ends).
@@ -151,6 +152,28 @@ class Database:
             if not dropped:
                 self.on_orphans = on_orphans
                 return self
+
+    def _check_no_empty_cycle(self) -> None:
+        """Static tables without features whose keys lead round in a cycle: trees that walk it
+        meet rows that carry nothing (no cell, no time), an input error rather than a model."""
+        empty = {n for n, t in self.tables.items() if not t.col_stypes and t.time is None}
+        edges = {n: sorted({fk.table for fk in self.tables[n].foreign_keys if fk.table in empty}) for n in empty}
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+        def visit(name: str, path: list[str]) -> None:
+            state[name] = 1
+            for nxt in edges[name]:
+                if state.get(nxt) == 1:
+                    cycle = path[path.index(nxt):] + [nxt]
+                    raise RelsslError(f"tables {' -> '.join(cycle)}: a cycle of static tables without features "
+                                      f"carries nothing to learn; give one of them a feature column or a time")
+                if nxt not in state:
+                    visit(nxt, path + [nxt])
+            state[name] = 2
+
+        for name in sorted(empty):
+            if name not in state:
+                visit(name, [name])
 
     def _primary_index(self, table: Table) -> pd.Index:
         keys = key_strings(table.df, table.primary_key)
