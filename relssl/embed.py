@@ -5,6 +5,8 @@ values) and per event (``kind`` = "event", ``id`` = the event's row in the sourc
 ``split`` = its temporal split), then ``emb_0 .. emb_{d-1}`` (float32). Events are represented
 as in edge tasks (row + graph context, their split's graph, time-aware), entities as in node
 tasks (all events) — see relssl.eval.represent. Neighbour draws are fixed by the run's seed.
+On a database the rows are those of the run's table (or ``table``, one of the run's ``--tables``):
+``kind`` = "row", ``table`` its name, ``id`` its row, ``split``.
 """
 from __future__ import annotations
 
@@ -25,14 +27,20 @@ from relssl.train.pretrain import resolve_device
 
 
 def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = None,
-                      device: str = "auto") -> pd.DataFrame:
-    """Embed every entity and event of the run's data (or ``data``, which must match it); write ``out``."""
+                      device: str = "auto", table: str | None = None) -> pd.DataFrame:
+    """Embed every entity and event of the run's data (or ``data``, which must match it), or every
+    row of a database's table; write ``out``."""
     out = Path(out)
     if out.suffix != ".parquet":
         raise RelsslError(f"--out {out}: expected a .parquet file name")
     cfg = pretrained_config(run_dir)
     if data is not None:
         check_compatible(replace(cfg, data=data), cfg, run_dir)
+    if table is not None and table != cfg.table:
+        if table not in (cfg.tables or []):
+            raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
+                              f"{', '.join(cfg.tables or [str(cfg.table)])}")
+        cfg = replace(cfg, table=table)
     prep = prepare_for(cfg, str(run_dir))
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
@@ -50,9 +58,13 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
         nodes = Representer(prep, "node", cfg.model.fanouts)
         frames.append(_frame("node", ids.numpy(), None, embed(nodes, ids, TEST), keys))
     events = Representer(prep, "edge", cfg.model.fanouts, cfg.time_aware)
+    db = prep.database
     for split in (TRAIN, VAL, TEST):
         rows = prep.rows(split)
-        frames.append(_frame("event", rows.numpy(), SPLIT_NAMES[split], embed(events, rows, split)))
+        frames.append(_frame("event" if db is None else "row", rows.numpy(), SPLIT_NAMES[split],
+                             embed(events, rows, split)))
+        if db is not None:
+            frames[-1].insert(1, "table", db.names[db.seed_table])
     table = pd.concat(frames, ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out, index=False)

@@ -102,6 +102,24 @@ def test_a_database_pretrains_on_the_rows_of_one_table(ratdat, tmp_path):
                  "--out", str(tmp_path / "bad"), *TINY]) == 2
 
 
+def test_several_tables_pretrain_and_embed_from_the_cli(ratdat, tmp_path, capsys):
+    path = schema(ratdat, TRAINABLE)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(path), "--tables", "surveys,species", "--objectives", "mcm",
+                 "--epochs", "1", "--train-rows-per-epoch", "500", "--out", str(run), *TINY]) == 0
+    final = yaml.safe_load((run / "final.json").read_text())
+    assert {"surveys/mcm/acc", "surveys/mcm/acc_ref", "species/mcm/acc", "species/mcm/acc_ref"} <= set(final)
+    assert main(["embed", "--run", str(run), "--table", "species", "--out", str(tmp_path / "species.parquet")]) == 0
+    embedded = pd.read_parquet(tmp_path / "species.parquet")
+    assert len(embedded) == 54 and set(embedded["table"]) == {"species"} and set(embedded["kind"]) == {"row"}
+    capsys.readouterr()
+    assert main(["embed", "--run", str(run), "--table", "plots", "--out", str(tmp_path / "p.parquet")]) == 2
+    assert "--table plots: the run was pre-trained on the rows of surveys, species" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(path), "--tables", "surveys,species", "--table", "plots", "--epochs", "1",
+                 "--out", str(tmp_path / "bad"), *TINY]) == 2
+    assert "--table plots: not one of --tables surveys,species" in capsys.readouterr().err
+
+
 def ratdat_trainer(ratdat, **kw):
     data = load_schema(schema(ratdat, TRAINABLE))
     model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=2, fanouts=[4, 3])

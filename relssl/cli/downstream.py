@@ -39,11 +39,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     from relssl.embed import export_embeddings
 
-    table = export_embeddings(args.run, args.out, args.data, args.device)
+    table = export_embeddings(args.run, args.out, args.data, args.device, args.table)
     counts = table["kind"].value_counts()
     dims = sum(c.startswith("emb_") for c in table.columns)
-    print(f"wrote {args.out}: {counts.get('node', 0):,} node and {counts.get('event', 0):,} event embeddings "
-          f"of {dims} dimensions")
+    if "row" in counts:
+        print(f"wrote {args.out}: {counts['row']:,} embeddings of table '{table['table'].iloc[0]}' rows "
+              f"of {dims} dimensions")
+    else:
+        print(f"wrote {args.out}: {counts.get('node', 0):,} node and {counts.get('event', 0):,} event embeddings "
+              f"of {dims} dimensions")
 
 
 def cmd_experiment_downstream(args: argparse.Namespace) -> None:
@@ -98,6 +102,8 @@ def add_embed_parser(sub) -> None:
     p.add_argument("--run", required=True, help="pretrain run folder")
     p.add_argument("--data", help="the run's data (default: from its config.yaml); must match it")
     p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--table", help="a database's table whose rows to embed, one of the run's --tables "
+                                   "(default: the run's table)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.set_defaults(func=cmd_embed)
 
