@@ -103,6 +103,35 @@ class RelationGraph:
         rank = torch.searchsorted(self.unique_times, until.long(), right=True) - 1
         return torch.searchsorted(rel.key, node * self.num_times + rank, right=True)
 
+    def _referenced(self, rel: Relation, node: Tensor, until: Tensor | None) -> tuple[Tensor, Tensor]:
+        """A forward relation (each list holds at most one row): the nodes whose referenced row is
+        visible at or before ``until``, and that row."""
+        lo, hi = rel.rowptr[node], rel.rowptr[node + 1]
+        f = (hi > lo).nonzero().squeeze(1)
+        neighbor = rel.neighbor[lo[f]]
+        if until is not None and rel.key is not None:
+            cut = torch.searchsorted(self.unique_times, until[f].long(), right=True) - 1
+            keep = self.rank[rel.dst][neighbor] <= cut
+            f, neighbor = f[keep], neighbor[keep]
+        return f, neighbor
+
+    def _draw(self, rel: Relation, node: Tensor, until: Tensor | None, owner: Tensor, fanout: int,
+              generator: torch.Generator, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Up to ``fanout`` rows of each node's list at or before ``until``, uniformly without
+        replacement (Floyd), never the ``hidden`` row (each node's: its entry, if any, is skipped)."""
+        lo = rel.rowptr[node]
+        hi = self.end(rel, node, until)
+        skip = torch.full_like(lo, -1)
+        if hidden is not None:
+            pos = rel.position[hidden]
+            skip = torch.where((pos >= lo) & (pos < hi), pos - lo, -1)
+        n = hi - lo - (skip >= 0).long()
+        slot = _floyd(n, n.clamp(max=fanout), fanout, generator)
+        f, s = (slot >= 0).nonzero(as_tuple=True)
+        offset = slot[f, s]
+        offset = offset + ((skip[f] >= 0) & (offset >= skip[f])).long()
+        return f, rel.neighbor[lo[f] + offset]
+
     def sample(self, seed_table: int, seed_rows: Tensor, seed_time: Tensor | None, fanouts: list[int],
                generator: torch.Generator, hide: tuple[int, Tensor] | None = None,
                drop_at_root: int | None = None) -> RelationTree:
@@ -123,19 +152,12 @@ class RelationGraph:
                 if not len(at) or (hop == 1 and r == drop_at_root):
                     continue
                 node, owner = row[at], seed[at]
-                lo = rel.rowptr[node]
-                hi = self.end(rel, node, None if seed_time is None else seed_time[owner])
-                # The hidden row (the seed's own) is never a neighbour: its entry in this list, if any, is skipped.
-                skip = torch.full_like(lo, -1)
-                if rel.dst == hidden_table and rel.position is not None:
-                    pos = rel.position[hidden[owner]]
-                    skip = torch.where((pos >= lo) & (pos < hi), pos - lo, -1)
-                n = hi - lo - (skip >= 0).long()
-                slot = _floyd(n, n.clamp(max=fanout), fanout, generator)
-                f, s = (slot >= 0).nonzero(as_tuple=True)
-                offset = slot[f, s]
-                offset = offset + ((skip[f] >= 0) & (offset >= skip[f])).long()
-                neighbor = rel.neighbor[lo[f] + offset]
+                until = None if seed_time is None else seed_time[owner]
+                if rel.position is None:  # a key: the one row it references, if visible; nothing to draw
+                    f, neighbor = self._referenced(rel, node, until)
+                else:
+                    f, neighbor = self._draw(rel, node, until, owner, fanout, generator,
+                                             hidden[owner] if rel.dst == hidden_table else None)
                 if rel.dst == hidden_table and rel.position is None:  # a row referencing the hidden row
                     keep = neighbor != hidden[owner[f]]
                     f, neighbor = f[keep], neighbor[keep]
