@@ -36,12 +36,13 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
     cfg = pretrained_config(run_dir)
     if data is not None:
         check_compatible(replace(cfg, data=data), cfg, run_dir)
-    if table is not None and table != cfg.table:
-        if table not in (cfg.tables or []):
-            raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
-                              f"{', '.join(cfg.tables or [str(cfg.table)])}")
+    if table is not None and table in (cfg.tables or []):
         cfg = replace(cfg, table=table)
     prep = prepare_for(cfg, str(run_dir))
+    if table is not None and (prep.database is None or prep.database.names[prep.database.seed_table] != table):
+        trained = cfg.tables or ([] if prep.database is None else [prep.database.names[prep.database.seed_table]])
+        raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
+                          f"{', '.join(trained) or 'one event table'}")
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     backbone = Backbone(prep, cfg.model)

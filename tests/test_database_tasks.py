@@ -48,7 +48,7 @@ def trainer_for(db: Database, objectives=("lp",), **kw) -> Pretrainer:
     model = ModelConfig(channels=16, row_layers=1, heads=2, gnn_layers=3, fanouts=[4, 4, 1], dropout=0.0)
     cfg = PretrainConfig(**{"data": "ratings", "objectives": list(objectives), "batch_size": 128, "lr": 3e-3,
                             "device": "cpu", "eval_rows": 400, "model": model, **kw})
-    return Pretrainer(cfg, prepare_database(db, "ratings", pretext=kw.get("tables")))
+    return Pretrainer(cfg, prepare_database(db, kw.get("table", "ratings"), pretext=kw.get("tables")))
 
 
 def test_labels_inform_only_strictly_earlier_rows():
@@ -92,25 +92,42 @@ def test_labels_as_history_need_a_time_and_labels():
 def test_lp_trees_hide_the_answer_and_the_seed_row():
     trainer = trainer_for(ratings_database())
     lp, prep = trainer.objectives[0], trainer.prep
-    db = prep.database
-    assert lp.key_name == "movie -> movies"  # by default the key into the largest table
+    db, builder = prep.database, trainer.builders[TRAIN]
+    assert lp.key_name == "movie -> movies" and lp.dropped == (2,)  # by default the key into the largest table
     rows = prep.rows(TRAIN)[-50:]
     gen = torch.Generator().manual_seed(0)
-    cand, valid = lp.sample_candidates(trainer.builders[TRAIN], rows, gen)
-    answer = lp.target[rows].unsqueeze(1)
-    assert valid.any() and not (cand[valid] == answer.expand_as(cand)[valid]).any()
-    builder = trainer.builders[TRAIN]
-    seeds = builder.tree_context(db.seed_table, rows, prep.time[rows], gen, drop_at_root=lp.forward_relation,
-                                 root_cells=True)
-    first = seeds.tree.edge_hop == 1
-    assert not (seeds.tree.edge_relation[first] == lp.forward_relation).any()
-    assert (seeds.tree.edge_relation[first] == 2 * (1 - lp.link)).any()  # the user's key is followed
-    options = torch.cat([answer, cand], 1).reshape(-1)
-    others = builder.tree_context(lp.target_table, options, prep.time[rows].repeat_interleave(cand.shape[1] + 1),
-                                  gen, hide=(db.seed_table, rows.repeat_interleave(cand.shape[1] + 1)))
-    tree = others.tree
-    in_tree = (tree.node_table == db.seed_table) & (tree.node_row == rows.repeat_interleave(cand.shape[1] + 1)[tree.node_seed])
-    assert not in_tree.any()  # the rating that links the answer is not in any candidate's tree
+    cand, valid = lp.sample_candidates(builder, rows, gen)
+    visible, times = builder.events_by_time
+    for row, options, usable in zip(rows, cand, valid):  # movies rated up to the seed's time, not the answer
+        allowed = set(lp.target[visible[times <= prep.time[row]]].tolist()) - {int(lp.target[row])}
+        assert usable.any() and set(options[usable].tolist()) <= allowed
+    # The trees LP's own states are computed on.
+    batch, built, original = builder(rows, gen), [], builder.tree_context
+    builder.tree_context = lambda *a, **k: built.append(original(*a, **k)) or built[-1]
+    lp.states(trainer.model, batch, rows, cand, gen)
+    seeds, others = (context.tree for context in built)
+    first = seeds.edge_hop == 1
+    assert not (seeds.edge_relation[first] == 2).any()  # the rating does not lead to its movie
+    assert (seeds.edge_relation[first] == 0).any()  # but to its user
+    owner = rows.repeat_interleave(cand.shape[1] + 1)
+    assert not ((others.node_table == db.seed_table) & (others.node_row == owner[others.node_seed])).any()
+    assert others.num_seeds == len(rows) * (cand.shape[1] + 1)
+
+
+def test_lp_drops_every_key_sharing_a_column_with_the_answer():
+    """Predicting a flight's origin: its weather key (origin + hour) leads to the other flights of
+    that origin and hour, whose origin is the answer; the root follows neither."""
+    flights = pd.DataFrame({"origin": ["A", "B", "A", "B"] * 5, "hour": np.arange(20) // 2, "dist": np.arange(20.0)})
+    weather = pd.DataFrame({"origin": ["A", "B"] * 10, "hour": np.arange(20) // 2, "temp": np.arange(20.0)})
+    airports = pd.DataFrame({"code": ["A", "B"], "alt": [1.0, 2.0]})
+    db = Database("f", {
+        "flights": Table("flights", flights, {"dist": torch_frame.numerical}, time=np.arange(20, dtype=np.int64),
+                         foreign_keys=[ForeignKey(("origin",), "airports"), ForeignKey(("origin", "hour"), "weather")]),
+        "weather": Table("weather", weather, {"temp": torch_frame.numerical}, primary_key=("origin", "hour")),
+        "airports": Table("airports", airports, {"alt": torch_frame.numerical}, primary_key=("code",)),
+    }).check()
+    trainer = trainer_for(db, objective_options={"lp_relation": "origin"}, table="flights")
+    assert trainer.objectives[0].dropped == (0, 2)
 
 
 @pytest.mark.slow
@@ -256,3 +273,34 @@ def test_metric_names_with_a_table_find_their_reference():
     assert reference_key("surveys/mcm/acc") == "surveys/mcm/acc_ref"
     assert reference_key("surveys/mcm/rmse/weight") == "surveys/mcm/rmse_ref/weight"
     assert not higher_is_better("surveys/mcm/rmse") and higher_is_better("surveys/lp/mrr")
+
+
+def test_a_static_pretext_tables_later_rows_stay_out_of_earlier_trees():
+    trainer = trainer_for(ratings_database(), objectives=["mcm"], tables=["ratings", "movies"])
+    movies = trainer.prep.views["movies"]
+    for k, split in ((0, TRAIN), (1, TRAIN), (0, VAL)):
+        tasks = trainer.tables[k]
+        batch = tasks.builders[split](tasks.prep.rows(split)[:200], torch.Generator().manual_seed(0))
+        tree = batch.graph.tree
+        at = tree.node_table == 2
+        assert at.any() and (movies.split[tree.node_row[at].numpy()] <= split).all(), (k, split)
+    # A static seed table's trees carry no labels as history: nothing is earlier than its rows.
+    static = trainer.tables[1].builders[VAL](movies.rows(VAL), torch.Generator().manual_seed(0))
+    assert all(h is None for h in static.graph.history_nodes)
+
+
+def test_a_share_of_labels_is_a_share_of_the_label_history_too():
+    from relssl.eval.finetune import FinetuneConfig, Finetuner
+
+    prep = prepare_database(ratings_database(), "ratings")
+    cfg = FinetuneConfig("ratings.rating", label_fraction=0.1,
+                         train=PretrainConfig(data="ratings", table="ratings", device="cpu"))
+    tuner = Finetuner(cfg, prep)
+    before = prep.database.history[0].tf.feat_dict[torch_frame.numerical][:, 0]
+    after = tuner.prep.database.history[0].tf.feat_dict[torch_frame.numerical][:, 0]
+    labelled = np.zeros(len(prep.split), dtype=bool)
+    labelled[tuner.sets.ids[TRAIN].numpy()] = True
+    known = torch.from_numpy(labelled | (prep.split != TRAIN))
+    assert 0.05 < labelled.sum() / (prep.split == TRAIN).sum() < 0.15
+    assert torch.isnan(after[~known]).all() and torch.equal(after[known], before[known])
+    assert not torch.isnan(before).any()  # the shared prepared data is left as it was

@@ -320,6 +320,12 @@ def test_cli_trains_on_an_interactions_table(tmp_path, capsys):
                  "--model", "mmssl", "--epochs", "1", "--batch-size", "32", "--out", str(run), "--no-progress"]) == 0
     final = json.loads((run / "final.json").read_text())
     assert final["modalities"] == "tabular" and "recall@20" in final
+    from relssl.recsys.datasets import load_recsys_data as load
+
+    data = load(str(db), "orders")  # customers order the same product again: each pair once, in one split
+    pairs = {s: set(zip(*data.interactions[s])) for s in ("train", "val", "test")}
+    assert not (pairs["train"] & pairs["test"]) and not (pairs["train"] & pairs["val"])
+    assert sum(len(p) for p in pairs.values()) == sum(len(data.interactions[s][0]) for s in pairs)
     out = capsys.readouterr().out
     assert "item features used: tabular" in out
     for args, message in ((["--interactions", "customers"], "needs two foreign keys"),

@@ -230,16 +230,18 @@ def _database_entry(folder: Path, meta: dict, tables: dict, tensor) -> PreparedD
     """A database entry's views (relssl.data.prepare.prepare_database), the seed table's first."""
     count = len(meta["names"])
     has_history = any(f"history{t}" in tables for t in range(count))
+    splits = {meta["names"].index(name): np.load(folder / f"split{meta['names'].index(name)}.npy", mmap_mode="r",
+                                                 allow_pickle=False) for name in meta["views"]}
     graph = DatabaseGraph(meta["names"], meta["num_rows"], meta["seed_table"],
                           [tables.get(f"table{t}") for t in range(count)], [tensor(f"time{t}") for t in range(count)],
                           {(child, key): (parent, tensor(f"link{j}")) for j, (child, key, parent) in enumerate(meta["links"])},
                           None if meta["cuts"] is None else tuple(meta["cuts"]),
-                          [tables.get(f"history{t}") for t in range(count)] if has_history else [], meta["pretext"])
+                          [tables.get(f"history{t}") for t in range(count)] if has_history else [], meta["pretext"],
+                          splits)
     views = {}
     for name in meta["views"]:
         t = meta["names"].index(name)
-        split = np.load(folder / f"split{t}.npy", mmap_mode="r", allow_pickle=False)
-        views[name] = PreparedData(None, split, graph.tables[t], None, None, None, graph.times[t],
+        views[name] = PreparedData(None, splits[t], graph.tables[t], None, None, None, graph.times[t],
                                    mask_groups=meta["mask_groups"][name], database=replace(graph, seed_table=t))
     for view in views.values():
         view.views = views

@@ -163,6 +163,8 @@ def numerical_stats(values: np.ndarray) -> dict:
     on the array at once: its own ``compute_col_stats`` stacks every value as an array of its own
     (``np.hstack`` over the rows), 94 % of preparing a million-row table."""
     finite = values[np.isfinite(values)]
+    if not len(finite):  # as pytorch-frame: no finite value, no statistic
+        return {StatType.MEAN: np.nan, StatType.STD: np.nan, StatType.QUANTILES: [np.nan] * 5}
     return {StatType.MEAN: float(finite.mean()), StatType.STD: float(finite.std()),
             StatType.QUANTILES: np.quantile(finite, q=[0, 0.25, 0.5, 0.75, 1]).tolist()}
 

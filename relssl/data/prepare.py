@@ -33,6 +33,9 @@ class DatabaseGraph:
     # The tables whose rows pretext tasks train on, the run's first first (one row encoder each);
     # default: the seed table alone.
     pretext: list[int] = field(default_factory=list)
+    # Each pretext table's split (table index -> int8 per row): a static one's rows of later splits
+    # stay out of every tree of an earlier split.
+    splits: dict[int, np.ndarray] = field(default_factory=dict)
 
     def visible(self, split: int, seed_split: np.ndarray) -> list[torch.Tensor | None]:
         """Rows a tree of ``split`` may hold: the seed table's rows of that split or earlier, other
@@ -41,6 +44,8 @@ class DatabaseGraph:
         for t, time in enumerate(self.times):
             if t == self.seed_table:
                 out.append(torch.from_numpy(seed_split <= split))
+            elif t in self.splits and time is None:  # another pretext table, split at random
+                out.append(torch.from_numpy(self.splits[t] <= split))
             elif time is None or self.cuts is None or split > VAL:
                 out.append(None)
             else:
@@ -169,9 +174,6 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
         tables.append(encode_table(t.df, t.col_stypes, train_rows, t.transforms, max_categories, name, t.vectors,
                                    text) if t.col_stypes else None)
         history.append(_label_history(t, train_rows, max_categories) if t.labels_as_history else None)
-    if any(h is not None for h in history) and db.tables[table].time is None:
-        raise RelsslError(f"--table {table}: labels_as_history needs a seed table with a time column (a label "
-                          f"informs only the trees of later rows)")
 
     def tensor(a):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
@@ -181,7 +183,7 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
     graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables,
                           [tensor(db.tables[n].time) for n in names], links, cuts, history,
-                          [index[n] for n in pretext])
+                          [index[n] for n in pretext], {index[n]: splits[n] for n in pretext})
     views = {n: _view(db, graph, n, splits[n]) for n in pretext}
     for view in views.values():
         view.views = views

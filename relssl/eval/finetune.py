@@ -23,6 +23,7 @@ import torch
 import yaml
 from safetensors.torch import load_model
 from torch import Tensor, nn
+from torch_frame import TensorFrame
 from tqdm.auto import tqdm
 
 from relssl.data.prepare import PreparedData
@@ -137,6 +138,26 @@ class DownstreamModel(nn.Module):
         return self.head(self.rep(self.backbone, batch)).squeeze(-1)
 
 
+def labelled_history(prep: PreparedData, labelled: Tensor) -> PreparedData:
+    """With a share of the training labels, the seed table's labels kept as history
+    (``labels_as_history``) are only those of its labelled training rows: a run with 10 % of the
+    labels reads 10 % of the training labels, in its trees too. Validation and test rows keep
+    theirs, known to any prediction later than them. The data is copied, not changed."""
+    db = prep.database
+    if db is None or not db.history or db.history[db.seed_table] is None:
+        return prep
+    hidden = torch.from_numpy((prep.split == TRAIN) & ~np.isin(np.arange(len(prep.split)), labelled.numpy()))
+    enc = db.history[db.seed_table]
+    feat = {}
+    for stype, x in enc.tf.feat_dict.items():
+        x = x.clone()
+        x[hidden] = float("nan") if x.is_floating_point() else -1  # missing: the encoders' NaN
+        feat[stype] = x
+    history = list(db.history)
+    history[db.seed_table] = replace(enc, tf=TensorFrame(feat, enc.tf.col_names_dict))
+    return replace(prep, database=replace(db, history=history))
+
+
 class Finetuner:
     """The labelled sets, representer and scoring of one downstream run."""
 
@@ -155,6 +176,8 @@ class Finetuner:
             raise RelsslError(f"--task {self.spec.name}: the validation rows hold no '{self.sets.positive}' label, so "
                               f"no epoch or threshold can be chosen on them; use more data or a longer validation "
                               f"split (--split)")
+        if cfg.label_fraction < 1:
+            self.prep = labelled_history(self.prep, self.sets.ids[TRAIN])
         y = self.sets.y[TRAIN]
         # Heads predict standardised targets (regression) or logits (one, or one per class).
         self.mean, self.std = (float(y.mean()), float(y.std()) or 1.0) if self.regression else (0.0, 1.0)

@@ -110,7 +110,7 @@ class BatchBuilder:
                                  label_time=time)
 
     def tree_context(self, table: int, rows: Tensor, time: Tensor | None, generator: torch.Generator,
-                     hide: tuple[int, Tensor] | None = None, drop_at_root: int | None = None,
+                     hide: tuple[int, Tensor] | None = None, drop_at_root: tuple[int, ...] = (),
                      root_cells: bool = False, label_time: Tensor | None = None) -> RelationContext:
         """Trees around ``rows`` of ``table`` cut off at ``time`` (relssl.graph.relations.RelationGraph.sample's
         ``hide`` and ``drop_at_root``); ``root_cells``: the roots' own cells are node features too (a

@@ -134,10 +134,10 @@ class RelationGraph:
 
     def sample(self, seed_table: int, seed_rows: Tensor, seed_time: Tensor | None, fanouts: list[int],
                generator: torch.Generator, hide: tuple[int, Tensor] | None = None,
-               drop_at_root: int | None = None) -> RelationTree:
+               drop_at_root: tuple[int, ...] = ()) -> RelationTree:
         """Trees around the rows ``seed_rows`` of ``seed_table``, cut off at ``seed_time`` (None: no cut).
         ``hide`` (table, [B] rows): the row each tree must not hold (default: its seed row);
-        ``drop_at_root``: a relation the roots do not follow (the link a task predicts)."""
+        ``drop_at_root``: relations the roots do not follow (the link a task predicts)."""
         seed_rows = seed_rows.long()
         b = len(seed_rows)
         hidden_table, hidden = (seed_table, seed_rows) if hide is None else (hide[0], hide[1].long())
@@ -149,7 +149,7 @@ class RelationGraph:
             next_table, next_row, next_seed, next_local = [], [], [], []
             for r, rel in enumerate(self.relations):
                 at = (table == rel.src).nonzero().squeeze(1)
-                if not len(at) or (hop == 1 and r == drop_at_root):
+                if not len(at) or (hop == 1 and r in drop_at_root):
                     continue
                 node, owner = row[at], seed[at]
                 until = None if seed_time is None else seed_time[owner]

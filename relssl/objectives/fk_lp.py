@@ -1,8 +1,8 @@
 """LP on a database: predict the row a foreign key references (a rating's movie, a capture's
 species) among time-valid candidates, every state computed at the seed row's time.
 
-The seed row's tree does not follow the predicted key from its root (the answer is not in its
-context); its own cells are features of its root. Each candidate is the root of a tree of its own,
+The seed row's tree does not follow the predicted key from its root, nor any other key sharing a
+column with it (the answer is not in its context); its own cells are features of its root. Each candidate is the root of a tree of its own,
 cut off at the seed's time and without the seed row (a movie's tree would otherwise hold the
 very rating that links it), its own cells features too. Candidates are rows referenced by random
 rows of the seed's split at or before its time (rows by activity up to then, as positives are),
@@ -59,7 +59,12 @@ class ForeignKeyPrediction(Objective):
             raise RelsslError(f"lp_seed_share {seed_share}: expected a share in (0, 1]")
         self.link, self.key_name = predicted_key(db, relation)
         self.target_table, self.target = db.links[list(db.links)[self.link]]
-        self.forward_relation = 2 * self.link  # RelationGraph lists each key forward, then reversed
+        # The seed's root follows neither the key nor any other key sharing a column with it (flights'
+        # weather key, origin + hour, leads to the other flights of that origin: the answer).
+        # RelationGraph lists each key forward, then reversed.
+        columns = set(self.key_name.split(" -> ")[0].split("+"))
+        self.dropped = tuple(2 * i for i, (child, name) in enumerate(db.links)
+                             if child == db.seed_table and columns & set(name.split(" -> ")[0].split("+")))
         self.negatives, self.seed_share = negatives, seed_share
         self.score = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
 
@@ -100,7 +105,7 @@ class ForeignKeyPrediction(Objective):
         db = builder.prep.database
         time = None if builder.prep.time is None else builder.prep.time[rows]
         cut = time if builder.time_aware else None
-        seeds = builder.tree_context(db.seed_table, rows, cut, generator, drop_at_root=self.forward_relation,
+        seeds = builder.tree_context(db.seed_table, rows, cut, generator, drop_at_root=self.dropped,
                                      root_cells=True, label_time=time)
         options = torch.cat([self.target[rows].unsqueeze(1), cand], 1)
         k = options.shape[1]

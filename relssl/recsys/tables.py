@@ -5,8 +5,9 @@ no conversion to the LATTICE format: each text column is a modality of its own (
 embeddings), each embedding column too, and the numerical and categorical columns together are a
 "tabular" modality (numbers standardised, categories one-hot over their most frequent values).
 
-Users and items are those of the positive interactions (as the LATTICE files hold), split per
-user 80/10/10 with the run's seed (relssl.recsys.data.split_per_user).
+Users and items are those of the positive interactions, each (user, item) pair once (as the
+LATTICE files hold: a pair rated twice must not sit in both training and test), split per user
+80/10/10 with seed 0 (relssl.recsys.data.split_per_user).
 """
 from __future__ import annotations
 
@@ -102,5 +103,6 @@ def recdata_from_table(db: Database, table: str, positive: str | None = None, se
     rows = items_table.df.iloc[item_ids].reset_index(drop=True)
     vectors = {c: v[item_ids] for c, v in items_table.vectors.items()}
     features = item_features(rows, items_table.col_stypes, vectors, item_key.table, text)
-    splits = split_per_user(users.astype(np.int64), items.astype(np.int64), np.random.default_rng(seed))
+    pairs = np.unique(np.stack([users, items], 1).astype(np.int64), axis=0)
+    splits = split_per_user(pairs[:, 0], pairs[:, 1], np.random.default_rng(seed))
     return RecData(f"{db.name}.{table}", len(user_ids), len(item_ids), splits, features)
