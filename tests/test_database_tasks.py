@@ -20,10 +20,11 @@ from relssl.train.pretrain import PretrainConfig, Pretrainer
 GENRES = 4
 
 
-def ratings_database(n: int = 2400, history: bool = True, seed: int = 0) -> Database:
+def ratings_database(n: int = 2400, history: bool = True, seed: int = 0, taste: bool = False) -> Database:
     """ratings (timed; a user's two ratings per second) -> users, movies (static). Each user rates only movies
     of one favourite genre, and rates them by a bias of their own: a rating's movie is predictable
-    from the user's other ratings, its value from the user's earlier ones."""
+    from the user's other ratings (or, with ``taste``, from the user's row, which names the genre),
+    its value from the user's earlier ones."""
     rng = np.random.default_rng(seed)
     users, movies = 30, 60
     genre = np.arange(movies) % GENRES
@@ -36,7 +37,8 @@ def ratings_database(n: int = 2400, history: bool = True, seed: int = 0) -> Data
         "ratings": Table("ratings", ratings, {"hour": torch_frame.numerical},
                          foreign_keys=[ForeignKey(("user",), "users"), ForeignKey(("movie",), "movies")],
                          time=np.arange(n, dtype=np.int64) // 2, label_cols=["rating"], labels_as_history=history),
-        "users": Table("users", pd.DataFrame({"user": np.arange(users)}), primary_key=("user",)),
+        "users": Table("users", pd.DataFrame({"user": np.arange(users), "taste": favourite.astype(str)}),
+                       {"taste": torch_frame.categorical} if taste else {}, primary_key=("user",)),
         "movies": Table("movies", pd.DataFrame({"movie": np.arange(movies), "genre": genre.astype(str)}),
                         {"genre": torch_frame.categorical}, primary_key=("movie",)),
     }
@@ -132,12 +134,12 @@ def test_lp_drops_every_key_sharing_a_column_with_the_answer():
 
 @pytest.mark.slow
 def test_lp_on_a_foreign_key_learns_a_users_genre():
-    trainer = trainer_for(ratings_database(), objective_options={"lp_seed_share": 1.0}, batch_size=32)
+    trainer = trainer_for(ratings_database(taste=True), objective_options={"lp_seed_share": 1.0}, batch_size=32)
     before = trainer.evaluate(VAL)
-    for epoch in range(1, 9):
+    for epoch in range(1, 5):
         trainer.train_epoch(epoch, progress=False)
     after = trainer.evaluate(VAL)
-    assert after["lp/mrr"] > before["lp/mrr"] + 0.1 and after["lp/mrr"] > after["lp/mrr_ref"] + 0.15, (before, after)
+    assert after["lp/mrr"] > before["lp/mrr"] + 0.15 and after["lp/mrr"] > after["lp/mrr_ref"] + 0.15, (before, after)
 
 
 def denormalised_sqlite(path):
