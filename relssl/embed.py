@@ -38,6 +38,9 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
         check_compatible(replace(cfg, data=data), cfg, run_dir)
     if table is not None and table in (cfg.tables or []):
         cfg = replace(cfg, table=table)
+    elif table is not None and cfg.table is not None and table != cfg.table:
+        raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
+                          f"{', '.join(cfg.tables or [cfg.table])}")
     prep = prepare_for(cfg, str(run_dir))
     if table is not None and (prep.database is None or prep.database.names[prep.database.seed_table] != table):
         trained = cfg.tables or ([] if prep.database is None else [prep.database.names[prep.database.seed_table]])

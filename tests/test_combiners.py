@@ -139,3 +139,21 @@ def test_moco_with_one_task_is_exactly_sum():
         grads.append([p.grad.clone() for p in [*trunk.parameters(), *head.parameters()]])
         assert combiner.weights().tolist() == [1.0]
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("name", ["sum", "uw", "moco", "pcgrad", "cagrad"])
+def test_a_task_without_rows_in_this_shard_has_zero_gradients(name):
+    """A data-parallel rank may hold no row of a task's table: its loss is a constant zero with no
+    graph, and every combiner must still fill the others' gradients (and take part in reductions)."""
+    w, head = nn.Parameter(torch.tensor([1.0, -2.0])), nn.Parameter(torch.tensor(0.5))
+    combiner = build_combiner(name, 2)
+    calls = []
+
+    def reduce(g):
+        calls.append(g.shape)
+        return g
+
+    losses = [((w * head) ** 2).sum(), torch.zeros(())]
+    combined_backward(combiner, losses, [w], [head, *combiner.parameters()], torch.Generator().manual_seed(0), reduce)
+    assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+    assert calls  # the reductions every other rank waits for were made

@@ -139,7 +139,8 @@ def test_a_seed_rows_own_cells_never_reach_its_graph_state(ratdat):
     # A seed whose tree holds another seed row (a capture of the same day and plot) rightly
     # changes with that row's cells: the others must not change with their own.
     tree = trainer.builders[TRAIN](rows, torch.Generator().manual_seed(0)).graph.tree
-    holds_seed = (tree.node_table == 0) & torch.isin(tree.node_row, rows)
+    holds_seed = ((tree.node_table == 0) & torch.isin(tree.node_row, rows)
+                  & (tree.node_row != rows[tree.node_seed]))  # another seed's row, not its own
     holds_seed[:tree.num_seeds] = False
     alone = ~torch.zeros(len(rows), dtype=torch.bool).index_fill(0, tree.node_seed[holds_seed], True)
     assert alone.sum() > 48

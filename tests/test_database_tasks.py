@@ -14,6 +14,7 @@ from relssl.data.prepare import prepare_database
 from relssl.data.schema import load_database
 from relssl.data.splits import TRAIN, VAL
 from relssl.errors import RelsslError
+from relssl.graph.batch import BatchBuilder
 from relssl.nn.backbone import ModelConfig
 from relssl.train.pretrain import PretrainConfig, Pretrainer
 
@@ -298,11 +299,16 @@ def test_a_share_of_labels_is_a_share_of_the_label_history_too():
     cfg = FinetuneConfig("ratings.rating", label_fraction=0.1,
                          train=PretrainConfig(data="ratings", table="ratings", device="cpu"))
     tuner = Finetuner(cfg, prep)
-    before = prep.database.history[0].tf.feat_dict[torch_frame.numerical][:, 0]
-    after = tuner.prep.database.history[0].tf.feat_dict[torch_frame.numerical][:, 0]
     labelled = np.zeros(len(prep.split), dtype=bool)
     labelled[tuner.sets.ids[TRAIN].numpy()] = True
-    known = torch.from_numpy(labelled | (prep.split != TRAIN))
     assert 0.05 < labelled.sum() / (prep.split == TRAIN).sum() < 0.15
-    assert torch.isnan(after[~known]).all() and torch.equal(after[known], before[known])
-    assert not torch.isnan(before).any()  # the shared prepared data is left as it was
+    rows = tuner.prep.rows(VAL)
+    tree_of = {}
+    for name, data in (("all", prep), ("share", tuner.prep)):
+        builder = BatchBuilder(data, VAL, [8, 4])
+        context = builder(rows, torch.Generator().manual_seed(0)).graph
+        tree_of[name] = context.tree.node_row[context.history_nodes[0]].numpy()
+    shown = tree_of["share"]
+    assert len(shown) and (labelled[shown] | (prep.split[shown] != TRAIN)).all()  # no unlabelled training row
+    assert (~labelled[tree_of["all"]] & (prep.split[tree_of["all"]] == TRAIN)).any()  # which the full run shows
+    assert not prep.database.history_known  # the shared prepared data is left as it was

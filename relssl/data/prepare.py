@@ -36,6 +36,8 @@ class DatabaseGraph:
     # Each pretext table's split (table index -> int8 per row): a static one's rows of later splits
     # stay out of every tree of an earlier split.
     splits: dict[int, np.ndarray] = field(default_factory=dict)
+    # Per table, the rows whose labels the history may show (absent: all; relssl.eval.finetune.labelled_history).
+    history_known: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def visible(self, split: int, seed_split: np.ndarray) -> list[torch.Tensor | None]:
         """Rows a tree of ``split`` may hold: the seed table's rows of that split or earlier, other

@@ -23,7 +23,6 @@ import torch
 import yaml
 from safetensors.torch import load_model
 from torch import Tensor, nn
-from torch_frame import TensorFrame
 from tqdm.auto import tqdm
 
 from relssl.data.prepare import PreparedData
@@ -141,21 +140,14 @@ class DownstreamModel(nn.Module):
 def labelled_history(prep: PreparedData, labelled: Tensor) -> PreparedData:
     """With a share of the training labels, the seed table's labels kept as history
     (``labels_as_history``) are only those of its labelled training rows: a run with 10 % of the
-    labels reads 10 % of the training labels, in its trees too. Validation and test rows keep
-    theirs, known to any prediction later than them. The data is copied, not changed."""
+    labels reads 10 % of the training labels, in its trees too (the other rows carry no label
+    feature at all, as rows later than the seed). Validation and test rows keep theirs, known to
+    any prediction later than them. The data is copied, not changed."""
     db = prep.database
     if db is None or not db.history or db.history[db.seed_table] is None:
         return prep
-    hidden = torch.from_numpy((prep.split == TRAIN) & ~np.isin(np.arange(len(prep.split)), labelled.numpy()))
-    enc = db.history[db.seed_table]
-    feat = {}
-    for stype, x in enc.tf.feat_dict.items():
-        x = x.clone()
-        x[hidden] = float("nan") if x.is_floating_point() else -1  # missing: the encoders' NaN
-        feat[stype] = x
-    history = list(db.history)
-    history[db.seed_table] = replace(enc, tf=TensorFrame(feat, enc.tf.col_names_dict))
-    return replace(prep, database=replace(db, history=history))
+    known = torch.from_numpy((prep.split != TRAIN) | np.isin(np.arange(len(prep.split)), labelled.numpy()))
+    return replace(prep, database=replace(db, history_known={**db.history_known, db.seed_table: known}))
 
 
 class Finetuner:

@@ -128,6 +128,8 @@ class BatchBuilder:
             if history is not None:  # labels only of rows strictly earlier than the node's seed
                 at = ((tree.node_table == t) & ~is_root).nonzero().squeeze(1)
                 at = at[db.times[t][tree.node_row[at]] < label_time[tree.node_seed[at]]]
+                if t in db.history_known:  # and whose labels the run may read
+                    at = at[db.history_known[t][tree.node_row[at]]]
             self._gather(history, tree, at, context.history_nodes, context.history_tfs, context.history_inverse)
         return context
 

@@ -48,17 +48,22 @@ def combined_backward(combiner: Combiner, losses: list[Tensor], shared: list[nn.
     ``reduce`` (data-parallel training) turns a tensor of this process's gradients into the global
     one; it is applied to the per-task gradients *before* the combiner, so a stateful combiner sees
     the same input, and evolves the same state, in every process.
+    A loss without a graph (a task with no rows in this process's shard, a constant zero) has zero
+    gradients: every process still takes part in every reduction.
     """
     stacked = torch.stack(losses)
     if not combiner.uses_task_gradients:
-        combiner.combine(stacked).backward()
+        combined = combiner.combine(stacked)
+        if combined.requires_grad:
+            combined.backward()
         if reduce is not None:
             reduce_grads([*shared, *task_specific], reduce)
         return
     shared = [p for p in shared if p.requires_grad]
     rows = []
     for loss in losses:
-        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        grads = (torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True) if loss.requires_grad
+                 else [None] * len(shared))
         rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                for g, p in zip(grads, shared)]))
     grads, stacked = torch.stack(rows), stacked.detach()
@@ -72,7 +77,9 @@ def combined_backward(combiner: Combiner, losses: list[Tensor], shared: list[nn.
         offset += n
     heads = [p for p in task_specific if p.requires_grad]
     if heads:
-        torch.autograd.backward(torch.stack(losses).sum(), inputs=heads)
+        total = torch.stack(losses).sum()
+        if total.requires_grad:
+            torch.autograd.backward(total, inputs=heads)
         if reduce is not None:
             reduce_grads(heads, reduce)
 

@@ -256,15 +256,16 @@ class Pretrainer:
         global_rows = global_rows if isinstance(global_rows, list) else [global_rows]
         batch_rows = [self.world.shard(rows) for rows in global_rows]
         shares = [len(rows) / len(whole) for rows, whole in zip(batch_rows, global_rows)]
-        # Gradients are all-reduced weighted by one share per rank, the largest (a rank may hold no
-        # row of some table); each table's losses are rescaled so that its own share weighs them.
-        share = max(shares) or 1.0
+        # Gradients are all-reduced weighted by 1 / ranks, each table's losses rescaled so that its
+        # own share weighs them (a rank may hold more, fewer or no rows of a table): the sum is the
+        # one-process gradient, for the losses and for a combiner's own terms (UW's regulariser).
+        share = 1 / self.world.size
         t = device_clock(self.device)
         loss, outputs = self.tables_step(batch_rows, TRAIN, self.step_generator(seeding.TRAIN_STEP, epoch, step))
         t_forward = device_clock(self.device)
         losses = [out.loss for out in outputs]
         if self.world.enabled:
-            scale = [shares[k] / share for k, tasks in enumerate(self.tables) for _ in tasks.objectives]
+            scale = [shares[k] * self.world.size for k, tasks in enumerate(self.tables) for _ in tasks.objectives]
             losses = [value * s for value, s in zip(losses, scale)]
             loss_value = float(self.world.all_reduce(sum(value.detach() for value in losses) * share))
         else:
