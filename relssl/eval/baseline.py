@@ -21,7 +21,9 @@ import torch_frame
 from lightgbm import LGBMClassifier, LGBMRegressor
 
 from relssl.data.encoding import EncodedTable
+from relssl.data.entity_tasks import EntityTask, TaskRows
 from relssl.data.prepare import PreparedData
+from relssl.errors import RelsslError
 from relssl.eval.graph_features import CausalGraph, edge_features, node_features, one_thread
 
 MAX_GBDT_CATEGORIES = 255  # wider vocabularies (account ids, say) enter as ordered codes: category splits overfit them
@@ -105,6 +107,55 @@ def graph_features(prep: PreparedData, target: str, rows: np.ndarray) -> tuple[n
         else:
             extra = node_features(graph).to_numpy(np.float64)[rows]
     return np.concatenate([x[rows], extra], axis=1), np.concatenate([categorical, np.zeros(extra.shape[1], dtype=bool)])
+
+
+def cutoff_matrix(prep: PreparedData, task: EntityTask, examples: TaskRows) -> tuple[np.ndarray, np.ndarray]:
+    """An entity task's examples flattened, all from before their cut-off time: the entity row's own
+    cells, then, per foreign key into the entity's table, how many rows link to it up to the
+    cut-off, how many in the last window, and the seconds since the latest (NaN: none); a static
+    table's links are counted whole. RelBench's LightGBM rung reads the entity row alone; these
+    counts are the recency and frequency a churn baseline is built on."""
+    db = prep.database
+    e = db.names.index(task.entity)
+    parts, categorical = [], []
+    if db.tables[e] is not None:
+        own, own_categorical = table_matrix(db.tables[e])
+        parts.append(own[examples.entity])
+        categorical.append(own_categorical)
+    entity, cutoff = examples.entity, examples.time
+    for (child, _), (parent, links) in db.links.items():
+        if parent != e:
+            continue
+        links, times = links.numpy(), db.times[child]
+        if times is None:
+            parts.append(np.bincount(links[links >= 0], minlength=db.num_rows[e])[entity, None].astype(np.float64))
+            categorical.append(np.zeros(1, dtype=bool))
+            continue
+        times = times.numpy()
+        linked = links >= 0
+        # One sorted key per linked row, (entity, time): each example's counts are two binary searches.
+        order = np.lexsort((times[linked], links[linked]))
+        rows, stamps = links[linked][order], times[linked][order]
+        start = np.searchsorted(rows, entity, side="left")
+        upto = _search_within(rows, stamps, entity, cutoff)
+        recent = _search_within(rows, stamps, entity, cutoff - task.window)
+        last = np.where(upto > start, cutoff - stamps[np.maximum(upto - 1, 0)], np.nan)
+        parts.append(np.stack([upto - start, upto - recent, last], axis=1).astype(np.float64))
+        categorical.append(np.zeros(3, dtype=bool))
+    if not parts:
+        raise RelsslError(f"--task {task.name}: '{task.entity}' has no features and no table links to it")
+    return np.concatenate(parts, axis=1), np.concatenate(categorical)
+
+
+def _search_within(rows: np.ndarray, stamps: np.ndarray, entity: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Per query, the position after the last (row, stamp) <= (entity, time) in rows sorted by
+    (row, stamp): one searchsorted over both keys packed into an int64 (row * span + stamp)."""
+    base = min(int(stamps.min()), int(time.min()))
+    span = max(int(stamps.max()), int(time.max())) - base + 1
+    if (int(rows.max()) + 1) * span >= 2 ** 62:
+        raise RelsslError(f"cut-off features: {int(rows.max()) + 1:,} entities over {span:,} seconds do not pack "
+                          f"into one int64 key")
+    return np.searchsorted(rows * span + (stamps - base), entity * span + (time - base), side="right")
 
 
 def gbdt_scores(x_train: np.ndarray, y_train: np.ndarray, categorical: np.ndarray, kind: str,

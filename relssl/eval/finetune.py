@@ -25,10 +25,11 @@ from safetensors.torch import load_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from relssl.data.entity_tasks import task_rows
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
-from relssl.eval.baseline import gbdt_scores, graph_features, raw_features
+from relssl.eval.baseline import cutoff_matrix, gbdt_scores, graph_features, raw_features
 from relssl.eval.downstream import fit_probe
 from relssl.eval.represent import Representer
 from relssl.eval.tasks import labelled_sets, parse_task, table_task
@@ -158,9 +159,15 @@ class Finetuner:
         self.cfg, t = cfg, cfg.train
         self.device = resolve_device(t.device)
         self.prep = prep or prepare_for(t, cfg.init)
-        self.spec = parse_task(cfg.task, self.prep.data, cfg.task_type)
+        db = self.prep.database
+        tasks = db.tasks if db is not None else {}
+        self.spec = parse_task(cfg.task, self.prep.data, cfg.task_type, tasks)
         self.kind, self.regression = self.spec.kind, self.spec.regression
-        self.sets = labelled_sets(self.prep, self.spec, t.seed, cfg.label_fraction, parse_fractions(t.split))
+        # An entity task's examples: entity rows at cut-off times (relssl.data.entity_tasks).
+        self.task = tasks.get(self.spec.column) if self.spec.target == "entity" else None
+        self.examples = task_rows(self.task, db) if self.task is not None else None
+        self.sets = labelled_sets(self.prep, self.spec, t.seed, cfg.label_fraction, parse_fractions(t.split),
+                                  self.examples)
         for split in (VAL, TEST):  # a fixed seeded sample, shared by every mode with this seed
             pick = seeding.eval_sample(len(self.sets.ids[split]), t.eval_rows, t.seed, split)
             self.sets.ids[split], self.sets.y[split] = self.sets.ids[split][pick], self.sets.y[split][pick.numpy()]
@@ -168,13 +175,14 @@ class Finetuner:
             raise RelsslError(f"--task {self.spec.name}: the validation rows hold no '{self.sets.positive}' label, so "
                               f"no epoch or threshold can be chosen on them; use more data or a longer validation "
                               f"split (--split)")
-        if cfg.label_fraction < 1:
+        if cfg.label_fraction < 1 and self.task is None:  # an entity task's labels are no table's history
             self.prep = labelled_history(self.prep, self.sets.ids[TRAIN])
         y = self.sets.y[TRAIN]
         # Heads predict standardised targets (regression) or logits (one, or one per class).
         self.mean, self.std = (float(y.mean()), float(y.std()) or 1.0) if self.regression else (0.0, 1.0)
         self.outputs = len(self.sets.classes) if self.kind == "multiclass" else 1
-        self.rep = Representer(self.prep, self.spec.target, t.model.fanouts, t.time_aware)
+        self.rep = Representer(self.prep, self.spec.target, t.model.fanouts, t.time_aware, self.examples,
+                               self.task.entity if self.task is not None else None)
 
     def build_backbone(self) -> Backbone:
         torch.manual_seed(self.cfg.train.seed)
@@ -212,7 +220,13 @@ class Finetuner:
         """Trees on raw features, or with ``graph`` on raw plus causal graph features (computed for
         the labelled rows only: they cost far more than raw ones)."""
         ids = [self.sets.ids[s].numpy() for s in (TRAIN, VAL, TEST)]
-        if graph:
+        if self.task is not None:
+            if graph:
+                raise RelsslError(f"--mode gbdt-graph reads an event graph; entity task '{self.task.name}' takes "
+                                  f"--mode gbdt (its features already count the linked rows)")
+            x, categorical = cutoff_matrix(self.prep, self.task, self.examples)
+            train, val, test = (x[i] for i in ids)
+        elif graph:
             x, categorical = graph_features(self.prep, self.spec.target, np.concatenate(ids))
             train, val, test = np.split(x, np.cumsum([len(i) for i in ids])[:-1])
         else:

@@ -6,6 +6,10 @@ tasks see the graph of all events for every entity: the node splits (T-EDGE's gi
 random one) are not temporal, and restricting training entities to the training-period graph would
 show them a different view than test entities (on T-EDGE, half of the phishing training nodes have
 no event before the training cut-off). Node labels never enter the graph.
+
+An entity task's example (an entity row at a cut-off time, relssl.data.entity_tasks) is the state
+of that row after message passing over its tree, cut at the cut-off time whatever
+``time_aware`` says: its label lies after that time, in rows the tree would otherwise reach.
 """
 from __future__ import annotations
 
@@ -14,29 +18,44 @@ from torch import Tensor
 
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST, TRAIN, VAL
-from relssl.graph.batch import BatchBuilder
+from relssl.data.entity_tasks import TaskRows
+from relssl.graph.batch import Batch, BatchBuilder
 from relssl.eval.nodes import NodeBatchBuilder
 from relssl.nn.backbone import Backbone
 from relssl.train import seeding
 
 
 class Representer:
-    def __init__(self, prep: PreparedData, target: str, fanouts: list[int], time_aware: bool = True):
-        self.target = target
-        if target == "edge":
+    def __init__(self, prep: PreparedData, target: str, fanouts: list[int], time_aware: bool = True,
+                 examples: TaskRows | None = None, entity: str | None = None):
+        self.target, self.examples = target, examples
+        if target == "entity":  # every row visible; each tree cut at its example's cut-off time
+            everything = BatchBuilder(prep, TEST, fanouts, time_aware=True)
+            self.entity_table = prep.database.names.index(entity)
+            self.builders = {s: everything for s in (TRAIN, VAL, TEST)}
+        elif target == "edge":
             self.builders = {s: BatchBuilder(prep, s, fanouts, time_aware) for s in (TRAIN, VAL, TEST)}
         else:
             everything = NodeBatchBuilder(prep, TEST, fanouts)
             self.builders = {s: everything for s in (TRAIN, VAL, TEST)}
 
     def batch(self, ids: Tensor, split: int, generator: torch.Generator):
-        """Seed events ``ids`` of ``split`` (their own event excluded from their trees), or entities."""
+        """Seed events ``ids`` of ``split`` (their own event excluded from their trees), entities, or
+        an entity task's examples."""
+        if self.target == "entity":
+            rows = torch.from_numpy(self.examples.entity[ids.numpy()])
+            time = torch.from_numpy(self.examples.time[ids.numpy()])
+            builder = self.builders[split]
+            return Batch(rows, None, builder.tree_context(self.entity_table, rows, time, generator, root_cells=True),
+                         builder=builder)
         return self.builders[split](ids, generator)
 
     def __call__(self, model: Backbone, batch) -> Tensor:
         """[B, channels] representation of each seed."""
         if self.target == "edge":
             return model(batch).fused
+        if self.target == "entity":
+            return model.encode_graph(batch)
         states = model.encode_graph(batch)
         half = states.shape[1] // 2
         return (states[:, :half] + states[:, half:]) / 2

@@ -4,9 +4,10 @@ train/validation/test sets, with a seeded subsample of the training labels.
 A task is written ``KIND:COLUMN``: ``edge:Is Laundering`` (binary label of an event),
 ``node:isFraud`` (binary label of an entity), ``edge-multiclass:sex`` / ``node-multiclass:...``
 (one of several classes), ``edge-regression:rating`` / ``node-regression:...`` (a numerical
-label). Without ``--task`` the first declared label column is used (event labels before entity
-labels): with more than two distinct values, a regression task when they are numbers, else a
-multiclass one.
+label). On a database, ``TABLE.COLUMN`` names a label column of a table, and a bare name one of
+its entity tasks at cut-off times (relssl.data.entity_tasks). Without ``--task`` the first
+declared label column is used (event labels before entity labels): with more than two distinct
+values, a regression task when they are numbers, else a multiclass one.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from relssl.data.entity_tasks import TaskRows
 from relssl.data.prepare import PreparedData
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST, TRAIN, VAL
@@ -29,7 +31,9 @@ GIVEN_SPLIT = ("is_train", "is_test")
 
 @dataclass(frozen=True)
 class TaskSpec:
-    target: str  # "edge": rows are events; "node": rows are entities
+    # "edge": rows are events (or a database's seed-table rows); "node": rows are entities;
+    # "entity": a database's entity task at cut-off times (relssl.data.entity_tasks), ``column`` its name
+    target: str
     column: str
     kind: str = "binary"  # binary, multiclass or regression (relssl.metrics.classification.KINDS)
 
@@ -39,6 +43,8 @@ class TaskSpec:
 
     @property
     def name(self) -> str:
+        if self.target == "entity":
+            return self.column
         return f"{self.target}{'' if self.kind == 'binary' else '-' + self.kind}:{self.column}"
 
 
@@ -52,12 +58,19 @@ def table_task(text: str | None) -> tuple[str, str] | None:
     return table, column
 
 
-def parse_task(text: str | None, data: RelationalData, task_type: str | None = None) -> TaskSpec:
+def parse_task(text: str | None, data: RelationalData, task_type: str | None = None,
+               entity_tasks: dict | None = None) -> TaskSpec:
     """``--task`` text (or the dataset's default) -> a checked TaskSpec. ``TABLE.COLUMN`` (the run's
     ``--table`` is TABLE) names a label column of a database's table, its kind ``task_type`` or
-    inferred from the values as for the default task."""
+    inferred from the values as for the default task; a bare name, one of a database's
+    ``entity_tasks`` (relssl.data.entity_tasks)."""
     if task_type is not None and task_type not in ("binary", "multiclass", "regression"):
         raise RelsslError(f"--task-type {task_type}: expected binary, multiclass or regression")
+    if text in (entity_tasks or {}):
+        if task_type is not None:
+            raise RelsslError(f"--task-type: entity task '{text}' has its kind from its label "
+                              f"({entity_tasks[text].label})")
+        return TaskSpec("entity", text, entity_tasks[text].kind)
     named = table_task(text)
     if named is not None:
         if named[1] not in data.label_cols:
@@ -71,8 +84,9 @@ def parse_task(text: str | None, data: RelationalData, task_type: str | None = N
         return default_task(data)
     kind, sep, column = text.partition(":")
     if not sep or kind not in KINDS or not column:
+        defined = f"; the database's entity tasks: {', '.join(entity_tasks)}" if entity_tasks else ""
         raise RelsslError(f"--task '{text}': expected KIND:COLUMN with KIND one of {', '.join(KINDS)} "
-                          f"(e.g. edge:Is Laundering, node:isFraud)")
+                          f"(e.g. edge:Is Laundering, node:isFraud), or TABLE.COLUMN on a database{defined}")
     target, kind = KINDS[kind]
     labels = data.label_cols if target == "edge" else data.entity_label_cols
     if column not in labels:
@@ -156,16 +170,20 @@ def node_split(data: RelationalData, labelled: np.ndarray, groups: np.ndarray, f
 
 
 def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction: float = 1.0,
-                  fractions=(0.6, 0.2, 0.2)) -> LabelledSets:
+                  fractions=(0.6, 0.2, 0.2), examples: TaskRows | None = None) -> LabelledSets:
     """Splits of the labelled rows, then a seeded (stratified) ``label_fraction`` of the training part.
 
-    Edge tasks follow the events' temporal split; node tasks use ``node_split``. Validation and
-    test labels are never subsampled.
+    Edge tasks follow the events' temporal split; node tasks use ``node_split``; an entity task's
+    ``examples`` (ids index them) carry their own split, by cut-off time. Validation and test
+    labels are never subsampled.
     """
     if not 0 < label_fraction <= 1:
         raise RelsslError(f"--label-fraction {label_fraction}: expected a fraction in (0, 1]")
     data = prep.data
-    values = (data.events if spec.target == "edge" else data.entities)[spec.column]
+    if spec.target == "entity":
+        values = pd.Series(examples.label)
+    else:
+        values = (data.events if spec.target == "edge" else data.entities)[spec.column]
     labelled = np.flatnonzero(has_label(values))
     values = values.iloc[labelled]
     rng = np.random.default_rng([seed, 17])
@@ -185,7 +203,10 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
         if len(classes) > MAX_CLASSES:
             raise RelsslError(f"--task {spec.name}: column '{spec.column}' has {len(classes)} distinct values, more "
                               f"than {MAX_CLASSES} classes; use {spec.target}-regression for numbers")
-    split = prep.split[labelled] if spec.target == "edge" else node_split(data, labelled, groups, fractions, rng)
+    if spec.target == "entity":
+        split = examples.split[labelled]
+    else:
+        split = prep.split[labelled] if spec.target == "edge" else node_split(data, labelled, groups, fractions, rng)
     positive = None
     if spec.kind == "multiclass":
         y = groups.astype(np.float64)
@@ -201,7 +222,7 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
     split[train[~take_share(groups[train], label_fraction, rng)]] = -1
     ids = {s: torch.from_numpy(labelled[split == s]) for s in (TRAIN, VAL, TEST)}
     out = {s: y[split == s] for s in (TRAIN, VAL, TEST)}
-    rows = "events" if spec.target == "edge" else "entities"
+    rows = {"edge": "events", "node": "entities", "entity": "examples"}[spec.target]
     for s, name in ((TRAIN, "training"), (VAL, "validation"), (TEST, "test")):
         if len(ids[s]) == 0:
             raise RelsslError(f"--task {spec.name}: no labelled {name} {rows}")

@@ -39,26 +39,29 @@ class RelationContext:
     history_nodes: list[Tensor | None] = field(default_factory=list)
     history_tfs: list[TensorFrame | None] = field(default_factory=list)
     history_inverse: list[Tensor | None] = field(default_factory=list)
+    age: Tensor | None = None  # [N] days from each node's row to its seed's time (-1: a static row); None: no cut
 
     def to(self, device) -> "RelationContext":
         def move(items):
             return [None if x is None else x.to(device) for x in items]
 
         return RelationContext(self.tree.to(device), move(self.nodes), move(self.tfs), move(self.inverse),
-                               move(self.history_nodes), move(self.history_tfs), move(self.history_inverse))
+                               move(self.history_nodes), move(self.history_tfs), move(self.history_inverse),
+                               None if self.age is None else self.age.to(device))
 
 
 @dataclass
 class Batch:
     rows: Tensor  # [B] event row ids (seeds)
-    tf: TensorFrame  # the seed rows, uncorrupted
+    tf: TensorFrame | None  # the seed rows, uncorrupted (None: seeds of a table without features)
     graph: GraphContext | RelationContext | None
     # Work that several objectives share within one step (e.g. one masked forward for MCM and MV).
     cache: dict = field(default_factory=dict)
     builder: "BatchBuilder | None" = None  # what sampled it: a task that needs a view of its own asks it
 
     def to(self, device) -> "Batch":
-        return Batch(self.rows.to(device), self.tf.to(device), None if self.graph is None else self.graph.to(device),
+        return Batch(self.rows.to(device), None if self.tf is None else self.tf.to(device),
+                     None if self.graph is None else self.graph.to(device),
                      builder=self.builder)
 
 
@@ -120,8 +123,13 @@ class BatchBuilder:
         tree = self.relations.sample(table, rows, time, self.fanouts, generator, hide, drop_at_root)
         label_time = time if label_time is None else label_time
         context = RelationContext(tree, [], [], [])
+        if time is not None:
+            context.age = torch.full((tree.num_nodes,), -1.0)
         is_root = torch.arange(tree.num_nodes) < tree.num_seeds
         for t, enc in enumerate(db.tables):
+            if time is not None and db.times[t] is not None:
+                at = (tree.node_table == t).nonzero().squeeze(1)
+                context.age[at] = (time[tree.node_seed[at]] - db.times[t][tree.node_row[at]]).float() / 86400
             at = ((tree.node_table == t) & (~is_root | root_cells)).nonzero().squeeze(1)
             self._gather(enc, tree, at, context.nodes, context.tfs, context.inverse)
             history = db.history[t] if db.history and label_time is not None else None

@@ -30,6 +30,8 @@ class ModelConfig:
     reverse_mp: bool = option(False, "GNN: separate convolutions for events entering and leaving a node (Multi-GNN)")
     ports: bool = option(False, "GNN: each event carries its causal port numbers at both endpoints (Multi-GNN)")
     ego_ids: bool = option(False, "GNN: mark tree nodes that are the seed's source or target entity (Multi-GNN)")
+    node_age: bool = option(True, "database trees: each timed row carries its age at its seed's time (as "
+                                  "RelBench's temporal encoding); an entity task's tree knows its cut-off only so")
 
 
 PORT_EXACT = 32  # ports below this are embedded one by one, larger ones by their power of two
@@ -66,6 +68,25 @@ def tree_degree_histogram(prep: PreparedData, fanouts: list[int]) -> Tensor:
     degree = torch.bincount(prep.src[train], minlength=n) + torch.bincount(prep.dst[train], minlength=n)
     received = torch.cat([degree.clamp(max=f) for f in fanouts] + [torch.zeros(1, dtype=torch.long)])
     return torch.bincount(received, minlength=max(fanouts) + 1)
+
+
+class AgeEncoder(nn.Module):
+    """A tree node's age at its seed's time (days; negative: a static row, which gets nothing) as
+    log1p(days) and sinusoids of it at octave frequencies, projected to the state width: ages from
+    minutes to decades stay distinguishable, and a row at the seed's time is age 0."""
+
+    FREQUENCIES = 6
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("freq", 2.0 ** torch.arange(self.FREQUENCIES), persistent=False)
+        self.proj = nn.Linear(1 + 2 * self.FREQUENCIES, channels)
+
+    def forward(self, age: Tensor) -> Tensor:
+        x = torch.log1p(age.clamp(min=0)).unsqueeze(-1)
+        phase = x * self.freq
+        out = self.proj(torch.cat([x, torch.sin(phase), torch.cos(phase)], dim=-1))
+        return out * (age >= 0).unsqueeze(-1).to(out.dtype)
 
 
 class Backbone(nn.Module):
@@ -123,6 +144,8 @@ class Backbone(nn.Module):
         self.history_rows = nn.ModuleList(
             nn.Identity() if enc is None else FlatRowEncoder(column_encoder(enc, d), d) for enc in db.history)
         self.table_start = nn.Parameter(torch.randn(len(db.tables), d) * 0.02)
+        if cfg.node_age:
+            self.age = AgeEncoder(d)
         self.relation = nn.Embedding(2 * len(db.links), d)  # each foreign key, both directions
         self.gnn = TreeGNN(d, cfg.gnn_layers, cfg.gnn)
         self.fuse = mlp(2 * d, d)
@@ -138,6 +161,8 @@ class Backbone(nn.Module):
             if context.history_nodes[t] is not None:
                 h = h.index_add(0, context.history_nodes[t],
                                 encoder(context.history_tfs[t]).index_select(0, context.history_inverse[t]))
+        if self.cfg.node_age and context.age is not None:
+            h = h + self.age(context.age)
         h = self.gnn(h, tree.edge_index, self.relation(tree.edge_relation), tree.edge_hop)
         return h[:tree.num_seeds]
 
