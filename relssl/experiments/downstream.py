@@ -46,17 +46,18 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:g} %"
 
 
-def method_rows(protocols: list[str], event_graph: bool = True) -> dict[str, tuple[str, str, str]]:
+def method_rows(protocols: list[str], event_graph: bool = True, entity_task: bool = False) -> dict[str, tuple[str, str, str]]:
     """Table row key -> (method, protocol, report name). Causal rows keep the bare method key (and
     run folder name); the trees' graph features are causal whatever the protocol. Without an event
     graph (a database of several tables) there are no graph features for the trees, whose raw
-    features are the flattened row."""
+    features are the flattened row, or for an entity task the entity's row and its links' counts
+    (relssl.eval.baseline.cutoff_matrix)."""
     rows = {}
     for method, (_, _, name) in METHODS.items():
         if method == "gbdt-graph" and not event_graph:
             continue
-        if method == "gbdt" and not event_graph:
-            name = "GBDT on the flattened row"  # the row's cells and those of the rows it references
+        if method == "gbdt" and not event_graph:  # the row's cells and those of the rows it references
+            name = "GBDT on recency and frequency" if entity_task else "GBDT on the flattened row"
         for protocol in protocols if method in BACKBONE_METHODS else ["causal"]:
             key = method if protocol == "causal" else f"{method}-{protocol}"
             rows[key] = (method, protocol, name if protocol == "causal" else f"{name}, {protocol}")
@@ -72,7 +73,9 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
     out.mkdir(parents=True, exist_ok=True)
     label = "+".join(base.objectives)
     run_grid({label: base}, seeds, out, progress, log)
-    rows = method_rows(protocols, not isinstance(load_dataset(base.data, base.skip_bad_rows, base.on_orphans), Database))
+    data = load_dataset(base.data, base.skip_bad_rows, base.on_orphans)
+    event_graph = not isinstance(data, Database)
+    rows = method_rows(protocols, event_graph, not event_graph and task in data.tasks)
     finals: dict[tuple[str, float], list[dict]] = {}
     for seed in seeds:
         pretrained = out / "runs" / f"{label}-seed{seed}"
