@@ -85,6 +85,76 @@ def test_labels_inform_only_strictly_earlier_rows():
     labels.copy_(saved)
 
 
+def test_a_label_informs_only_seeds_after_it_is_known():
+    """Each rating's label known 20 seconds after the rating (a flight's delay, on landing): a
+    tree holds the labels of earlier rows known before its seed, and not those still pending."""
+    db = ratings_database()
+    ratings = db.tables["ratings"]
+    ratings.label_time = ratings.time + 20
+    trainer = trainer_for(db, objectives=["am"])
+    prep, graph = trainer.prep, trainer.prep.database
+    rows = prep.rows(VAL)[::7]
+    tree, ctx = (batch := trainer.builders[VAL](rows, torch.Generator().manual_seed(0))).graph.tree, batch.graph
+    seed_time = prep.time[rows][tree.node_seed]
+    earlier = (tree.node_table == graph.seed_table) & (prep.time[tree.node_row] < seed_time)
+    earlier[:tree.num_seeds] = False
+    known = earlier & (prep.time[tree.node_row] + 20 < seed_time)
+    at = ctx.history_nodes[graph.seed_table]
+    assert (earlier & ~known).any() and torch.equal(torch.sort(at).values, known.nonzero().squeeze(1))
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("{after: [lag], unit: min}", None),
+    ("{after: [lag, 5], unit: h}", None),
+    ("known", None),
+    ("{after: [lag], unit: fortnights}", "expected {after: [COLUMN or number, ...], unit: s|min|h|d|w}"),
+    ("{after: [nope], unit: min}", "missing column(s) ['nope']"),
+    ("{after: [-90], unit: min}", "row 0's labels would be known at 2019-12-31 22:30:00, before the row itself"),
+])
+def test_label_time_from_a_column_or_a_sum(tmp_path, capsys, spec, needle):
+    pd.DataFrame({"id": [0, 1, 2], "day": ["2020-01-01", "2020-01-02", "2020-01-03"], "x": [1.0, 2.0, 3.0],
+                  "y": [1.0, 0.0, 1.0], "lag": [30, None, 90],
+                  "known": ["2020-01-01T01:00:00", "", "2020-01-04"]}).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "s.yaml").write_text(f"tables:\n  t: {{path: t.csv, primary_key: id, time: day, columns: {{x: numerical}}, "
+                                     f"labels: [y], labels_as_history: true, label_time: {spec}}}\n")
+    if needle is not None:
+        assert main(["schema", "check", str(tmp_path / "s.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+        return
+    known = load_database(tmp_path / "s.yaml").tables["t"].label_time
+    day = np.array(["2020-01-01", "2020-01-02", "2020-01-03"], dtype="datetime64[s]").astype(np.int64)
+    never = np.iinfo(np.int64).max
+    expected = {"{after: [lag], unit: min}": [day[0] + 1800, never, day[2] + 5400],
+                "{after: [lag, 5], unit: h}": [day[0] + 35 * 3600, never, day[2] + 95 * 3600],
+                "known": [day[0] + 3600, never, day[2] + 86400]}[spec]
+    assert known.tolist() == list(expected)
+
+
+def test_label_times_survive_the_cache(tmp_path):
+    from relssl.data.cache import load_prepared
+
+    n = 300
+    pd.DataFrame({"id": np.arange(n), "t": np.arange(n) * 60, "x": np.arange(n) % 7 * 1.0, "y": np.arange(n) % 3 * 1.0,
+                  "lag": np.arange(n) % 5, "g": np.arange(n) % 4}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame({"g": np.arange(4)}).to_csv(tmp_path / "g.csv", index=False)
+    (tmp_path / "s.yaml").write_text("tables:\n  t: {path: t.csv, primary_key: id, time: {column: t, unit: s}, "
+                                     "columns: {x: numerical}, labels: [y], labels_as_history: true, "
+                                     "label_time: {after: [lag], unit: min}, foreign_keys: {g: g}}\n"
+                                     "  g: {path: g.csv, primary_key: g}\n")
+    expected = np.arange(n) * 60 + np.arange(n) % 5 * 60
+    for _ in range(2):  # built, then read back
+        prep, _ = load_prepared(str(tmp_path / "s.yaml"), cache_dir=tmp_path / "cache")
+        assert prep.database.label_times[0].tolist() == expected.tolist()
+
+
+def test_label_time_goes_with_labels_as_history():
+    table = Table("t", pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]}), {"x": torch_frame.numerical},
+                  label_cols=["y"], time=np.array([0, 1]), label_time=np.array([5, 6]))
+    with pytest.raises(RelsslError, match="label_time says when labels inform later rows; it goes with"):
+        Database("d", {"t": table}).check()
+
+
 def test_labels_as_history_need_a_time_and_labels():
     table = Table("t", pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]}), {"x": torch_frame.numerical},
                   label_cols=["y"], labels_as_history=True)

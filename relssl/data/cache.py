@@ -172,6 +172,8 @@ def database_arrays(prep: PreparedData) -> tuple[dict[str, np.ndarray], dict]:
             tables[f"history{t}"] = table_arrays(f"history{t}", db.history[t], arrays)
         if db.times[t] is not None:
             arrays[f"time{t}"] = db.times[t].numpy()
+        if db.label_times and db.label_times[t] is not None:
+            arrays[f"label_time{t}"] = db.label_times[t].numpy()
     links = []
     for j, ((child, key), (parent, rows)) in enumerate(db.links.items()):
         arrays[f"link{j}"] = rows.numpy()
@@ -238,7 +240,8 @@ def _database_entry(folder: Path, meta: dict, tables: dict, tensor) -> PreparedD
                           {(child, key): (parent, tensor(f"link{j}")) for j, (child, key, parent) in enumerate(meta["links"])},
                           None if meta["cuts"] is None else tuple(meta["cuts"]),
                           [tables.get(f"history{t}") for t in range(count)] if has_history else [], meta["pretext"],
-                          splits, tasks={n: EntityTask(**t) for n, t in meta.get("tasks", {}).items()})
+                          splits, tasks={n: EntityTask(**t) for n, t in meta.get("tasks", {}).items()},
+                          label_times=[tensor(f"label_time{t}") for t in range(count)])
     views = {}
     for name in meta["views"]:
         t = meta["names"].index(name)

@@ -21,6 +21,7 @@ from relssl.data.relational import RelationalData
 from relssl.errors import RelsslError
 
 ON_ORPHANS = ("error", "drop", "keep-null")
+NEVER = np.iinfo(np.int64).max  # a label time: the label never becomes known (a cancelled flight's delay)
 STYPE_NAMES = {"text_embedded": "text"}  # torch_frame's name -> the schema's
 
 
@@ -50,6 +51,8 @@ class Table:
     mask_groups: list[list[str]] = field(default_factory=list)
     # Labels inform later rows of the same table in other rows' trees (a user's earlier ratings).
     labels_as_history: bool = False
+    # When each row's labels become known (int64 seconds, NEVER: not at all); None: at the row's time.
+    label_time: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.df)
@@ -72,6 +75,9 @@ class Table:
         if self.labels_as_history and (self.time is None or not self.label_cols):
             raise RelsslError(f"table '{self.name}': labels_as_history needs labels and a time column (a label "
                               f"informs only rows later than its own)")
+        if self.label_time is not None and not self.labels_as_history:
+            raise RelsslError(f"table '{self.name}': label_time says when labels inform later rows; it goes with "
+                              f"labels_as_history: true")
         if self.time is not None and len(self.time) != len(self.df):
             raise RelsslError(f"table '{self.name}': {len(self.time)} times for {len(self.df)} rows")
 
@@ -196,6 +202,8 @@ class Database:
         table.df = table.df[keep].reset_index(drop=True)
         if table.time is not None:
             table.time = table.time[keep]
+        if table.label_time is not None:
+            table.label_time = table.label_time[keep]
         table.vectors = {c: v[keep] for c, v in table.vectors.items()}
 
     def summary(self) -> str:
@@ -211,7 +219,8 @@ class Database:
                 when = f"time '{table.time_col}' {lo} .. {hi}"
             key = f"primary key {'+'.join(table.primary_key)}" if table.primary_key else "no primary key"
             labels = f"; labels {', '.join(table.label_cols)}" if table.label_cols else ""
-            labels += " (history of later rows)" if table.labels_as_history else ""
+            labels += (" (history of later rows" + (", each once known: label_time" if table.label_time is not None
+                                                    else "") + ")") if table.labels_as_history else ""
             lines.append(f"  {table.name}: {len(table):,} rows; {features}; {key}; {when}{labels}")
         for (name, i), rows in self.links.items():
             fk = self.tables[name].foreign_keys[i]

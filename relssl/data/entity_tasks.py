@@ -14,13 +14,13 @@ so every training label is counted from training-period rows only.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from relssl.data.splits import TEST, TRAIN, VAL
+from relssl.data.tables import duration_seconds
 from relssl.errors import RelsslError
 
 LABELS = {"churn": "binary", "count": "regression"}  # label -> task kind
@@ -53,18 +53,6 @@ def duration(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} seconds"
-
-
-UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _seconds(value, where: str) -> int:
-    """'90d', '12h', '4w', '30min', '45s' -> seconds (parsed here: pandas deprecates some of these units)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|min|h|d|w)\s*", str(value))
-    seconds = int(float(match[1]) * UNITS[match[2]]) if match else 0
-    if seconds <= 0:
-        raise RelsslError(f"{where}: expected a positive duration such as 90d, 12h, 4w or 30min, got {value!r}")
-    return seconds
 
 
 def parse_tasks(spec, tables: dict, where: str) -> dict[str, EntityTask]:
@@ -101,9 +89,9 @@ def parse_tasks(spec, tables: dict, where: str) -> dict[str, EntityTask]:
                               + (f"; name one with key: ({found})" if found else ""))
         if task["label"] not in LABELS:
             raise RelsslError(f"{at}: label {task['label']!r}: expected one of {', '.join(LABELS)}")
-        window = _seconds(task["window"], f"{at}: window")
+        window = duration_seconds(task["window"], f"{at}: window")
         out[name] = EntityTask(name, entity, events, str(keys[0]), window,
-                               _seconds(task.get("every", task["window"]), f"{at}: every"), str(task["label"]))
+                               duration_seconds(task.get("every", task["window"]), f"{at}: every"), str(task["label"]))
     return out
 
 

@@ -38,6 +38,8 @@ class DatabaseGraph:
     splits: dict[int, np.ndarray] = field(default_factory=dict)
     # Per table, the rows whose labels the history may show (absent: all; relssl.eval.finetune.labelled_history).
     history_known: dict[int, torch.Tensor] = field(default_factory=dict)
+    # Per table with labels_as_history and a label_time: when each row's labels become known (None: at its time).
+    label_times: list[torch.Tensor | None] = field(default_factory=list)
     # The database's entity tasks (name -> relssl.data.entity_tasks.EntityTask), labelled at cut-off times.
     tasks: dict = field(default_factory=dict)
 
@@ -187,7 +189,8 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
     graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables,
                           [tensor(db.tables[n].time) for n in names], links, cuts, history,
-                          [index[n] for n in pretext], {index[n]: splits[n] for n in pretext}, tasks=db.tasks)
+                          [index[n] for n in pretext], {index[n]: splits[n] for n in pretext}, tasks=db.tasks,
+                          label_times=[tensor(db.tables[n].label_time) for n in names])
     views = {n: _view(db, graph, n, splits[n]) for n in pretext}
     for view in views.values():
         view.views = views

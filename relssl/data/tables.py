@@ -3,6 +3,7 @@ timestamps (zones, offsets, date-only, numbers in a unit, assembled from parts) 
 column's values suggest. Shared by the YAML schema, SQLite and draft-schema readers."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,18 @@ def assemble_time(df: pd.DataFrame, columns: list[str], source: str) -> pd.Serie
         raise RelsslError(f"{source}: no valid date from {dict(zip(columns, df[columns].iloc[row].tolist()))} "
                           f"in row {row}")
     return out.astype("datetime64[s]")
+
+
+UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}  # of durations: "90d", "30min"
+
+
+def duration_seconds(value, where: str) -> int:
+    """'90d', '12h', '4w', '30min', '45s' -> seconds (parsed here: pandas deprecates some of these units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|min|h|d|w)\s*", str(value))
+    seconds = int(float(match[1]) * UNITS[match[2]]) if match else 0
+    if seconds <= 0:
+        raise RelsslError(f"{where}: expected a positive duration such as 90d, 12h, 4w or 30min, got {value!r}")
+    return seconds
 
 
 def epoch_seconds(ser: pd.Series) -> np.ndarray:

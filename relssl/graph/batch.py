@@ -118,7 +118,8 @@ class BatchBuilder:
         """Trees around ``rows`` of ``table`` cut off at ``time`` (relssl.graph.relations.RelationGraph.sample's
         ``hide`` and ``drop_at_root``); ``root_cells``: the roots' own cells are node features too (a
         row scored as a candidate, not one whose cells are a task's targets). Labels kept as history
-        are those of rows strictly earlier than ``label_time`` (default ``time``)."""
+        are those known (at their row's time, or its label time) strictly before ``label_time``
+        (default ``time``)."""
         db = self.prep.database
         tree = self.relations.sample(table, rows, time, self.fanouts, generator, hide, drop_at_root)
         label_time = time if label_time is None else label_time
@@ -135,7 +136,8 @@ class BatchBuilder:
             history = db.history[t] if db.history and label_time is not None else None
             if history is not None:  # labels only of rows strictly earlier than the node's seed
                 at = ((tree.node_table == t) & ~is_root).nonzero().squeeze(1)
-                at = at[db.times[t][tree.node_row[at]] < label_time[tree.node_seed[at]]]
+                known_at = db.label_times[t] if db.label_times and db.label_times[t] is not None else db.times[t]
+                at = at[known_at[tree.node_row[at]] < label_time[tree.node_seed[at]]]
                 if t in db.history_known:  # and whose labels the run may read
                     at = at[db.history_known[t][tree.node_row[at]]]
             self._gather(history, tree, at, context.history_nodes, context.history_tfs, context.history_inverse)
