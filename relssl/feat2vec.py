@@ -4,7 +4,12 @@
   with its own extractor into a shared d-dimensional space: categorical columns through an
   embedding table, numerical and timestamp columns through pytorch-frame's per-column encoders,
   embedding-stype (text, image) vectors through a linear map; then a small MLP per group over the
-  concatenated cells. Id groups are embedding tables over entities.
+  concatenated cells. Id groups are embedding tables over entities. On a database, a group may
+  also take features of other tables through the row's foreign keys (``lookup_values``):
+  ``@movieId``, the row a key references, and ``movieId.genres``, a categorical column of that
+  row, each through an embedding table of its own. A referenced row's columns belong in the group
+  of its id (``movie=@movieId+movieId.genres``): in separate groups, ranking movies would read the
+  true movie's genres from the row (``parse_groups`` refuses it).
 - **Score** (structured deep-in factorisation machine): the sum over pairs of groups of the dot
   products of their embeddings, s(x) = Σ_{i<j} <e_i, e_j>; probability σ(s). Ranking the values v
   of one group g for a row needs only the terms with g: <e_g(v), Σ_{i≠g} e_i>.
@@ -43,11 +48,32 @@ TIMESTAMP_PARTS = 7  # year, month, day, day of week, hour, minute, second (pyto
 @dataclass(frozen=True)
 class FeatureGroup:
     name: str
-    columns: tuple[str, ...]  # event columns, or one of ID_GROUPS alone
+    columns: tuple[str, ...]  # event columns and lookups (``lookup_values``), or one of ID_GROUPS alone
 
     @property
     def entity(self) -> str | None:
         return self.columns[0] if self.columns[0] in ID_GROUPS else None
+
+
+def lookup_values(prep: PreparedData) -> dict[str, Tensor]:
+    """A database seed table's groups from other tables: name -> [rows] int64 value (-1: none).
+    ``@COLS`` is the row the foreign key on COLS references; ``COLS.COLUMN`` that row's category
+    of a categorical COLUMN. Empty for an event table."""
+    db = prep.database
+    if db is None:
+        return {}
+    out = {}
+    for (child, key), (parent, rows) in db.links.items():
+        if child != db.seed_table:
+            continue
+        cols = key.split(" -> ")[0]
+        out[f"@{cols}"] = rows.long()
+        enc = db.tables[parent]
+        for col in enc.columns if enc is not None else []:
+            if col.stype == torch_frame.categorical:
+                category = column_values(enc.tf, col)[:, 0].long()
+                out[f"{cols}.{col.name}"] = torch.where(rows >= 0, category[rows.clamp(min=0)], -1)
+    return out
 
 
 def parse_groups(spec: str | dict | None, prep: PreparedData, option: str = "--groups") -> list[FeatureGroup]:
@@ -57,9 +83,10 @@ def parse_groups(spec: str | dict | None, prep: PreparedData, option: str = "--g
     Columns left out of every group are not used.
     """
     columns = [c.name for c in prep.events.columns]  # the encoded order: the same from the cache
-    available = [*columns, *(ID_GROUPS if prep.has_graph else ())]
+    lookups = list(lookup_values(prep))
+    available = [*columns, *(ID_GROUPS if prep.has_graph else ()), *lookups]
     if spec is None or spec == "" or spec == {}:
-        return [FeatureGroup(name, (name,)) for name in available]
+        return [FeatureGroup(name, (name,)) for name in available if name not in lookups or name.startswith("@")]
     if isinstance(spec, str):
         items = {}
         for part in (p.strip() for p in spec.split(";")):
@@ -91,6 +118,12 @@ def parse_groups(spec: str | dict | None, prep: PreparedData, option: str = "--g
         groups.append(FeatureGroup(name, tuple(cols)))
     if len(groups) < 2:
         raise RelsslError(f"{option}: Feat2Vec scores pairs of groups; declare at least two (got {len(groups)})")
+    for col, name in seen.items():  # a referenced row's column apart from its id would give the row away
+        key = col.split(".", 1)[0] if col in lookups and not col.startswith("@") else None
+        if key is not None and f"@{key}" in seen and seen[f"@{key}"] != name:
+            raise RelsslError(f"{option}: '{col}' (group '{name}') describes the row @{key} references (group "
+                              f"'{seen[f'@{key}']}'): ranking one would read the answer from the other; put them "
+                              f"in one group")
     return groups
 
 
@@ -122,11 +155,16 @@ def group_value_ids(prep: PreparedData, group: FeatureGroup) -> tuple[Tensor, Te
         rankable_rows = torch.ones(len(ids), dtype=torch.bool)
     else:
         cols = [c for c in prep.events.columns if c.name in group.columns]
-        values = torch.cat([column_values(prep.events.tf, c) for c in cols], dim=1)
+        lookups = lookup_values(prep)
+        looked_up = [lookups[c] for c in group.columns if c in lookups]
+        values = torch.cat([column_values(prep.events.tf, c) for c in cols] +
+                           [v.double().unsqueeze(1) for v in looked_up], dim=1)
         rankable_rows = torch.ones(len(values), dtype=torch.bool)
         for c in cols:
             if c.stype == torch_frame.categorical:
                 rankable_rows &= column_values(prep.events.tf, c)[:, 0] >= 0
+        for v in looked_up:  # an unlinked row, or an unknown category
+            rankable_rows &= v >= 0
         values = torch.nan_to_num(values, nan=float("inf"))  # NaN != NaN: one id for missing
     _, value_id = torch.unique(values, dim=0, return_inverse=True)
     rankable = torch.zeros(int(value_id.max()) + 1, dtype=torch.bool)
@@ -212,18 +250,48 @@ def column_group_params(cols: list[ColumnInfo], col_stats: dict, channels: int) 
     return sum(per_col[c.stype](c) for c in cols)
 
 
+@dataclass
+class RowIds:
+    """Rows' ids that group extractors look up: entity ids (event graph), lookups' value ids (database)."""
+
+    src: Tensor | None
+    dst: Tensor | None
+    lookups: Tensor  # [B, L] each lookup's value id (``Feat2Vec.lookup_names``)
+
+    def at(self, index: Tensor) -> "RowIds":
+        return RowIds(None if self.src is None else self.src[index], None if self.dst is None else self.dst[index],
+                      self.lookups[index])
+
+
 class Feat2VecHead(nn.Module):
     """Group extractors on top of per-cell embeddings [B, C, d], and the factorisation-machine score."""
 
-    def __init__(self, groups: list[FeatureGroup], enc: EncodedTable, channels: int, num_entities: int):
+    def __init__(self, groups: list[FeatureGroup], enc: EncodedTable, channels: int, num_entities: int,
+                 lookup_sizes: dict[str, int] | None = None):
         super().__init__()
         self.groups = groups
         names = [c.name for c in enc.columns]
-        self.positions = [[names.index(c) for c in g.columns] if not g.entity else [] for g in groups]
+        lookup_sizes = lookup_sizes or {}
+        lookup_index = {n: i for i, n in enumerate(lookup_sizes)}
+        self.positions = [[names.index(c) for c in g.columns if c in names] if not g.entity else [] for g in groups]
+        self.lookups = [[lookup_index[c] for c in g.columns if c in lookup_index] for g in groups]
+        # Each lookup of a group: an embedding table over its values, its output one more input of the extractor.
+        self.lookup_tables = nn.ModuleList(nn.ModuleList(nn.Embedding(lookup_sizes[c], channels) for c in g.columns
+                                                         if c in lookup_index) for g in groups)
+        for tables in self.lookup_tables:
+            for table in tables:
+                nn.init.normal_(table.weight, std=channels ** -0.5)
         self.extract = nn.ModuleList()
         params = []
-        for g, pos in zip(groups, self.positions):
-            if g.entity:
+        for g, pos, tables in zip(groups, self.positions, self.lookup_tables):
+            if len(tables) == 1 and not pos:  # one lookup alone: its embedding is the group's
+                module, own = nn.Identity(), sum(p.numel() for p in tables.parameters())
+            elif tables:
+                module = nn.Sequential(nn.Linear((len(pos) + len(tables)) * channels, channels), nn.ReLU(),
+                                       nn.Linear(channels, channels))
+                own = column_group_params([enc.columns[p] for p in pos], enc.col_stats, channels) + sum(
+                    p.numel() for p in tables.parameters())
+            elif g.entity:
                 module = nn.Embedding(num_entities, channels)
                 nn.init.normal_(module.weight, std=channels ** -0.5)
                 own = 0
@@ -237,25 +305,26 @@ class Feat2VecHead(nn.Module):
         self.channels = channels
         self.bias = nn.Parameter(torch.zeros(len(groups)))  # per-group log normaliser (see feat2vec_step)
 
-    def embed_group(self, g: int, cells: Tensor, src: Tensor | None, dst: Tensor | None) -> Tensor:
-        """[B, d] embeddings of group ``g`` from cell embeddings [B, C, d] and the rows' entity ids."""
-        entity = self.groups[g].entity
-        if entity:
-            return self.extract[g](src if entity == "@source" else dst)
-        return self.extract[g](cells[:, self.positions[g]].flatten(1))
+    def embed_group(self, g: int, cells: Tensor, ids: RowIds) -> Tensor:
+        """[B, d] embeddings of group ``g`` from cell embeddings [B, C, d] and the rows' ids."""
+        group = self.groups[g]
+        if group.entity:
+            return self.extract[g](ids.src if group.entity == "@source" else ids.dst)
+        parts = [cells[:, self.positions[g]].flatten(1)] if self.positions[g] else []
+        parts += [table(ids.lookups[:, i]) for i, table in zip(self.lookups[g], self.lookup_tables[g])]
+        return self.extract[g](torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
 
-    def embed(self, cells: Tensor, src: Tensor | None, dst: Tensor | None) -> Tensor:
+    def embed(self, cells: Tensor, ids: RowIds) -> Tensor:
         """[B, G, d] every group's embedding."""
-        return torch.stack([self.embed_group(g, cells, src, dst) for g in range(len(self.groups))], dim=1)
+        return torch.stack([self.embed_group(g, cells, ids) for g in range(len(self.groups))], dim=1)
 
-    def embed_each(self, group: Tensor, cells: Tensor, src: Tensor | None, dst: Tensor | None) -> Tensor:
+    def embed_each(self, group: Tensor, cells: Tensor, ids: RowIds) -> Tensor:
         """[B, d] the embedding of group ``group[b]`` of row b only: one extractor call per group."""
         out = cells.new_zeros(len(group), self.channels)
         for g in range(len(self.groups)):
             at = (group == g).nonzero().squeeze(1)
             if at.numel():
-                out[at] = self.embed_group(g, cells[at], None if src is None else src[at],
-                                           None if dst is None else dst[at])
+                out[at] = self.embed_group(g, cells[at], ids.at(at))
         return out
 
 
@@ -315,7 +384,12 @@ class Feat2Vec(nn.Module):
                 raise RelsslError(f"{name} {alpha}: expected an exponent in [0, 1]")
         self.groups, self.negatives = groups, negatives
         self.target = None if target is None else find_group(groups, target, option)
-        self.head = Feat2VecHead(groups, prep.events, channels, prep.num_entities)
+        lookups = lookup_values(prep)
+        # Every lookup a group uses, as value ids 0..V-1 (the embedding tables' rows).
+        self.lookup_names = [c for c in lookups if any(c in g.columns for g in groups)]
+        lookup_ids = [torch.unique(lookups[c], return_inverse=True)[1] for c in self.lookup_names]
+        self.head = Feat2VecHead(groups, prep.events, channels, prep.num_entities,
+                                 {c: int(i.max()) + 1 for c, i in zip(self.lookup_names, lookup_ids)})
         ids = [group_value_ids(prep, g) for g in groups]
         self.sampler = NoiseSampler([i for i, _ in ids], [r for _, r in ids], prep.rows(TRAIN), self.head.params,
                                     alpha1, alpha2, self.target)
@@ -325,16 +399,17 @@ class Feat2Vec(nn.Module):
         empty = torch.zeros(0, dtype=torch.long)
         self.register_buffer("src", empty if prep.src is None else prep.src, persistent=False)
         self.register_buffer("dst", empty if prep.dst is None else prep.dst, persistent=False)
+        self.register_buffer("lookup_ids", torch.stack(lookup_ids, dim=1) if lookup_ids else
+                             torch.zeros(len(prep.split), 0, dtype=torch.long), persistent=False)
 
-    def ids(self, rows: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        if not len(self.src):
-            return None, None
-        rows = rows.to(self.src.device)
-        return self.src[rows], self.dst[rows]
+    def ids(self, rows: Tensor) -> RowIds:
+        rows = rows.to(self.lookup_ids.device)
+        src, dst = (None, None) if not len(self.src) else (self.src[rows], self.dst[rows])
+        return RowIds(src, dst, self.lookup_ids[rows])
 
     def embed_rows(self, cells, rows: Tensor, tf: TensorFrame | None = None) -> Tensor:
         tf = (self.events[rows.cpu()] if tf is None else tf).to(next(self.parameters()).device)
-        return self.head.embed(cells(tf), *self.ids(rows))
+        return self.head.embed(cells(tf), self.ids(rows))
 
     def forward(self, cells, rows: Tensor, tf: TensorFrame, generator: torch.Generator) -> Feat2VecStep:
         """NCE loss on the real rows ``rows`` (their cells ``tf``) and k sampled negatives each;
@@ -346,7 +421,7 @@ class Feat2Vec(nn.Module):
         group, rep, neg_log_q = self.sampler.sample(b, k, generator)
         flat_rep = rep.flatten()
         neg = self.head.embed_each(group.flatten().to(device), cells(self.events[flat_rep].to(device)),
-                                   *self.ids(flat_rep))
+                                   self.ids(flat_rep))
         return feat2vec_step(emb, neg.view(b, k, -1), group.to(device),
                              self.sampler.true_log_q(rows, group).to(device).float(),
                              neg_log_q.to(device).float(), self.head.bias, k)
@@ -355,7 +430,7 @@ class Feat2Vec(nn.Module):
         """Every rankable training value of ``group``: its value ids and embeddings [V, d]."""
         ids, rows = self.sampler.candidates[group]
         tf = self.events[rows].to(next(self.parameters()).device)
-        return ids, self.head.embed_group(group, cells(tf), *self.ids(rows))
+        return ids, self.head.embed_group(group, cells(tf), self.ids(rows))
 
     def true_candidate(self, rows: Tensor, group: int) -> Tensor:
         """[B] index among ``candidates(group)`` of each row's own value, -1 when it is no candidate."""

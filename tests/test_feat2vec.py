@@ -9,12 +9,12 @@ import torch
 import torch_frame
 
 from relssl.cli import main
-from relssl.data.prepare import prepare
+from relssl.data.prepare import prepare, prepare_database
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TRAIN, VAL
 from relssl.errors import RelsslError
 from relssl.metrics.ranking import percentile_ranks
-from relssl.feat2vec import Feat2Vec, NoiseSampler, feat2vec_step, parse_groups, rank_group
+from relssl.feat2vec import Feat2Vec, NoiseSampler, feat2vec_step, lookup_values, parse_groups, rank_group
 from relssl.train.feat2vec import Feat2VecConfig, Feat2VecTrainer
 from relssl.train.pretrain import Pretrainer
 from tests.conftest import toy_relational
@@ -252,3 +252,42 @@ def test_feat2vec_bad_config_is_one_line(tmp_path, capsys):
     assert main(["feat2vec", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"relssl: error: --config {bad}: malformed YAML") and "Traceback" not in err
+
+
+def ratings():
+    from tests.test_database_tasks import ratings_database
+
+    return prepare_database(ratings_database(n=3000, history=False), "ratings")
+
+
+def test_groups_from_other_tables_look_up_the_referenced_rows():
+    prep = ratings()
+    values = lookup_values(prep)
+    db = prep.database
+    assert list(values) == ["@user", "@movie", "movie.genre"]
+    movie = db.links[db.seed_table, "movie -> movies"][1]
+    assert torch.equal(values["@movie"], movie)
+    genre = db.tables[db.names.index("movies")].tf.feat_dict[torch_frame.categorical][:, 0]
+    assert torch.equal(values["movie.genre"], genre[movie])
+    assert [g.name for g in parse_groups(None, prep)] == ["hour", "@user", "@movie"]
+
+
+def test_a_referenced_rows_columns_go_with_its_id():
+    prep = ratings()
+    with pytest.raises(RelsslError, match="'movie.genre' .group 'g'. describes the row @movie references .group "
+                                          "'m'.: ranking one would read the answer from the other"):
+        parse_groups("u=@user;m=@movie;g=movie.genre", prep)
+    groups = parse_groups("u=@user;m=@movie+movie.genre;hour", prep)
+    assert groups[1].columns == ("@movie", "movie.genre")
+    parse_groups("u=@user;g=movie.genre;hour", prep)  # the genre without the movie: nothing given away
+
+
+def test_feat2vec_ranks_a_users_movies_from_the_movies_table():
+    """Each user rates the movies of one genre: the movie group (its id and its genre, from the
+    movies table) ranks well below popularity given the user."""
+    trainer = Feat2VecTrainer(small(groups="user=@user;movie=@movie+movie.genre;hour", eval_groups="movie",
+                                    lr=1e-2), ratings())
+    for epoch in range(1, 9):
+        trainer.train_epoch(epoch, progress=False)
+    final = trainer.final()
+    assert final["feat2vec/mpr/movie"] < 0.2 < 0.4 < final["popularity/mpr/movie"], final

@@ -37,7 +37,7 @@ def cmd_experiment_feat2vec(args: argparse.Namespace) -> None:
     if args.mcm_mask not in MASK_TYPES:
         raise RelsslError(f"--mcm-mask '{args.mcm_mask}': expected one of {', '.join(MASK_TYPES)}")
     cfg = feat2vec_config(args)
-    mcm = PretrainConfig(data=cfg.data, objectives=["mcm"], mask=args.mcm_mask, epochs=args.mcm_epochs,
+    mcm = PretrainConfig(data=cfg.data, table=cfg.table, objectives=["mcm"], mask=args.mcm_mask, epochs=args.mcm_epochs,
                          seed=cfg.seed, split=cfg.split, max_categories=cfg.max_categories,
                          train_rows_per_epoch=cfg.train_rows_per_epoch, eval_rows=cfg.eval_rows, device=cfg.device,
                          model=ModelConfig(channels=cfg.channels))

@@ -17,14 +17,14 @@ import torch
 import torch_frame
 
 from relssl.data.datasets import load_dataset
-from relssl.data.prepare import PreparedData, prepare
-from relssl.data.splits import TEST, parse_fractions
+from relssl.data.prepare import PreparedData
+from relssl.data.splits import TEST
 from relssl.metrics.ranking import percentile_ranks
 from relssl.experiments.report import values_table
 from relssl.experiments.runner import reuse_or_train, run_grid
 from relssl.feat2vec import parse_groups
 from relssl.train import seeding
-from relssl.train.feat2vec import Feat2VecConfig, train_feat2vec
+from relssl.train.feat2vec import Feat2VecConfig, prepare_rows, train_feat2vec
 from relssl.train.pretrain import PretrainConfig, Pretrainer
 from relssl.train.run_folder import RunFolder
 
@@ -64,7 +64,7 @@ def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, co
     Feat2Vec run per evaluated group (finished runs are reused); writes out/report.md."""
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(cfg.data)
-    preps = {seed: prepare(data, parse_fractions(cfg.split), seed, cfg.max_categories) for seed in seeds}
+    preps = {seed: prepare_rows(cfg, data, seed) for seed in seeds}
     stypes = {c.name: c.stype for c in preps[seeds[0]].events.columns}
     columns = {g.name: g.columns for g in parse_groups(cfg.groups, preps[seeds[0]])}
     named = [n.strip() for n in (cfg.eval_groups or "").split(";") if n.strip()] or list(columns)

@@ -1,4 +1,5 @@
-"""`relssl feat2vec`: Feat2Vec as a model of its own on one event table (no GNN).
+"""`relssl feat2vec`: Feat2Vec as a model of its own on one table's rows (no GNN); on a database,
+with groups from the tables its foreign keys reference.
 
 The run folder follows `relssl pretrain` (relssl.train.run_folder). final.json holds, per
 evaluated group G, ``feat2vec/mpr/G`` next to ``popularity/mpr/G`` (rank by training frequency), the number of candidate values and the share of test rows whose true
@@ -17,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from relssl.data.datasets import load_dataset
-from relssl.data.prepare import PreparedData, prepare
+from relssl.data.database import Database
+from relssl.data.prepare import PreparedData, prepare, prepare_database
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
 from relssl.options import from_mapping, option
@@ -32,10 +34,12 @@ from relssl.train.run_folder import RunFolder
 
 @dataclass
 class Feat2VecConfig:
-    data: str = option("synthetic-aml", "built-in dataset name, IBM AML CSV or YAML schema (one event table)")
+    data: str = option("synthetic-aml", "built-in dataset name, IBM AML CSV, YAML schema or database")
+    table: str | None = option(None, "a database's table whose rows Feat2Vec models (default: the largest timed one)")
     groups: str | dict | None = option(None, "feature groups 'NAME=COL+COL;COL;@source;@target' (default: one group "
                                              "per feature column, plus @source and @target, the entity ids, when "
-                                             "the data has keys)")
+                                             "the data has keys; on a database, @KEY per foreign key, and "
+                                             "KEY.COLUMN names a categorical column of the row KEY references)")
     target: str | None = option(None, "supervised mode: corrupt only this group")
     eval_groups: str | None = option(None, "';'-separated groups to rank on the test split (default: the target, "
                                            "else every categorical or entity-id group)")
@@ -66,6 +70,15 @@ class Feat2VecConfig:
         return cfg
 
 
+def prepare_rows(cfg: Feat2VecConfig, data, seed: int | None = None) -> PreparedData:
+    """The rows Feat2Vec models: an event table's, or a database's ``cfg.table``'s with the tables its
+    keys reference (their ids and columns are groups too)."""
+    seed = cfg.seed if seed is None else seed
+    if isinstance(data, Database):
+        return prepare_database(data, cfg.table, parse_fractions(cfg.split), seed, cfg.max_categories)
+    return prepare(data, parse_fractions(cfg.split), seed, cfg.max_categories)
+
+
 class Feat2VecModel(nn.Module):
     """Feat2Vec with its own cell encoders (pytorch-frame stype-wise: embedding tables, per-column
     numerical/timestamp/embedding maps) under the group extractors."""
@@ -91,7 +104,8 @@ def eval_groups(cfg: Feat2VecConfig, prep: PreparedData, task: Feat2Vec) -> list
         return [task.target]
     stypes = {c.name: c.stype for c in prep.events.columns}
     return [g for g, grp in enumerate(task.groups)
-            if grp.entity or all(stypes[c] == torch_frame.categorical for c in grp.columns)]
+            if grp.entity or all(stypes.get(c, torch_frame.categorical) == torch_frame.categorical  # lookups: ids
+                                 for c in grp.columns)]
 
 
 @torch.no_grad()
@@ -122,7 +136,7 @@ class Feat2VecTrainer(OneModel):
     def __init__(self, cfg: Feat2VecConfig, prep: PreparedData | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.prep = prep or prepare(load_dataset(cfg.data), parse_fractions(cfg.split), cfg.seed, cfg.max_categories)
+        self.prep = prep or prepare_rows(cfg, load_dataset(cfg.data))
         torch.manual_seed(cfg.seed)
         self.model = Feat2VecModel(self.prep, cfg).to(self.device)
         self.eval_groups = eval_groups(cfg, self.prep, self.model.task)
