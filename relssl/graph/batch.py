@@ -128,14 +128,15 @@ class BatchBuilder:
             context.age = torch.full((tree.num_nodes,), -1.0)
         is_root = torch.arange(tree.num_nodes) < tree.num_seeds
         for t, enc in enumerate(db.tables):
+            in_table = tree.node_table == t
             if time is not None and db.times[t] is not None:
-                at = (tree.node_table == t).nonzero().squeeze(1)
+                at = in_table.nonzero().squeeze(1)
                 context.age[at] = (time[tree.node_seed[at]] - db.times[t][tree.node_row[at]]).float() / 86400
-            at = ((tree.node_table == t) & (~is_root | root_cells)).nonzero().squeeze(1)
+            at = (in_table & (~is_root | root_cells)).nonzero().squeeze(1) if enc is not None else in_table[:0]
             self._gather(enc, tree, at, context.nodes, context.tfs, context.inverse)
             history = db.history[t] if db.history and label_time is not None else None
             if history is not None:  # labels only of rows strictly earlier than the node's seed
-                at = ((tree.node_table == t) & ~is_root).nonzero().squeeze(1)
+                at = (in_table & ~is_root).nonzero().squeeze(1)
                 known_at = db.label_times[t] if db.label_times and db.label_times[t] is not None else db.times[t]
                 at = at[known_at[tree.node_row[at]] < label_time[tree.node_seed[at]]]
                 if t in db.history_known:  # and whose labels the run may read

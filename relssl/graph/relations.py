@@ -96,29 +96,33 @@ class RelationGraph:
             position[dst] = torch.arange(len(dst))
         return Relation(name, src_table, dst_table, rowptr, dst, key, position)
 
+    def time_rank(self, time: Tensor) -> Tensor:
+        """Each time's rank among the database's distinct times: the last at or before it."""
+        return torch.searchsorted(self.unique_times, time.long(), right=True) - 1
+
     def end(self, rel: Relation, node: Tensor, until: Tensor | None) -> Tensor:
-        """End of each node's list, or of its part at or before ``until`` (dst rows with a time)."""
+        """End of each node's list, or of its part at or before the time of rank ``until`` (dst rows
+        with a time)."""
         if until is None or rel.key is None:
             return rel.rowptr[node + 1]
-        rank = torch.searchsorted(self.unique_times, until.long(), right=True) - 1
-        return torch.searchsorted(rel.key, node * self.num_times + rank, right=True)
+        return torch.searchsorted(rel.key, node * self.num_times + until, right=True)
 
     def _referenced(self, rel: Relation, node: Tensor, until: Tensor | None) -> tuple[Tensor, Tensor]:
         """A forward relation (each list holds at most one row): the nodes whose referenced row is
-        visible at or before ``until``, and that row."""
+        visible at or before the time of rank ``until``, and that row."""
         lo, hi = rel.rowptr[node], rel.rowptr[node + 1]
         f = (hi > lo).nonzero().squeeze(1)
         neighbor = rel.neighbor[lo[f]]
         if until is not None and rel.key is not None:
-            cut = torch.searchsorted(self.unique_times, until[f].long(), right=True) - 1
-            keep = self.rank[rel.dst][neighbor] <= cut
+            keep = self.rank[rel.dst][neighbor] <= until[f]
             f, neighbor = f[keep], neighbor[keep]
         return f, neighbor
 
     def _draw(self, rel: Relation, node: Tensor, until: Tensor | None, owner: Tensor, fanout: int,
               generator: torch.Generator, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Up to ``fanout`` rows of each node's list at or before ``until``, uniformly without
-        replacement (Floyd), never the ``hidden`` row (each node's: its entry, if any, is skipped)."""
+        """Up to ``fanout`` rows of each node's list at or before the time of rank ``until``,
+        uniformly without replacement (Floyd), never the ``hidden`` row (each node's: its entry,
+        if any, is skipped)."""
         lo = rel.rowptr[node]
         hi = self.end(rel, node, until)
         skip = torch.full_like(lo, -1)
@@ -145,6 +149,7 @@ class RelationGraph:
         local = torch.arange(b)
         tables, rows, seeds, children, parents, relations, hops = [table], [row], [seed], [], [], [], []
         num_nodes = b
+        seed_rank = None if seed_time is None else self.time_rank(seed_time)  # once, not per relation
         for hop, fanout in enumerate(fanouts, 1):
             next_table, next_row, next_seed, next_local = [], [], [], []
             for r, rel in enumerate(self.relations):
@@ -152,7 +157,7 @@ class RelationGraph:
                 if not len(at) or (hop == 1 and r in drop_at_root):
                     continue
                 node, owner = row[at], seed[at]
-                until = None if seed_time is None else seed_time[owner]
+                until = None if seed_rank is None else seed_rank[owner]
                 if rel.position is None:  # a key: the one row it references, if visible; nothing to draw
                     f, neighbor = self._referenced(rel, node, until)
                 else:
