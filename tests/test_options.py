@@ -1,0 +1,49 @@
+"""Config values are coerced to their field's type, or refused in one line."""
+import pytest
+
+from relssl.cli import main
+from relssl.errors import RelsslError
+from relssl.eval.finetune import FinetuneConfig
+from relssl.options import coerce
+from relssl.train.pretrain import PretrainConfig
+
+
+def test_yaml_strings_become_the_fields_types():
+    # PyYAML reads 1e-3 (no dot) as a string; quoted numbers are strings too.
+    cfg = PretrainConfig.from_dict({"lr": "1e-3", "epochs": "2", "train_rows_per_epoch": None, "split": 70,
+                                    "weights": [1, "2.5"], "model": {"fanouts": "8,4", "channels": 16.0}})
+    assert (cfg.lr, cfg.epochs, cfg.train_rows_per_epoch, cfg.split) == (0.001, 2, None, "70")
+    assert cfg.weights == [1.0, 2.5] and cfg.model.fanouts == [8, 4] and cfg.model.channels == 16
+    tuned = FinetuneConfig.from_dict({"label_fraction": "0.1", "train": {"epochs": "3"}})
+    assert tuned.label_fraction == 0.1 and tuned.train.epochs == 3
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"epochs": "ten"}, "config: epochs: expected an integer, got 'ten'"),
+    ({"epochs": 2.5}, "config: epochs: expected an integer, got 2.5"),
+    ({"lr": True}, "config: lr: expected a number, got True"),
+    ({"time_aware": "maybe"}, "config: time_aware: expected true or false, got 'maybe'"),
+    ({"epochs": None}, "config: epochs: expected an integer, got nothing"),
+    ({"model": {"fanouts": "a,b"}}, "config: model: fanouts: expected a list of integers, got 'a,b'"),
+    ({"model": 3}, "config: model: expected a mapping of option to value, got 3"),
+    ({"objective_options": [1]}, "config: objective_options: expected a mapping, got [1]"),
+])
+def test_values_that_do_not_fit_are_one_line(raw, message):
+    with pytest.raises(RelsslError) as err:
+        PretrainConfig.from_dict(raw)
+    assert str(err.value) == message
+
+
+def test_unions_take_the_first_type_that_fits():
+    assert coerce("3", int | None, "x") == 3 and coerce(None, int | None, "x") is None
+    assert coerce({"a": 1}, str | dict | None, "x") == {"a": 1} and coerce(5, str | dict | None, "x") == "5"
+
+
+def test_a_config_file_with_yaml_strings_trains(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nepochs: '1'\ntrain_rows_per_epoch: 300\neval_rows: 200\n"
+                                     "model: {channels: 16, heads: 2, row_layers: 1, fanouts: '4,2'}\n")
+    assert main(["pretrain", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    (tmp_path / "bad.yaml").write_text("epochs: ten\n")
+    assert main(["pretrain", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "config: epochs: expected an integer, got 'ten'" in err and err.count("\n") == 1
