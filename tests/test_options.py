@@ -47,3 +47,11 @@ def test_a_config_file_with_yaml_strings_trains(tmp_path, capsys):
     assert main(["pretrain", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "config: epochs: expected an integer, got 'ten'" in err and err.count("\n") == 1
+
+
+def test_version(capsys):
+    import relssl
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith(f"relssl {relssl.__version__} (torch ")

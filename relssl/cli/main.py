@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import relssl
 from relssl.cli.bench import add_bench_parser, add_bench_tasks_parser
 from relssl.cli.downstream import add_downstream_experiment_parser, add_embed_parser, add_finetune_parser
 from relssl.cli.feat2vec import add_feat2vec_parsers
@@ -96,10 +97,22 @@ def cmd_experiment_combos(args: argparse.Namespace) -> None:
     print(path.read_text())
 
 
+def torch_version() -> str:
+    """torch's version from its package metadata: importing torch costs a second."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relssl", description="Self-supervised representation learning on relational multimodal data.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"relssl {relssl.__version__} (torch {torch_version()})",
+                        help="print relssl's and torch's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write synthetic data")
