@@ -1,7 +1,8 @@
 """`relssl embed`: a pre-trained backbone's embeddings as one Parquet file, for the user's own models.
 
 One row per entity (``kind`` = "node", ``id`` = entity id, ``key_<column>`` = its original key
-values) and per event (``kind`` = "event", ``id`` = the event's row in the source table,
+values, one column per key column; with two entity types ``entity`` = its type, each type filling its
+own key columns) and per event (``kind`` = "event", ``id`` = the event's row in the source table,
 ``split`` = its temporal split), then ``emb_0 .. emb_{d-1}`` (float32). Events are represented
 as in edge tasks (row + graph context, their split's graph, time-aware), entities as in node
 tasks (all events) — see relssl.eval.represent. Neighbour draws are fixed by the run's seed.
@@ -58,7 +59,8 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
     frames = []
     if prep.has_graph:
         ids = torch.arange(prep.num_entities)
-        keys = prep.data.entity_keys.astype("string").add_prefix("key_").reset_index(drop=True)
+        keys = prep.data.entity_keys.astype("string").reset_index(drop=True)
+        keys = keys.rename(columns={c: f"key_{c}" for c in keys.columns if c != "entity"})
         nodes = Representer(prep, "node", cfg.model.fanouts)
         frames.append(_frame("node", ids.numpy(), None, embed(nodes, ids, TEST), keys))
     events = Representer(prep, "edge", cfg.model.fanouts, cfg.time_aware)

@@ -34,7 +34,7 @@ def test_reads_the_real_5core_file(shared_data):
     assert data.num_events == 3176
     assert data.num_entities == 406 + 31
     assert data.src.max() < 406 <= data.dst.min()  # reviewers first, then items
-    assert (data.entity_keys["type"] == "user").sum() == 406
+    assert (data.entity_keys["entity"] == "user").sum() == 406 and data.entity_keys["asin"].notna().sum() == 31
     assert ev["overall"].isna().sum() == 1
     assert ev["vote"].notna().sum() == 297 and ev["vote"].min() >= 2
     assert (ev["image_count"] > 0).sum() == 106

@@ -79,3 +79,47 @@ def test_schema_mask_groups_survive_the_cache(tmp_path):
     assert not hit and hit2 and first.mask_groups == second.mask_groups == [["a", "c"]]
     with pytest.raises(RelsslError, match=r"schema.yaml: events: mask_groups 'a\+b\+nope': expected groups"):
         load_schema(write(tmp_path, text.replace("a+c", "a+b+nope"), csv))
+
+
+def test_entity_keys_keep_their_columns_per_entity_type(tmp_path):
+    """Users and items (two entity types, no entity tables): one key column per original key
+    column, an ``entity`` column for the type; a composite key splits into its parts."""
+    from relssl.data.schema import load_schema
+
+    (tmp_path / "r.csv").write_text("user,shop,item,x,t\nu1,s1,i1,1,1\nu2,s1,i2,2,2\nu1,s2,i1,3,3\n")
+    (tmp_path / "s.yaml").write_text(
+        "events:\n  path: r.csv\n  time: {column: t, unit: s}\n  columns: {x: numerical}\n"
+        "  source: {column: user, entity: users}\n  target: {columns: [shop, item], entity: items}\n")
+    data = load_schema(tmp_path / "s.yaml")
+    keys = data.entity_keys.astype(object).where(data.entity_keys.notna(), None)
+    assert keys.to_dict("records") == [
+        {"entity": "users", "user": "u1", "shop": None, "item": None},
+        {"entity": "users", "user": "u2", "shop": None, "item": None},
+        {"entity": "items", "user": None, "shop": "s1", "item": "i1"},
+        {"entity": "items", "user": None, "shop": "s1", "item": "i2"},
+        {"entity": "items", "user": None, "shop": "s2", "item": "i1"}]
+    assert data.src.tolist() == [0, 1, 0] and data.dst.tolist() == [2, 3, 4]
+
+
+def test_embed_writes_a_key_column_per_key_column(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from relssl.cli import main
+    from tests.conftest import TINY
+
+    rng = np.random.default_rng(0)
+    n = 400
+    pd.DataFrame({"user": rng.integers(0, 30, n).astype(str), "item": rng.integers(0, 20, n).astype(str),
+                  "x": rng.normal(size=n), "t": np.arange(n)}).to_csv(tmp_path / "r.csv", index=False)
+    (tmp_path / "s.yaml").write_text(
+        "events:\n  path: r.csv\n  time: {column: t, unit: s}\n  columns: {x: numerical}\n"
+        "  source: {column: user, entity: users}\n  target: {column: item, entity: items}\n")
+    assert main(["pretrain", "--data", str(tmp_path / "s.yaml"), "--epochs", "1", "--out", str(tmp_path / "run"),
+                 *TINY]) == 0
+    assert main(["embed", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "e.parquet")]) == 0
+    nodes = pd.read_parquet(tmp_path / "e.parquet").query("kind == 'node'")
+    assert {"entity", "key_user", "key_item"} <= set(nodes.columns) and "key_key" not in nodes.columns
+    users = nodes[nodes["entity"] == "users"]
+    assert users["key_user"].notna().all() and users["key_item"].isna().all()
+    assert sorted(nodes.loc[nodes["entity"] == "items", "key_item"]) == sorted(map(str, range(20)))

@@ -196,9 +196,9 @@ def _to_relational(table: pa.Table, name: str, path: Path) -> RelationalData:
     events["reviewerName"] = table["reviewerName"].to_pandas().astype("string")
     users, user_keys = pd.factorize(events["reviewerID"])
     items, item_keys = pd.factorize(events["asin"])
-    entity_keys = pd.DataFrame({"type": ["user"] * len(user_keys) + ["item"] * len(item_keys),
-                                "key": np.concatenate([np.asarray(user_keys, dtype=object),
-                                                       np.asarray(item_keys, dtype=object)])})
+    entity_keys = pd.concat([pd.DataFrame({"entity": "user", "reviewerID": pd.Series(user_keys, dtype="string")}),
+                             pd.DataFrame({"entity": "item", "asin": pd.Series(item_keys, dtype="string")})],
+                            ignore_index=True)
     return RelationalData(
         name=name, events=events, col_stypes=stypes, time_col="reviewTime", time=time,
         src=users.astype(np.int64), dst=(items + len(user_keys)).astype(np.int64),

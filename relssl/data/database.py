@@ -266,8 +266,9 @@ def as_event_graph(db: Database) -> RelationalData | None:
     if any(t.col_stypes or t.label_cols for t in targets):
         return None
     first = len(targets[0])
-    keys = pd.DataFrame({"table": [targets[0].name] * first + [targets[1].name] * len(targets[1]),
-                         "key": pd.concat([key_strings(t.df, t.primary_key) for t in targets], ignore_index=True)})
+    keys = pd.concat([t.df[list(t.primary_key)].astype("string").assign(entity=t.name) for t in targets],
+                     ignore_index=True)
+    keys = keys[["entity", *(c for c in keys.columns if c != "entity")]]
     return single(ev, dict(src=src, dst=dst + first, num_entities=first + len(targets[1]), entity_keys=keys))
 
 

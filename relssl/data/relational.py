@@ -31,7 +31,9 @@ class RelationalData:
     src: np.ndarray | None = None  # int64 entity id of each event's source
     dst: np.ndarray | None = None  # int64 entity id of each event's target
     num_entities: int = 0
-    entity_keys: pd.DataFrame | None = None  # row i: the original key values of entity i
+    # Row i: the original key values of entity i, one column per key column; with two entity
+    # types (users and items) an ``entity`` column names its type and the other type's key columns are null.
+    entity_keys: pd.DataFrame | None = None
     entities: pd.DataFrame | None = None  # row i: features/labels of entity i
     entity_col_stypes: dict[str, torch_frame.stype] = field(default_factory=dict)
     entity_label_cols: list[str] = field(default_factory=list)

