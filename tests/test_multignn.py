@@ -284,7 +284,7 @@ def test_flags_reach_the_config_and_old_configs_load_with_options_off(tmp_path):
     cfg = parse("--config", str(tmp_path / "on.yaml"), "--no-ego-ids")
     assert (cfg.model.reverse_mp, cfg.model.ports, cfg.model.ego_ids) == (True, True, False)
     (tmp_path / "bad.yaml").write_text("model:\n  ports: 'false'\n")
-    with pytest.raises(RelsslError, match="model.ports 'false': expected true or false"):
+    with pytest.raises(RelsslError, match="config: model: ports: expected true or false, got 'false'"):
         parse("--config", str(tmp_path / "bad.yaml"))
 
 

@@ -97,7 +97,7 @@ class PretrainConfig:
             raise RelsslError(f"--gnn '{self.model.gnn}': expected one of {', '.join(CONVS)}")
         if not self.model.fanouts or min(self.model.fanouts) < 1:
             raise RelsslError(f"--fanouts {self.model.fanouts}: expected positive integers like 10,5")
-        for name in ("reverse_mp", "ports", "ego_ids"):  # a YAML string such as "false" would read as on
+        for name in ("reverse_mp", "ports", "ego_ids", "node_age"):  # a string such as "false" would read as on
             if not isinstance(getattr(self.model, name), bool):
                 raise RelsslError(f"model.{name} {getattr(self.model, name)!r}: expected true or false")
         if isinstance(self.tables, str):  # the flag's comma-separated text
