@@ -111,3 +111,18 @@ def test_one_seed_one_tree_and_uniform_draws():
     assert set(counts) == set(orders)
     expected = 3000 / len(orders)
     assert all(abs(c - expected) < 5 * expected ** 0.5 for c in counts.values()), counts
+
+
+def test_keyed_trees_do_not_depend_on_their_batch():
+    tables, num_rows, times, links = toy_database()
+    graph = RelationGraph(tables, num_rows, times, links)
+
+    def trees(rows: list[int], gen_seed: int) -> dict[int, list[tuple[int, int, int]]]:
+        rows_t = torch.tensor(rows)
+        tree = graph.sample(0, rows_t, times[0][rows_t], [4, 3], torch.Generator().manual_seed(gen_seed),
+                            keys=rows_t * 13 + 1)
+        nodes = list(zip(tree.node_seed.tolist(), tree.node_table.tolist(), tree.node_row.tolist()))
+        return {r: [n[1:] for n in nodes if n[0] == i] for i, r in enumerate(rows)}
+
+    alone, mixed = trees([3, 77, 400], 0), trees([400, 9, 3, 250, 77], 1)
+    assert all(alone[r] == mixed[r] and len(alone[r]) > 1 for r in (3, 77, 400))

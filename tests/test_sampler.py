@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 import torch
 
-from relssl.graph.sampler import IncidenceCSR, NeighborSampler, SampledSubgraph
+from relssl.graph.sampler import IncidenceCSR, NeighborSampler, SampledSubgraph, keyed_uniform
 
 
 def power_law_graph(num_nodes: int = 150, num_events: int = 3000, seed: int = 0):
@@ -270,3 +270,49 @@ def test_a_repeated_pair_is_hidden_exactly_and_the_rest_stays_uniform():
     with pytest.raises(ValueError, match="must join its seed's pair"):
         sampler.sample(zeros, ones, None, torch.Generator(), exclude_edge=(dst == 3).nonzero()[0].repeat(num_seeds),
                        exclude_pair=True)
+
+
+def test_keyed_uniforms_depend_on_the_key_alone():
+    keys = torch.arange(20_000) * 7919
+    u = keyed_uniform(keys, 3)
+    assert u.shape == (3, 20_000) and 0 <= float(u.min()) and float(u.max()) < 1
+    assert torch.equal(keyed_uniform(keys[[5, 3]], 3), u[:, [5, 3]])
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(torch.corrcoef(u[:2])[0, 1])) < 0.03
+
+
+def per_seed_trees(sub: SampledSubgraph) -> list[list[tuple[int, int]]]:
+    """Each seed's tree as its (hop, event) list, in sampling order."""
+    seed_of_edge = sub.node_seed[sub.edge_index[0]]
+    return [list(zip(sub.edge_hop[seed_of_edge == s].tolist(), sub.edge_id[seed_of_edge == s].tolist()))
+            for s in range(sub.num_seeds)]
+
+
+def test_keyed_trees_do_not_depend_on_their_batch(graph_data):
+    src, dst, time = graph_data
+    sampler = NeighborSampler(IncidenceCSR(src, dst, 150, time), [5, 3])
+    rows = torch.tensor([10, 500, 2000, 2999])
+
+    def trees(batch: torch.Tensor, gen_seed: int):
+        sub = sampler.sample(src[batch], dst[batch], time[batch], torch.Generator().manual_seed(gen_seed),
+                             exclude_edge=batch, keys=batch * 31 + 7)
+        return dict(zip(batch.tolist(), per_seed_trees(sub)))
+
+    alone = trees(rows, 0)
+    mixed = trees(torch.tensor([2999, 42, 10, 1234, 500, 2000]), 1)
+    assert all(alone[r] == mixed[r] for r in rows.tolist()) and all(alone[r] for r in rows.tolist())
+
+
+@pytest.mark.parametrize("until", [100, 11])
+def test_keyed_draws_stay_uniform_over_a_star(until):
+    leaves = torch.arange(1, 21)
+    src, dst, time = torch.zeros(20, dtype=torch.long), leaves, torch.arange(20)
+    num_seeds, fanout = 3000, 5
+    sampler = NeighborSampler(IncidenceCSR(src, dst, 21, time), [fanout])
+    sub = sampler.sample(torch.zeros(num_seeds, dtype=torch.long), torch.ones(num_seeds, dtype=torch.long),
+                         torch.full((num_seeds,), until), torch.Generator().manual_seed(0),
+                         keys=torch.arange(num_seeds))
+    from_centre = sub.edge_index[1] < num_seeds
+    allowed = [e for e in range(20) if e <= until]
+    counts = torch.bincount(sub.edge_id[from_centre], minlength=20).double()
+    expected = num_seeds * fanout / len(allowed)
+    assert ((counts[allowed] - expected) ** 2 / expected).sum().item() < 45.0

@@ -32,4 +32,5 @@ class NodeBatchBuilder:
         self.builder = BatchBuilder(prep, split, fanouts, time_aware=False)
 
     def __call__(self, nodes: Tensor, generator: torch.Generator) -> NodeBatch:
-        return NodeBatch(nodes, self.builder.context(self.builder.sampler.sample(nodes, nodes, None, generator)))
+        sub = self.builder.sampler.sample(nodes, nodes, None, generator, keys=self.builder.row_keys(nodes))
+        return NodeBatch(nodes, self.builder.context(sub))

@@ -39,6 +39,13 @@ class Representer:
             everything = NodeBatchBuilder(prep, TEST, fanouts)
             self.builders = {s: everything for s in (TRAIN, VAL, TEST)}
 
+    def keyed(self, seed: int) -> "Representer":
+        """Draw every tree from its seed's key under ``seed``, not from the batch's generator: a
+        row's representation then does not depend on which rows share its batch (inference)."""
+        for builder in self.builders.values():
+            (builder.builder if isinstance(builder, NodeBatchBuilder) else builder).keyed = seed
+        return self
+
     def batch(self, ids: Tensor, split: int, generator: torch.Generator):
         """Seed events ``ids`` of ``split`` (their own event excluded from their trees), entities, or
         an entity task's examples."""
@@ -46,8 +53,8 @@ class Representer:
             rows = torch.from_numpy(self.examples.entity[ids.numpy()])
             time = torch.from_numpy(self.examples.time[ids.numpy()])
             builder = self.builders[split]
-            return Batch(rows, None, builder.tree_context(self.entity_table, rows, time, generator, root_cells=True),
-                         builder=builder)
+            return Batch(rows, None, builder.tree_context(self.entity_table, rows, time, generator, root_cells=True,
+                                                          keys=builder.row_keys(ids)), builder=builder)
         return self.builders[split](ids, generator)
 
     def __call__(self, model: Backbone, batch) -> Tensor:

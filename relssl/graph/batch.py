@@ -10,7 +10,7 @@ from torch_frame import TensorFrame
 
 from relssl.data.prepare import PreparedData
 from relssl.graph.relations import RelationGraph, RelationTree
-from relssl.graph.sampler import IncidenceCSR, NeighborSampler, SampledSubgraph
+from relssl.graph.sampler import IncidenceCSR, NeighborSampler, SampledSubgraph, combine
 
 
 @dataclass
@@ -78,12 +78,19 @@ class BatchBuilder:
         self.visible = torch.from_numpy((prep.split <= split).nonzero()[0])  # the events of this split's graph
         self.sampler = self.relations = None
         self.fanouts, self.time_aware = fanouts, time_aware and prep.time is not None
+        # A run seed: every tree's draws come from its seed row's key (``row_keys``), whatever the
+        # batch holds (inference; relssl.graph.sampler.keyed_uniform). None: from the step's generator.
+        self.keyed: int | None = None
         if prep.database is not None:
             db = prep.database
             self.relations = RelationGraph(db.names, db.num_rows, db.times, db.links, db.visible(split, prep.split))
         if prep.has_graph:
             graph = IncidenceCSR(prep.src, prep.dst, prep.num_entities, prep.time, self.visible)
             self.sampler = NeighborSampler(graph, fanouts, time_aware=time_aware and prep.time is not None)
+
+    def row_keys(self, rows: Tensor) -> Tensor | None:
+        """Each seed row's key under ``keyed`` (None when draws come from the generator)."""
+        return None if self.keyed is None else combine(self.keyed, rows.long())
 
     def __call__(self, rows: Tensor, generator: torch.Generator) -> Batch:
         """The seed rows and, with a graph, both endpoints' neighbourhoods (the seed event hidden)."""
@@ -94,7 +101,7 @@ class BatchBuilder:
             return Batch(rows, tf, None, builder=self)
         prep = self.prep
         sub = self.sampler.sample(prep.src[rows], prep.dst[rows], None if prep.time is None else prep.time[rows],
-                                  generator, exclude_edge=rows)
+                                  generator, exclude_edge=rows, keys=self.row_keys(rows))
         return Batch(rows, tf, self.context(sub), builder=self)
 
     def context(self, sub: SampledSubgraph) -> GraphContext:
@@ -110,18 +117,19 @@ class BatchBuilder:
         """Trees around the seed rows of the database's seed table, cut off at each row's time."""
         time = None if self.prep.time is None else self.prep.time[rows]
         return self.tree_context(self.prep.database.seed_table, rows, time if self.time_aware else None, generator,
-                                 label_time=time)
+                                 label_time=time, keys=self.row_keys(rows))
 
     def tree_context(self, table: int, rows: Tensor, time: Tensor | None, generator: torch.Generator,
                      hide: tuple[int, Tensor] | None = None, drop_at_root: tuple[int, ...] = (),
-                     root_cells: bool = False, label_time: Tensor | None = None) -> RelationContext:
+                     root_cells: bool = False, label_time: Tensor | None = None,
+                     keys: Tensor | None = None) -> RelationContext:
         """Trees around ``rows`` of ``table`` cut off at ``time`` (relssl.graph.relations.RelationGraph.sample's
         ``hide`` and ``drop_at_root``); ``root_cells``: the roots' own cells are node features too (a
         row scored as a candidate, not one whose cells are a task's targets). Labels kept as history
         are those known (at their row's time, or its label time) strictly before ``label_time``
         (default ``time``)."""
         db = self.prep.database
-        tree = self.relations.sample(table, rows, time, self.fanouts, generator, hide, drop_at_root)
+        tree = self.relations.sample(table, rows, time, self.fanouts, generator, hide, drop_at_root, keys)
         label_time = time if label_time is None else label_time
         context = RelationContext(tree, [], [], [])
         if time is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from relssl.graph.sampler import _floyd
+from relssl.graph.sampler import _floyd, combine
 
 
 @dataclass
@@ -119,7 +119,7 @@ class RelationGraph:
         return f, neighbor
 
     def _draw(self, rel: Relation, node: Tensor, until: Tensor | None, owner: Tensor, fanout: int,
-              generator: torch.Generator, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
+              generator: torch.Generator, hidden: Tensor | None, keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Up to ``fanout`` rows of each node's list at or before the time of rank ``until``,
         uniformly without replacement (Floyd), never the ``hidden`` row (each node's: its entry,
         if any, is skipped)."""
@@ -130,7 +130,7 @@ class RelationGraph:
             pos = rel.position[hidden]
             skip = torch.where((pos >= lo) & (pos < hi), pos - lo, -1)
         n = hi - lo - (skip >= 0).long()
-        slot = _floyd(n, n.clamp(max=fanout), fanout, generator)
+        slot = _floyd(n, n.clamp(max=fanout), fanout, generator, keys)
         f, s = (slot >= 0).nonzero(as_tuple=True)
         offset = slot[f, s]
         offset = offset + ((skip[f] >= 0) & (offset >= skip[f])).long()
@@ -138,20 +138,22 @@ class RelationGraph:
 
     def sample(self, seed_table: int, seed_rows: Tensor, seed_time: Tensor | None, fanouts: list[int],
                generator: torch.Generator, hide: tuple[int, Tensor] | None = None,
-               drop_at_root: tuple[int, ...] = ()) -> RelationTree:
+               drop_at_root: tuple[int, ...] = (), keys: Tensor | None = None) -> RelationTree:
         """Trees around the rows ``seed_rows`` of ``seed_table``, cut off at ``seed_time`` (None: no cut).
         ``hide`` (table, [B] rows): the row each tree must not hold (default: its seed row);
-        ``drop_at_root``: relations the roots do not follow (the link a task predicts)."""
+        ``drop_at_root``: relations the roots do not follow (the link a task predicts); ``keys``
+        (one int64 per seed): draws from each tree's own path, not the batch (relssl.graph.sampler.keyed_uniform)."""
         seed_rows = seed_rows.long()
         b = len(seed_rows)
         hidden_table, hidden = (seed_table, seed_rows) if hide is None else (hide[0], hide[1].long())
         table, row, seed = torch.full((b,), seed_table), seed_rows, torch.arange(b)
         local = torch.arange(b)
+        node_key = keys
         tables, rows, seeds, children, parents, relations, hops = [table], [row], [seed], [], [], [], []
         num_nodes = b
         seed_rank = None if seed_time is None else self.time_rank(seed_time)  # once, not per relation
         for hop, fanout in enumerate(fanouts, 1):
-            next_table, next_row, next_seed, next_local = [], [], [], []
+            next_table, next_row, next_seed, next_local, next_key = [], [], [], [], []
             for r, rel in enumerate(self.relations):
                 at = (table == rel.src).nonzero().squeeze(1)
                 if not len(at) or (hop == 1 and r in drop_at_root):
@@ -162,7 +164,8 @@ class RelationGraph:
                     f, neighbor = self._referenced(rel, node, until)
                 else:
                     f, neighbor = self._draw(rel, node, until, owner, fanout, generator,
-                                             hidden[owner] if rel.dst == hidden_table else None)
+                                             hidden[owner] if rel.dst == hidden_table else None,
+                                             None if node_key is None else combine(node_key[at], r))
                 if rel.dst == hidden_table and rel.position is None:  # a row referencing the hidden row
                     keep = neighbor != hidden[owner[f]]
                     f, neighbor = f[keep], neighbor[keep]
@@ -172,6 +175,8 @@ class RelationGraph:
                 next_row.append(neighbor)
                 next_seed.append(owner[f])
                 next_local.append(child)
+                if node_key is not None:  # a child's key: its parent's, the relation and the row reached
+                    next_key.append(combine(node_key[at][f], combine(r, neighbor)))
                 children.append(child)
                 parents.append(local[at][f])
                 relations.append(torch.full((len(f),), r))
@@ -179,6 +184,7 @@ class RelationGraph:
             if not next_row:
                 break
             table, row, seed, local = (torch.cat(x) for x in (next_table, next_row, next_seed, next_local))
+            node_key = None if node_key is None else torch.cat(next_key)
             tables.append(table)
             rows.append(row)
             seeds.append(seed)

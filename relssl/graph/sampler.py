@@ -185,15 +185,46 @@ class SampledSubgraph:
         return len(self.node_entity)
 
 
-def _floyd(n: Tensor, k: Tensor, slots: int, generator: torch.Generator) -> Tensor:
+# SplitMix64's constants as signed int64 (torch has no uint64 arithmetic; int64 products wrap).
+_GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685
+
+
+def _shift_right(x: Tensor, n: int) -> Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def mix64(x: Tensor) -> Tensor:
+    """SplitMix64's finaliser, elementwise on int64: a well-mixed hash of each value."""
+    x = x + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def combine(a: Tensor | int, b: Tensor | int) -> Tensor:
+    """A key for ``b`` within ``a`` (a tree node's child, a row within a run)."""
+    return mix64(torch.as_tensor(a, dtype=torch.long) ^ mix64(torch.as_tensor(b, dtype=torch.long)))
+
+
+def keyed_uniform(keys: Tensor, slots: int) -> Tensor:
+    """[slots, len(keys)] uniforms in [0, 1) that are a function of each key alone: a node's draws
+    do not depend on which other nodes share its batch (counter-based, as Philox is)."""
+    x = mix64(keys.long()[None, :] + torch.arange(1, slots + 1, dtype=torch.long)[:, None] * _GOLDEN)
+    return _shift_right(x, 11).double() * 2.0 ** -53
+
+
+def _floyd(n: Tensor, k: Tensor, slots: int, generator: torch.Generator, keys: Tensor | None = None) -> Tensor:
     """Row ``i`` gets ``k[i]`` distinct values drawn uniformly from ``[0, n[i])``, padded with -1.
 
     Floyd's algorithm, vectorised over rows: slot ``s`` draws ``t`` in ``[0, j]`` with
     ``j = n - k + s`` and keeps ``t``, or ``j`` when ``t`` was already taken. Every ``k``-subset is
-    equally likely, and the work is ``rows * slots**2`` whatever the degrees.
+    equally likely, and the work is ``rows * slots**2`` whatever the degrees. With ``keys`` (one
+    per row) the draws come from the keys (``keyed_uniform``), not from ``generator``.
     """
     out = torch.full((len(n), slots), -1, dtype=torch.long)
-    u = torch.rand(slots, len(n), generator=generator, dtype=torch.float64)
+    u = (torch.rand(slots, len(n), generator=generator, dtype=torch.float64) if keys is None
+         else keyed_uniform(keys, slots))
     # Slots no row fills stay -1: a key's one referenced row takes one round, not ``slots``.
     for s in range(min(int(k.max()), slots) if len(k) else 0):
         j = n - k + s
@@ -245,12 +276,15 @@ class NeighborSampler:
         exclude_edge: Tensor | None = None,
         exclude_pair: bool = False,
         pair: tuple[Tensor, Tensor] | None = None,
+        keys: Tensor | None = None,
     ) -> SampledSubgraph:
         """Sample trees for seeds ``seed_src[i] -> seed_dst[i]`` at ``seed_time[i]``.
 
         ``exclude_edge[i]`` (an event id) never appears in seed ``i``'s tree; with ``exclude_pair``
         neither does any event between ``pair[0][i]`` and ``pair[1][i]`` (default: the seed's own
         endpoints) in either direction, and ``exclude_edge`` must then be one of those events.
+        With ``keys`` (one int64 per seed) each tree's draws are a function of its seed's key and
+        its own path alone, not of the batch (``keyed_uniform``): inference on new rows.
         """
         g = self.graph
         seed_src, seed_dst = seed_src.long(), seed_dst.long()
@@ -267,6 +301,7 @@ class NeighborSampler:
         seeds = torch.arange(num_seeds)
         ent, seed = torch.cat([seed_src, seed_dst]), torch.cat([seeds, seeds])
         local = torch.arange(2 * num_seeds)
+        node_key = None if keys is None else combine(torch.cat([keys, keys]), torch.arange(2).repeat_interleave(num_seeds))
         entities, owners, eids, children, parents, dirs, hops, ports = [ent], [seed], [], [], [], [], [], []
         num_nodes = 2 * num_seeds
         for hop, fanout in enumerate(self.fanouts, 1):
@@ -286,7 +321,7 @@ class NeighborSampler:
                 partner = torch.where(ent == pu, pv, torch.where(ent == pv, pu, -1))
                 group, first, end = g.partner_entries(ent, partner, lo, hi)
                 n = n - (end - first)
-            slot = _floyd(n, n.clamp(max=fanout), fanout, generator)
+            slot = _floyd(n, n.clamp(max=fanout), fanout, generator, node_key)
             f, s = (slot >= 0).nonzero(as_tuple=True)
             if exclude_pair:
                 pos = g.kept_position(slot[f, s], lo[f], group[f], first[f], end[f])
@@ -296,6 +331,8 @@ class NeighborSampler:
             child = torch.arange(num_nodes, num_nodes + len(pos))
             num_nodes += len(pos)
             ent, seed, parent, local = g.other[pos], seed[f], local[f], child
+            if node_key is not None:  # a child's key: its parent's and the event that reached it
+                node_key = combine(node_key[f], g.eid[pos])
             entities.append(ent)
             owners.append(seed)
             eids.append(g.eid[pos])
