@@ -5,9 +5,14 @@ values, one column per key column; with two entity types ``entity`` = its type, 
 own key columns) and per event (``kind`` = "event", ``id`` = the event's row in the source table,
 ``split`` = its temporal split), then ``emb_0 .. emb_{d-1}`` (float32). Events are represented
 as in edge tasks (row + graph context, their split's graph, time-aware), entities as in node
-tasks (all events) — see relssl.eval.represent. Neighbour draws are fixed by the run's seed.
-On a database the rows are those of the run's table (or ``table``, one of the run's ``--tables``):
-``kind`` = "row", ``table`` its name, ``id`` its row, ``split``.
+tasks (all events) — see relssl.eval.represent. Neighbour draws are keyed by the run's seed
+and each row (relssl.graph.sampler.keyed_uniform): a row's embedding does not depend on the
+batch it falls in. On a database the rows are those of the run's table (or ``table``, one of the
+run's ``--tables``): ``kind`` = "row", ``table`` its name, ``id`` its row, ``split``.
+
+New rows (``data`` another file of the run's format) are encoded with the run's saved
+preprocessing (relssl.data.fitted) and embedded with every row visible up to its own time
+(``split`` = "new"); the run's own rows given as a new file embed exactly as from the run's data.
 """
 from __future__ import annotations
 
@@ -23,30 +28,39 @@ from relssl.errors import RelsslError
 from relssl.eval.represent import Representer
 from relssl.train import seeding
 from relssl.nn.backbone import Backbone
-from relssl.eval.finetune import check_compatible, load_backbone, prepare_for, pretrained_config
+from relssl.data.datasets import load_dataset
+from relssl.data.fitted import load_preprocessing, prepare_new
+from relssl.data.text import TextEmbedder
+from relssl.eval.finetune import load_backbone, prepare_for, pretrained_config, same_data
 from relssl.train.pretrain import resolve_device
 
 
 def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = None,
                       device: str = "auto", table: str | None = None) -> pd.DataFrame:
-    """Embed every entity and event of the run's data (or ``data``, which must match it), or every
-    row of a database's table; write ``out``."""
+    """Embed every entity and event of the run's data, or every row of a database's table; or,
+    with ``data`` another file of the run's format, its rows encoded with the run's saved
+    preprocessing (relssl.data.fitted). Write ``out``."""
     out = Path(out)
     if out.suffix != ".parquet":
         raise RelsslError(f"--out {out}: expected a .parquet file name")
     cfg = pretrained_config(run_dir)
-    if data is not None:
-        check_compatible(replace(cfg, data=data), cfg, run_dir)
-    if table is not None and table in (cfg.tables or []):
-        cfg = replace(cfg, table=table)
-    elif table is not None and cfg.table is not None and table != cfg.table:
-        raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
-                          f"{', '.join(cfg.tables or [cfg.table])}")
-    prep = prepare_for(cfg, str(run_dir))
-    if table is not None and (prep.database is None or prep.database.names[prep.database.seed_table] != table):
-        trained = cfg.tables or ([] if prep.database is None else [prep.database.names[prep.database.seed_table]])
-        raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
-                          f"{', '.join(trained) or 'one event table'}")
+    new = data is not None and not same_data(data, cfg.data)
+    if new:
+        if table is not None:
+            raise RelsslError("--table: new rows of a database are not supported yet; embed the run's own data")
+        saved = load_preprocessing(run_dir)
+        prep = prepare_new(load_dataset(data, cfg.skip_bad_rows), saved, TextEmbedder(cfg.text_model))
+    else:
+        if table is not None and table in (cfg.tables or []):
+            cfg = replace(cfg, table=table)
+        elif table is not None and cfg.table is not None and table != cfg.table:
+            raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
+                              f"{', '.join(cfg.tables or [cfg.table])}")
+        prep = prepare_for(cfg, str(run_dir))
+        if table is not None and (prep.database is None or prep.database.names[prep.database.seed_table] != table):
+            trained = cfg.tables or ([] if prep.database is None else [prep.database.names[prep.database.seed_table]])
+            raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
+                              f"{', '.join(trained) or 'one event table'}")
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     backbone = Backbone(prep, cfg.model)
@@ -61,13 +75,14 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
         ids = torch.arange(prep.num_entities)
         keys = prep.data.entity_keys.astype("string").reset_index(drop=True)
         keys = keys.rename(columns={c: f"key_{c}" for c in keys.columns if c != "entity"})
-        nodes = Representer(prep, "node", cfg.model.fanouts)
+        nodes = Representer(prep, "node", cfg.model.fanouts).keyed(cfg.seed)
         frames.append(_frame("node", ids.numpy(), None, embed(nodes, ids, TEST), keys))
-    events = Representer(prep, "edge", cfg.model.fanouts, cfg.time_aware)
+    # Keyed draws: a row's tree, so its embedding, does not depend on which rows share its batch.
+    events = Representer(prep, "edge", cfg.model.fanouts, cfg.time_aware).keyed(cfg.seed)
     db = prep.database
-    for split in (TRAIN, VAL, TEST):
+    for split in (TEST,) if new else (TRAIN, VAL, TEST):
         rows = prep.rows(split)
-        frames.append(_frame("event" if db is None else "row", rows.numpy(), SPLIT_NAMES[split],
+        frames.append(_frame("event" if db is None else "row", rows.numpy(), "new" if new else SPLIT_NAMES[split],
                              embed(events, rows, split)))
         if db is not None:
             frames[-1].insert(1, "table", db.names[db.seed_table])

@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch_frame
-from torch_frame.data.stats import StatType
 
 import relssl
 from relssl.data.datasets import resolve
 from relssl.data.paths import data_home
-from relssl.data.encoding import EncodedTable, column_infos
+from relssl.data.encoding import EncodedTable, column_infos, stats_from_json, stats_to_json
 from relssl.data.ingest import CHUNK_BYTES
 from relssl.data.database import Database
 from relssl.data.entity_tasks import EntityTask
@@ -40,7 +39,6 @@ from relssl.files import write_text
 
 FORMAT = 2  # bump when the encoding or the entry layout changes: old entries are then never read
 _STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
-_TIME_STATS = {StatType.NEWEST_TIME, StatType.OLDEST_TIME, StatType.MEDIAN_TIME}
 
 
 def default_cache_dir() -> Path:
@@ -250,27 +248,3 @@ def _database_entry(folder: Path, meta: dict, tables: dict, tensor) -> PreparedD
     for view in views.values():
         view.views = views
     return views[meta["names"][meta["seed_table"]]]
-
-
-def stats_to_json(col_stats: dict) -> dict:
-    def value(stat: StatType, v):
-        if stat in _TIME_STATS:
-            return v.tolist()
-        if stat == StatType.COUNT:
-            return [list(v[0]), [int(c) for c in v[1]]]
-        if stat == StatType.YEAR_RANGE:
-            return [int(y) for y in v]
-        return v
-
-    return {col: {stat.value: value(stat, v) for stat, v in stats.items()} for col, stats in col_stats.items()}
-
-
-def stats_from_json(raw: dict) -> dict:
-    def value(stat: StatType, v):
-        if stat in _TIME_STATS:
-            return torch.tensor(v, dtype=torch.long)
-        if stat == StatType.COUNT:
-            return tuple(v)
-        return v
-
-    return {col: {StatType(k): value(StatType(k), v) for k, v in stats.items()} for col, stats in raw.items()}

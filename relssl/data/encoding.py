@@ -67,8 +67,10 @@ def encode_table(
     table: str = "events",
     vectors: dict[str, np.ndarray] | None = None,
     text=None,
+    fitted: dict | None = None,
 ) -> EncodedTable:
-    """Encode ``df[col_stypes]``; statistics and vocabularies come from ``train_rows`` alone.
+    """Encode ``df[col_stypes]``; statistics and vocabularies come from ``train_rows`` alone, or,
+    for new rows, are the ``fitted`` ones of a trained run (its col_stats; ``train_rows`` unused).
 
     Categories unseen in training (or beyond the ``max_categories`` most frequent) map to the
     unknown index -1, which the encoder embeds as a learned-free zero vector. Text columns are
@@ -95,7 +97,12 @@ def encode_table(
     frame_stypes = {c: s for c, s in col_stypes.items() if s in FRAME_STYPES}
     with warnings.catch_warnings():  # pytorch-frame wraps read-only numpy views; it never writes to them
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        enc = _encode_table(df, frame_stypes, train_rows, transforms or {}, max_categories, table)
+        enc = _encode_table(df, frame_stypes, train_rows, transforms or {}, max_categories, table, fitted)
+    for col, vectors_of in embedded.items():
+        dim = (fitted or {}).get(col, {}).get(StatType.EMB_DIM)
+        if dim is not None and vectors_of.shape[1] != dim:
+            raise RelsslError(f"{table}: embedding column '{col}' has {vectors_of.shape[1]}-d vectors; the run was "
+                              f"trained on {dim}-d ones")
     if embedded:
         enc = _add_embeddings(enc, embedded, {c for c, s in col_stypes.items() if s == torch_frame.text_embedded},
                               len(df))
@@ -122,7 +129,7 @@ def _add_embeddings(enc: EncodedTable | None, embedded: dict[str, np.ndarray], t
     return EncodedTable(tf=tf, col_stats=col_stats, columns=columns)
 
 
-def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table) -> EncodedTable | None:
+def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table, fitted=None) -> EncodedTable | None:
     if not col_stypes:
         return None
     frame = pd.DataFrame(index=df.index)
@@ -138,7 +145,17 @@ def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table)
         elif stype == torch_frame.categorical:
             ser = ser.astype("string").astype(object).where(ser.notna(), None)
         frame[col] = ser
-    train = frame.iloc[train_rows]
+    # New rows take the run's vocabularies and statistics (an unseen category is unknown).
+    col_stats = {col: fitted[col] for col in col_stypes} if fitted is not None else _fit_stats(
+        frame.iloc[train_rows], col_stypes, max_categories, table)
+    dataset = torch_frame.data.Dataset(frame, col_to_stype=dict(col_stypes))
+    dataset.materialize(col_stats=col_stats)
+    tf = dataset.tensor_frame
+    return EncodedTable(tf=tf, col_stats=col_stats, columns=column_infos(tf, col_stats))
+
+
+def _fit_stats(train: pd.DataFrame, col_stypes: dict, max_categories: int, table: str) -> dict:
+    """Each column's statistics and vocabulary, from the training rows ``train``."""
     col_stats = {}
     for col, stype in col_stypes.items():
         if stype == torch_frame.numerical and train[col].notna().sum() == 0:
@@ -152,10 +169,7 @@ def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table)
         else:
             stats = compute_col_stats(train[col], stype)
         col_stats[col] = stats
-    dataset = torch_frame.data.Dataset(frame, col_to_stype=dict(col_stypes))
-    dataset.materialize(col_stats=col_stats)
-    tf = dataset.tensor_frame
-    return EncodedTable(tf=tf, col_stats=col_stats, columns=column_infos(tf, col_stats))
+    return col_stats
 
 
 def numerical_stats(values: np.ndarray) -> dict:
@@ -201,3 +215,32 @@ def column_infos(tf: torch_frame.TensorFrame, col_stats: dict) -> list[ColumnInf
 def category_counts(enc: EncodedTable, col: ColumnInfo) -> torch.Tensor:
     """Training frequency of each category index of a categorical column."""
     return torch.tensor(enc.col_stats[col.name][StatType.COUNT][1], dtype=torch.float64)
+
+
+_TIME_STATS = {StatType.NEWEST_TIME, StatType.OLDEST_TIME, StatType.MEDIAN_TIME}
+
+
+def stats_to_json(col_stats: dict) -> dict:
+    """Training statistics as JSON (the cache's manifests, a run's preprocessing.json)."""
+    def value(stat: StatType, v):
+        if stat in _TIME_STATS:
+            return v.tolist()
+        if stat == StatType.COUNT:
+            return [list(v[0]), [int(c) for c in v[1]]]
+        if stat == StatType.YEAR_RANGE:
+            return [int(y) for y in v]
+        return v
+
+    return {col: {stat.value: value(stat, v) for stat, v in stats.items()} for col, stats in col_stats.items()}
+
+
+def stats_from_json(raw: dict) -> dict:
+    """``stats_to_json``'s inverse."""
+    def value(stat: StatType, v):
+        if stat in _TIME_STATS:
+            return torch.tensor(v, dtype=torch.long)
+        if stat == StatType.COUNT:
+            return tuple(v)
+        return v
+
+    return {col: {StatType(k): value(StatType(k), v) for k, v in stats.items()} for col, stats in raw.items()}

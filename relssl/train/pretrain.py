@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from relssl.data.cache import cacheable, load_prepared
 from relssl.data.datasets import load_dataset
 from relssl.data.database import ON_ORPHANS, Database
+from relssl.data.fitted import save_preprocessing
 from relssl.data.prepare import PreparedData, prepare, prepare_database
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.data.text import TextEmbedder
@@ -414,6 +415,8 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     trainer = Pretrainer(cfg, log=log, progress=progress)
     run.writer = trainer.world.is_main  # in a torchrun job only rank 0 writes the run folder and logs
     run.start(asdict(trainer.cfg))
+    if run.writer:  # what new rows are encoded with (relssl embed --data NEW)
+        save_preprocessing(run.path, trainer.prep)
     result = fit(trainer, run, cfg.epochs, cfg.patience, "loss", resume=resume, log=log, progress=progress,
                  world=trainer.world)
     run.load_weights(trainer.weights(), trainer.device)

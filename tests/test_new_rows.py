@@ -1,0 +1,70 @@
+"""A run embeds new rows with its saved preprocessing: its own rows given as a new file embed as
+from its data, rows appended later change nothing earlier, and a file of another shape is one line."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from relssl.cli import main
+from tests.conftest import TINY
+
+SCHEMA = ("events:\n  path: {name}\n  time: {{column: t, unit: s}}\n  columns: {{x: numerical, c: categorical}}\n"
+          "  source: {{column: user, entity: users}}\n  target: {{column: item, entity: items}}\n")
+
+
+def ratings(n: int, start: int = 0, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"user": rng.integers(0, 30, n).astype(str), "item": rng.integers(0, 20, n).astype(str),
+                         "x": rng.normal(size=n), "c": rng.choice(["a", "b", "c"], n), "t": start + np.arange(n)})
+
+
+def schema(folder, name: str, frame: pd.DataFrame) -> str:
+    frame.to_csv(folder / name, index=False)
+    (folder / f"{name}.yaml").write_text(SCHEMA.format(name=name))
+    return str(folder / f"{name}.yaml")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("new_rows")
+    data = schema(folder, "a.csv", ratings(400))
+    assert main(["pretrain", "--data", data, "--epochs", "1", "--out", str(folder / "run"), *TINY]) == 0
+    return folder, data
+
+
+def events(path) -> pd.DataFrame:
+    table = pd.read_parquet(path)
+    return table[table["kind"] == "event"].sort_values("id").reset_index(drop=True)
+
+
+def test_the_runs_rows_as_a_new_file_and_with_later_rows_appended(run):
+    folder, data = run
+    saved = json.loads((folder / "run" / "preprocessing.json").read_text())
+    assert saved["kind"] == "events" and saved["events"]["columns"] == {"x": "numerical", "c": "categorical"}
+    assert main(["embed", "--run", str(folder / "run"), "--out", str(folder / "own.parquet")]) == 0
+    same = schema(folder, "same.csv", ratings(400))
+    more = schema(folder, "more.csv", pd.concat([ratings(400), ratings(150, start=400, seed=1)], ignore_index=True))
+    for name, path in (("same", same), ("more", more)):
+        assert main(["embed", "--run", str(folder / "run"), "--data", path, "--out", str(folder / f"{name}.parquet")]) == 0
+    own, same, more = (events(folder / f"{n}.parquet") for n in ("own", "same", "more"))
+    emb = [c for c in own.columns if c.startswith("emb_")]
+    assert set(same["split"]) == {"new"} and len(more) == 550
+    np.testing.assert_allclose(same[emb].to_numpy(), own[emb].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(more[emb].to_numpy()[:400], own[emb].to_numpy(), atol=1e-5)
+    assert not np.allclose(more[emb].to_numpy()[400:450], own[emb].to_numpy()[350:400], atol=1e-3)
+
+
+@pytest.mark.parametrize("change,schema_change,needle", [
+    (lambda f: f.drop(columns="x"), ("x: numerical, ", ""), "column(s) ['x'] of the trained run are missing"),
+    (lambda f: f.assign(c=np.arange(len(f)) % 3), ("c: categorical", "c: numerical"),
+     "'c' is numerical, the run's is categorical"),
+])
+def test_a_new_file_of_another_shape_is_one_line(run, capsys, change, schema_change, needle):
+    folder, _ = run
+    change(ratings(50)).to_csv(folder / "bad.csv", index=False)
+    (folder / "bad.yaml").write_text(SCHEMA.format(name="bad.csv").replace(*schema_change))
+    assert main(["embed", "--run", str(folder / "run"), "--data", str(folder / "bad.yaml"),
+                 "--out", str(folder / "bad.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
