@@ -100,7 +100,8 @@ def add_finetune_parser(sub) -> None:
 def add_embed_parser(sub) -> None:
     p = sub.add_parser("embed", help="export a pre-trained backbone's node and event embeddings to Parquet")
     p.add_argument("--run", required=True, help="pretrain run folder")
-    p.add_argument("--data", help="the run's data (default: from its config.yaml); must match it")
+    p.add_argument("--data", help="the run's data (default: from its config.yaml), or a new file of its format "
+                                  "whose rows are encoded with the run's saved preprocessing (event data)")
     p.add_argument("--out", required=True, help="output .parquet file")
     p.add_argument("--table", help="a database's table whose rows to embed, one of the run's --tables "
                                    "(default: the run's table)")
