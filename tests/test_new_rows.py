@@ -68,3 +68,32 @@ def test_a_new_file_of_another_shape_is_one_line(run, capsys, change, schema_cha
                  "--out", str(folder / "bad.parquet")]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
+
+
+def labelled(n: int, start: int = 0, seed: int = 0) -> pd.DataFrame:
+    """x decides the label: a fine-tuned head learns it."""
+    frame = ratings(n, start, seed)
+    return frame.assign(y=np.where(frame["x"] > 0.3, "fraud", "ok"))
+
+
+def test_a_fine_tuned_run_predicts_new_rows(tmp_path, capsys):
+    labelled(600).to_csv(tmp_path / "l.csv", index=False)
+    text = SCHEMA.format(name="l.csv").replace("  source:", "  labels: [y]\n  source:")
+    (tmp_path / "l.yaml").write_text(text)
+    assert main(["finetune", "--data", str(tmp_path / "l.yaml"), "--task", "edge:y", "--epochs", "15", "--lr", "0.01",
+                 "--out", str(tmp_path / "ft"), *TINY]) == 0
+    final = json.loads((tmp_path / "ft" / "final.json").read_text())
+    assert (final["positive_class"], final["negative_class"]) == ("fraud", "ok")
+    later = labelled(300, start=600, seed=2)
+    later.to_csv(tmp_path / "new.csv", index=False)
+    (tmp_path / "new.yaml").write_text(text.replace("l.csv", "new.csv"))
+    assert main(["predict", "--run", str(tmp_path / "ft"), "--data", str(tmp_path / "new.yaml"),
+                 "--out", str(tmp_path / "p.parquet")]) == 0
+    pred = pd.read_parquet(tmp_path / "p.parquet")
+    assert list(pred["id"]) == list(range(300)) and set(pred["prediction"]) <= {"fraud", "ok"}
+    assert ((pred["prediction"] == "fraud") == (pred["score"] >= final["threshold"])).all()
+    accuracy = float((pred["prediction"].to_numpy() == later["y"].to_numpy()).mean())
+    assert accuracy > 0.85, accuracy
+    assert main(["predict", "--run", str(tmp_path / "nope"), "--data", str(tmp_path / "new.yaml"),
+                 "--out", str(tmp_path / "q.parquet")]) == 2
+    assert "not a finished finetune run folder" in capsys.readouterr().err

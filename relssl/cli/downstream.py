@@ -109,6 +109,23 @@ def add_embed_parser(sub) -> None:
     p.set_defaults(func=cmd_embed)
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from relssl.predict import predict
+
+    table = predict(args.run, args.data, args.out, args.device)
+    print(f"wrote {args.out}: {len(table):,} predictions of {table['kind'].iloc[0] if len(table) else 'no'} rows")
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="a fine-tuned run's predictions for the rows of a new file, to Parquet")
+    p.add_argument("--run", required=True, help="finetune run folder (mode finetune or probe)")
+    p.add_argument("--data", required=True, help="a file of the run's format (event data) whose rows to predict, "
+                                                 "encoded with the run's saved preprocessing")
+    p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.set_defaults(func=cmd_predict)
+
+
 def add_downstream_experiment_parser(exp_sub) -> None:
     p = exp_sub.add_parser("downstream", help="GBDT (raw, graph), scratch, pretrained probe and fine-tune × label "
                                               "fractions (report.md, metric_vs_fraction.png)")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import relssl
 from relssl.cli.bench import add_bench_parser, add_bench_tasks_parser
-from relssl.cli.downstream import add_downstream_experiment_parser, add_embed_parser, add_finetune_parser
+from relssl.cli.downstream import (add_downstream_experiment_parser, add_embed_parser, add_finetune_parser,
+                                   add_predict_parser)
 from relssl.cli.feat2vec import add_feat2vec_parsers
 from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, print_metrics
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Downstream evaluation: relssl finetune, relssl embed, relssl experiment downstream.
     add_finetune_parser(sub)
     add_embed_parser(sub)
+    add_predict_parser(sub)
     add_downstream_experiment_parser(exp_sub)
     # Feat2Vec: relssl feat2vec, relssl experiment feat2vec.
     add_feat2vec_parsers(sub, exp_sub)

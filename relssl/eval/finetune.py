@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from relssl.data.entity_tasks import task_rows
+from relssl.data.fitted import save_preprocessing
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
@@ -330,6 +331,8 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
     start = time.perf_counter()
     tuner = Finetuner(cfg, prep)
     run.start({**asdict(cfg), "task": tuner.spec.name})
+    if run.writer and cfg.mode not in NO_BACKBONE:  # what new rows are encoded with (relssl predict)
+        save_preprocessing(run.path, tuner.prep)
     model = None
     if cfg.mode in GBDT_MODES:
         metrics = tuner.run_gbdt(graph=cfg.mode == "gbdt-graph")
@@ -343,9 +346,13 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
     sets = tuner.sets
     final = {"task": tuner.spec.name, "mode": cfg.mode, "init": cfg.init, "label_fraction": cfg.label_fraction,
              "protocol": "causal" if cfg.train.time_aware else "transductive",
-             "train_labels": len(sets.ids[TRAIN]), "val_rows": len(sets.ids[VAL]), "test_rows": len(sets.ids[TEST])}
+             "train_labels": len(sets.ids[TRAIN]), "val_rows": len(sets.ids[VAL]), "test_rows": len(sets.ids[TEST]),
+             # what turns the head's outputs into predictions (relssl.predict)
+             "kind": tuner.kind, "target": tuner.spec.target, "outputs": tuner.outputs,
+             "target_mean": tuner.mean, "target_std": tuner.std}
     if tuner.kind == "binary":
-        final.update(positive_class=sets.positive, train_positives=int(sets.y[TRAIN].sum()))
+        final.update(positive_class=sets.positive, negative_class=sets.negative,
+                     train_positives=int(sets.y[TRAIN].sum()))
     elif tuner.kind == "multiclass":
         final.update(classes=sets.classes)
     final.update(metrics)

@@ -136,6 +136,7 @@ class LabelledSets:
     ids: dict[int, torch.Tensor]
     y: dict[int, np.ndarray]
     positive: str | None = None  # the positive class as text (binary)
+    negative: str | None = None  # the other class as text (binary)
     classes: list[str] | None = None  # multiclass: class c's label as text
 
 
@@ -207,7 +208,7 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
         split = examples.split[labelled]
     else:
         split = prep.split[labelled] if spec.target == "edge" else node_split(data, labelled, groups, fractions, rng)
-    positive = None
+    positive = negative = None
     if spec.kind == "multiclass":
         y = groups.astype(np.float64)
     elif spec.kind == "binary":
@@ -217,7 +218,7 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
         else:  # otherwise the minority class of the training rows (the later one on a tie)
             counts = np.bincount(groups[split == TRAIN], minlength=2)
             pos = int(counts[1] <= counts[0])
-        y, positive = (groups == pos).astype(np.float64), str(classes[pos])
+        y, positive, negative = (groups == pos).astype(np.float64), str(classes[pos]), str(classes[1 - pos])
     train = np.flatnonzero(split == TRAIN)
     split[train[~take_share(groups[train], label_fraction, rng)]] = -1
     ids = {s: torch.from_numpy(labelled[split == s]) for s in (TRAIN, VAL, TEST)}
@@ -228,4 +229,4 @@ def labelled_sets(prep: PreparedData, spec: TaskSpec, seed: int, label_fraction:
             raise RelsslError(f"--task {spec.name}: no labelled {name} {rows}")
     if not spec.regression and len(np.unique(out[TRAIN])) < 2:
         raise RelsslError(f"--task {spec.name}: the labelled training {rows} hold a single class")
-    return LabelledSets(ids, out, positive, [str(c) for c in classes] if spec.kind == "multiclass" else None)
+    return LabelledSets(ids, out, positive, negative, [str(c) for c in classes] if spec.kind == "multiclass" else None)
