@@ -1,3 +1,17 @@
-"""relssl: self-supervised representation learning on relational multimodal data."""
+"""relssl: self-supervised representation learning on relational multimodal data.
+
+The Python API (relssl.api, docs/api.md): ``pretrain``, ``finetune``, ``load``, and the run
+objects they return, ``Pretrained`` (``.embed()``) and ``Finetuned`` (``.predict()``). They load
+on first use, so that ``import relssl`` (and the command line's start) stays light.
+"""
 
 __version__ = "0.1.0"
+__all__ = ["Finetuned", "Pretrained", "__version__", "finetune", "load", "pretrain"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from relssl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'relssl' has no attribute {name!r}")

@@ -35,13 +35,13 @@ from relssl.eval.finetune import load_backbone, prepare_for, pretrained_config, 
 from relssl.train.pretrain import resolve_device
 
 
-def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = None,
+def export_embeddings(run_dir: str | Path, out: str | Path | None, data: str | None = None,
                       device: str = "auto", table: str | None = None) -> pd.DataFrame:
     """Embed every entity and event of the run's data, or every row of a database's table; or,
     with ``data`` another file of the run's format, its rows encoded with the run's saved
-    preprocessing (relssl.data.fitted). Write ``out``."""
-    out = Path(out)
-    if out.suffix != ".parquet":
+    preprocessing (relssl.data.fitted). Write ``out`` (None: only return the table)."""
+    out = None if out is None else Path(out)
+    if out is not None and out.suffix != ".parquet":
         raise RelsslError(f"--out {out}: expected a .parquet file name")
     cfg = pretrained_config(run_dir)
     new = data is not None and not same_data(data, cfg.data)
@@ -87,8 +87,9 @@ def export_embeddings(run_dir: str | Path, out: str | Path, data: str | None = N
         if db is not None:
             frames[-1].insert(1, "table", db.names[db.seed_table])
     table = pd.concat(frames, ignore_index=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out, index=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(out, index=False)
     return table
 
 

@@ -31,10 +31,11 @@ from relssl.train.pretrain import resolve_device
 from relssl.train.run_folder import RunFolder
 
 
-def predict(run_dir: str | Path, data: str, out: str | Path, device: str = "auto") -> pd.DataFrame:
-    """Predict the rows (events or entities, as the run's task) of ``data``; write ``out``."""
-    out, run = Path(out), RunFolder(run_dir, writer=False)
-    if out.suffix != ".parquet":
+def predict(run_dir: str | Path, data: str, out: str | Path | None = None, device: str = "auto") -> pd.DataFrame:
+    """Predict the rows (events or entities, as the run's task) of ``data``; write ``out`` (None:
+    only return the table)."""
+    out, run = None if out is None else Path(out), RunFolder(run_dir, writer=False)
+    if out is not None and out.suffix != ".parquet":
         raise RelsslError(f"--out {out}: expected a .parquet file name")
     if not run.finished:
         raise RelsslError(f"--run {run_dir}: not a finished finetune run folder (no final.json)")
@@ -66,8 +67,9 @@ def predict(run_dir: str | Path, data: str, out: str | Path, device: str = "auto
         keys = prep.data.entity_keys.astype("string").reset_index(drop=True)
         frame = pd.concat([frame, keys.rename(columns={c: f"key_{c}" for c in keys.columns if c != "entity"})], axis=1)
     frame = pd.concat([frame, _predictions(outputs, final)], axis=1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(out, index=False)
     return frame
 
 

@@ -1,0 +1,120 @@
+"""relssl from Python: pre-train, embed, fine-tune and predict in a few lines, on the same run
+folders the command line writes (docs/api.md).
+
+    import relssl
+    model = relssl.pretrain("synthetic-aml", out="runs/x", objectives=["mcm", "lp"], epochs=3)
+    emb = model.embed()                         # the run's rows, as a DataFrame
+    clf = relssl.finetune("synthetic-aml", out="runs/ft", init=model, task="edge:Is Laundering")
+    clf.predict("new_transactions.csv")         # new rows of the same format
+    model = relssl.load("runs/x")               # the same object, from its folder
+
+Options are the fields of the command line's configs (PretrainConfig, its ModelConfig, and
+FinetuneConfig), checked and coerced as a YAML config's are; a model option (``channels``,
+``fanouts``, ...) may be given directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from relssl.errors import RelsslError
+from relssl.eval.finetune import FinetuneConfig
+from relssl.nn.backbone import ModelConfig
+from relssl.train.pretrain import PretrainConfig
+from relssl.train.run_folder import RunFolder
+
+MODEL_OPTIONS = {f.name for f in fields(ModelConfig)}
+
+
+@dataclass
+class Pretrained:
+    """A pre-training run folder: its settings, test metrics, and embeddings of any rows."""
+
+    path: Path
+
+    @property
+    def config(self) -> PretrainConfig:
+        return PretrainConfig.from_dict(RunFolder(self.path, writer=False).config())
+
+    @property
+    def metrics(self) -> dict:
+        """Test metrics of the best-validation epoch, each beside its trivial reference (``*_ref``)."""
+        return RunFolder(self.path, writer=False).final()
+
+    def embed(self, data: str | None = None, table: str | None = None, device: str = "auto") -> pd.DataFrame:
+        """Embeddings of the run's rows, or of the rows of ``data`` (a file of the run's format),
+        encoded with the run's saved preprocessing (relssl.embed)."""
+        from relssl.embed import export_embeddings
+
+        return export_embeddings(self.path, None, data, device, table)
+
+
+@dataclass
+class Finetuned:
+    """A fine-tuning run folder: its task's test metrics, and predictions for new rows."""
+
+    path: Path
+
+    @property
+    def config(self) -> FinetuneConfig:
+        return FinetuneConfig.from_dict(RunFolder(self.path, writer=False).config())
+
+    @property
+    def metrics(self) -> dict:
+        return RunFolder(self.path, writer=False).final()
+
+    def predict(self, data: str, device: str = "auto") -> pd.DataFrame:
+        """Predictions for the rows of ``data`` (relssl.predict)."""
+        from relssl.predict import predict
+
+        return predict(self.path, data, None, device)
+
+
+def _split(options: dict) -> dict:
+    """Keyword options as a config mapping: model options under ``model``."""
+    model = dict(options.pop("model", None) or {})
+    model.update({k: options.pop(k) for k in list(options) if k in MODEL_OPTIONS})
+    return {**options, "model": model}
+
+
+def pretrain(data: str = "synthetic-aml", out: str | Path = "runs/pretrain", resume: bool = False,
+             progress: bool = False, **options) -> Pretrained:
+    """Pre-train on ``data`` (a built-in name or a path) into the folder ``out``; ``options`` are
+    PretrainConfig's and ModelConfig's fields (``objectives=["mcm", "lp"]``, ``epochs=3``, ...)."""
+    from relssl.train.pretrain import pretrain as run_pretrain
+
+    cfg = PretrainConfig.from_dict({"data": data, **_split(options)})
+    cfg.validate()
+    run_pretrain(None if resume else cfg, out, resume=resume, progress=progress, log=lambda *_: None)
+    return Pretrained(Path(out))
+
+
+def finetune(data: str = "synthetic-aml", out: str | Path = "runs/finetune", init: Pretrained | str | None = None,
+             task: str | None = None, mode: str = "finetune", label_fraction: float = 1.0,
+             progress: bool = False, **options) -> Finetuned:
+    """Fine-tune (or probe, or fit trees: ``mode``) for ``task`` on ``data``'s labels, from the
+    pre-trained ``init`` (a Pretrained or its folder) or from scratch; ``options`` as for
+    ``pretrain`` (the data and model settings of ``init`` are taken from it)."""
+    from relssl.eval.finetune import finetune as run_finetune, pretrained_config
+
+    init_dir = str(init.path if isinstance(init, Pretrained) else init) if init is not None else "scratch"
+    train = {"data": data, **_split(options)}
+    if init_dir != "scratch":  # the backbone fixes how the data is prepared and the model's shape
+        inherited = pretrained_config(init_dir)
+        train = {**train, "model": {**vars(inherited.model), **train["model"]},
+                 **{k: getattr(inherited, k) for k in ("table", "tables", "split", "max_categories", "text_model",
+                                                       "on_orphans") if k not in options}}
+    cfg = FinetuneConfig.from_dict({"task": task, "init": init_dir, "mode": mode, "label_fraction": label_fraction,
+                                    "train": train})
+    run_finetune(cfg, out, progress=progress, log=lambda *_: None)
+    return Finetuned(Path(out))
+
+
+def load(path: str | Path) -> Pretrained | Finetuned:
+    """A finished run folder of ``pretrain`` or ``finetune``, as the object those return."""
+    run = RunFolder(path, writer=False)
+    if not run.finished:
+        raise RelsslError(f"{path}: not a finished run folder (no final.json)")
+    return Finetuned(Path(path)) if "label_fraction" in run.config() else Pretrained(Path(path))

@@ -1,0 +1,37 @@
+"""The Python API: the notebook flow of docs/api.md runs as written, and bad options are one line."""
+import runpy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import relssl
+from relssl.errors import RelsslError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "notebook_flow.py"
+
+
+def test_the_notebook_flow_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLE), str(tmp_path)])
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "MCM accuracy" in out and "test PR-AUC" in out
+    model, clf = relssl.load(tmp_path / "pre"), relssl.load(tmp_path / "ft")
+    assert isinstance(model, relssl.Pretrained) and isinstance(clf, relssl.Finetuned)
+    assert clf.config.init == str(tmp_path / "pre") and clf.config.train.model.channels == 16
+    assert model.config.objectives == ["mcm"] and "mcm/acc_ref" in model.metrics
+    predictions = clf.predict(str(tmp_path / "aml" / "Small_Trans.csv"))
+    assert isinstance(predictions, pd.DataFrame) and len(predictions) == 6000
+    assert set(predictions["prediction"]) <= {"0", "1"} and predictions["score"].between(0, 1).all()
+
+
+def test_bad_options_are_one_line(tmp_path):
+    with pytest.raises(RelsslError, match="unknown keys \\['epoch'\\]"):
+        relssl.pretrain("synthetic-aml", out=tmp_path / "x", epoch=3)
+    with pytest.raises(RelsslError, match="config: epochs: expected an integer, got 'three'"):
+        relssl.pretrain("synthetic-aml", out=tmp_path / "x", epochs="three")
+    with pytest.raises(RelsslError, match="not a finished run folder"):
+        relssl.load(tmp_path / "nothing")
+    with pytest.raises(AttributeError):
+        relssl.nope  # noqa: B018
