@@ -40,6 +40,9 @@ def events(path) -> pd.DataFrame:
 
 def test_the_runs_rows_as_a_new_file_and_with_later_rows_appended(run):
     folder, data = run
+    card = (folder / "run" / "README.md").read_text()
+    digest = __import__("hashlib").sha256((folder / "a.csv").read_bytes()).hexdigest()
+    assert f"SHA-256 `{digest}`" in card and "| mcm/acc |" in card and "## Intended use" in card
     saved = json.loads((folder / "run" / "preprocessing.json").read_text())
     assert saved["kind"] == "events" and saved["events"]["columns"] == {"x": "numerical", "c": "categorical"}
     assert main(["embed", "--run", str(folder / "run"), "--out", str(folder / "own.parquet")]) == 0

@@ -40,6 +40,7 @@ from relssl.nn.gnn import mlp
 from relssl.options import from_mapping
 from relssl.train import seeding
 from relssl.train.loop import OneModel, fit
+from relssl.train.model_card import write_model_card
 from relssl.train.pretrain import PretrainConfig, prepare_data, resolve_device
 from relssl.train.run_folder import RunFolder
 
@@ -358,4 +359,6 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
     final.update(metrics)
     final["seconds"] = time.perf_counter() - start
     run.write_final(final)
+    if run.writer:
+        write_model_card(run.path, "finetune", cfg.train.data, final, str(tuner.device), tuner.spec.name)
     return final

@@ -31,6 +31,7 @@ from relssl.objectives import build_objectives, parse_objectives
 from relssl.options import from_mapping, option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
+from relssl.train.model_card import write_model_card
 from relssl.train.loop import fit
 from relssl.train.plots import plot_curves
 from relssl.train.run_folder import CURVES, RunFolder
@@ -425,4 +426,5 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     run.write_final(final)
     if run.writer:
         plot_curves(result.history, run / CURVES, title=f"{cfg.data}: {','.join(cfg.objectives)} ({cfg.mask})")
+        write_model_card(run.path, "pretrain", cfg.data, final, str(trainer.device))
     return final

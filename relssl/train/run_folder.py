@@ -4,8 +4,8 @@ Every trained command (pretrain, feat2vec, finetune, recsys) writes the same fil
 config.yaml (every setting), metrics.jsonl (one line per epoch and split), model.safetensors (the
 best-validation weights), checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with
 ``weights_only=True``) and final.json (test metrics of the best weights; its presence marks a
-finished run); a pre-training run also its fitted preprocessing, preprocessing.json
-(relssl.data.fitted). A file is written to a temporary name and renamed over the old one, so a kill or
+finished run); pre-training and fine-tuning runs also their fitted preprocessing,
+preprocessing.json (relssl.data.fitted), and a model card, README.md (relssl.train.model_card). A file is written to a temporary name and renamed over the old one, so a kill or
 a full disk leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
