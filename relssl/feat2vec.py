@@ -49,16 +49,15 @@ TIMESTAMP_PARTS = 7  # year, month, day, day of week, hour, minute, second (pyto
 class FeatureGroup:
     name: str
     columns: tuple[str, ...]  # event columns and lookups (``lookup_values``), or one of ID_GROUPS alone
-
-    @property
-    def entity(self) -> str | None:
-        return self.columns[0] if self.columns[0] in ID_GROUPS else None
+    # An event graph's entity id group ("@source" or "@target"); a database's foreign key named
+    # source is a lookup, "@source" too.
+    entity: str | None = None
 
 
 def lookup_values(prep: PreparedData) -> dict[str, Tensor]:
     """A database seed table's groups from other tables: name -> [rows] int64 value (-1: none).
-    ``@COLS`` is the row the foreign key on COLS references; ``COLS.COLUMN`` that row's category
-    of a categorical COLUMN. Empty for an event table."""
+    ``@COLS`` is the row the foreign key on COLS (comma-joined when composite) references;
+    ``COLS.COLUMN`` that row's category of a categorical COLUMN. Empty for an event table."""
     db = prep.database
     if db is None:
         return {}
@@ -66,7 +65,7 @@ def lookup_values(prep: PreparedData) -> dict[str, Tensor]:
     for (child, key), (parent, rows) in db.links.items():
         if child != db.seed_table:
             continue
-        cols = key.split(" -> ")[0]
+        cols = key.split(" -> ")[0].replace("+", ",")  # a composite key's columns: "+" joins a group's members
         out[f"@{cols}"] = rows.long()
         enc = db.tables[parent]
         for col in enc.columns if enc is not None else []:
@@ -85,8 +84,12 @@ def parse_groups(spec: str | dict | None, prep: PreparedData, option: str = "--g
     columns = [c.name for c in prep.events.columns]  # the encoded order: the same from the cache
     lookups = list(lookup_values(prep))
     available = [*columns, *(ID_GROUPS if prep.has_graph else ()), *lookups]
+
+    def entity(col: str) -> str | None:  # an event graph's entity id (a database has lookups instead)
+        return col if prep.has_graph and col in ID_GROUPS else None
     if spec is None or spec == "" or spec == {}:
-        return [FeatureGroup(name, (name,)) for name in available if name not in lookups or name.startswith("@")]
+        return [FeatureGroup(name, (name,), entity(name)) for name in available
+                if name not in lookups or name.startswith("@")]
     if isinstance(spec, str):
         items = {}
         for part in (p.strip() for p in spec.split(";")):
@@ -113,9 +116,9 @@ def parse_groups(spec: str | dict | None, prep: PreparedData, option: str = "--g
                 raise RelsslError(f"{option}: column '{col}' is in groups '{seen[col]}' and '{name}'; "
                                   f"a column belongs to one group")
             seen[col] = name
-        if len(cols) > 1 and set(cols) & set(ID_GROUPS):
+        if len(cols) > 1 and any(entity(c) for c in cols):
             raise RelsslError(f"{option}: group '{name}': an entity id ({'/'.join(ID_GROUPS)}) is a group of its own")
-        groups.append(FeatureGroup(name, tuple(cols)))
+        groups.append(FeatureGroup(name, tuple(cols), entity(cols[0])))
     if len(groups) < 2:
         raise RelsslError(f"{option}: Feat2Vec scores pairs of groups; declare at least two (got {len(groups)})")
     for col, name in seen.items():  # a referenced row's column apart from its id would give the row away

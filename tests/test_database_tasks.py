@@ -382,3 +382,21 @@ def test_a_share_of_labels_is_a_share_of_the_label_history_too():
     assert len(shown) and (labelled[shown] | (prep.split[shown] != TRAIN)).all()  # no unlabelled training row
     assert (~labelled[tree_of["all"]] & (prep.split[tree_of["all"]] == TRAIN)).any()  # which the full run shows
     assert not prep.database.history_known  # the shared prepared data is left as it was
+
+
+def test_a_backbone_pretrained_without_ages_says_so(tmp_path):
+    from dataclasses import replace
+
+    from safetensors.torch import save_model
+    from torch import nn
+
+    from relssl.eval.finetune import load_backbone
+    from relssl.nn.backbone import Backbone
+
+    prep = prepare_database(ratings_database(n=400), "ratings")
+    model = ModelConfig(channels=16, row_layers=1, heads=2, fanouts=[4, 2])
+    save_model(nn.ModuleDict({"backbone": Backbone(prep, replace(model, node_age=False))}),
+               str(tmp_path / "model.safetensors"))
+    with pytest.raises(RelsslError, match="pre-trained without rows' ages .before --node-age.; use it with "
+                                          "--no-node-age"):
+        load_backbone(Backbone(prep, model), tmp_path)

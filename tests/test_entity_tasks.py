@@ -193,3 +193,16 @@ def test_tasks_survive_the_cache(tmp_path):
         prep, _ = load_prepared(data, cache_dir=tmp_path / "cache")
         assert prep.database.tasks == {"churn": EntityTask("churn", "users", "visits", "user -> users", 20 * DAY,
                                                            10 * DAY, "churn")}
+
+
+def test_a_validation_window_past_the_validation_period_is_an_error():
+    with pytest.raises(RelsslError, match="the validation window .* runs past the validation period"):
+        task_rows(CHURN, hand_graph(cuts=(10 * DAY, 12 * DAY)))
+
+
+def test_cutoff_features_of_a_key_that_links_nothing():
+    graph = hand_graph()
+    rows = task_rows(CHURN, graph)
+    graph.links[(0, "user -> users")] = (1, torch.full((7,), -1))
+    x, _ = cutoff_matrix(SimpleNamespace(database=graph), CHURN, rows)
+    assert (x[:, :2] == 0).all() and np.isnan(x[:, 2]).all()

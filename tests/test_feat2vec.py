@@ -291,3 +291,22 @@ def test_feat2vec_ranks_a_users_movies_from_the_movies_table():
         trainer.train_epoch(epoch, progress=False)
     final = trainer.final()
     assert final["feat2vec/mpr/movie"] < 0.2 < 0.4 < final["popularity/mpr/movie"], final
+
+
+def test_a_foreign_key_named_source_is_a_lookup_not_an_entity_id():
+    from relssl.data.database import Database, ForeignKey, Table
+
+    n = 300
+    rng = np.random.default_rng(0)
+    transfers = pd.DataFrame({"source": rng.integers(0, 20, n), "amount": rng.normal(size=n)})
+    db = Database("bank", {
+        "transfers": Table("transfers", transfers, {"amount": torch_frame.numerical},
+                           foreign_keys=[ForeignKey(("source",), "accounts")], time=np.arange(n, dtype=np.int64)),
+        "accounts": Table("accounts", pd.DataFrame({"id": np.arange(20), "kind": rng.choice(["a", "b"], 20)}),
+                          {"kind": torch_frame.categorical}, primary_key=("id",)),
+    }).check()
+    prep = prepare_database(db, "transfers")
+    groups = parse_groups(None, prep)
+    assert [(g.name, g.entity) for g in groups] == [("amount", None), ("@source", None)]
+    task = Feat2Vec(prep, groups, 8)
+    assert task.lookup_names == ["@source"]

@@ -276,7 +276,9 @@ def test_keyed_uniforms_depend_on_the_key_alone():
     keys = torch.arange(20_000) * 7919
     u = keyed_uniform(keys, 3)
     assert u.shape == (3, 20_000) and 0 <= float(u.min()) and float(u.max()) < 1
-    assert torch.equal(keyed_uniform(keys[[5, 3]], 3), u[:, [5, 3]])
+    assert torch.equal(keyed_uniform(keys[[5, 3]], 3), u[:, [5, 3]])  # a column is its key's alone
+    assert torch.equal(keyed_uniform(keys[:10], 5)[:3], u[:, :10])  # more slots extend, never change, the draws
+    assert len(torch.unique(u[:, 0])) == 3 and len(torch.unique(u[0])) == 20_000
     assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(torch.corrcoef(u[:2])[0, 1])) < 0.03
 
 

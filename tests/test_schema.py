@@ -123,3 +123,13 @@ def test_embed_writes_a_key_column_per_key_column(tmp_path):
     users = nodes[nodes["entity"] == "users"]
     assert users["key_user"].notna().all() and users["key_item"].isna().all()
     assert sorted(nodes.loc[nodes["entity"] == "items", "key_item"]) == sorted(map(str, range(20)))
+
+
+def test_an_entity_named_on_one_side_only(tmp_path):
+    from relssl.data.schema import load_schema
+
+    (tmp_path / "r.csv").write_text("user,item,x,t\nu1,i1,1,1\nu2,i1,2,2\n")
+    (tmp_path / "s.yaml").write_text("events:\n  path: r.csv\n  time: {column: t, unit: s}\n  columns: {x: numerical}\n"
+                                     "  source: user\n  target: {column: item, entity: items}\n")
+    keys = load_schema(tmp_path / "s.yaml").entity_keys
+    assert keys["entity"].tolist() == ["source", "source", "items"] and keys["item"].tolist()[2] == "i1"

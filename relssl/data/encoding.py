@@ -143,6 +143,8 @@ def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table,
                                       f"(expected one of {sorted(TRANSFORMS)})")
                 ser = TRANSFORMS[transforms[col]](ser)
         elif stype == torch_frame.categorical:
+            if pd.api.types.is_float_dtype(ser) and (ser.dropna() % 1 == 0).all():
+                ser = ser.astype("Int64")  # 1.0 (an integer column with a gap, read as floats) is category "1"
             ser = ser.astype("string").astype(object).where(ser.notna(), None)
         frame[col] = ser
     # New rows take the run's vocabularies and statistics (an unseen category is unknown).

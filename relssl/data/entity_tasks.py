@@ -113,6 +113,11 @@ def cutoffs(task: EntityTask, cuts: tuple[int, int] | None, first: int, last: in
     if cuts is None:
         raise RelsslError(f"--task {task.name}: needs a timed seed table (the cut-off times follow its temporal split)")
     last_train, last_val = cuts
+    if last_train + task.window > last_val:  # validation labels from test-period rows would choose the model
+        raise RelsslError(f"--task {task.name}: the validation window ({duration(task.window)} after "
+                          f"{pd.Timestamp(last_train, unit='s')}) runs past the validation period (to "
+                          f"{pd.Timestamp(last_val, unit='s')}); use a shorter window or a longer validation split "
+                          f"(--split)")
     if last_val + task.window > last:
         raise RelsslError(f"--task {task.name}: the test window ({duration(task.window)} after "
                           f"{pd.Timestamp(last_val, unit='s')}) runs past the last '{task.events}' row "

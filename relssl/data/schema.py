@@ -202,8 +202,8 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
         dst_key = key_strings(events, dst_cols)
         if src_entity != dst_entity:
             # Two entity types (e.g. users and items): keep their key spaces apart.
-            src_key = f"{src_entity}\x1e" + src_key
-            dst_key = f"{dst_entity}\x1e" + dst_key
+            src_key = f"{src_entity or 'source'}\x1e" + src_key
+            dst_key = f"{dst_entity or 'target'}\x1e" + dst_key
         table_name = src_entity if src_entity == dst_entity and src_entity in ent_specs else None
         for name in ent_specs:
             if name not in (src_entity, dst_entity):
@@ -280,8 +280,9 @@ def _entity_key_frame(uniques, src_entity: str | None, dst_entity: str | None, s
         kind, values = split[0], split[1]
     parts = values.str.split("\x1f", expand=True)  # a composite key's parts (relssl.data.database.key_strings)
     out = pd.DataFrame({"entity": kind} if two else {}, index=values.index)
-    for entity, cols in ((src_entity, src_cols), (dst_entity, dst_cols)) if two else ((src_entity, src_cols),):
-        rows = (kind == entity).to_numpy() if two else np.ones(len(values), dtype=bool)
+    sides = ((src_entity or "source", src_cols), (dst_entity or "target", dst_cols))  # as load_schema prefixes them
+    for entity, cols in sides if two else sides[:1]:
+        rows = (kind == entity).to_numpy(dtype=bool, na_value=False) if two else np.ones(len(values), dtype=bool)
         for i, col in enumerate(cols):
             column = out[col] if col in out else pd.Series(pd.NA, index=values.index, dtype="string")
             column[rows] = parts[i][rows]

@@ -133,6 +133,10 @@ def cutoff_matrix(prep: PreparedData, task: EntityTask, examples: TaskRows) -> t
             continue
         times = times.numpy()
         linked = links >= 0
+        if not linked.any():  # a key that links nothing: nothing to count
+            parts.append(np.tile([0.0, 0.0, np.nan], (len(entity), 1)))
+            categorical.append(np.zeros(3, dtype=bool))
+            continue
         # One sorted key per linked row, (entity, time): each example's counts are two binary searches.
         order = np.lexsort((times[linked], links[linked]))
         rows, stamps = links[linked][order], times[linked][order]

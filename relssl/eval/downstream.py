@@ -13,9 +13,10 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 
-def fit_probe(x: Tensor, y: np.ndarray, kind: str) -> nn.Linear:
+def fit_probe(x: Tensor, y: np.ndarray, kind: str, classes: int | None = None) -> nn.Linear:
     """Head mapping embeddings ``x`` to a logit of the positive class (binary, 0/1 ``y``), to one
-    logit per class (multiclass, class indices) or to ``y`` (regression)."""
+    logit per class (multiclass, class indices; ``classes`` of them, also those absent from ``y``)
+    or to ``y`` (regression)."""
     x = x.double().numpy()
     scaler = StandardScaler().fit(x)
     z = scaler.transform(x)
@@ -27,9 +28,10 @@ def fit_probe(x: Tensor, y: np.ndarray, kind: str) -> nn.Linear:
         coef, intercept = model.coef_, model.intercept_
         if kind == "multiclass" and len(model.classes_) == 2:  # sklearn gives one row for two classes
             coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-        if kind == "multiclass" and len(model.classes_) != int(y.max()) + 1:  # a class absent from training
-            full = np.zeros((int(y.max()) + 1, coef.shape[1]))
-            bias = np.full(int(y.max()) + 1, -1e4)
+        size = max(classes or 0, int(y.max()) + 1)
+        if kind == "multiclass" and len(model.classes_) != size:  # a class absent from training
+            full = np.zeros((size, coef.shape[1]))
+            bias = np.full(size, -1e4)
             full[model.classes_.astype(int)], bias[model.classes_.astype(int)] = coef, intercept
             coef, intercept = full, bias
     head = nn.Linear(x.shape[1], coef.shape[0])

@@ -120,6 +120,9 @@ def load_backbone(backbone: Backbone, run_dir: str | Path) -> None:
     except RuntimeError as err:
         raise RelsslError(f"{path}: its weights do not fit this data's encoding ({str(err).splitlines()[-1].strip()}); "
                           f"was it pre-trained on the same prepared data?") from None
+    if missing and all(k.startswith("backbone.age.") for k in missing):
+        raise RelsslError(f"{path}: the backbone was pre-trained without rows' ages (before --node-age); use it "
+                          f"with --no-node-age")
     if missing:
         raise RelsslError(f"{path}: no weights for {sorted(missing)[:3]}; not a relssl backbone of this shape")
 
@@ -250,7 +253,7 @@ class Finetuner:
         t = self.cfg.train
         backbone = self.build_backbone()
         x = self.rep.embed(backbone, self.sets.ids[TRAIN], TRAIN, t.batch_size, t.seed, self.device, seeding.DOWNSTREAM_EVAL)
-        head = fit_probe(x, self.target(TRAIN).double().numpy(), self.kind)
+        head = fit_probe(x, self.target(TRAIN).double().numpy(), self.kind, self.outputs)
         model = DownstreamModel(backbone, head.to(self.device), self.rep)
         return self.metrics(self.scores(model, VAL), self.scores(model, TEST)), model
 
@@ -346,7 +349,8 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
         metrics, model = tuner.run_finetune(run, resume, log, progress)
     sets = tuner.sets
     final = {"task": tuner.spec.name, "mode": cfg.mode, "init": cfg.init, "label_fraction": cfg.label_fraction,
-             "protocol": "causal" if cfg.train.time_aware else "transductive",
+             # an entity task's trees are cut at its cut-off whatever --no-time-aware says
+             "protocol": "causal" if cfg.train.time_aware or tuner.task is not None else "transductive",
              "train_labels": len(sets.ids[TRAIN]), "val_rows": len(sets.ids[VAL]), "test_rows": len(sets.ids[TEST]),
              # what turns the head's outputs into predictions (relssl.predict)
              "kind": tuner.kind, "target": tuner.spec.target, "outputs": tuner.outputs,
