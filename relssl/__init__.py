@@ -5,13 +5,14 @@ objects they return, ``Pretrained`` (``.embed()``) and ``Finetuned`` (``.predict
 on first use, so that ``import relssl`` (and the command line's start) stays light.
 """
 
-__version__ = "0.1.0"
+from relssl.version import __version__
+
 __all__ = ["Finetuned", "Pretrained", "__version__", "finetune", "load", "pretrain"]
 
 
 def __getattr__(name: str):
     if name in __all__:
-        from relssl import api
+        import relssl.api as api
 
         return getattr(api, name)
     raise AttributeError(f"module 'relssl' has no attribute {name!r}")

@@ -9,7 +9,7 @@ import relssl
 ROOT = Path(relssl.__file__).parent
 # Lowest first: the folder tree follows the data path.
 LAYERS = [
-    {"relssl", "errors"},
+    {"errors", "version"},
     {"options", "files"},
     {"data"},
     {"graph", "metrics"},
@@ -18,11 +18,12 @@ LAYERS = [
     {"objectives", "multitask"},
     {"train"},
     {"eval", "recsys"},
-    {"embed"},
+    {"embed", "predict"},
+    {"api"},
     {"experiments"},
     {"bench", "bench_tasks"},
     {"cli"},
-    {"__main__"},
+    {"__main__", "relssl"},  # the package: its public names re-export the API
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 

@@ -7,7 +7,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import relssl
 from relssl.cli.bench import add_bench_parser, add_bench_tasks_parser
 from relssl.cli.downstream import (add_downstream_experiment_parser, add_embed_parser, add_finetune_parser,
                                    add_predict_parser)
@@ -16,6 +15,7 @@ from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, p
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
 from relssl.cli.schema import add_schema_parser
 from relssl.errors import RelsslError
+from relssl.version import __version__
 
 def cmd_generate(args: argparse.Namespace) -> None:
     from relssl.data.aml_generator import PRESETS, write_aml
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relssl", description="Self-supervised representation learning on relational multimodal data.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--version", action="version", version=f"relssl {relssl.__version__} (torch {torch_version()})",
+    parser.add_argument("--version", action="version", version=f"relssl {__version__} (torch {torch_version()})",
                         help="print relssl's and torch's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import torch_frame
 
-import relssl
 from relssl.data.datasets import resolve
 from relssl.data.paths import data_home
 from relssl.data.encoding import EncodedTable, column_infos, stats_from_json, stats_to_json
@@ -36,6 +35,7 @@ from relssl.data.entity_tasks import EntityTask
 from relssl.data.prepare import DatabaseGraph, PreparedData, prepare, prepare_database
 from relssl.errors import RelsslError
 from relssl.files import write_text
+from relssl.version import __version__
 
 FORMAT = 2  # bump when the encoding or the entry layout changes: old entries are then never read
 _STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
@@ -85,7 +85,7 @@ def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: P
         "split": [round(float(x), 12) for x in fractions],
         "seed": seed,  # decides the split only without a time column, but cheap to include
         "max_categories": max_categories,
-        "code": [relssl.__version__, FORMAT],
+        "code": [__version__, FORMAT],
         **schema,
         **({"database": database} if database else {}),
     }

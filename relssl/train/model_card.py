@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import relssl
 from relssl.errors import RelsslError
 from relssl.files import write_text
 from relssl.objectives import reference_key
+from relssl.version import __version__
 
 CARD = "README.md"
 
@@ -57,7 +57,7 @@ def write_model_card(run_dir: str | Path, kind: str, data: str, final: dict, dev
              f"- **Data**: `{data}`" + ("" if files else " (read from a package or generated; no file of its own)")]
     lines += [f"  - `{name}`: SHA-256 `{digest}`" for name, digest in files]
     lines += [f"- **Command**: `{command}`",
-              f"- **Versions**: relssl {relssl.__version__}, torch {_version('torch')}, pytorch-frame "
+              f"- **Versions**: relssl {__version__}, torch {_version('torch')}, pytorch-frame "
               f"{_version('pytorch-frame')}, Python {platform.python_version()}",
               f"- **Device**: {device}", f"- **Finished**: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
               "- **Settings**: config.yaml" + ("; **fitted preprocessing**: preprocessing.json"
