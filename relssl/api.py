@@ -22,6 +22,7 @@ import pandas as pd
 from relssl.errors import RelsslError
 from relssl.eval.finetune import FinetuneConfig
 from relssl.nn.backbone import ModelConfig
+from relssl.train.callbacks import Callback
 from relssl.train.pretrain import PretrainConfig
 from relssl.train.run_folder import RunFolder
 
@@ -80,20 +81,22 @@ def _split(options: dict) -> dict:
 
 
 def pretrain(data: str = "synthetic-aml", out: str | Path = "runs/pretrain", resume: bool = False,
-             progress: bool = False, **options) -> Pretrained:
+             progress: bool = False, callbacks: list[Callback] = (), **options) -> Pretrained:
     """Pre-train on ``data`` (a built-in name or a path) into the folder ``out``; ``options`` are
-    PretrainConfig's and ModelConfig's fields (``objectives=["mcm", "lp"]``, ``epochs=3``, ...)."""
+    PretrainConfig's and ModelConfig's fields (``objectives=["mcm", "lp"]``, ``epochs=3``,
+    ``log=["csv"]``, ...); ``callbacks`` (relssl.train.callbacks.Callback) hear every step and epoch.
+    Progress goes to the "relssl" logger (``logging.basicConfig(level=logging.INFO)`` shows it)."""
     from relssl.train.pretrain import pretrain as run_pretrain
 
     cfg = PretrainConfig.from_dict({"data": data, **_split(options)})
     cfg.validate()
-    run_pretrain(None if resume else cfg, out, resume=resume, progress=progress, log=lambda *_: None)
+    run_pretrain(None if resume else cfg, out, resume=resume, progress=progress, callbacks=callbacks)
     return Pretrained(Path(out))
 
 
 def finetune(data: str = "synthetic-aml", out: str | Path = "runs/finetune", init: Pretrained | str | None = None,
              task: str | None = None, mode: str = "finetune", label_fraction: float = 1.0,
-             progress: bool = False, **options) -> Finetuned:
+             progress: bool = False, callbacks: list[Callback] = (), **options) -> Finetuned:
     """Fine-tune (or probe, or fit trees: ``mode``) for ``task`` on ``data``'s labels, from the
     pre-trained ``init`` (a Pretrained or its folder) or from scratch; ``options`` as for
     ``pretrain`` (the data and model settings of ``init`` are taken from it)."""
@@ -108,7 +111,7 @@ def finetune(data: str = "synthetic-aml", out: str | Path = "runs/finetune", ini
                                                        "on_orphans") if k not in options}}
     cfg = FinetuneConfig.from_dict({"task": task, "init": init_dir, "mode": mode, "label_fraction": label_fraction,
                                     "train": train})
-    run_finetune(cfg, out, progress=progress, log=lambda *_: None)
+    run_finetune(cfg, out, progress=progress, callbacks=callbacks)
     return Finetuned(Path(out))
 
 

@@ -9,7 +9,7 @@ import relssl
 ROOT = Path(relssl.__file__).parent
 # Lowest first: the folder tree follows the data path.
 LAYERS = [
-    {"errors", "version"},
+    {"errors", "version", "logs"},
     {"options", "files"},
     {"data"},
     {"graph", "metrics"},

@@ -15,6 +15,7 @@ from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, p
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
 from relssl.cli.schema import add_schema_parser
 from relssl.errors import RelsslError
+from relssl.logs import configure_cli
 from relssl.version import __version__
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relssl", description="Self-supervised representation learning on relational multimodal data.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="progress messages off: results and warnings only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     parser.add_argument("--version", action="version", version=f"relssl {__version__} (torch {torch_version()})",
                         help="print relssl's and torch's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # reports name the exact command that regenerates them
     # A library warning (a skipped line, twin columns) reads as one line, not as source code.
     warnings.formatwarning = lambda message, *_, **__: f"relssl: warning: {message}\n"
+    configure_cli(args.quiet, args.verbose)
     try:
         args.func(args)
     except RelsslError as err:

@@ -39,7 +39,9 @@ from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
 from relssl.options import from_mapping
 from relssl.train import seeding
-from relssl.train.loop import OneModel, fit
+from relssl.logs import info
+from relssl.train.callbacks import Callback, make_loggers
+from relssl.train.loop import OneModel, fit, report_step
 from relssl.train.model_card import write_model_card
 from relssl.train.pretrain import PretrainConfig, prepare_data, resolve_device
 from relssl.train.run_folder import RunFolder
@@ -257,14 +259,15 @@ class Finetuner:
         model = DownstreamModel(backbone, head.to(self.device), self.rep)
         return self.metrics(self.scores(model, VAL), self.scores(model, TEST)), model
 
-    def run_finetune(self, run: RunFolder, resume: bool = False, log=print,
-                     progress: bool = True) -> tuple[dict[str, float], DownstreamModel]:
+    def run_finetune(self, run: RunFolder, resume: bool = False, log=info, progress: bool = True,
+                     callbacks: list[Callback] = ()) -> tuple[dict[str, float], DownstreamModel]:
         """Backbone and head trained together by the one fit loop; the best-validation weights
         are scored."""
         t = self.cfg.train
         trainer = FinetuneTrainer(self)
         metric = SELECTION[self.kind]
         result = fit(trainer, run, t.epochs, t.patience, metric, maximize=not self.regression, resume=resume,
+                     callbacks=[*make_loggers(t.log), *callbacks],
                      log=log, progress=progress)
         run.load_weights(trainer.model, self.device)
         final = self.metrics(self.scores(trainer.model, VAL), self.scores(trainer.model, TEST))
@@ -313,7 +316,9 @@ class FinetuneTrainer(OneModel):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += float(loss.detach()) * len(pos)
+            value = float(loss.detach())
+            report_step(self, epoch, step, value)
+            total += value * len(pos)
         seconds = time.perf_counter() - start
         return {"loss": total / len(order), "seconds": seconds, "rows_per_s": len(order) / seconds}
 
@@ -324,7 +329,7 @@ class FinetuneTrainer(OneModel):
 
 
 def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | None = None, progress: bool = True,
-             log=print, resume: bool = False, epochs: int | None = None) -> dict:
+             log=info, resume: bool = False, epochs: int | None = None, callbacks: list[Callback] = ()) -> dict:
     """Run one downstream configuration into the folder ``out``; returns final.json's content.
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
     is given (``epochs`` may extend it); probe and tree modes simply run again."""
@@ -346,7 +351,7 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
         metrics, model = tuner.run_probe()
         run.save_weights(model)
     else:
-        metrics, model = tuner.run_finetune(run, resume, log, progress)
+        metrics, model = tuner.run_finetune(run, resume, log, progress, callbacks)
     sets = tuner.sets
     final = {"task": tuner.spec.name, "mode": cfg.mode, "init": cfg.init, "label_fraction": cfg.label_fraction,
              # an entity task's trees are cut at its cut-off whatever --no-time-aware says

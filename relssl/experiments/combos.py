@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relssl.logs import info
 from relssl.objectives import reference_key
 from relssl.experiments.report import chosen_on_validation, plot_validation_curves, values_table
 from relssl.experiments.runner import run_grid
@@ -64,7 +65,7 @@ def spread_across_subsets(results: dict[str, list[dict]], labels: list[str], met
 
 
 def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list[int], out: Path,
-                         command: list[str], tasks=TASKS, progress: bool = True, log=print) -> Path:
+                         command: list[str], tasks=TASKS, progress: bool = True, log=info) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     subsets = subsets_with_mcm(tasks)
     results = run_grid(grid_configs(base, subsets, combiners), seeds, out, progress, log)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relssl.logs import info
 from relssl.data.database import Database
 from relssl.data.datasets import load_dataset
 from relssl.experiments.report import higher_is_better, mean_std
@@ -66,7 +67,7 @@ def method_rows(protocols: list[str], event_graph: bool = True, entity_task: boo
 
 def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions: list[float], seeds: list[int],
                               out: Path, command: list[str], finetune_epochs: int, progress: bool = True,
-                              log=print, protocols: list[str] | None = None) -> Path:
+                              log=info, protocols: list[str] | None = None) -> Path:
     """Pre-train ``base`` per seed, run every method × protocol × fraction × seed; write
     out/report.md and out/metric_vs_fraction.png."""
     protocols = protocols or ["causal"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch_frame
 
+from relssl.logs import info
 from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST
@@ -59,7 +60,7 @@ def feat2vec_final(cfg: Feat2VecConfig, run: Path, prep: PreparedData, progress:
 
 
 def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, command: list[str],
-                            mcm: PretrainConfig, supervised: bool = False, progress: bool = True, log=print) -> Path:
+                            mcm: PretrainConfig, supervised: bool = False, progress: bool = True, log=info) -> Path:
     """Per seed: a Feat2Vec run, an MCM pre-training run and, with ``supervised``, one supervised
     Feat2Vec run per evaluated group (finished runs are reused); writes out/report.md."""
     out.mkdir(parents=True, exist_ok=True)

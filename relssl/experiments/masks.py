@@ -5,6 +5,7 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
+from relssl.logs import info
 from relssl.experiments.report import metric_table, plot_validation_curves
 from relssl.experiments.runner import run_grid
 from relssl.masking import MASK_TYPES
@@ -17,7 +18,7 @@ EMBEDDING_METRICS = ("emb_cos", "emb_r1")  # shown only for data with text/embed
 
 
 def run_mask_experiment(base: PretrainConfig, seeds: list[int], out: Path, command: list[str],
-                        progress: bool = True, log=print) -> Path:
+                        progress: bool = True, log=info) -> Path:
     """One run per mask type and seed with ``base.objectives`` trained together; writes
     out/report.md and out/curves.png."""
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relssl.logs import info
 from relssl.experiments.report import chosen_on_validation, mean_std, metric_table, plot_validation_curves
 from relssl.experiments.runner import reuse_or_train
 from relssl.recsys.datasets import load_recsys_data
@@ -37,7 +38,7 @@ def sweep_variants(sweep: dict[str, list[float]]) -> dict[str, dict]:
 
 
 def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str], out: Path, command: list[str],
-                          progress: bool = False, log=print, sweep: dict[str, list[float]] | None = None) -> Path:
+                          progress: bool = False, log=info, sweep: dict[str, list[float]] | None = None) -> Path:
     """One run per variant and seed, plus MMSSL at each setting of ``sweep`` (and without its
     adversarial part, to compare with the best setting); writes out/report.md and out/curves.png."""
     out.mkdir(parents=True, exist_ok=True)

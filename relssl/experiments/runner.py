@@ -8,12 +8,13 @@ from pathlib import Path
 
 import yaml
 
+from relssl.logs import info
 from relssl.errors import RelsslError
 from relssl.train.pretrain import PretrainConfig, pretrain
 from relssl.train.run_folder import CONFIG, RunFolder
 
 # Settings that change where or how fast a run trains, not what it computes.
-RUNTIME_KEYS = frozenset({"device", "cache", "cache_dir"})
+RUNTIME_KEYS = frozenset({"device", "cache", "cache_dir", "log"})
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:
@@ -49,7 +50,7 @@ def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ())
                           f"{'; ...' if len(differences) > 3 else ''}); choose another --out or delete that folder")
 
 
-def reuse_or_train(run: Path, wanted: dict, train, label: str, log=print, resolved: tuple[str, ...] = ()) -> dict:
+def reuse_or_train(run: Path, wanted: dict, train, label: str, log=info, resolved: tuple[str, ...] = ()) -> dict:
     """The one reuse rule of every experiment: a finished run in ``run`` trained with ``wanted`` is
     read back, an unfinished one continues (``train(resume=True)``), a missing one trains
     (``train(resume=False)``), and a run with other settings is refused. Returns
@@ -63,7 +64,7 @@ def reuse_or_train(run: Path, wanted: dict, train, label: str, log=print, resolv
 
 
 def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, progress: bool = True,
-             log=print) -> dict[str, list[dict]]:
+             log=info) -> dict[str, list[dict]]:
     """label -> one record per seed: {"seed", "final" (test metrics), "history" (metrics.jsonl)}."""
     results: dict[str, list[dict]] = {}
     for label, cfg in configs.items():

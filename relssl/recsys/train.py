@@ -25,7 +25,9 @@ from relssl.recsys.metrics import METRICS, evaluate_ranking
 from relssl.recsys.mmssl import MMSSL, MMSSLParams
 from relssl.recsys.models import BPRMF, Batch, LightGCN, Recommender
 from relssl.train import seeding
-from relssl.train.loop import OneModel, fit
+from relssl.logs import info
+from relssl.train.callbacks import Callback, make_loggers
+from relssl.train.loop import OneModel, fit, report_step
 from relssl.train.plots import plot_curves
 from relssl.train.pretrain import resolve_device
 from relssl.train.run_folder import CURVES, RunFolder
@@ -59,6 +61,8 @@ class RecConfig(MMSSLParams):
     eval_batch_size: int = option(2048, "users scored at once in full ranking")
     seed: int = option(0, "fixes initialisation, BPR samples and augmentation draws")
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    log: list[str] = option(help="loggers beside metrics.jsonl: csv (every step's loss, steps.csv), tensorboard "
+                                 "(event files under tensorboard/; the tensorboard extra)", factory=list)
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -152,6 +156,7 @@ class RecTrainer(OneModel):
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
+            report_step(self, epoch, step, float(total.detach()))
             for name, value in [("loss", total), *(("loss/" + k, v) for k, v in losses.items())]:
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
         self.model.refresh()
@@ -192,7 +197,7 @@ def describe(trainer: RecTrainer) -> str:
 
 
 def train_recsys(cfg: RecConfig | None, out: str | Path, data: RecData | None = None, progress: bool = False,
-                 log=print, resume: bool = False, epochs: int | None = None) -> dict:
+                 log=info, resume: bool = False, epochs: int | None = None, callbacks: list[Callback] = ()) -> dict:
     """Train, validate each epoch, keep the best-validation weights, report their test metrics.
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
     is given (``epochs`` may extend it)."""
@@ -205,7 +210,7 @@ def train_recsys(cfg: RecConfig | None, out: str | Path, data: RecData | None = 
     resolved = {**asdict(cfg), "modalities": ",".join(trainer.modalities) or "none"}
     run.start(resolved)
     result = fit(trainer, run, cfg.epochs, cfg.patience, SELECT_ON, maximize=True, resume=resume, log=log,
-                 progress=progress)
+                 progress=progress, callbacks=[*make_loggers(cfg.log), *callbacks])
     trainer.load(run)
     final = {**trainer.evaluate("test"), "best_epoch": result.best_epoch, "modalities": resolved["modalities"]}
     run.write_final(final)

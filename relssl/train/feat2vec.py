@@ -27,7 +27,9 @@ from relssl.metrics.ranking import percentile_ranks
 from relssl.feat2vec import Feat2Vec, find_group, parse_groups
 from relssl.nn.row_encoder import column_encoder
 from relssl.train import seeding
-from relssl.train.loop import OneModel, fit
+from relssl.logs import info
+from relssl.train.callbacks import Callback, make_loggers
+from relssl.train.loop import OneModel, fit, report_step
 from relssl.train.pretrain import resolve_device
 from relssl.train.run_folder import RunFolder
 
@@ -59,6 +61,8 @@ class Feat2VecConfig:
     eval_rows: int | None = option(20_000, "fixed seeded sample of validation/test rows")
     patience: int = option(2, "epochs without a better validation loss before stopping")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    log: list[str] = option(help="loggers beside metrics.jsonl: csv (every step's loss, steps.csv), tensorboard "
+                                 "(event files under tensorboard/; the tensorboard extra)", factory=list)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Feat2VecConfig":
@@ -160,6 +164,7 @@ class Feat2VecTrainer(OneModel):
             out.loss.backward()
             self.optimizer.step()
             add(sums, out)
+            report_step(self, epoch, step, float(out.loss.detach()))
         seconds = time.perf_counter() - start
         return {**summarize(sums), "seconds": seconds, "rows_per_s": len(rows) / seconds}
 
@@ -193,9 +198,9 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
     return {"loss": loss, "feat2vec/loss": loss, "feat2vec/pair_acc": sums.get("pair_correct", math.nan) / n}
 
 
-def train_feat2vec(cfg: Feat2VecConfig | None, out: str | Path, progress: bool = True, log=print,
+def train_feat2vec(cfg: Feat2VecConfig | None, out: str | Path, progress: bool = True, log=info,
                    prep: PreparedData | None = None, resume: bool = False,
-                   epochs: int | None = None) -> dict[str, float]:
+                   epochs: int | None = None, callbacks: list[Callback] = ()) -> dict[str, float]:
     """Train with early stopping on the validation NCE loss; test metrics of the best epoch.
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
     is given (``epochs`` may extend it)."""
@@ -205,7 +210,8 @@ def train_feat2vec(cfg: Feat2VecConfig | None, out: str | Path, progress: bool =
         cfg.epochs = epochs
     trainer = Feat2VecTrainer(cfg, prep)
     run.start(asdict(cfg))
-    result = fit(trainer, run, cfg.epochs, cfg.patience, "feat2vec/loss", resume=resume, log=log, progress=progress)
+    result = fit(trainer, run, cfg.epochs, cfg.patience, "feat2vec/loss", resume=resume, log=log, progress=progress,
+                 callbacks=[*make_loggers(cfg.log), *callbacks])
     run.load_weights(trainer.model, trainer.device)
     speeds = [r["rows_per_s"] for r in result.history if r["split"] == "train"]
     final = {**trainer.final(), "best_epoch": result.best_epoch, "rows_per_s": sum(speeds) / len(speeds)}

@@ -16,6 +16,8 @@ from typing import Protocol
 import torch
 
 from relssl.errors import RelsslError
+from relssl.logs import info
+from relssl.train.callbacks import Callback
 from relssl.train.distributed import World
 from relssl.train.run_folder import CHECKPOINT, RunFolder
 
@@ -59,11 +61,20 @@ class FitResult:
     history: list[dict]
 
 
+def report_step(trainer, epoch: int, step: int, loss: float) -> None:
+    """A trainer's step loss, to the fit loop's callbacks (``step_hook``; none outside ``fit``)."""
+    hook = getattr(trainer, "step_hook", None)
+    if hook is not None:
+        hook(epoch, step, {"loss": loss})
+
+
 def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: str, maximize: bool = False,
-        resume: bool = False, log=print, progress: bool = True, world: World = World()) -> FitResult:
+        resume: bool = False, log=info, progress: bool = True, world: World = World(),
+        callbacks: list[Callback] = ()) -> FitResult:
     """Train up to ``epochs``, selecting on validation ``metric``; model.safetensors ends up
     holding the best epoch's weights. With ``resume`` the loop continues from the run's
-    checkpoint (from epoch 1 when the run stopped before its first one)."""
+    checkpoint (from epoch 1 when the run stopped before its first one). ``callbacks``
+    (relssl.train.callbacks) hear every step and epoch, on the main process."""
     sign = -1.0 if maximize else 1.0  # the loop minimises sign * metric
     first, best, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
     if resume and (run / CHECKPOINT).exists():
@@ -72,25 +83,35 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
         first, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"]
         history = [r for r in run.history() if r["epoch"] <= ckpt["epoch"]]
     run.write_history(history)
-
-    for epoch in range(first, epochs + 1):
-        if bad_epochs >= patience:
-            break
-        train = trainer.train_epoch(epoch, progress)
-        val = trainer.validate()
-        history += [{"epoch": epoch, "split": "train", **train}, {"epoch": epoch, "split": "val", **val}]
-        score = sign * val[metric]  # metrics are reduced over ranks: every rank decides alike
-        improved = score < best
-        if improved:
-            best, best_epoch, bad_epochs = score, epoch, 0
-            run.save_weights(trainer.weights())
-        else:
-            bad_epochs += 1
-        run.write_history(history)
-        run.save_checkpoint({"state": trainer.state(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
-                             "bad_epochs": bad_epochs})
-        if world.is_main:
-            log(epoch_line(epoch, train, metric, val[metric], improved))
+    callbacks = list(callbacks) if world.is_main and run.writer else []
+    for callback in callbacks:
+        callback.on_start(run.path, first)
+    trainer.step_hook = (lambda e, s, m: [c.on_step(e, s, m) for c in callbacks]) if callbacks else None
+    try:
+        for epoch in range(first, epochs + 1):
+            if bad_epochs >= patience:
+                break
+            train = trainer.train_epoch(epoch, progress)
+            val = trainer.validate()
+            history += [{"epoch": epoch, "split": "train", **train}, {"epoch": epoch, "split": "val", **val}]
+            score = sign * val[metric]  # metrics are reduced over ranks: every rank decides alike
+            improved = score < best
+            if improved:
+                best, best_epoch, bad_epochs = score, epoch, 0
+                run.save_weights(trainer.weights())
+            else:
+                bad_epochs += 1
+            run.write_history(history)
+            run.save_checkpoint({"state": trainer.state(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
+                                 "bad_epochs": bad_epochs})
+            if world.is_main:
+                log(epoch_line(epoch, train, metric, val[metric], improved))
+            for callback in callbacks:
+                callback.on_epoch(epoch, train, val, improved)
+    finally:
+        trainer.step_hook = None
+        for callback in callbacks:
+            callback.on_end(best_epoch)
     world.barrier()  # the best weights are on disk before any rank reads them
     if best_epoch == 0:
         raise RelsslError(f"validation {metric} was never a finite number ({history[-1].get(metric) if history else 'no epoch ran'}); "

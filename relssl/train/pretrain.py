@@ -32,7 +32,9 @@ from relssl.options import from_mapping, option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
 from relssl.train.model_card import write_model_card
-from relssl.train.loop import fit
+from relssl.logs import info
+from relssl.train.callbacks import LOGGERS, Callback, make_loggers
+from relssl.train.loop import fit, report_step
 from relssl.train.plots import plot_curves
 from relssl.train.run_folder import CURVES, RunFolder
 
@@ -73,6 +75,8 @@ class PretrainConfig:
     eval_rows: int | None = option(50_000, "fixed seeded sample of validation/test rows")
     patience: int = option(3, "epochs without a better validation loss before stopping")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    log: list[str] = option(help="loggers beside metrics.jsonl: csv (every step's loss, steps.csv), tensorboard "
+                                 "(event files under tensorboard/; the tensorboard extra)", factory=list)
     cache: bool = option(True, "keep the prepared data in a memory-mapped cache entry (relssl.data.cache); "
                                "--no-cache prepares it in memory")
     cache_dir: str | None = option(None, "preprocessed-data cache folder (default: $RELSSL_CACHE, else "
@@ -95,6 +99,9 @@ class PretrainConfig:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
+        unknown = [name for name in self.log if name not in LOGGERS]
+        if unknown:
+            raise RelsslError(f"--log {','.join(unknown)}: expected some of {', '.join(LOGGERS)}")
         if self.model.gnn not in CONVS:
             raise RelsslError(f"--gnn '{self.model.gnn}': expected one of {', '.join(CONVS)}")
         if not self.model.fanouts or min(self.model.fanouts) < 1:
@@ -305,6 +312,7 @@ class Pretrainer:
                 raise RelsslError(f"training diverged: loss is {loss_value} at epoch {epoch}, step {step}; "
                                   f"try a lower --lr")
             accumulate(sums, outputs)
+            report_step(self, epoch, step, loss_value)
             bar.set_postfix(loss=f"{loss_value:.4f}")
         seconds = device_clock(self.device) - start
         self.phase_seconds["forward"] -= self.phase_seconds["sampling"]  # step() timed sampling inside it
@@ -403,7 +411,7 @@ def accumulate(sums: list[dict], outputs) -> None:
 
 
 def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
-             log=print, epochs: int | None = None) -> dict[str, float]:
+             log=info, epochs: int | None = None, callbacks: list[Callback] = ()) -> dict[str, float]:
     """Train, validate each epoch, keep the best model, and report its test metrics.
 
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
@@ -419,6 +427,7 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     if run.writer:  # what new rows are encoded with (relssl embed --data NEW)
         save_preprocessing(run.path, trainer.prep)
     result = fit(trainer, run, cfg.epochs, cfg.patience, "loss", resume=resume, log=log, progress=progress,
+                 callbacks=[*make_loggers(cfg.log), *callbacks],
                  world=trainer.world)
     run.load_weights(trainer.weights(), trainer.device)
     final = {k: v for k, v in trainer.evaluate(TEST).items() if "/" in k}
