@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from relssl.cli import main
 from tests.conftest import TINY
@@ -137,3 +138,19 @@ def test_a_multiclass_probe_with_a_class_absent_from_training_predicts(tmp_path)
                                  "--out", str(tmp_path / "p.parquet")]) or tmp_path / "p.parquet")
     assert {"prob_high", "prob_late", "prob_low"} <= set(pred.columns) and len(pred) == 600
     assert set(pred["prediction"]) <= {"high", "low"}  # the absent class is never predicted
+
+
+def test_a_run_folder_moves_and_resumes_from_anywhere(tmp_path, monkeypatch):
+    """A relative --data is saved as an absolute path: the run resumes and embeds from another
+    working directory, and from a moved folder."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    schema(tmp_path / "work", "r.csv", ratings(400))
+    assert main(["pretrain", "--data", "r.csv.yaml", "--epochs", "1", "--out", "run", *TINY]) == 0
+    saved = yaml.safe_load((tmp_path / "work" / "run" / "config.yaml").read_text())
+    assert saved["data"] == str(tmp_path / "work" / "r.csv.yaml")
+    (tmp_path / "work" / "run").rename(tmp_path / "elsewhere" / "moved")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["pretrain", "--out", "moved", "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert main(["embed", "--run", "moved", "--out", "e.parquet"]) == 0

@@ -43,7 +43,7 @@ from relssl.logs import info
 from relssl.train.callbacks import Callback, make_loggers
 from relssl.train.loop import OneModel, fit, report_step
 from relssl.train.model_card import write_model_card
-from relssl.train.pretrain import PretrainConfig, prepare_data, resolve_device
+from relssl.train.pretrain import PretrainConfig, portable, prepare_data, resolve_device
 from relssl.train.run_folder import RunFolder
 
 MODES = ("finetune", "probe", "gbdt", "gbdt-graph", "reference")
@@ -75,6 +75,8 @@ class FinetuneConfig:
             self.train.table = named[0]
         if self.mode not in MODES:
             raise RelsslError(f"--mode '{self.mode}': expected one of {', '.join(MODES)}")
+        if self.init != "scratch":
+            self.init = portable(self.init)
         if self.mode in NO_BACKBONE and self.init != "scratch":
             raise RelsslError(f"--mode {self.mode} uses no backbone: it takes no --init")
         self.train.validate()

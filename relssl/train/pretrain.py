@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from relssl.data.cache import cacheable, load_prepared
-from relssl.data.datasets import load_dataset
+from relssl.data.datasets import builtin_names, load_dataset
 from relssl.data.database import ON_ORPHANS, Database
 from relssl.data.fitted import save_preprocessing
 from relssl.data.prepare import PreparedData, prepare, prepare_database
@@ -91,6 +91,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         self.objectives = parse_objectives(self.objectives)
+        self.data, self.cache_dir = portable(self.data), portable(self.cache_dir)
         if self.on_orphans is not None and self.on_orphans not in ON_ORPHANS:
             raise RelsslError(f"--on-orphans {self.on_orphans}: expected one of {', '.join(ON_ORPHANS)}")
         if self.mask not in MASK_TYPES:
@@ -122,6 +123,14 @@ class PretrainConfig:
     def from_dict(cls, raw: dict) -> "PretrainConfig":
         model = raw.get("model") or {}
         return from_mapping(cls, raw, model=from_mapping(ModelConfig, model, "config: model"))
+
+
+def portable(path: str | None) -> str | None:
+    """An existing file or folder as its absolute path (a built-in dataset name as it is): a run's
+    config.yaml then reads the same from any working directory (``--resume``, ``--init``)."""
+    if path is None or path in builtin_names() or not Path(path).exists():
+        return path
+    return str(Path(path).resolve())
 
 
 def resolve_device(name: str) -> torch.device:
