@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from relssl.errors import RelsslError
+from relssl.files import write_text
 from relssl.eval.finetune import FinetuneConfig
 from relssl.nn.backbone import ModelConfig
 from relssl.train.callbacks import Callback
@@ -113,6 +114,35 @@ def finetune(data: str = "synthetic-aml", out: str | Path = "runs/finetune", ini
                                     "train": train})
     run_finetune(cfg, out, progress=progress, callbacks=callbacks)
     return Finetuned(Path(out))
+
+
+def from_dataframe(frame: pd.DataFrame, folder: str | Path, columns: dict[str, str], time: str | None = None,
+                   source: str | None = None, target: str | None = None, labels: list[str] = (),
+                   name: str = "table") -> str:
+    """A DataFrame as data relssl reads: written to ``folder``/NAME.parquet with its schema beside it
+    (NAME.yaml, docs/schema.md's events form), whose path is returned: pass it as ``data``.
+    ``columns`` maps feature columns to stypes (numerical, categorical, timestamp, text); ``time``
+    is a datetime column or Unix seconds; ``source`` and ``target`` key columns link rows into a
+    graph of the entities they name."""
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    named = [*columns, *labels, *(c for c in (time, source, target) if c is not None)]
+    missing = [c for c in dict.fromkeys(named) if c not in frame.columns]
+    if missing:
+        raise RelsslError(f"from_dataframe: column(s) {missing} not in the frame; it has {list(frame.columns)}")
+    frame[list(dict.fromkeys(named))].to_parquet(folder / f"{name}.parquet", index=False)
+    events: dict = {"path": f"{name}.parquet", "columns": dict(columns), "labels": list(labels)}
+    if time is not None:
+        numeric = pd.api.types.is_numeric_dtype(frame[time])
+        events["time"] = {"column": time, "unit": "s"} if numeric else time
+    if (source is None) != (target is None):
+        raise RelsslError("from_dataframe: give both source and target key columns, or neither")
+    if source is not None:
+        events.update(source=source, target=target)
+    write_text(folder / f"{name}.yaml", yaml.safe_dump({"name": name, "events": events}, sort_keys=False))
+    return str((folder / f"{name}.yaml").resolve())
 
 
 def load(path: str | Path) -> Pretrained | Finetuned:

@@ -35,3 +35,22 @@ def test_bad_options_are_one_line(tmp_path):
         relssl.load(tmp_path / "nothing")
     with pytest.raises(AttributeError):
         relssl.nope  # noqa: B018
+
+
+def test_a_dataframe_becomes_data(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 500
+    frame = pd.DataFrame({"sender": rng.integers(0, 40, n).astype(str), "receiver": rng.integers(0, 40, n).astype(str),
+                          "amount": rng.lognormal(size=n), "channel": rng.choice(["web", "app"], n),
+                          "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n), unit="h")})
+    data = relssl.from_dataframe(frame, tmp_path / "data", {"amount": "numerical", "channel": "categorical"},
+                                 time="when", source="sender", target="receiver", name="payments")
+    model = relssl.pretrain(data, out=tmp_path / "run", epochs=1, channels=16, heads=2, row_layers=1, fanouts=[4, 2],
+                            train_rows_per_epoch=300, eval_rows=100)
+    emb = model.embed()
+    accounts = set(frame["sender"]) | set(frame["receiver"])
+    assert (emb["kind"] == "event").sum() == n and (emb["kind"] == "node").sum() == len(accounts)
+    with pytest.raises(RelsslError, match=r"column\(s\) \['nope'\] not in the frame"):
+        relssl.from_dataframe(frame, tmp_path / "bad", {"nope": "numerical"})
