@@ -46,10 +46,12 @@ def export_embeddings(run_dir: str | Path, out: str | Path | None, data: str | N
     cfg = pretrained_config(run_dir)
     new = data is not None and not same_data(data, cfg.data)
     if new:
-        if table is not None:
-            raise RelsslError("--table: new rows of a database are not supported yet; embed the run's own data")
         saved = load_preprocessing(run_dir)
-        prep = prepare_new(load_dataset(data, cfg.skip_bad_rows), saved, TextEmbedder(cfg.text_model))
+        prep = prepare_new(load_dataset(data, cfg.skip_bad_rows, cfg.on_orphans), saved, TextEmbedder(cfg.text_model))
+        if table is not None:
+            if table not in prep.views:
+                raise RelsslError(f"--table {table}: the run was pre-trained on the rows of {', '.join(prep.views)}")
+            prep = prep.views[table]
     else:
         if table is not None and table in (cfg.tables or []):
             cfg = replace(cfg, table=table)

@@ -45,9 +45,11 @@ def predict(run_dir: str | Path, data: str, out: str | Path | None = None, devic
                                                                   else " from before predictions were possible; "
                                                                        "fine-tune it again"))
     if final["target"] == "entity":
-        raise RelsslError(f"--run {run_dir}: entity tasks run on a database, whose new rows are not supported yet")
+        raise RelsslError(f"--run {run_dir}: an entity task's examples come from its cut-off times, which new rows "
+                          f"do not have; predict a table's rows (a TABLE.COLUMN task) instead")
     t = cfg.train
-    prep = prepare_new(load_dataset(data, t.skip_bad_rows), load_preprocessing(run_dir), TextEmbedder(t.text_model))
+    prep = prepare_new(load_dataset(data, t.skip_bad_rows, t.on_orphans), load_preprocessing(run_dir),
+                       TextEmbedder(t.text_model))
     if final["target"] == "node" and not prep.has_graph:
         raise RelsslError(f"--data {data}: the run predicts entities; the new data has no keys linking them")
     dev = resolve_device(device)
@@ -62,7 +64,8 @@ def predict(run_dir: str | Path, data: str, out: str | Path | None = None, devic
     emb = rep.embed(model.backbone, ids, TEST, t.batch_size, t.seed, dev, seeding.DOWNSTREAM_EMBED)
     with torch.no_grad():
         outputs = model.head(emb.to(dev)).squeeze(-1).double().cpu()
-    frame = pd.DataFrame({"kind": "node" if final["target"] == "node" else "event", "id": ids.numpy()})
+    kind = "node" if final["target"] == "node" else "event" if prep.database is None else "row"
+    frame = pd.DataFrame({"kind": kind, "id": ids.numpy()})
     if final["target"] == "node":
         keys = prep.data.entity_keys.astype("string").reset_index(drop=True)
         frame = pd.concat([frame, keys.rename(columns={c: f"key_{c}" for c in keys.columns if c != "entity"})], axis=1)

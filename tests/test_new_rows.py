@@ -154,3 +154,37 @@ def test_a_run_folder_moves_and_resumes_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["pretrain", "--out", "moved", "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert main(["embed", "--run", "moved", "--out", "e.parquet"]) == 0
+
+
+def test_a_databases_new_rows(tmp_path, capsys):
+    """A database run embeds a new file of the same tables: its own rows as from its data, and
+    visits appended later change no earlier row's embedding; other tables are one line."""
+    from tests.test_entity_tasks import SCHEMA as SHOP, churn_database
+
+    db = churn_database(users=60)
+    visits, users = db.tables["visits"].df[["user", "day", "amount"]], db.tables["users"].df
+    shop = SHOP.split("tasks:")[0]
+
+    def database(name: str, rows: pd.DataFrame) -> str:
+        (tmp_path / name).mkdir()
+        rows.to_csv(tmp_path / name / "visits.csv", index=False)
+        users.to_csv(tmp_path / name / "users.csv", index=False)
+        (tmp_path / name / "shop.yaml").write_text(shop)
+        return str(tmp_path / name / "shop.yaml")
+
+    data = database("a", visits)
+    assert main(["pretrain", "--data", data, "--epochs", "1", "--out", str(tmp_path / "run"), *TINY]) == 0
+    later = visits.tail(80).assign(day=lambda f: f["day"] + 1000)
+    more = database("more", pd.concat([visits, later], ignore_index=True))
+    assert main(["embed", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "own.parquet")]) == 0
+    assert main(["embed", "--run", str(tmp_path / "run"), "--data", more, "--out", str(tmp_path / "more.parquet")]) == 0
+    own, new = (pd.read_parquet(tmp_path / f).sort_values("id").reset_index(drop=True)
+                for f in ("own.parquet", "more.parquet"))
+    emb = [c for c in own.columns if c.startswith("emb_")]
+    assert len(new) == len(visits) + 80 and set(new["split"]) == {"new"} and set(new["table"]) == {"visits"}
+    np.testing.assert_allclose(new[emb].to_numpy()[:len(visits)], own[emb].to_numpy(), atol=1e-5)
+    users_line = "  users: {path: users.csv, primary_key: user}\n"
+    (tmp_path / "more" / "shop.yaml").write_text(shop.replace(users_line, "").replace("tables:\n", "tables:\n" + users_line))
+    assert main(["embed", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "more" / "shop.yaml"),
+                 "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "tables ['users', 'visits']; the run was trained on ['visits', 'users']" in capsys.readouterr().err

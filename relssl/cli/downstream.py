@@ -101,7 +101,7 @@ def add_embed_parser(sub) -> None:
     p = sub.add_parser("embed", help="export a pre-trained backbone's node and event embeddings to Parquet")
     p.add_argument("--run", required=True, help="pretrain run folder")
     p.add_argument("--data", help="the run's data (default: from its config.yaml), or a new file of its format "
-                                  "whose rows are encoded with the run's saved preprocessing (event data)")
+                                  "whose rows are encoded with the run's saved preprocessing")
     p.add_argument("--out", required=True, help="output .parquet file")
     p.add_argument("--table", help="a database's table whose rows to embed, one of the run's --tables "
                                    "(default: the run's table)")
@@ -113,13 +113,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from relssl.predict import predict
 
     table = predict(args.run, args.data, args.out, args.device)
-    print(f"wrote {args.out}: {len(table):,} predictions of {table['kind'].iloc[0] if len(table) else 'no'} rows")
+    print(f"wrote {args.out}: {len(table):,} predictions ({table['kind'].iloc[0] if len(table) else 'none'})")
 
 
 def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="a fine-tuned run's predictions for the rows of a new file, to Parquet")
     p.add_argument("--run", required=True, help="finetune run folder (mode finetune or probe)")
-    p.add_argument("--data", required=True, help="a file of the run's format (event data) whose rows to predict, "
+    p.add_argument("--data", required=True, help="a file (or schema) of the run's format whose rows to predict, "
                                                  "encoded with the run's saved preprocessing")
     p.add_argument("--out", required=True, help="output .parquet file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")

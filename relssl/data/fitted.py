@@ -3,8 +3,8 @@ encoded with it: the vocabularies and statistics the model was trained with, nev
 the new file (refitting would re-rank the categories under the weights and silently change what
 every index means).
 
-Event data (one event table, its entities) only, so far: a database's rows are embedded from its
-run's own data.
+Event data (one event table, its entities) and databases (every table's columns, the labels kept
+as history) alike; a database's new file must hold the run's tables and keys, in the same order.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import torch
 import torch_frame
 
 from relssl.data.encoding import EncodedTable, encode_table, stats_from_json, stats_to_json
-from relssl.data.prepare import PreparedData
+from relssl.data.database import Database
+from relssl.data.prepare import DatabaseGraph, PreparedData, database_view, label_history
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST
 from relssl.errors import RelsslError
@@ -30,18 +31,21 @@ def _stype_name(enc: EncodedTable, name: str) -> str:
     return torch_frame.text_embedded.value if info.text else info.stype.value
 
 
+def _table(enc: EncodedTable | None) -> dict | None:
+    if enc is None:
+        return None
+    return {"columns": {c.name: _stype_name(enc, c.name) for c in enc.columns}, "col_stats": stats_to_json(enc.col_stats)}
+
+
 def fitted_preprocessing(prep: PreparedData) -> dict:
     """What encoding new rows needs, as JSON: per table, each column's stype and training statistics."""
-    if prep.database is not None:
-        return {"format": FORMAT, "kind": "database"}
-
-    def table(enc: EncodedTable | None) -> dict | None:
-        if enc is None:
-            return None
-        return {"columns": {c.name: _stype_name(enc, c.name) for c in enc.columns},
-                "col_stats": stats_to_json(enc.col_stats)}
-
-    return {"format": FORMAT, "kind": "events", "events": table(prep.events), "entities": table(prep.entities)}
+    db = prep.database
+    if db is not None:
+        return {"format": FORMAT, "kind": "database", "names": db.names, "links": [key for _, key in db.links],
+                "seed": db.names[db.seed_table], "pretext": [db.names[t] for t in db.pretext],
+                "tables": [_table(enc) for enc in db.tables],
+                "history": [_table(enc) for enc in db.history] if db.history else []}
+    return {"format": FORMAT, "kind": "events", "events": _table(prep.events), "entities": _table(prep.entities)}
 
 
 def save_preprocessing(run_dir: Path, prep: PreparedData) -> None:
@@ -58,9 +62,6 @@ def load_preprocessing(run_dir: str | Path) -> dict:
     raw = json.loads(path.read_text())
     if raw.get("format") != FORMAT:
         raise RelsslError(f"{path}: format {raw.get('format')}, expected {FORMAT}")
-    if raw["kind"] != "events":
-        raise RelsslError(f"{run_dir}: new rows of a database are not supported yet; embed the run's own "
-                          f"data (without --data)")
     return raw
 
 
@@ -75,11 +76,15 @@ def _check_columns(saved: dict, stypes: dict, where: str) -> None:
         raise RelsslError(f"{where}: {'; '.join(differ)}")
 
 
-def prepare_new(data: RelationalData, saved: dict, text=None) -> PreparedData:
+def prepare_new(data: RelationalData | Database, saved: dict, text=None) -> PreparedData:
     """New rows encoded with a run's saved preprocessing: every row in one split (the test split's:
-    every event visible, each tree cut at its own row's time), the run's columns only."""
-    if not isinstance(data, RelationalData):
-        raise RelsslError(f"--data: '{data.name}' is a database; new rows of a database are not supported yet")
+    every row visible, each tree cut at its own row's time), the run's columns only."""
+    if (saved["kind"] == "database") != isinstance(data, Database):
+        raise RelsslError(f"--data {data.name}: the run was trained on "
+                          f"{'a database of tables linked by keys' if saved['kind'] == 'database' else 'one event table'}"
+                          f"; the new data is {'a database' if isinstance(data, Database) else 'one event table'}")
+    if isinstance(data, Database):
+        return _prepare_new_database(data, saved, text)
     events = saved["events"]
     _check_columns(events, data.col_stypes, f"--data {data.name} (events)")
     stypes = {c: data.col_stypes[c] for c in events["columns"]}
@@ -100,3 +105,44 @@ def prepare_new(data: RelationalData, saved: dict, text=None) -> PreparedData:
     split = np.full(data.num_events, TEST, dtype=np.int8)
     return PreparedData(data, split, encoded, entities, tensor(data.src), tensor(data.dst), tensor(data.time),
                         data.num_entities, data.mask_groups)
+
+
+def _prepare_new_database(db: Database, saved: dict, text=None) -> PreparedData:
+    """A new database (the run's tables and keys, other rows) encoded with the run's statistics;
+    every row of every table visible to every tree up to its seed's time."""
+    names = list(db.tables)
+    if names != saved["names"]:
+        raise RelsslError(f"--data {db.name}: tables {names}; the run was trained on {saved['names']} (in that order)")
+    index = {n: i for i, n in enumerate(names)}
+    links = {(index[name], str(fk)): (index[fk.table], torch.from_numpy(db.links[name, i]).long())
+             for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
+    if [key for _, key in links] != saved["links"]:
+        raise RelsslError(f"--data {db.name}: foreign keys {[key for _, key in links]}; the run's are {saved['links']}")
+    no_rows = np.zeros(0, dtype=np.int64)
+    tables, history = [], []
+    for name, fitted in zip(names, saved["tables"]):
+        t = db.tables[name]
+        if fitted is None:
+            tables.append(None)
+        else:
+            _check_columns(fitted, t.col_stypes, f"--data {db.name} (table '{name}')")
+            tables.append(encode_table(t.df, {c: t.col_stypes[c] for c in fitted["columns"]}, no_rows, t.transforms,
+                                       table=name, vectors=t.vectors, text=text,
+                                       fitted=stats_from_json(fitted["col_stats"])))
+    for name, fitted in zip(names, saved["history"] or [None] * len(names)):
+        history.append(None if fitted is None else label_history(db.tables[name], no_rows, 0,
+                                                                   stats_from_json(fitted["col_stats"])))
+
+    def tensor(a):
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+    pretext = [index[n] for n in saved["pretext"]]
+    splits = {t: np.full(len(db.tables[names[t]]), TEST, dtype=np.int8) for t in pretext}
+    graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[saved["seed"]], tables,
+                          [tensor(db.tables[n].time) for n in names], links, None,
+                          history if saved["history"] else [], pretext, splits, tasks=db.tasks,
+                          label_times=[tensor(db.tables[n].label_time) for n in names])
+    views = {names[t]: database_view(db, graph, names[t], splits[t]) for t in pretext}
+    for view in views.values():
+        view.views = views
+    return views[saved["seed"]]

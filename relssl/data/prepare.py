@@ -132,12 +132,12 @@ def _linked_to(db: Database, name: str, pretext: list[str], splits: dict[str, np
     return found if adjacent and len(found) else np.arange(len(db.tables[name]))
 
 
-def _label_history(t, train_rows: np.ndarray, max_categories: int) -> EncodedTable:
+def label_history(t, train_rows: np.ndarray, max_categories: int, fitted: dict | None = None) -> EncodedTable:
     """A table's label columns as features of other rows' trees: numbers stay numerical (a rating),
-    anything else is a category (a class)."""
+    anything else is a category (a class); ``fitted``: a trained run's statistics (new rows)."""
     stypes = {c: torch_frame.numerical if pd.api.types.is_numeric_dtype(t.df[c]) and not pd.api.types.is_bool_dtype(
         t.df[c]) else torch_frame.categorical for c in t.label_cols}
-    return encode_table(t.df, stypes, train_rows, {}, max_categories, f"{t.name} (labels as history)")
+    return encode_table(t.df, stypes, train_rows, {}, max_categories, f"{t.name} (labels as history)", fitted=fitted)
 
 
 def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2), seed: int = 0,
@@ -179,7 +179,7 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
             train_rows = _linked_to(db, name, pretext, splits)
         tables.append(encode_table(t.df, t.col_stypes, train_rows, t.transforms, max_categories, name, t.vectors,
                                    text) if t.col_stypes else None)
-        history.append(_label_history(t, train_rows, max_categories) if t.labels_as_history else None)
+        history.append(label_history(t, train_rows, max_categories) if t.labels_as_history else None)
 
     def tensor(a):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
@@ -191,13 +191,13 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
                           [tensor(db.tables[n].time) for n in names], links, cuts, history,
                           [index[n] for n in pretext], {index[n]: splits[n] for n in pretext}, tasks=db.tasks,
                           label_times=[tensor(db.tables[n].label_time) for n in names])
-    views = {n: _view(db, graph, n, splits[n]) for n in pretext}
+    views = {n: database_view(db, graph, n, splits[n]) for n in pretext}
     for view in views.values():
         view.views = views
     return views[table]
 
 
-def _view(db: Database, graph: DatabaseGraph, name: str, split: np.ndarray) -> PreparedData:
+def database_view(db: Database, graph: DatabaseGraph, name: str, split: np.ndarray) -> PreparedData:
     """The database as the tasks on ``name``'s rows see it: that table is the seed table."""
     t, seed = db.tables[name], graph.names.index(name)
     # The seed table on its own, for what reads labels and raw columns (downstream tasks, baselines).

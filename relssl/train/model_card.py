@@ -18,7 +18,7 @@ CARD = "README.md"
 
 USES = {
     "pretrain": "Embeddings of rows in this data's format, for models of your own: `relssl embed --run {run}` "
-                "for its own rows, `--data NEW` for new rows (encoded with its preprocessing.json, event data), or "
+                "for its own rows, `--data NEW` for new rows (encoded with its preprocessing.json), or "
                 "the backbone of a fine-tuned task (`relssl finetune --init {run}`). The metrics are those of "
                 "self-supervised pretext tasks, not of any downstream task.",
     "finetune": "Predictions of `{task}` for rows in this data's format: `relssl predict --run {run} --data NEW` "
