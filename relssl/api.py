@@ -95,18 +95,19 @@ def pretrain(data: str = "synthetic-aml", out: str | Path = "runs/pretrain", res
     return Pretrained(Path(out))
 
 
-def finetune(data: str = "synthetic-aml", out: str | Path = "runs/finetune", init: Pretrained | str | None = None,
+def finetune(data: str | None = None, out: str | Path = "runs/finetune", init: Pretrained | str | None = None,
              task: str | None = None, mode: str = "finetune", label_fraction: float = 1.0,
              progress: bool = False, callbacks: list[Callback] = (), **options) -> Finetuned:
     """Fine-tune (or probe, or fit trees: ``mode``) for ``task`` on ``data``'s labels, from the
     pre-trained ``init`` (a Pretrained or its folder) or from scratch; ``options`` as for
-    ``pretrain`` (the data and model settings of ``init`` are taken from it)."""
+    ``pretrain``. With ``init``, its data (the default for ``data``), preparation and model
+    settings are taken from it; without, ``data`` defaults to synthetic-aml."""
     from relssl.eval.finetune import finetune as run_finetune, pretrained_config
 
     init_dir = str(init.path if isinstance(init, Pretrained) else init) if init is not None else "scratch"
-    train = {"data": data, **_split(options)}
-    if init_dir != "scratch":  # the backbone fixes how the data is prepared and the model's shape
-        inherited = pretrained_config(init_dir)
+    inherited = pretrained_config(init_dir) if init_dir != "scratch" else None
+    train = {"data": data or (inherited.data if inherited else "synthetic-aml"), **_split(options)}
+    if inherited is not None:  # the backbone fixes how the data is prepared and the model's shape
         train = {**train, "model": {**vars(inherited.model), **train["model"]},
                  **{k: getattr(inherited, k) for k in ("table", "tables", "split", "max_categories", "text_model",
                                                        "on_orphans") if k not in options}}
@@ -124,8 +125,14 @@ def from_dataframe(frame: pd.DataFrame, folder: str | Path, columns: dict[str, s
     ``columns`` maps feature columns to stypes (numerical, categorical, timestamp, text); ``time``
     is a datetime column or Unix seconds; ``source`` and ``target`` key columns link rows into a
     graph of the entities they name."""
+    import re
+
     import yaml
 
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise RelsslError(f"from_dataframe: name {name!r}: expected letters, digits, '_', '.' or '-' (a file name)")
+    if (source is None) != (target is None):
+        raise RelsslError("from_dataframe: give both source and target key columns, or neither")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     named = [*columns, *labels, *(c for c in (time, source, target) if c is not None)]
@@ -133,12 +140,13 @@ def from_dataframe(frame: pd.DataFrame, folder: str | Path, columns: dict[str, s
     if missing:
         raise RelsslError(f"from_dataframe: column(s) {missing} not in the frame; it has {list(frame.columns)}")
     frame[list(dict.fromkeys(named))].to_parquet(folder / f"{name}.parquet", index=False)
-    events: dict = {"path": f"{name}.parquet", "columns": dict(columns), "labels": list(labels)}
+    # A timestamp column of numbers is Unix seconds, as ``time`` is.
+    stypes = {c: {"stype": s, "unit": "s"} if s == "timestamp" and pd.api.types.is_numeric_dtype(frame[c]) else s
+              for c, s in columns.items()}
+    events: dict = {"path": f"{name}.parquet", "columns": stypes, "labels": list(labels)}
     if time is not None:
         numeric = pd.api.types.is_numeric_dtype(frame[time])
         events["time"] = {"column": time, "unit": "s"} if numeric else time
-    if (source is None) != (target is None):
-        raise RelsslError("from_dataframe: give both source and target key columns, or neither")
     if source is not None:
         events.update(source=source, target=target)
     write_text(folder / f"{name}.yaml", yaml.safe_dump({"name": name, "events": events}, sort_keys=False))

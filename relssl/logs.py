@@ -30,9 +30,11 @@ class _CurrentStdout(logging.StreamHandler):
         pass
 
 
-def configure_cli(quiet: bool = False, verbose: bool = False) -> None:
+def configure_cli(quiet: bool = False, verbose: bool = False) -> tuple:
     """The command line's logging: plain messages on standard output at INFO (or the level the
-    flags choose); calling it again replaces, never duplicates, its handler."""
+    flags choose); calling it again replaces, never duplicates, its handler. Returns the state
+    ``restore`` puts back (``main`` called from Python leaves logging as it found it)."""
+    before = (LOG.level, LOG.propagate, list(LOG.handlers))
     for handler in [h for h in LOG.handlers if isinstance(h, _CurrentStdout)]:
         LOG.removeHandler(handler)
     handler = _CurrentStdout()
@@ -40,3 +42,10 @@ def configure_cli(quiet: bool = False, verbose: bool = False) -> None:
     LOG.addHandler(handler)
     LOG.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     LOG.propagate = False
+    return before
+
+
+def restore(state: tuple) -> None:
+    LOG.setLevel(state[0])
+    LOG.propagate = state[1]
+    LOG.handlers[:] = state[2]

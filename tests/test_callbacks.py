@@ -41,15 +41,15 @@ class Recorder(Callback):
     def on_epoch(self, epoch, train, val, improved):
         self.events.append(("epoch", epoch, "loss" in val and "weight/mcm" in train))
 
-    def on_end(self, best_epoch):
-        self.events.append(("end", best_epoch))
+    def on_end(self, best_epoch, error):
+        self.events.append(("end", best_epoch, error))
 
 
 def test_a_callback_of_ones_own_hears_every_step_and_epoch(tmp_path):
     recorder = Recorder()
     relssl.pretrain("synthetic-aml", out=tmp_path / "r", epochs=2, patience=5, callbacks=[recorder], **SMALL)
     steps = [(e, s) for kind, *rest in recorder.events if kind == "step" for e, s, ok in [rest] if ok]
-    assert recorder.events[0] == ("start", 1) and recorder.events[-1][0] == "end"
+    assert recorder.events[0] == ("start", 1) and recorder.events[-1][0::2] == ("end", None)
     assert steps == [(e, s) for e in (1, 2) for s in range(5)]
     assert [ev for ev in recorder.events if ev[0] == "epoch"] == [("epoch", 1, True), ("epoch", 2, True)]
 
@@ -80,3 +80,48 @@ def test_tensorboard_event_files(tmp_path):
     events.Reload()
     assert len(events.Scalars("step/loss")) == 10 and len(events.Scalars("val/loss")) == 2
     assert "train/weight/mcm" in events.Tags()["scalars"]
+
+
+def test_tensorboard_steps_count_on_across_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["pretrain", "--patience", "5", "--log", "tensorboard", "--out", str(tmp_path / "t"), *TINY]
+    assert main([*args, "--epochs", "2"]) == 0
+    assert main(["pretrain", "--out", str(tmp_path / "t"), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    events = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("step/loss")] == list(range(1, 16))
+
+
+class Failing(Callback):
+    def __init__(self):
+        self.ended = None
+
+    def on_epoch(self, epoch, train, val, improved):
+        raise KeyboardInterrupt
+
+    def on_end(self, best_epoch, error):
+        self.ended = error
+
+
+def test_callbacks_hear_how_training_ended(tmp_path):
+    failing = Failing()
+    with pytest.raises(KeyboardInterrupt):
+        relssl.pretrain("synthetic-aml", out=tmp_path / "f", epochs=2, callbacks=[failing], **SMALL)
+    assert isinstance(failing.ended, KeyboardInterrupt)
+
+
+def test_main_leaves_logging_as_it_found_it(tmp_path):
+    import logging
+
+    logger = logging.getLogger("relssl")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    assert main(["--quiet", "pretrain", "--epochs", "1", "--out", str(tmp_path / "q"), *TINY]) == 0
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
+
+
+def test_feat2vec_refuses_a_bad_logger_before_it_writes(tmp_path, capsys):
+    assert main(["feat2vec", "--log", "wandb", "--out", str(tmp_path / "f")]) == 2
+    assert "--log wandb: expected some of csv, tensorboard" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()

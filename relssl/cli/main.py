@@ -15,7 +15,7 @@ from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, p
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
 from relssl.cli.schema import add_schema_parser
 from relssl.errors import RelsslError
-from relssl.logs import configure_cli
+from relssl.logs import configure_cli, restore
 from relssl.version import __version__
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # reports name the exact command that regenerates them
     # A library warning (a skipped line, twin columns) reads as one line, not as source code.
     warnings.formatwarning = lambda message, *_, **__: f"relssl: warning: {message}\n"
-    configure_cli(args.quiet, args.verbose)
+    logging_state = configure_cli(args.quiet, args.verbose)
     try:
         args.func(args)
     except RelsslError as err:
@@ -191,4 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("relssl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore(logging_state)
     return 0

@@ -26,7 +26,7 @@ from relssl.recsys.mmssl import MMSSL, MMSSLParams
 from relssl.recsys.models import BPRMF, Batch, LightGCN, Recommender
 from relssl.train import seeding
 from relssl.logs import info
-from relssl.train.callbacks import Callback, make_loggers
+from relssl.train.callbacks import Callback, check_loggers, make_loggers
 from relssl.train.loop import OneModel, fit, report_step
 from relssl.train.plots import plot_curves
 from relssl.train.pretrain import resolve_device
@@ -65,6 +65,7 @@ class RecConfig(MMSSLParams):
                                  "(event files under tensorboard/; the tensorboard extra)", factory=list)
 
     def validate(self) -> None:
+        check_loggers(self.log)
         if self.model not in MODELS:
             raise RelsslError(f"--model '{self.model}': expected one of {', '.join(MODELS)}")
         for name in ("epochs", "batch_size", "dim", "layers", "heads", "eval_batch_size", "aug_topk", "patience"):

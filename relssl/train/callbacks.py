@@ -6,9 +6,11 @@ the main process only."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from relssl.errors import RelsslError
+from relssl.files import write_text
 
 LOGGERS = ("csv", "tensorboard")
 
@@ -25,8 +27,8 @@ class Callback:
     def on_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], improved: bool) -> None:
         """After each epoch's validation."""
 
-    def on_end(self, best_epoch: int) -> None:
-        """After the last epoch."""
+    def on_end(self, best_epoch: int, error: BaseException | None) -> None:
+        """After the last epoch, or when training stopped on ``error`` (an exception, Ctrl-C)."""
 
 
 class CSVLogger(Callback):
@@ -49,7 +51,7 @@ class CSVLogger(Callback):
     def on_epoch(self, epoch: int, train: dict, val: dict, improved: bool) -> None:
         self.file.flush()
 
-    def on_end(self, best_epoch: int) -> None:
+    def on_end(self, best_epoch: int, error: BaseException | None) -> None:
         self.file.close()
 
 
@@ -64,8 +66,14 @@ class TensorBoardLogger(Callback):
         self.writer_class = SummaryWriter
 
     def on_start(self, run_dir: Path, first_epoch: int) -> None:
-        self.writer = self.writer_class(str(Path(run_dir) / "tensorboard"), purge_step=None)
-        self.steps = 0
+        # Steps count on across a resume: each finished epoch's total is kept beside the events,
+        # and events after the resumed epoch's start (a killed epoch's) are purged.
+        self.ledger = Path(run_dir) / "tensorboard" / "steps.json"
+        done = json.loads(self.ledger.read_text()) if first_epoch > 1 and self.ledger.exists() else {}
+        self.done = {k: v for k, v in done.items() if int(k) < first_epoch}
+        self.steps = self.done.get(str(first_epoch - 1), 0)
+        self.writer = self.writer_class(str(Path(run_dir) / "tensorboard"),
+                                        purge_step=self.steps + 1 if first_epoch > 1 else None)
 
     def on_step(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self.steps += 1
@@ -77,14 +85,20 @@ class TensorBoardLogger(Callback):
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(f"{split}/{name}", value, epoch)
         self.writer.flush()
+        self.done[str(epoch)] = self.steps
+        write_text(self.ledger, json.dumps(self.done))
 
-    def on_end(self, best_epoch: int) -> None:
+    def on_end(self, best_epoch: int, error: BaseException | None) -> None:
         self.writer.close()
+
+
+def check_loggers(names: list[str]) -> None:
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise RelsslError(f"--log {','.join(unknown)}: expected some of {', '.join(LOGGERS)}")
 
 
 def make_loggers(names: list[str]) -> list[Callback]:
     """The built-in loggers named by ``--log``."""
-    unknown = [n for n in names if n not in LOGGERS]
-    if unknown:
-        raise RelsslError(f"--log {','.join(unknown)}: expected some of {', '.join(LOGGERS)}")
+    check_loggers(names)
     return [CSVLogger() if n == "csv" else TensorBoardLogger() for n in names]

@@ -28,9 +28,9 @@ from relssl.feat2vec import Feat2Vec, find_group, parse_groups
 from relssl.nn.row_encoder import column_encoder
 from relssl.train import seeding
 from relssl.logs import info
-from relssl.train.callbacks import Callback, make_loggers
+from relssl.train.callbacks import Callback, check_loggers, make_loggers
 from relssl.train.loop import OneModel, fit, report_step
-from relssl.train.pretrain import resolve_device
+from relssl.train.pretrain import portable, resolve_device
 from relssl.train.run_folder import RunFolder
 
 
@@ -71,6 +71,8 @@ class Feat2VecConfig:
             if getattr(cfg, name) < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected a positive integer")
         parse_fractions(cfg.split)
+        check_loggers(cfg.log)
+        cfg.data = portable(cfg.data)
         return cfg
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from relssl.errors import RelsslError
-from relssl.logs import info
+from relssl.logs import LOG, info
 from relssl.train.callbacks import Callback
 from relssl.train.distributed import World
 from relssl.train.run_folder import CHECKPOINT, RunFolder
@@ -84,10 +84,12 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
         history = [r for r in run.history() if r["epoch"] <= ckpt["epoch"]]
     run.write_history(history)
     callbacks = list(callbacks) if world.is_main and run.writer else []
-    for callback in callbacks:
-        callback.on_start(run.path, first)
-    trainer.step_hook = (lambda e, s, m: [c.on_step(e, s, m) for c in callbacks]) if callbacks else None
+    started, error = [], None
     try:
+        for callback in callbacks:
+            callback.on_start(run.path, first)
+            started.append(callback)
+        trainer.step_hook = (lambda e, s, m: [c.on_step(e, s, m) for c in callbacks]) if callbacks else None
         for epoch in range(first, epochs + 1):
             if bad_epochs >= patience:
                 break
@@ -106,12 +108,22 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
                                  "bad_epochs": bad_epochs})
             if world.is_main:
                 log(epoch_line(epoch, train, metric, val[metric], improved))
+                LOG.debug(f"epoch {epoch}: train {train}; val {val}")
             for callback in callbacks:
                 callback.on_epoch(epoch, train, val, improved)
+    except BaseException as err:
+        error = err
+        raise
     finally:
         trainer.step_hook = None
-        for callback in callbacks:
-            callback.on_end(best_epoch)
+        closing = None
+        for callback in started:  # each closes, whatever another's on_end raises; the run's error wins
+            try:
+                callback.on_end(best_epoch, error)
+            except Exception as err:
+                closing = closing or err
+        if closing is not None and error is None:
+            raise closing
     world.barrier()  # the best weights are on disk before any rank reads them
     if best_epoch == 0:
         raise RelsslError(f"validation {metric} was never a finite number ({history[-1].get(metric) if history else 'no epoch ran'}); "

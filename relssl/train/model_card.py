@@ -3,12 +3,14 @@ by which command and versions on which device, its test metrics beside their tri
 references, and what it is for. Written when a run finishes."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from relssl.data.datasets import BUILTIN_DATABASES
 from relssl.errors import RelsslError
 from relssl.files import write_text
 from relssl.objectives import reference_key
@@ -34,27 +36,35 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def data_files(spec: str) -> list[tuple[str, str]]:
-    """(file, SHA-256) of each file the data reads (none for built-ins read from a package)."""
-    from relssl.data.cache import default_cache_dir, file_digest
+    """(file, SHA-256) of each file the data reads: its files, or a schema's YAML and tables."""
     from relssl.data.datasets import resolve
 
     try:
-        files = resolve(spec).files()
+        files = [Path(f) for f in resolve(spec).files()]
+        return [(str(f), sha256(f)) for f in files if f.is_file()]
     except (RelsslError, OSError):
         return []
-    cache = default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    return [(str(f), file_digest(Path(f), cache)) for f in files if Path(f).is_file()]
 
 
 def write_model_card(run_dir: str | Path, kind: str, data: str, final: dict, device: str, task: str | None = None) -> None:
     """README.md in ``run_dir`` for a finished ``kind`` ("pretrain" or "finetune") run."""
     run_dir = Path(run_dir)
-    command = " ".join(["relssl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "relssl" else "the Python API"
+    command = (" ".join(["relssl", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("relssl", "__main__.py")
+               else "the Python API")
     files = data_files(data)
-    lines = [f"# relssl {kind} run `{run_dir.name}`", "",
-             f"- **Data**: `{data}`" + ("" if files else " (read from a package or generated; no file of its own)")]
+    note = " (read from a package or generated; no file of its own)" if not files else (
+        f" (its tables come from the `{data}` package data; the hash is its schema's)" if data in BUILTIN_DATABASES
+        else "")
+    lines = [f"# relssl {kind} run `{run_dir.name}`", "", f"- **Data**: `{data}`{note}"]
     lines += [f"  - `{name}`: SHA-256 `{digest}`" for name, digest in files]
     lines += [f"- **Command**: `{command}`",
               f"- **Versions**: relssl {__version__}, torch {_version('torch')}, pytorch-frame "

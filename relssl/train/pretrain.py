@@ -6,6 +6,7 @@ The run folder (relssl.train.run_folder) holds final.json's test metrics named
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
 from relssl.train.model_card import write_model_card
 from relssl.logs import info
-from relssl.train.callbacks import LOGGERS, Callback, make_loggers
+from relssl.train.callbacks import Callback, check_loggers, make_loggers
 from relssl.train.loop import fit, report_step
 from relssl.train.plots import plot_curves
 from relssl.train.run_folder import CURVES, RunFolder
@@ -76,7 +77,8 @@ class PretrainConfig:
     patience: int = option(3, "epochs without a better validation loss before stopping")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     log: list[str] = option(help="loggers beside metrics.jsonl: csv (every step's loss, steps.csv), tensorboard "
-                                 "(event files under tensorboard/; the tensorboard extra)", factory=list)
+                                 "(event files under tensorboard/; the tensorboard extra); runs with a training "
+                                 "loop (not probe or tree modes)", factory=list)
     cache: bool = option(True, "keep the prepared data in a memory-mapped cache entry (relssl.data.cache); "
                                "--no-cache prepares it in memory")
     cache_dir: str | None = option(None, "preprocessed-data cache folder (default: $RELSSL_CACHE, else "
@@ -91,7 +93,8 @@ class PretrainConfig:
 
     def validate(self) -> None:
         self.objectives = parse_objectives(self.objectives)
-        self.data, self.cache_dir = portable(self.data), portable(self.cache_dir)
+        self.data = portable(self.data)
+        self.cache_dir = None if self.cache_dir is None else os.path.abspath(self.cache_dir)
         if self.on_orphans is not None and self.on_orphans not in ON_ORPHANS:
             raise RelsslError(f"--on-orphans {self.on_orphans}: expected one of {', '.join(ON_ORPHANS)}")
         if self.mask not in MASK_TYPES:
@@ -100,9 +103,7 @@ class PretrainConfig:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
-        unknown = [name for name in self.log if name not in LOGGERS]
-        if unknown:
-            raise RelsslError(f"--log {','.join(unknown)}: expected some of {', '.join(LOGGERS)}")
+        check_loggers(self.log)
         if self.model.gnn not in CONVS:
             raise RelsslError(f"--gnn '{self.model.gnn}': expected one of {', '.join(CONVS)}")
         if not self.model.fanouts or min(self.model.fanouts) < 1:
@@ -130,7 +131,7 @@ def portable(path: str | None) -> str | None:
     config.yaml then reads the same from any working directory (``--resume``, ``--init``)."""
     if path is None or path in builtin_names() or not Path(path).exists():
         return path
-    return str(Path(path).resolve())
+    return os.path.abspath(path)  # not resolve(): a symlinked data folder keeps its link
 
 
 def resolve_device(name: str) -> torch.device:
