@@ -1,13 +1,13 @@
 """relssl: self-supervised representation learning on relational multimodal data.
 
-The Python API (relssl.api, docs/api.md): ``pretrain``, ``finetune``, ``load``, ``from_dataframe``, and the run
+The Python API (relssl.api, docs/api.md): ``pretrain``, ``finetune``, ``load``, ``from_dataframe``, ``from_relbench``, and the run
 objects they return, ``Pretrained`` (``.embed()``) and ``Finetuned`` (``.predict()``). They load
 on first use, so that ``import relssl`` (and the command line's start) stays light.
 """
 
 from relssl.version import __version__
 
-__all__ = ["Finetuned", "Pretrained", "__version__", "finetune", "from_dataframe", "load", "pretrain"]
+__all__ = ["Finetuned", "Pretrained", "__version__", "finetune", "from_dataframe", "from_relbench", "load", "pretrain"]
 
 
 def __getattr__(name: str):

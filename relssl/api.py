@@ -196,6 +196,16 @@ def from_dataframe(frame: pd.DataFrame, folder: str | Path, columns: dict[str, s
     return str((folder / f"{name}.yaml").resolve())
 
 
+def from_relbench(rb_db, folder: str | Path, **options) -> str:
+    """A RelBench ``Database`` written to ``folder`` as Parquet files with a ``tables:`` schema;
+    returns the schema's path, to pass as ``data``. ``options`` as for
+    relssl.data.relbench_reader.from_relbench (``stypes``, ``labels``, ``on_orphans``)."""
+    from relssl.data.relbench_reader import from_relbench as read
+    from relssl.data.schema import write_schema
+
+    return str(write_schema(read(rb_db, **options), folder).resolve())
+
+
 def load(path: str | Path) -> Pretrained | Finetuned:
     """A finished run folder of ``pretrain`` or ``finetune``, as the object those return."""
     run = RunFolder(path, writer=False)

@@ -74,3 +74,22 @@ def test_new_rows_as_a_dataframe(tmp_path):
     assert np.allclose(own[emb].to_numpy(), new[emb].to_numpy(), atol=1e-5) and set(new["split"]) == {"new"}
     with pytest.raises(RelsslError, match="expected one DataFrame"):
         model.embed({"a": frame})
+
+
+def test_a_relbench_database_becomes_data(tmp_path):
+    import numpy as np
+
+    base = pytest.importorskip("relbench.base")
+    rng = np.random.default_rng(0)
+    users = pd.DataFrame({"user_id": np.arange(40), "country": rng.choice(["fr", "de", "uk"], 40)})
+    n = 500
+    reviews = pd.DataFrame({"user_id": rng.integers(0, 40, n), "stars": rng.integers(1, 6, n).astype(float),
+                            "length": rng.lognormal(3, 1, n),
+                            "at": pd.Timestamp("2020-02-01") + pd.to_timedelta(np.arange(n), "h")})
+    rb = base.Database({"users": base.Table(users, {}, "user_id"),
+                        "reviews": base.Table(reviews, {"user_id": "users"}, None, "at")})
+    data = relssl.from_relbench(rb, tmp_path / "rb", labels={"reviews": ["stars"]})
+    model = relssl.pretrain(data, out=tmp_path / "run", table="reviews", epochs=1, **SMALL)
+    assert model.metrics["mcm/rmse_ref"] > 0 and (tmp_path / "rb" / "reviews.parquet").exists()
+    clf = relssl.finetune(out=tmp_path / "ft", init=model, task="reviews.stars", epochs=1, **SMALL)
+    assert clf.metrics["kind"] == "regression" and len(clf.predict(data)) == n

