@@ -92,10 +92,19 @@ def new_rows(data, run_data: str):
     import yaml
 
     frames = data if isinstance(data, dict) else None
+    if not all(isinstance(f, pd.DataFrame) for f in (frames.values() if frames is not None else [data])):
+        raise RelsslError("new rows: expected a path, a DataFrame, or {table: DataFrame}")
     if not str(run_data).endswith((".yaml", ".yml")) or not Path(run_data).exists():
         raise RelsslError(f"new rows as DataFrames need a run trained on a YAML schema (this one: {run_data}); "
                           f"write them to a file of the run's format instead")
     spec = yaml.safe_load(Path(run_data).read_text())
+    base = Path(run_data).parent
+
+    def vector_files(table: dict) -> None:  # embedding columns' vector files: the run's own, by absolute path
+        for column in (table.get("columns") or {}).values():
+            if isinstance(column, dict):
+                column.update({k: str((base / column[k]).resolve()) for k in ("path", "keys") if k in column})
+
     with tempfile.TemporaryDirectory(prefix="relssl-new-") as folder:
         if "tables" in spec:
             if frames is None or set(frames) != set(spec["tables"]):
@@ -105,12 +114,14 @@ def new_rows(data, run_data: str):
                 frames[name].to_parquet(Path(folder) / f"{name}.parquet", index=False)
                 table["path"] = f"{name}.parquet"
                 table.pop("from", None)
+                vector_files(table)
             spec.pop("sqlite", None), spec.pop("rdatasets", None)
         else:
             if frames is not None:
                 raise RelsslError("new rows of an event table: expected one DataFrame")
             data.to_parquet(Path(folder) / "events.parquet", index=False)
             spec["events"]["path"] = "events.parquet"
+            vector_files(spec["events"])
             for entity in (spec.get("entities") or {}).values():  # entity tables: the run's own files
                 entity["path"] = str((Path(run_data).parent / entity["path"]).resolve())
         (Path(folder) / "new.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))

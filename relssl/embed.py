@@ -28,8 +28,7 @@ from relssl.errors import RelsslError
 from relssl.eval.represent import Representer
 from relssl.train import seeding
 from relssl.nn.backbone import Backbone
-from relssl.data.datasets import load_dataset
-from relssl.data.fitted import load_preprocessing, prepare_new
+from relssl.data.fitted import load_new, load_preprocessing, prepare_new
 from relssl.data.text import TextEmbedder
 from relssl.eval.finetune import load_backbone, prepare_for, pretrained_config, same_data
 from relssl.train.pretrain import resolve_device
@@ -47,10 +46,11 @@ def export_embeddings(run_dir: str | Path, out: str | Path | None, data: str | N
     new = data is not None and not same_data(data, cfg.data)
     if new:
         saved = load_preprocessing(run_dir)
-        prep = prepare_new(load_dataset(data, cfg.skip_bad_rows, cfg.on_orphans), saved, TextEmbedder(cfg.text_model))
+        prep = prepare_new(load_new(data, cfg), saved, TextEmbedder(cfg.text_model))
         if table is not None:
             if table not in prep.views:
-                raise RelsslError(f"--table {table}: the run was pre-trained on the rows of {', '.join(prep.views)}")
+                raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "
+                                  f"{', '.join(prep.views) or 'one event table'}")
             prep = prep.views[table]
     else:
         if table is not None and table in (cfg.tables or []):

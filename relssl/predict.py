@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from relssl.data.datasets import load_dataset
-from relssl.data.fitted import load_preprocessing, prepare_new
+from relssl.data.fitted import load_new, load_preprocessing, prepare_new
 from relssl.data.splits import TEST
 from relssl.data.text import TextEmbedder
 from relssl.errors import RelsslError
@@ -48,8 +47,7 @@ def predict(run_dir: str | Path, data: str, out: str | Path | None = None, devic
         raise RelsslError(f"--run {run_dir}: an entity task's examples come from its cut-off times, which new rows "
                           f"do not have; predict a table's rows (a TABLE.COLUMN task) instead")
     t = cfg.train
-    prep = prepare_new(load_dataset(data, t.skip_bad_rows, t.on_orphans), load_preprocessing(run_dir),
-                       TextEmbedder(t.text_model))
+    prep = prepare_new(load_new(data, t), load_preprocessing(run_dir), TextEmbedder(t.text_model))
     if final["target"] == "node" and not prep.has_graph:
         raise RelsslError(f"--data {data}: the run predicts entities; the new data has no keys linking them")
     dev = resolve_device(device)

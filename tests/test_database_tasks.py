@@ -422,3 +422,15 @@ def test_a_database_written_as_files_reads_back_the_same(tmp_path):
                                       t.df[list(t.col_stypes)].reset_index(drop=True), check_dtype=False)
     assert (back.tables["ratings"].label_time == db.tables["ratings"].label_time).all()
     assert all((back.links[k] == v).all() for k, v in db.links.items())
+
+
+def test_written_categories_of_mixed_types_and_bad_names(tmp_path):
+    from relssl.data.schema import write_schema
+
+    db = ratings_database(n=400)
+    db.tables["movies"].df["genre"] = [1 if i % 3 == 0 else "drama" for i in range(len(db.tables["movies"]))]
+    back = load_database(write_schema(db, tmp_path / "db"))
+    assert back.tables["movies"].df["genre"].astype(str).tolist() == db.tables["movies"].df["genre"].astype(str).tolist()
+    db.tables["a/b"] = db.tables.pop("users")
+    with pytest.raises(RelsslError, match="table 'a/b': a table written as a file needs a name"):
+        write_schema(db, tmp_path / "bad")

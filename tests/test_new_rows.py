@@ -183,6 +183,17 @@ def test_a_databases_new_rows(tmp_path, capsys):
     emb = [c for c in own.columns if c.startswith("emb_")]
     assert len(new) == len(visits) + 80 and set(new["split"]) == {"new"} and set(new["table"]) == {"visits"}
     np.testing.assert_allclose(new[emb].to_numpy()[:len(visits)], own[emb].to_numpy(), atol=1e-5)
+    orphan = visits.assign(user=lambda f: f["user"].where(f.index != 0, 999))  # row 0's user is not in users
+    with pytest.warns(UserWarning, match="1 foreign-key value.s. link no row; those rows are kept, unlinked"):
+        assert main(["embed", "--run", str(tmp_path / "run"), "--data", database("orphan", orphan),
+                     "--out", str(tmp_path / "orphan.parquet")]) == 0
+    kept = pd.read_parquet(tmp_path / "orphan.parquet").sort_values("id")
+    assert list(kept["id"]) == list(range(len(visits)))  # nothing dropped: ids are the file's rows
+    np.testing.assert_allclose(kept[emb].to_numpy()[1:5], own[emb].to_numpy()[1:5], atol=1e-5)
+    (tmp_path / "orphan" / "shop.yaml").write_text(shop.replace("time: {column: day, unit: D}, ", ""))
+    assert main(["embed", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "orphan" / "shop.yaml"),
+                 "--out", str(tmp_path / "y.parquet")]) == 2
+    assert "table(s) ['visits'] have a time column in the run" in capsys.readouterr().err
     users_line = "  users: {path: users.csv, primary_key: user}\n"
     (tmp_path / "more" / "shop.yaml").write_text(shop.replace(users_line, "").replace("tables:\n", "tables:\n" + users_line))
     assert main(["embed", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "more" / "shop.yaml"),

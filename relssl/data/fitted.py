@@ -9,6 +9,7 @@ as history) alike; a database's new file must hold the run's tables and keys, in
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch_frame
 
 from relssl.data.encoding import EncodedTable, encode_table, stats_from_json, stats_to_json
 from relssl.data.database import Database
-from relssl.data.prepare import DatabaseGraph, PreparedData, database_view, label_history
+from relssl.data.prepare import DatabaseGraph, PreparedData, database_view, label_history, label_stypes
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST
 from relssl.errors import RelsslError
@@ -43,9 +44,10 @@ def fitted_preprocessing(prep: PreparedData) -> dict:
     if db is not None:
         return {"format": FORMAT, "kind": "database", "names": db.names, "links": [key for _, key in db.links],
                 "seed": db.names[db.seed_table], "pretext": [db.names[t] for t in db.pretext],
-                "tables": [_table(enc) for enc in db.tables],
+                "tables": [_table(enc) for enc in db.tables], "timed": [t is not None for t in db.times],
                 "history": [_table(enc) for enc in db.history] if db.history else []}
-    return {"format": FORMAT, "kind": "events", "events": _table(prep.events), "entities": _table(prep.entities)}
+    return {"format": FORMAT, "kind": "events", "events": _table(prep.events), "entities": _table(prep.entities),
+            "timed": prep.time is not None}
 
 
 def save_preprocessing(run_dir: Path, prep: PreparedData) -> None:
@@ -76,6 +78,19 @@ def _check_columns(saved: dict, stypes: dict, where: str) -> None:
         raise RelsslError(f"{where}: {'; '.join(differ)}")
 
 
+def load_new(data: str, cfg):
+    """A new file read as the run (``cfg``, a PretrainConfig) read its data, except that a row whose
+    foreign key links nowhere stays, unlinked (with a warning counting them), never dropped: every
+    output ``id`` is then a row of the file, in its order."""
+    from relssl.data.datasets import load_dataset
+
+    loaded = load_dataset(data, cfg.skip_bad_rows, "keep-null")
+    if isinstance(loaded, Database) and sum(loaded.orphans.values()):
+        warnings.warn(f"--data {data}: {sum(loaded.orphans.values()):,} foreign-key value(s) link no row; those rows "
+                      f"are kept, unlinked")
+    return loaded
+
+
 def prepare_new(data: RelationalData | Database, saved: dict, text=None) -> PreparedData:
     """New rows encoded with a run's saved preprocessing: every row in one split (the test split's:
     every row visible, each tree cut at its own row's time), the run's columns only."""
@@ -86,6 +101,8 @@ def prepare_new(data: RelationalData | Database, saved: dict, text=None) -> Prep
     if isinstance(data, Database):
         return _prepare_new_database(data, saved, text)
     events = saved["events"]
+    if saved.get("timed") and data.time is None:
+        raise RelsslError(f"--data {data.name}: the run's events have a time column; the new ones have none")
     _check_columns(events, data.col_stypes, f"--data {data.name} (events)")
     stypes = {c: data.col_stypes[c] for c in events["columns"]}
     encoded = encode_table(data.events, stypes, np.zeros(0, dtype=np.int64), data.transforms, table="events",
@@ -118,6 +135,10 @@ def _prepare_new_database(db: Database, saved: dict, text=None) -> PreparedData:
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
     if [key for _, key in links] != saved["links"]:
         raise RelsslError(f"--data {db.name}: foreign keys {[key for _, key in links]}; the run's are {saved['links']}")
+    untimed = [n for n, timed in zip(names, saved["timed"]) if timed and db.tables[n].time is None]
+    if untimed:  # its trees would not be cut at each row's time: later rows would reach earlier ones
+        raise RelsslError(f"--data {db.name}: table(s) {untimed} have a time column in the run; the new schema gives "
+                          f"none")
     no_rows = np.zeros(0, dtype=np.int64)
     tables, history = [], []
     for name, fitted in zip(names, saved["tables"]):
@@ -130,8 +151,13 @@ def _prepare_new_database(db: Database, saved: dict, text=None) -> PreparedData:
                                        table=name, vectors=t.vectors, text=text,
                                        fitted=stats_from_json(fitted["col_stats"])))
     for name, fitted in zip(names, saved["history"] or [None] * len(names)):
-        history.append(None if fitted is None else label_history(db.tables[name], no_rows, 0,
-                                                                   stats_from_json(fitted["col_stats"])))
+        if fitted is None:
+            history.append(None)
+            continue
+        stypes = label_stypes(db.tables[name])
+        _check_columns(fitted, stypes, f"--data {db.name} (table '{name}', labels as history)")
+        history.append(label_history(db.tables[name], no_rows, 0, stats_from_json(fitted["col_stats"]),
+                                     {c: stypes[c] for c in fitted["columns"]}))
 
     def tensor(a):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))

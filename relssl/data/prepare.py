@@ -132,12 +132,19 @@ def _linked_to(db: Database, name: str, pretext: list[str], splits: dict[str, np
     return found if adjacent and len(found) else np.arange(len(db.tables[name]))
 
 
-def label_history(t, train_rows: np.ndarray, max_categories: int, fitted: dict | None = None) -> EncodedTable:
-    """A table's label columns as features of other rows' trees: numbers stay numerical (a rating),
-    anything else is a category (a class); ``fitted``: a trained run's statistics (new rows)."""
-    stypes = {c: torch_frame.numerical if pd.api.types.is_numeric_dtype(t.df[c]) and not pd.api.types.is_bool_dtype(
+def label_stypes(t) -> dict:
+    """A table's label columns as features of later rows: numbers stay numerical (a rating),
+    anything else is a category (a class)."""
+    return {c: torch_frame.numerical if pd.api.types.is_numeric_dtype(t.df[c]) and not pd.api.types.is_bool_dtype(
         t.df[c]) else torch_frame.categorical for c in t.label_cols}
-    return encode_table(t.df, stypes, train_rows, {}, max_categories, f"{t.name} (labels as history)", fitted=fitted)
+
+
+def label_history(t, train_rows: np.ndarray, max_categories: int, fitted: dict | None = None,
+                  stypes: dict | None = None) -> EncodedTable:
+    """A table's labels encoded as features of other rows' trees (``label_stypes``; ``fitted``: a
+    trained run's statistics for new rows, ``stypes`` its columns)."""
+    return encode_table(t.df, stypes or label_stypes(t), train_rows, {}, max_categories,
+                        f"{t.name} (labels as history)", fitted=fitted)
 
 
 def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2), seed: int = 0,

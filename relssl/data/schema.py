@@ -20,6 +20,7 @@ Example (paths are relative to the YAML file)::
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -504,6 +505,11 @@ def write_schema(db: Database, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tables = {}
     for name, t in db.tables.items():
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise RelsslError(f"table '{name}': a table written as a file needs a name of letters, digits, '_', '.' "
+                              f"or '-'")
+        if not len(t) or not len(t.df.columns):
+            raise RelsslError(f"table '{name}': no rows or no columns to write")
         if t.vectors:
             raise RelsslError(f"table '{name}': embedding columns' vectors are not written; give them a vector file")
         frame = t.df[[c for c in dict.fromkeys([*t.col_stypes, *t.label_cols, *sorted(t.key_columns)])]].copy()
@@ -521,6 +527,8 @@ def write_schema(db: Database, folder: str | Path) -> Path:
         for col, stype in t.col_stypes.items():
             if stype == torch_frame.timestamp:  # written as datetimes: read back without a unit
                 frame[col] = pd.to_datetime(frame[col])
+            elif stype in (torch_frame.categorical, torch_frame.text_embedded) and frame[col].dtype == object:
+                frame[col] = frame[col].astype("string")  # mixed Python types: Parquet takes one per column
         if t.label_cols:
             spec["labels"] = list(t.label_cols)
         if t.labels_as_history:
