@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from relssl.errors import RelsslError
-from relssl.files import write_text
+from relssl.files import dump_yaml, read_yaml, write_text
 from relssl.eval.finetune import FinetuneConfig
 from relssl.nn.backbone import ModelConfig
 from relssl.train.callbacks import Callback
@@ -89,15 +89,13 @@ def new_rows(data, run_data: str):
         return
     import tempfile
 
-    import yaml
-
     frames = data if isinstance(data, dict) else None
     if not all(isinstance(f, pd.DataFrame) for f in (frames.values() if frames is not None else [data])):
         raise RelsslError("new rows: expected a path, a DataFrame, or {table: DataFrame}")
     if not str(run_data).endswith((".yaml", ".yml")) or not Path(run_data).exists():
         raise RelsslError(f"new rows as DataFrames need a run trained on a YAML schema (this one: {run_data}); "
                           f"write them to a file of the run's format instead")
-    spec = yaml.safe_load(Path(run_data).read_text())
+    spec = read_yaml(Path(run_data))
     base = Path(run_data).parent
 
     def vector_files(table: dict) -> None:  # embedding columns' vector files: the run's own, by absolute path
@@ -124,7 +122,7 @@ def new_rows(data, run_data: str):
             vector_files(spec["events"])
             for entity in (spec.get("entities") or {}).values():  # entity tables: the run's own files
                 entity["path"] = str((Path(run_data).parent / entity["path"]).resolve())
-        (Path(folder) / "new.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        (Path(folder) / "new.yaml").write_text(dump_yaml(spec))
         yield str(Path(folder) / "new.yaml")
 
 
@@ -181,8 +179,6 @@ def from_dataframe(frame: pd.DataFrame, folder: str | Path, columns: dict[str, s
     graph of the entities they name."""
     import re
 
-    import yaml
-
     if not re.fullmatch(r"[\w.-]+", name):
         raise RelsslError(f"from_dataframe: name {name!r}: expected letters, digits, '_', '.' or '-' (a file name)")
     if (source is None) != (target is None):
@@ -203,7 +199,7 @@ def from_dataframe(frame: pd.DataFrame, folder: str | Path, columns: dict[str, s
         events["time"] = {"column": time, "unit": "s"} if numeric else time
     if source is not None:
         events.update(source=source, target=target)
-    write_text(folder / f"{name}.yaml", yaml.safe_dump({"name": name, "events": events}, sort_keys=False))
+    write_text(folder / f"{name}.yaml", dump_yaml({"name": name, "events": events}))
     return str((folder / f"{name}.yaml").resolve())
 
 

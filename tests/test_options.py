@@ -55,3 +55,44 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith(f"relssl {relssl.__version__} (torch ")
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--train-rows-per-epoch", "-1000"], "--train-rows-per-epoch -1000: expected a positive integer"),
+    (["--max-categories", "0"], "--max-categories 0: expected a positive integer"),
+    (["--lr", "0"], "--lr 0.0: expected a positive learning rate"),
+    (["--eval-rows", "0"], "--eval-rows 0: expected a positive integer"),
+    (["--mask-prob", "1.5"], "--mask-prob 1.5: expected a probability in (0, 1]"),
+    (["--dropout", "1"], "--dropout 1.0: expected a rate in [0, 1)"),
+    (["--weight-decay", "-0.1"], "--weight-decay -0.1: expected a number >= 0"),
+    (["--seed", "-3"], "--seed -3: expected an integer >= 0"),
+    (["--channels", "0"], "--channels 0: expected a positive integer"),
+])
+def test_out_of_range_options_are_one_line(tmp_path, capsys, flags, needle):
+    assert main(["pretrain", *flags, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("epochs: 2\nlr: 0.01\nepochs: 3\n", "malformed YAML: line 3: key 'epochs' appears twice"),
+    ("a: &x [1, 2]\nb: *x\n", "malformed YAML: line 2: aliases (*name) are not read"),
+    ("lol: &a [1, 1, 1]\nlol2: &b [*a, *a, *a]\nlol3: [*b, *b, *b]\n", "malformed YAML: line 2: aliases (*name) are not read"),
+])
+def test_yaml_with_duplicate_keys_or_aliases_is_one_line(tmp_path, capsys, text, needle):
+    (tmp_path / "c.yaml").write_text(text)
+    assert main(["pretrain", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"--config {tmp_path / 'c.yaml'}: {needle}" in err and err.count("\n") == 1, err
+    (tmp_path / "s.yaml").write_text("tables:\n  t: {path: t.csv}\n  t: {path: u.csv}\n")
+    assert main(["schema", "check", str(tmp_path / "s.yaml")]) == 2
+    assert "key 't' appears twice" in capsys.readouterr().err
+
+
+def test_a_run_folders_config_reads_back_strictly(tmp_path):
+    from relssl.files import dump_yaml, read_yaml
+
+    shared = [8, 4]
+    (tmp_path / "c.yaml").write_text(dump_yaml({"a": shared, "b": shared}))  # one list twice: no alias written
+    assert read_yaml(tmp_path / "c.yaml") == {"a": [8, 4], "b": [8, 4]}

@@ -10,9 +10,9 @@ import typing
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 
-import yaml
 
 from relssl.errors import RelsslError
+from relssl.files import read_yaml
 from relssl.multitask import COMBINERS
 from relssl.nn.backbone import ModelConfig
 from relssl.objectives import OBJECTIVES, metric_index, parse_objectives, reference_key
@@ -110,13 +110,7 @@ def read_config(path: str | None) -> dict:
     """The options of a --config YAML (none without one), or one clear error naming the file."""
     if not path:
         return {}
-    path = Path(path)
-    if not path.exists():
-        raise RelsslError(f"--config {path}: file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise RelsslError(f"--config {path}: malformed YAML: {str(err).splitlines()[0]}") from None
+    raw = read_yaml(Path(path), f"--config {path}") or {}
     if not isinstance(raw, dict):
         raise RelsslError(f"--config {path}: expected a mapping of option names to values")
     return raw

