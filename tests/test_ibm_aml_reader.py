@@ -116,3 +116,16 @@ def test_wrong_field_count_names_the_file(tmp_path):
 def test_bad_label_is_rejected(tmp_path):
     with pytest.raises(RelsslError, match="'Is Laundering'"):
         read_ibm_aml(write(tmp_path, f"{HEADER}\n{GOOD_ROW[:-1]}7\n"))
+
+
+def test_a_gzipped_file_reads_as_the_plain_one(real_rows, tmp_path):
+    import gzip
+
+    packed = tmp_path / "HI-Small_Trans.csv.gz"
+    packed.write_bytes(gzip.compress(real_rows.read_bytes()))
+    plain, unpacked = read_ibm_aml(real_rows), read_ibm_aml(packed)
+    pd.testing.assert_frame_equal(unpacked.events, plain.events)
+    assert (unpacked.src == plain.src).all() and (unpacked.time == plain.time).all()
+    (tmp_path / "Bad_Trans.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(RelsslError, match="Bad_Trans.csv.gz: not a readable gzip file"):
+        read_ibm_aml(tmp_path / "Bad_Trans.csv.gz")

@@ -6,6 +6,7 @@ type: a default CSV reader would rename one ``Account`` silently and turn "010" 
 """
 from __future__ import annotations
 
+import gzip
 import io
 import re
 from pathlib import Path
@@ -105,8 +106,11 @@ def _check_header(path: Path) -> None:
     """Compare the first line with the exact AMLworld header, naming what is missing or unexpected."""
     if not path.is_file():
         raise RelsslError(f"{path}: file not found (expected an IBM AMLworld *_Trans.csv file)")
-    with path.open("rb") as f:
-        first = f.readline()
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+        try:
+            first = f.readline()
+        except (OSError, EOFError):  # gzip.BadGzipFile is an OSError
+            raise RelsslError(f"{path}: not a readable gzip file") from None
     line = first.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
     if not line:
         raise RelsslError(f"{path}: the file is empty; expected the header line: {HEADER}")

@@ -99,7 +99,8 @@ READERS = {reader.name: reader for reader in (
            lambda s, skip, orphans: read_amazon_reviews(s.path, skip, name=s.spec if s.shared else None),
            cacheable=lambda s: False),
     Reader("ibm_aml", "an IBM AML CSV path", lambda p: p.suffix in (".csv", ".gz") or p.exists(),
-           lambda s, skip, orphans: read_ibm_aml(s.path), key=_ibm_key, ingest=ingest_ibm_aml),
+           lambda s, skip, orphans: read_ibm_aml(s.path), key=_ibm_key, ingest=ingest_ibm_aml,
+           cacheable=lambda s: s.path.suffix != ".gz"),  # the out-of-core ingest reads plain text
 )}
 
 
