@@ -129,3 +129,10 @@ def test_a_gzipped_file_reads_as_the_plain_one(real_rows, tmp_path):
     (tmp_path / "Bad_Trans.csv.gz").write_bytes(b"not gzip at all")
     with pytest.raises(RelsslError, match="Bad_Trans.csv.gz: not a readable gzip file"):
         read_ibm_aml(tmp_path / "Bad_Trans.csv.gz")
+
+
+def test_an_infinite_amount_names_file_column_and_row(tmp_path):
+    bad = GOOD_ROW.replace("3697.34,US Dollar,Cheque", "inf,US Dollar,Cheque")
+    path = write(tmp_path, f"{HEADER}\n{GOOD_ROW}\n{bad}\n")
+    with pytest.raises(RelsslError, match="Bad_Trans.csv: column 'Amount Paid' holds inf in data row 2: not a finite"):
+        read_ibm_aml(path)

@@ -96,3 +96,27 @@ def test_a_run_folders_config_reads_back_strictly(tmp_path):
     shared = [8, 4]
     (tmp_path / "c.yaml").write_text(dump_yaml({"a": shared, "b": shared}))  # one list twice: no alias written
     assert read_yaml(tmp_path / "c.yaml") == {"a": [8, 4], "b": [8, 4]}
+
+
+@pytest.mark.parametrize("times,needle", [
+    ([0] * 50, "the validation and test split(s) hold no row; its 50 rows have 1 distinct time(s)"),
+    ([0] * 25 + [1] * 25, "split(s) hold no row; its 50 rows have 2 distinct time(s)"),
+])
+def test_splits_without_rows_are_refused(tmp_path, capsys, times, needle):
+    import pandas as pd
+
+    pd.DataFrame({"x": range(50), "t": times}).to_csv(tmp_path / "e.csv", index=False)
+    (tmp_path / "s.yaml").write_text("events: {path: e.csv, time: {column: t, unit: s}, columns: {x: numerical}}\n")
+    assert main(["pretrain", "--data", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+
+
+def test_an_infinite_number_in_a_schema_table_is_one_line(tmp_path, capsys):
+    import pandas as pd
+
+    pd.DataFrame({"x": [1.0, float("inf"), 2.0] * 20, "t": range(60)}).to_csv(tmp_path / "e.csv", index=False)
+    (tmp_path / "s.yaml").write_text("events: {path: e.csv, time: {column: t, unit: s}, columns: {x: numerical}}\n")
+    assert main(["pretrain", "--data", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "numerical column 'x' holds inf in row 1: not a finite number" in err and err.count("\n") == 1, err

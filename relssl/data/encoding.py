@@ -137,6 +137,11 @@ def _encode_table(df, col_stypes, train_rows, transforms, max_categories, table,
         ser = df[col]
         if stype == torch_frame.numerical:
             ser = pd.to_numeric(ser, errors="coerce").astype("float64")
+            infinite = np.isinf(ser.to_numpy())
+            if infinite.any():  # the encoder's statistics and every loss would turn NaN
+                row = int(np.argmax(infinite))
+                raise RelsslError(f"{table}: numerical column '{col}' holds {ser.iloc[row]} in row {row}: not a finite "
+                                  f"number (a missing value is an empty cell)")
             if col in transforms:
                 if transforms[col] not in TRANSFORMS:
                     raise RelsslError(f"{table}: column '{col}': unknown transform '{transforms[col]}' "

@@ -160,6 +160,12 @@ def _check_values(table: pa.Table, file: Path) -> None:
     for column in KEY_COLUMNS:
         if table.num_rows and pc.min(pc.utf8_length(table[column])).as_py() == 0:
             raise RelsslError(f"{file}: column '{column}' has an empty value; every row needs a bank and account")
+    for column in ("Amount Received", "Amount Paid"):
+        infinite = pc.is_inf(table[column]) if table.num_rows else None
+        if infinite is not None and pc.any(infinite).as_py():
+            row = pc.index(infinite, True).as_py()
+            raise RelsslError(f"{file}: column '{column}' holds {table[column][row].as_py()} in data row {row + 1}: "
+                              f"not a finite amount")
     labels = table["Is Laundering"]
     if table.num_rows and not pc.all(pc.is_in(labels, pa.array([0, 1]))).as_py():
         raise RelsslError(f"{file}: column 'Is Laundering' must hold only 0 or 1")

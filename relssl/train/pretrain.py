@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -147,6 +148,19 @@ class PretrainConfig:
         return from_mapping(cls, raw, model=from_mapping(ModelConfig, model, "config: model"))
 
 
+def check_splits(prep: PreparedData, name: str) -> None:
+    """Each split holds rows: an empty validation split would score every epoch 0.0 and pick the
+    first, an empty test split would report 0.0 as a result."""
+    counts = {s: int((prep.split == s).sum()) for s in (TRAIN, VAL, TEST)}
+    empty = [label for s, label in ((TRAIN, "training"), (VAL, "validation"), (TEST, "test")) if not counts[s]]
+    if empty:
+        timed = prep.time is not None and len(prep.time)
+        why = (f"its {len(prep.split):,} rows have {len(np.unique(prep.time.numpy())):,} distinct time(s), and a "
+               f"split by time never cuts between equal times" if timed else f"it has {len(prep.split):,} rows")
+        raise RelsslError(f"{name}: the {' and '.join(empty)} split(s) hold no row; {why}. Use more rows, more "
+                          f"distinct times, or other --split fractions")
+
+
 def portable(path: str | None) -> str | None:
     """An existing file or folder as its absolute path (a built-in dataset name as it is): a run's
     config.yaml then reads the same from any working directory (``--resume``, ``--init``)."""
@@ -234,6 +248,7 @@ class Pretrainer:
         self.tables: list[TableTasks] = []
         self.table_objectives = torch.nn.ModuleDict()
         for name, view in sorted(views.items(), key=lambda item: item[1] is not self.prep):
+            check_splits(view, name or cfg.data)
             objectives = torch.nn.ModuleList(build_objectives(
                 cfg.objectives, view, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob,
                 cfg.objective_options, cfg.mask_groups))
