@@ -158,3 +158,38 @@ def test_a_database_is_cached_with_its_tables_and_views(tmp_path):
         assert np.array_equal(first.views[name].split, np.asarray(again.views[name].split))
     assert again.views["movies"].database.seed_table == first.views["movies"].database.seed_table
     assert not load_prepared(str(schema), cache_dir=cache, table="ratings")[1]  # another --tables: another entry
+
+
+@pytest.mark.parametrize("damage,problem", [
+    (lambda e: (e / "manifest.json").unlink(), "no manifest.json"),
+    (lambda e: (e / "manifest.json").write_text((e / "manifest.json").read_text()[:200]), "manifest.json is unreadable"),
+    (lambda e: (e / "manifest.json").write_text((e / "manifest.json").read_text().replace('"seed": 0', '"seed": 7', 1)),
+     "does not match its checksum"),
+    (lambda e: (e / "split.npy").unlink(), "array split.npy is missing or unreadable"),
+    (lambda e: np.save(e / "split.npy", np.zeros(5, dtype=np.int8)), "array split.npy is int8 [5], the manifest says"),
+])
+def test_a_damaged_entry_is_rebuilt_with_a_warning(aml, tmp_path, damage, problem):
+    load_prepared(str(aml), cache_dir=tmp_path)
+    entry = next(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    damage(entry)
+    with pytest.warns(UserWarning, match=__import__("re").escape(problem)):
+        again, hit = load_prepared(str(aml), cache_dir=tmp_path)
+    assert not hit
+    assert_same_prepared(prepare(read_ibm_aml(aml)), again)  # the in-memory path (a map of the damaged file moved)
+    _, hit = load_prepared(str(aml), cache_dir=tmp_path)
+    assert hit and not [p for p in tmp_path.iterdir() if p.name.startswith(".stale")]
+
+
+def test_an_edit_with_its_mtime_restored_is_not_served_stale(aml, tmp_path):
+    import os
+
+    copy = tmp_path / "Edit_Trans.csv"
+    copy.write_bytes(aml.read_bytes())
+    first, _ = load_prepared(str(copy), cache_dir=tmp_path / "cache")
+    stat = copy.stat()
+    text = copy.read_text()
+    copy.write_text(text.replace(",0\n", ",1\n", 5))  # same size: five labels flipped
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert copy.stat().st_size == stat.st_size and copy.stat().st_mtime_ns == stat.st_mtime_ns
+    _, hit = load_prepared(str(copy), cache_dir=tmp_path / "cache")
+    assert not hit

@@ -37,7 +37,7 @@ from relssl.errors import RelsslError
 from relssl.files import write_text
 from relssl.version import __version__
 
-FORMAT = 2  # bump when the encoding or the entry layout changes: old entries are then never read
+FORMAT = 3  # bump when the encoding or the entry layout changes: old entries are then never read
 _STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
 
 
@@ -47,7 +47,7 @@ def default_cache_dir() -> Path:
 
 
 def file_digest(path: Path, cache_dir: Path) -> str:
-    """SHA-256 of the file's bytes, remembered per (path, size, mtime) in ``cache_dir/digests.json``."""
+    """SHA-256 of the file's bytes, remembered per (path, size, mtime, ctime, inode) in ``cache_dir/digests.json``."""
     stat = path.stat()
     memo_path = cache_dir / "digests.json"
     try:
@@ -56,13 +56,15 @@ def file_digest(path: Path, cache_dir: Path) -> str:
         memo = {}
     name = str(path.resolve())
     seen = memo.get(name)
-    if seen and seen["size"] == stat.st_size and seen["mtime_ns"] == stat.st_mtime_ns:
-        return seen["sha256"]
+    if (seen and seen["size"] == stat.st_size and seen["mtime_ns"] == stat.st_mtime_ns
+            and seen.get("ctime_ns") == stat.st_ctime_ns and seen.get("inode") == stat.st_ino):
+        return seen["sha256"]  # ctime and inode cannot be set back by hand, as an mtime can
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(8 << 20):
             digest.update(block)
-    memo[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    memo[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+                  "inode": stat.st_ino, "sha256": digest.hexdigest()}
     write_text(memo_path, json.dumps(memo, indent=1))
     return digest.hexdigest()
 
@@ -109,8 +111,17 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
                 if v is not None}
     key, inputs = cache_key(spec, fractions, seed, max_categories, cache_dir, database)
     entry = cache_dir / key
-    if (entry / "manifest.json").exists():
-        return read_entry(entry), True
+    if entry.exists():
+        problem = entry_problem(entry)
+        if problem is None:
+            return read_entry(entry), True
+        warnings.warn(f"cache entry {entry}: {problem}; rebuilding it")
+        stale = entry.with_name(f".stale-{key}-{os.getpid()}")
+        try:  # moved aside first: a concurrent reader never sees half a folder
+            entry.rename(stale)
+        except OSError:
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
     if log:
         log(f"preparing {spec} into the cache at {entry} (later runs load it from there)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
@@ -197,7 +208,37 @@ def write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None
                       for t, v in meta["tables"].items()}
     meta["format"] = FORMAT
     meta["arrays"] = {name: {"dtype": str(arr.dtype), "shape": list(arr.shape)} for name, arr in arrays.items()}
+    meta["checksum"] = manifest_checksum(meta)
     (folder / "manifest.json").write_text(json.dumps(meta, indent=1))
+
+
+def manifest_checksum(meta: dict) -> str:
+    """SHA-256 of a manifest's content without its checksum: an edited statistic or array list shows."""
+    return hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True)
+                          .encode()).hexdigest()
+
+
+def entry_problem(folder: Path) -> str | None:
+    """What is wrong with a cache entry (None: nothing): its manifest missing, unreadable, edited
+    or of another format, or an array missing or of another dtype or shape than it records."""
+    try:
+        meta = json.loads((folder / "manifest.json").read_text())
+    except FileNotFoundError:
+        return "no manifest.json"
+    except (OSError, ValueError):
+        return "manifest.json is unreadable"
+    if meta.get("format") != FORMAT:
+        return f"format {meta.get('format')}, expected {FORMAT}"
+    if meta.get("checksum") != manifest_checksum(meta):
+        return "manifest.json does not match its checksum (edited or damaged)"
+    for name, info in meta.get("arrays", {}).items():
+        try:
+            arr = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return f"array {name}.npy is missing or unreadable"
+        if str(arr.dtype) != info["dtype"] or list(arr.shape) != info["shape"]:
+            return f"array {name}.npy is {arr.dtype} {list(arr.shape)}, the manifest says {info['dtype']} {info['shape']}"
+    return None
 
 
 def read_entry(folder: Path) -> PreparedData:
