@@ -119,3 +119,20 @@ def test_a_never_finite_validation_metric_is_one_clear_error(tmp_path):
     with pytest.raises(RelsslError, match="validation loss was never a finite number"):
         loop.fit(NeverFinite(), RunFolder(tmp_path), epochs=3, patience=2, metric="loss", log=lambda _: None)
     assert [r["epoch"] for r in RunFolder(tmp_path).history() if r["split"] == "train"] == [1, 2]
+
+
+def test_a_run_folder_has_one_writer(tmp_path, capsys):
+    import os
+
+    from relssl.cli import main
+    from tests.conftest import TINY
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "run.lock").write_text(f"{os.getppid()}\n")  # a live process, not this one
+    assert main(["pretrain", "--epochs", "1", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"another process (pid {os.getppid()}) is writing this run folder" in err and err.count("\n") == 1
+    (out / "run.lock").write_text("999999999\n")  # its process is gone: a stale lock
+    assert main(["pretrain", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    assert not (out / "run.lock").exists() and (out / "final.json").exists()

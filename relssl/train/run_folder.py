@@ -10,7 +10,9 @@ a full disk leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import atexit
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -22,6 +24,24 @@ from relssl.files import atomic_write, dump_yaml, write_text
 
 CONFIG, METRICS, FINAL = "config.yaml", "metrics.jsonl", "final.json"
 WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
+LOCK = "run.lock"
+_HELD: set[Path] = set()  # the run locks this process holds, released at exit if a run never finished
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@atexit.register
+def _release_locks() -> None:
+    for path in list(_HELD):
+        path.unlink(missing_ok=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -61,10 +81,42 @@ class RunFolder:
         return from_dict(self.config()) if resume and cfg is None else cfg
 
     def start(self, config: dict) -> None:
-        """Create the folder and write every setting of the run."""
+        """Create and lock the folder, and write every setting of the run."""
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
             write_text(self.path / CONFIG, dump_yaml(config))
+
+    def lock(self) -> None:
+        """run.lock names the process writing the folder: a second writer is refused while that
+        process lives; a lock left by a killed process is taken over. Released when the run writes
+        final.json, or when the process exits."""
+        path = self.path / LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    owner = int(path.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    owner = -1  # being written this instant, or damaged: the next look decides
+                if owner == os.getpid():
+                    return
+                if owner > 0 and _alive(owner):
+                    raise RelsslError(f"--out {self.path}: another process (pid {owner}) is writing this run folder; "
+                                      f"wait for it, or choose another folder") from None
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            _HELD.add(path)
+            return
+
+    def unlock(self) -> None:
+        path = self.path / LOCK
+        if path in _HELD:
+            path.unlink(missing_ok=True)
+            _HELD.discard(path)
 
     def config(self) -> dict:
         """The saved settings (``--resume`` continues with exactly these)."""
@@ -97,6 +149,7 @@ class RunFolder:
     def write_final(self, final: dict) -> None:
         if self.writer:
             write_text(self.path / FINAL, json.dumps(final, indent=2))
+            self.unlock()
 
     def final(self) -> dict:
         return json.loads((self.path / FINAL).read_text())
