@@ -136,3 +136,17 @@ def test_a_run_folder_has_one_writer(tmp_path, capsys):
     (out / "run.lock").write_text("999999999\n")  # its process is gone: a stale lock
     assert main(["pretrain", "--epochs", "1", "--out", str(out), *TINY]) == 0
     assert not (out / "run.lock").exists() and (out / "final.json").exists()
+
+
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
+    from relssl.cli import main
+    from tests.conftest import TINY
+
+    out = str(tmp_path / "r")
+    assert main(["pretrain", "--epochs", "1", "--patience", "5", "--out", out, *TINY]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--out", out, "--resume", "--lr", "0.5", "--objectives", "lp", "--channels", "32"]) == 2
+    err = capsys.readouterr().err
+    assert ("the run was trained with other settings: --objectives ['lp'] (the run has ['mcm']); --lr 0.5 (the run "
+            "has 0.001); --channels 32 (the run has 16)") in err and err.count("\n") == 1, err
+    assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--lr", "0.001", "--no-progress"]) == 0

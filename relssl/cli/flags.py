@@ -116,6 +116,36 @@ def read_config(path: str | None) -> dict:
     return raw
 
 
+# What a resumed run may change: how long it trains and where (and how) it runs.
+RESUMABLE = {"epochs", "device", "cache", "cache_dir", "log"}
+
+
+def check_resume_flags(args: argparse.Namespace, run_dir: Path) -> None:
+    """``--resume`` continues with the run's own settings: a flag that would change one is refused
+    with one line naming each difference (silently ignoring it trained with the old value)."""
+    if not (run_dir / "config.yaml").exists():
+        return  # RunFolder.check says what is missing
+    saved = read_yaml(run_dir / "config.yaml") or {}
+    given = {**flag_values(args, RUN_FLAGS), **{f"model.{k}": v for k, v in flag_values(args, MODEL_FLAGS).items()}}
+    if getattr(args, "config", None):
+        raise RelsslError("--resume continues with the run's own config.yaml; drop --config")
+    differ = []
+    for name, value in given.items():
+        if name in RESUMABLE:
+            continue
+        section, _, key = name.rpartition(".")
+        old = (saved.get(section) or {}).get(key) if section else saved.get(name)
+        if name == "model.fanouts":
+            value = number_list(value, "--fanouts")
+        elif name == "objectives":
+            value = parse_objectives(value)
+        if str(old) != str(value):
+            differ.append(f"--{key.replace('_', '-') if section else name.replace('_', '-')} {value} (the run has {old})")
+    if differ:
+        raise RelsslError(f"--resume {run_dir}: the run was trained with other settings: {'; '.join(differ)}; "
+                          f"resume without them, or start a new run")
+
+
 def config_from_args(args: argparse.Namespace, **overrides) -> PretrainConfig:
     raw = read_config(args.config)
     raw.update(overrides)

@@ -11,7 +11,7 @@ from relssl.cli.bench import add_bench_parser, add_bench_tasks_parser
 from relssl.cli.downstream import (add_downstream_experiment_parser, add_embed_parser, add_finetune_parser,
                                    add_predict_parser)
 from relssl.cli.feat2vec import add_feat2vec_parsers
-from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, print_metrics
+from relssl.cli.flags import add_resume_flag, add_run_flags, check_resume_flags, config_from_args, print_metrics
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
 from relssl.cli.schema import add_schema_parser
 from relssl.errors import RelsslError
@@ -48,6 +48,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     if args.out is None:
         raise RelsslError("--out: a run folder is required, e.g. --out runs/mcm")
+    if args.resume:
+        check_resume_flags(args, Path(args.out))
     cfg = None if args.resume else config_from_args(args)
     final = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress, epochs=args.epochs)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
