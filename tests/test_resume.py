@@ -150,3 +150,26 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
     assert ("the run was trained with other settings: --objectives ['lp'] (the run has ['mcm']); --lr 0.5 (the run "
             "has 0.001); --channels 32 (the run has 16)") in err and err.count("\n") == 1, err
     assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--lr", "0.001", "--no-progress"]) == 0
+
+
+def test_every_trained_command_refuses_changed_flags_on_resume(tmp_path, capsys):
+    from relssl.cli import main
+    from tests.conftest import TINY
+
+    from tests.test_new_rows import SCHEMA, labelled
+
+    labelled(600).to_csv(tmp_path / "l.csv", index=False)
+    (tmp_path / "l.yaml").write_text(SCHEMA.format(name="l.csv").replace("  source:", "  labels: [y]\n  source:"))
+    ft = str(tmp_path / "ft")
+    assert main(["finetune", "--data", str(tmp_path / "l.yaml"), "--task", "edge:y", "--epochs", "1", "--patience", "5",
+                 "--out", ft, *TINY]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--out", ft, "--resume", "--lr", "0.5"]) == 2
+    assert "--lr 0.5 (the run has 0.001)" in capsys.readouterr().err
+    assert main(["finetune", "--out", ft, "--resume", "--epochs", "2", "--no-progress"]) == 0
+    f2v = str(tmp_path / "f2v")
+    assert main(["feat2vec", "--epochs", "1", "--patience", "5", "--train-rows-per-epoch", "500", "--eval-rows", "300",
+                 "--out", f2v, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["feat2vec", "--out", f2v, "--resume", "--negatives", "9"]) == 2
+    assert "--negatives 9 (the run has 5)" in capsys.readouterr().err

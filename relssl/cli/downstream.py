@@ -8,7 +8,8 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from relssl.cli.flags import add_resume_flag, add_run_flags, config_from_args, number_list, print_metrics
+from relssl.cli.flags import (add_resume_flag, add_run_flags, check_resume_flags, config_from_args, number_list,
+                              print_metrics, run_flag_values)
 from relssl.data.splits import PROTOCOLS
 from relssl.errors import RelsslError
 
@@ -29,6 +30,9 @@ def training_config(args: argparse.Namespace):
 def cmd_finetune(args: argparse.Namespace) -> None:
     from relssl.eval.finetune import FinetuneConfig, finetune
 
+    if args.resume:
+        check_resume_flags(args, Path(args.out), {**run_flag_values(args, "train."), "task": args.task,
+                                                  "task_type": args.task_type})
     cfg = None if args.resume else FinetuneConfig(task=args.task, init=args.init, mode=args.mode,
                                                   label_fraction=args.label_fraction, train=training_config(args),
                                                   task_type=args.task_type)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from relssl.cli.flags import add_config_flags, add_resume_flag, config_flags, flag_values, print_metrics, read_config
+from relssl.cli.flags import (add_config_flags, add_resume_flag, check_resume_flags, config_flags, flag_values,
+                              print_metrics, read_config)
 from relssl.errors import RelsslError
 from relssl.train.feat2vec import Feat2VecConfig
 
@@ -21,6 +22,8 @@ def feat2vec_config(args: argparse.Namespace) -> Feat2VecConfig:
 def cmd_feat2vec(args: argparse.Namespace) -> None:
     from relssl.train.feat2vec import train_feat2vec
 
+    if args.resume:
+        check_resume_flags(args, Path(args.out), flag_values(args, FLAGS))
     cfg = None if args.resume else feat2vec_config(args)
     final = train_feat2vec(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")

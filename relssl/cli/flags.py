@@ -120,27 +120,36 @@ def read_config(path: str | None) -> dict:
 RESUMABLE = {"epochs", "device", "cache", "cache_dir", "log"}
 
 
-def check_resume_flags(args: argparse.Namespace, run_dir: Path) -> None:
+def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:
+    """The pre-training flags given on the command line, as dotted config keys (``model.channels``)."""
+    given = {**flag_values(args, RUN_FLAGS), **{f"model.{k}": v for k, v in flag_values(args, MODEL_FLAGS).items()}}
+    return {f"{prefix}{k}": v for k, v in given.items()}
+
+
+def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | None = None) -> None:
     """``--resume`` continues with the run's own settings: a flag that would change one is refused
-    with one line naming each difference (silently ignoring it trained with the old value)."""
+    with one line naming each difference (silently ignoring it trained with the old value).
+    ``given``: dotted config key -> flag value (default: the pre-training flags)."""
     if not (run_dir / "config.yaml").exists():
         return  # RunFolder.check says what is missing
     saved = read_yaml(run_dir / "config.yaml") or {}
-    given = {**flag_values(args, RUN_FLAGS), **{f"model.{k}": v for k, v in flag_values(args, MODEL_FLAGS).items()}}
+    given = run_flag_values(args) if given is None else given
     if getattr(args, "config", None):
         raise RelsslError("--resume continues with the run's own config.yaml; drop --config")
     differ = []
     for name, value in given.items():
-        if name in RESUMABLE:
+        key = name.rsplit(".", 1)[-1]
+        if key in RESUMABLE or value is None:
             continue
-        section, _, key = name.rpartition(".")
-        old = (saved.get(section) or {}).get(key) if section else saved.get(name)
-        if name == "model.fanouts":
+        old = saved
+        for part in name.split("."):
+            old = old.get(part) if isinstance(old, dict) else None
+        if key == "fanouts":
             value = number_list(value, "--fanouts")
-        elif name == "objectives":
+        elif key == "objectives":
             value = parse_objectives(value)
         if str(old) != str(value):
-            differ.append(f"--{key.replace('_', '-') if section else name.replace('_', '-')} {value} (the run has {old})")
+            differ.append(f"--{key.replace('_', '-')} {value} (the run has {old})")
     if differ:
         raise RelsslError(f"--resume {run_dir}: the run was trained with other settings: {'; '.join(differ)}; "
                           f"resume without them, or start a new run")

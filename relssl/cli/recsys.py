@@ -6,7 +6,8 @@ import functools
 from dataclasses import fields
 from pathlib import Path
 
-from relssl.cli.flags import add_config_flags, add_resume_flag, config_flags, flag_values, print_metrics, read_config
+from relssl.cli.flags import (add_config_flags, add_resume_flag, check_resume_flags, config_flags, flag_values,
+                              print_metrics, read_config)
 from relssl.errors import RelsslError
 
 @functools.cache
@@ -37,6 +38,8 @@ def config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> None:
     from relssl.recsys.train import train_recsys
 
+    if args.resume:
+        check_resume_flags(args, Path(args.out), flag_values(args, rec_flags()))
     cfg = None if args.resume else config_from_args(args)
     final = train_recsys(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
