@@ -32,19 +32,25 @@ MODEL_OPTIONS = {f.name for f in fields(ModelConfig)}
 
 
 @dataclass
-class Pretrained:
-    """A pre-training run folder: its settings, test metrics, and embeddings of any rows."""
+class _Run:
+    """A finished run folder: its settings and test metrics."""
 
     path: Path
+    _config = PretrainConfig  # the config class its config.yaml reads into
 
     @property
-    def config(self) -> PretrainConfig:
-        return PretrainConfig.from_dict(RunFolder(self.path, writer=False).config())
+    def config(self):
+        return self._config.from_dict(RunFolder(self.path, writer=False).config())
 
     @property
     def metrics(self) -> dict:
-        """Test metrics of the best-validation epoch, each beside its trivial reference (``*_ref``)."""
+        """final.json: test metrics of the best-validation epoch (self-supervised ones beside their
+        trivial references, ``*_ref``)."""
         return RunFolder(self.path, writer=False).final()
+
+
+class Pretrained(_Run):
+    """A pre-training run folder: its settings, test metrics, and embeddings of any rows."""
 
     def embed(self, data: str | pd.DataFrame | dict | None = None, table: str | None = None,
               device: str = "auto") -> pd.DataFrame:
@@ -56,19 +62,10 @@ class Pretrained:
             return export_embeddings(self.path, None, path, device, table)
 
 
-@dataclass
-class Finetuned:
+class Finetuned(_Run):
     """A fine-tuning run folder: its task's test metrics, and predictions for new rows."""
 
-    path: Path
-
-    @property
-    def config(self) -> FinetuneConfig:
-        return FinetuneConfig.from_dict(RunFolder(self.path, writer=False).config())
-
-    @property
-    def metrics(self) -> dict:
-        return RunFolder(self.path, writer=False).final()
+    _config = FinetuneConfig
 
     def predict(self, data: str | pd.DataFrame | dict, device: str = "auto") -> pd.DataFrame:
         """Predictions for the rows of ``data`` (a file of the run's format, or DataFrames:

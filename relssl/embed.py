@@ -75,8 +75,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path | None, data: str | N
     frames = []
     if prep.has_graph:
         ids = torch.arange(prep.num_entities)
-        keys = prep.data.entity_keys.astype("string").reset_index(drop=True)
-        keys = keys.rename(columns={c: f"key_{c}" for c in keys.columns if c != "entity"})
+        keys = key_columns(prep)
         nodes = Representer(prep, "node", cfg.model.fanouts).keyed(cfg.seed)
         frames.append(_frame("node", ids.numpy(), None, embed(nodes, ids, TEST), keys))
     # Keyed draws: a row's tree, so its embedding, does not depend on which rows share its batch.
@@ -93,6 +92,12 @@ def export_embeddings(run_dir: str | Path, out: str | Path | None, data: str | N
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(out, index=False)
     return table
+
+
+def key_columns(prep) -> pd.DataFrame:
+    """Each entity's original key values as ``key_<column>`` columns (and ``entity``, its type)."""
+    keys = prep.data.entity_keys.astype("string").reset_index(drop=True)
+    return keys.rename(columns={c: f"key_{c}" for c in keys.columns if c != "entity"})
 
 
 def _frame(kind: str, ids: np.ndarray, split: str | None, emb: np.ndarray,

@@ -22,6 +22,7 @@ from relssl.data.splits import TEST
 from relssl.data.text import TextEmbedder
 from relssl.errors import RelsslError
 from relssl.eval.finetune import FinetuneConfig, DownstreamModel, NO_BACKBONE
+from relssl.embed import key_columns
 from relssl.eval.represent import Representer
 from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
@@ -65,8 +66,7 @@ def predict(run_dir: str | Path, data: str, out: str | Path | None = None, devic
     kind = "node" if final["target"] == "node" else "event" if prep.database is None else "row"
     frame = pd.DataFrame({"kind": kind, "id": ids.numpy()})
     if final["target"] == "node":
-        keys = prep.data.entity_keys.astype("string").reset_index(drop=True)
-        frame = pd.concat([frame, keys.rename(columns={c: f"key_{c}" for c in keys.columns if c != "entity"})], axis=1)
+        frame = pd.concat([frame, key_columns(prep)], axis=1)
     frame = pd.concat([frame, _predictions(outputs, final)], axis=1)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

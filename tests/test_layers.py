@@ -18,7 +18,8 @@ LAYERS = [
     {"objectives", "multitask"},
     {"train"},
     {"eval", "recsys"},
-    {"embed", "predict"},
+    {"embed"},
+    {"predict"},  # applies a fine-tuned head to what embed represents
     {"api"},
     {"experiments"},
     {"bench", "bench_tasks"},

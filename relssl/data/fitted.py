@@ -18,7 +18,7 @@ import torch_frame
 
 from relssl.data.encoding import EncodedTable, encode_table, stats_from_json, stats_to_json
 from relssl.data.database import Database
-from relssl.data.prepare import DatabaseGraph, PreparedData, database_view, label_history, label_stypes
+from relssl.data.prepare import DatabaseGraph, PreparedData, database_view, label_history, label_stypes, long_tensor
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST
 from relssl.errors import RelsslError
@@ -116,11 +116,8 @@ def prepare_new(data: RelationalData | Database, saved: dict, text=None) -> Prep
         entities = encode_table(data.entities, estypes, np.zeros(0, dtype=np.int64), {}, table="entities", text=text,
                                 fitted=stats_from_json(saved["entities"]["col_stats"]))
 
-    def tensor(a):
-        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-
     split = np.full(data.num_events, TEST, dtype=np.int8)
-    return PreparedData(data, split, encoded, entities, tensor(data.src), tensor(data.dst), tensor(data.time),
+    return PreparedData(data, split, encoded, entities, long_tensor(data.src), long_tensor(data.dst), long_tensor(data.time),
                         data.num_entities, data.mask_groups)
 
 
@@ -159,15 +156,12 @@ def _prepare_new_database(db: Database, saved: dict, text=None) -> PreparedData:
         history.append(label_history(db.tables[name], no_rows, 0, stats_from_json(fitted["col_stats"]),
                                      {c: stypes[c] for c in fitted["columns"]}))
 
-    def tensor(a):
-        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-
     pretext = [index[n] for n in saved["pretext"]]
     splits = {t: np.full(len(db.tables[names[t]]), TEST, dtype=np.int8) for t in pretext}
     graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[saved["seed"]], tables,
-                          [tensor(db.tables[n].time) for n in names], links, None,
+                          [long_tensor(db.tables[n].time) for n in names], links, None,
                           history if saved["history"] else [], pretext, splits, tasks=db.tasks,
-                          label_times=[tensor(db.tables[n].label_time) for n in names])
+                          label_times=[long_tensor(db.tables[n].label_time) for n in names])
     views = {names[t]: database_view(db, graph, names[t], splits[t]) for t in pretext}
     for view in views.values():
         view.views = views

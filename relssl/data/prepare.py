@@ -87,6 +87,11 @@ class PreparedData:
         return self.has_graph or self.database is not None
 
 
+def long_tensor(a) -> torch.Tensor | None:
+    """An int64 array (ids, times) as a tensor sharing its memory where it can; None stays None."""
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+
 def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
             max_categories: int = 1000, text=None) -> PreparedData:
     """Split events by time and encode them; entity features are fitted on entities that appear
@@ -105,11 +110,8 @@ def prepare(data: RelationalData, fractions=(0.6, 0.2, 0.2), seed: int = 0,
         entities = encode_table(data.entities, data.entity_col_stypes, seen, {}, max_categories, "entities",
                                 text=text)
 
-    def as_tensor(a):
-        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-
-    return PreparedData(data, split, events, entities, as_tensor(data.src), as_tensor(data.dst),
-                        as_tensor(data.time), data.num_entities, data.mask_groups)
+    return PreparedData(data, split, events, entities, long_tensor(data.src), long_tensor(data.dst),
+                        long_tensor(data.time), data.num_entities, data.mask_groups)
 
 
 def _linked_to(db: Database, name: str, pretext: list[str], splits: dict[str, np.ndarray]) -> np.ndarray:
@@ -188,16 +190,13 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
                                    text) if t.col_stypes else None)
         history.append(label_history(t, train_rows, max_categories) if t.labels_as_history else None)
 
-    def tensor(a):
-        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-
     index = {n: i for i, n in enumerate(names)}
-    links = {(index[name], str(fk)): (index[fk.table], tensor(db.links[name, i]))
+    links = {(index[name], str(fk)): (index[fk.table], long_tensor(db.links[name, i]))
              for name, t in db.tables.items() for i, fk in enumerate(t.foreign_keys)}
     graph = DatabaseGraph(names, [len(db.tables[n]) for n in names], index[table], tables,
-                          [tensor(db.tables[n].time) for n in names], links, cuts, history,
+                          [long_tensor(db.tables[n].time) for n in names], links, cuts, history,
                           [index[n] for n in pretext], {index[n]: splits[n] for n in pretext}, tasks=db.tasks,
-                          label_times=[tensor(db.tables[n].label_time) for n in names])
+                          label_times=[long_tensor(db.tables[n].label_time) for n in names])
     views = {n: database_view(db, graph, n, splits[n]) for n in pretext}
     for view in views.values():
         view.views = views
