@@ -77,6 +77,18 @@ def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # no
     assert len(lam) == 4 and abs(sum(lam) - 1) < 1e-5 and min(lam) >= 0
 
 
+def test_combo_experiment_objectives_narrow_the_pool_of_tasks(aml_csv, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "combos"
+    args = ["experiment", "combos", "--data", str(aml_csv), "--combiners", "sum", "--seeds", "1",
+            "--epochs", "1", "--out", str(out), *TINY]
+    assert main([*args, "--objectives", "am,lp"]) == 2
+    assert "--objectives am,lp: combos compares subsets with MCM" in capsys.readouterr().err
+    assert main([*args, "--objectives", "mcm,am"]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["mcm+am-sum-seed0", "mcm-sum-seed0"]
+    report = (out / "report.md").read_text()
+    assert "| MCM+AM |" in report and "| MCM+LP |" not in report and "{MCM, AM}" in report
+
+
 def test_tuned_sum_sweeps_the_other_tasks_weight_and_keeps_the_best_on_validation():
     from relssl.experiments.combos import TUNED_WEIGHTS, chosen_runs, grid_configs
     from relssl.train.pretrain import PretrainConfig

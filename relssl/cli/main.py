@@ -85,7 +85,7 @@ def cmd_experiment_masks(args: argparse.Namespace) -> None:
 
 
 def cmd_experiment_combos(args: argparse.Namespace) -> None:
-    from relssl.experiments.combos import run_combo_experiment
+    from relssl.experiments.combos import TASKS, run_combo_experiment
     from relssl.multitask import COMBINERS
 
     combiners = [c.strip() for c in args.combiners.split(",") if c.strip()]
@@ -96,8 +96,13 @@ def cmd_experiment_combos(args: argparse.Namespace) -> None:
     if args.seeds < 1:
         raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
     cfg = config_from_args(args)
+    # --objectives names the pool whose subsets with MCM are compared (default: all four)
+    tasks = tuple(cfg.objectives) if args.objectives else TASKS
+    if "mcm" not in tasks or len(tasks) < 2:
+        raise RelsslError(f"--objectives {args.objectives}: combos compares subsets with MCM; "
+                          f"expected mcm and at least one other task")
     path = run_combo_experiment(cfg, combiners, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv],
-                                progress=not args.no_progress)
+                                tasks=tasks, progress=not args.no_progress)
     print(path.read_text())
 
 
@@ -151,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     masks.add_argument("--out", required=True, help="experiment folder")
     masks.set_defaults(func=cmd_experiment_masks)
-    combos = exp_sub.add_parser("combos", help="every objective subset with MCM × combiners (report.md, curves.png)")
+    combos = exp_sub.add_parser("combos", help="every objective subset with MCM × combiners (report.md, curves.png); "
+                                                "--objectives narrows the pool (default mcm,mv,am,lp)")
     add_run_flags(combos)
     combos.add_argument("--combiners", default="sum,moco",
                         help="comma-separated combiners to compare: sum, uw, moco, pcgrad, cagrad, and tuned "
