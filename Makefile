@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test test-fast bench reliability install clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,9 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+reliability: install  # the fault and bad-input suite's counts into docs/reliability.md
+	$(PY) -m tests.faults docs/reliability.md
 
 bench: install
 	$(VENV)/bin/relssl bench --rows 100000,1000000

@@ -151,15 +151,14 @@ def finetune(data: str | None = None, out: str | Path = "runs/finetune", init: P
     pre-trained ``init`` (a Pretrained or its folder) or from scratch; ``options`` as for
     ``pretrain``. With ``init``, its data (the default for ``data``), preparation and model
     settings are taken from it; without, ``data`` defaults to synthetic-aml."""
-    from relssl.eval.finetune import finetune as run_finetune, pretrained_config
+    from relssl.eval.finetune import INHERITED, finetune as run_finetune, pretrained_config
 
     init_dir = str(init.path if isinstance(init, Pretrained) else init) if init is not None else "scratch"
     inherited = pretrained_config(init_dir) if init_dir != "scratch" else None
     train = {"data": data or (inherited.data if inherited else "synthetic-aml"), **_split(options)}
     if inherited is not None:  # the backbone fixes how the data is prepared and the model's shape
         train = {**train, "model": {**vars(inherited.model), **train["model"]},
-                 **{k: getattr(inherited, k) for k in ("table", "tables", "split", "max_categories", "text_model",
-                                                       "on_orphans") if k not in options}}
+                 **{k: getattr(inherited, k) for k in INHERITED if k not in ("data", "model", *options)}}
     cfg = FinetuneConfig.from_dict({"task": task, "init": init_dir, "mode": mode, "label_fraction": label_fraction,
                                     "train": train})
     run_finetune(cfg, out, progress=progress, callbacks=callbacks)

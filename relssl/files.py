@@ -2,11 +2,40 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import yaml
 
 from relssl.errors import RelsslError
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a lock or a temp folder it left is stale once it does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def check_free(folder: Path, needed: int, what: str) -> None:
+    """Refuse, before writing, ``what`` of about ``needed`` bytes into ``folder`` when its disk has
+    less free: a write that fails half-way costs the time spent before it (a full disk mid-file
+    raises ENOSPC at best; under a memory map it is a SIGBUS without a message)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise RelsslError(f"{what}: needs about {needed / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB free on the disk "
+                          f"of {folder}; free space or choose another folder (the files already there are kept)")
+
+
+def allocate(path: Path) -> None:
+    """Reserve a memory-mapped file's blocks now: a full disk is then an ENOSPC error here, not a
+    SIGBUS on some later write into the map."""
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def atomic_write(path: Path, write) -> None:

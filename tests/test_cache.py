@@ -28,7 +28,8 @@ def assert_same_prepared(a, b):
     assert a.num_entities == b.num_entities
     assert a.events.tf.col_names_dict == b.events.tf.col_names_dict
     for stype in a.events.tf.stypes:
-        assert torch.equal(a.events.tf.feat_dict[stype], b.events.tf.feat_dict[stype]), stype
+        x, y = a.events.tf.feat_dict[stype], b.events.tf.feat_dict[stype]
+        assert torch.equal(x, y) or (x.is_floating_point() and torch.allclose(x, y, rtol=0, atol=0, equal_nan=True)), stype
     assert a.events.columns == b.events.columns
     assert a.events.col_stats.keys() == b.events.col_stats.keys()
     for col, stats in a.events.col_stats.items():
@@ -177,7 +178,7 @@ def test_a_damaged_entry_is_rebuilt_with_a_warning(aml, tmp_path, damage, proble
     assert not hit
     assert_same_prepared(prepare(read_ibm_aml(aml)), again)  # the in-memory path (a map of the damaged file moved)
     _, hit = load_prepared(str(aml), cache_dir=tmp_path)
-    assert hit and not [p for p in tmp_path.iterdir() if p.name.startswith(".stale")]
+    assert hit and not [p for p in tmp_path.iterdir() if p.name.endswith("-stale")]
 
 
 def test_an_edit_with_its_mtime_restored_is_not_served_stale(aml, tmp_path):
@@ -193,3 +194,44 @@ def test_an_edit_with_its_mtime_restored_is_not_served_stale(aml, tmp_path):
     assert copy.stat().st_size == stat.st_size and copy.stat().st_mtime_ns == stat.st_mtime_ns
     _, hit = load_prepared(str(copy), cache_dir=tmp_path / "cache")
     assert not hit
+
+
+@pytest.fixture(scope="module")
+def bad_aml(aml, tmp_path_factory):
+    """The 3,000 rows with four bad amounts: inf, nan, an overflowing 1e999 and -inf."""
+    lines = aml.read_text().splitlines()
+    for line, column, value in ((100, 7, "inf"), (1500, 5, "nan"), (2000, 5, "1e999"), (2001, 7, "-inf")):
+        cells = lines[line].split(",")
+        cells[column] = value
+        lines[line] = ",".join(cells)
+    path = tmp_path_factory.mktemp("bad") / "Bad_Trans.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("policy", ["drop", "missing"])
+def test_bad_amounts_dropped_or_missing_alike_in_memory_and_in_chunks(bad_aml, tmp_path, policy):
+    with pytest.warns(UserWarning, match=f"Bad_Trans.csv: 4 row\\(s\\) with a bad amount "
+                                         f"{'dropped' if policy == 'drop' else 'read as missing'}"):
+        data = read_ibm_aml(bad_aml, policy)
+    assert len(data.events) == (2996 if policy == "drop" else 3000)
+    amounts = data.events[["Amount Received", "Amount Paid"]].to_numpy()
+    assert np.isfinite(amounts).all() if policy == "drop" else np.isnan(amounts).sum() == 4
+    with pytest.warns(UserWarning, match="4 row"):
+        arrays, meta = ingest_ibm_aml(bad_aml, tmp_path, (0.5, 0.3, 0.2), max_categories=8, chunk_bytes=2048,
+                                      on_bad_values=policy)
+    write_entry(tmp_path, arrays, meta)
+    assert_same_prepared(prepare(data, (0.5, 0.3, 0.2), max_categories=8), read_entry(tmp_path))
+
+
+def test_a_bad_amount_in_a_later_chunk_names_its_row_in_the_file(bad_aml, tmp_path):
+    with pytest.raises(RelsslError, match=r"Bad_Trans.csv: column 'Amount Paid' holds inf in data row 100: not a "
+                                          r"finite number; or pass --on-bad-values drop or missing"):
+        ingest_ibm_aml(bad_aml, tmp_path, chunk_bytes=2048)
+    skipped = bad_aml.with_name("Later_Trans.csv")
+    lines = bad_aml.read_text().splitlines()
+    skipped.write_text("\n".join(lines[:100] + [lines[99]] + lines[101:]) + "\n")  # row 100 clean again
+    with pytest.raises(RelsslError, match=r"column 'Amount Received' holds nan in data row 1500: not a number"):
+        ingest_ibm_aml(skipped, tmp_path / "b", chunk_bytes=2048)
+    with pytest.raises(RelsslError, match=r"holds nan in data row 1500"):
+        read_ibm_aml(skipped)

@@ -311,7 +311,7 @@ BAD_SURVEYS = "id,plot_id,when,weight\n1,1,2020-01-01,3.5\n2,2,2020-01-02,4\n"
     ("  surveys: {path: s.csv, primary_key: id}\n", "id,plot_id,when,weight\n,1,2020-01-01,3\n", None,
      r"primary key \['id'\] is null in 1 row\(s\)"),
     ("  surveys: {path: s.csv, columns: {weight: numerical}}\n", BAD_SURVEYS + "3,1,2020-01-03,heavy\n", None,
-     "column 'weight' is declared numerical but row 2 holds 'heavy'"),
+     r"numerical column 'weight' holds 'heavy' in row 2: not a number \(declare the column categorical or text"),
     ("  surveys: {path: s.csv, time: when}\n", BAD_SURVEYS + "3,1,someday,1\n", None,
      "column 'when': unparsable timestamp 'someday' in row 2"),
     ("  surveys: {path: s.csv, columns: {weight: numerical}, labels: [weight]}\n", None, None,

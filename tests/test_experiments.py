@@ -77,9 +77,11 @@ def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # no
     assert len(lam) == 4 and abs(sum(lam) - 1) < 1e-5 and min(lam) >= 0
 
 
-def test_combo_experiment_objectives_narrow_the_pool_of_tasks(aml_csv, tmp_path, capsys):  # noqa: F811
-    out = tmp_path / "combos"
-    args = ["experiment", "combos", "--data", str(aml_csv), "--combiners", "sum", "--seeds", "1",
+def test_combo_experiment_objectives_narrow_the_pool_and_reuse_needs_the_same_data(aml_csv, tmp_path,  # noqa: F811
+                                                                                     capsys):
+    out, csv = tmp_path / "combos", tmp_path / "aml.csv"
+    csv.write_bytes(aml_csv.read_bytes())
+    args = ["experiment", "combos", "--data", str(csv), "--combiners", "sum", "--seeds", "1",
             "--epochs", "1", "--out", str(out), *TINY]
     assert main([*args, "--objectives", "am,lp"]) == 2
     assert "--objectives am,lp: combos compares subsets with MCM" in capsys.readouterr().err
@@ -87,6 +89,13 @@ def test_combo_experiment_objectives_narrow_the_pool_of_tasks(aml_csv, tmp_path,
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["mcm+am-sum-seed0", "mcm-sum-seed0"]
     report = (out / "report.md").read_text()
     assert "| MCM+AM |" in report and "| MCM+LP |" not in report and "{MCM, AM}" in report
+    # a same-length edit of one amount: the finished runs were trained on other data
+    text = csv.read_text()
+    digit = text.index("\n") + text[text.index("\n"):].index(".") + 1
+    csv.write_text(text[:digit] + ("1" if text[digit] != "1" else "2") + text[digit + 1:])
+    assert main([*args, "--objectives", "mcm,am"]) == 2
+    err = capsys.readouterr().err
+    assert "mcm-sum-seed0 holds a run trained on other data (aml.csv changed since)" in err and err.count("\n") == 1
 
 
 def test_tuned_sum_sweeps_the_other_tasks_weight_and_keeps_the_best_on_validation():

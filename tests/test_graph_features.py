@@ -194,7 +194,7 @@ def test_cli_gbdt_graph_learns_a_cycle_that_raw_columns_cannot_see(cycles, tmp_p
         out = tmp_path / mode
         assert main(["finetune", "--data", str(cycles), "--mode", mode, "--out", str(out), "--no-progress"]) == 0
         finals[mode] = json.loads((out / "final.json").read_text())
-        assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "final.json"]
+        assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "data.json", "final.json"]
     graph, raw = finals["gbdt-graph"], finals["gbdt"]
     assert graph["mode"] == "gbdt-graph" and graph["task"] == "edge:closes_cycle" and graph["train_positives"] > 50
     assert {"threshold", "val/f1", "test/f1", "test/pr_auc", "test/roc_auc"} <= set(graph)

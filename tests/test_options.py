@@ -120,3 +120,39 @@ def test_an_infinite_number_in_a_schema_table_is_one_line(tmp_path, capsys):
     assert main(["pretrain", "--data", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "numerical column 'x' holds inf in row 1: not a finite number" in err and err.count("\n") == 1, err
+
+
+def test_bad_numbers_in_a_schema_table_error_drop_or_read_as_missing(tmp_path, capsys):
+    import warnings
+
+    import numpy as np
+
+    from relssl.data.datasets import load_dataset
+
+    rows = ["t,x,y,k"] + [f"{i},{i / 10},{i % 7},{i % 3}" for i in range(60)]
+    rows[5], rows[9], rows[20] = "4,heavy,1,1", "8,1e39,2,2", "19,0.5,-inf,1"  # text; beyond float32; -inf
+    (tmp_path / "e.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "s.yaml").write_text("events: {path: e.csv, time: {column: t, unit: s}, columns: {x: numerical,\n"
+                                     "         y: {stype: numerical, transform: log1p}, k: categorical}}\n")
+    spec = str(tmp_path / "s.yaml")
+    with pytest.raises(RelsslError, match=r"e.csv: numerical column 'x' holds 'heavy' in row 4: not a number"):
+        load_dataset(spec)
+    with pytest.warns(UserWarning) as caught:
+        dropped = load_dataset(spec, on_bad_values="drop")
+    assert ["2 bad value(s) (first 'heavy' in row 4) dropped" in str(w.message) for w in caught] == [True, False]
+    assert "column 'y': 1 bad value(s) (first -inf in row 19)" in str(caught[1].message)
+    assert len(dropped.events) == 57 and list(dropped.time[3:6]) == [3, 5, 6]  # rows 4, 8 and 19 gone
+    with pytest.warns(UserWarning, match="read as missing"):
+        missing = load_dataset(spec, on_bad_values="missing")
+    assert len(missing.events) == 60 and np.isnan(missing.events["x"].to_numpy()).nonzero()[0].tolist() == [4, 8]
+    assert np.isnan(missing.events["y"].to_numpy()).nonzero()[0].tolist() == [19]
+    # on the command line: the default names the cell; drop trains; an unknown policy names the option
+    out = str(tmp_path / "r")
+    assert main(["pretrain", "--data", spec, "--out", out, "--no-progress", "--epochs", "1"]) == 2
+    assert "holds 'heavy' in row 4" in capsys.readouterr().err
+    assert main(["pretrain", "--data", spec, "--out", out, "--no-progress", "--on-bad-values", "skip"]) == 2
+    assert capsys.readouterr().err == ("relssl: error: --on-bad-values skip: expected one of error, drop, "
+                                       "missing\n")
+    with pytest.warns(UserWarning, match="dropped"):
+        assert main(["pretrain", "--data", spec, "--out", out, "--no-progress", "--epochs", "1", "--batch-size",
+                     "16", "--on-bad-values", "drop"]) == 0

@@ -152,6 +152,22 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
     assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--lr", "0.001", "--no-progress"]) == 0
 
 
+def test_resume_refuses_changed_data_naming_the_file(data, tmp_path, capsys):
+    csv, out = tmp_path / "aml.csv", str(tmp_path / "r")
+    csv.write_text(open(data["csv"]).read())
+    assert main(["pretrain", "--data", str(csv), "--epochs", "1", "--patience", "5", "--out", out, *TINY]) == 0
+    saved = json.loads((tmp_path / "r" / "data.json").read_text())["files"]
+    assert list(saved) == [str(csv.resolve())] and len(saved[str(csv.resolve())]) == 64
+    capsys.readouterr()
+    original = csv.read_text()
+    csv.write_text(original[:-2] + ("1" if original[-2] != "1" else "0") + "\n")  # same size, one byte differs
+    assert main(["pretrain", "--out", out, "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {out}: the data changed since the run started (aml.csv)" in err and err.count("\n") == 1
+    csv.write_text(original)  # the data it started on: resumes
+    assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
+
+
 def test_every_trained_command_refuses_changed_flags_on_resume(tmp_path, capsys):
     from relssl.cli import main
     from tests.conftest import TINY

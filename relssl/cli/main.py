@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shutil
 import sys
 import warnings
@@ -76,7 +77,8 @@ def cmd_experiment_masks(args: argparse.Namespace) -> None:
         raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
     overrides = {}
     if args.objectives is None:
-        graph = load_dataset(args.data or "synthetic-aml", args.skip_bad_rows, args.on_orphans).has_graph
+        graph = load_dataset(args.data or "synthetic-aml", args.skip_bad_rows, args.on_orphans,
+                             args.on_bad_values or "error").has_graph
         overrides["objectives"] = ["mcm", "am", "mv"] if graph else ["mcm", "mv"]
     cfg = config_from_args(args, **overrides)
     path = run_mask_experiment(cfg, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv],
@@ -182,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """A MemoryError, or torch's and pyarrow's allocation failures (CPU and CUDA)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0][:160] if text else "") or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -199,6 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("relssl: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if args.debug or err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"relssl: error: no space left on the disk writing {err.filename or 'a file'}; every file written before "
+              f"it is intact (a run keeps its last finished epoch: --resume continues it; a cache entry being built "
+              f"was removed)", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:
+        if args.debug or not out_of_memory(err):
+            raise
+        print(f"relssl: error: out of memory ({first_line(err)}); a run keeps its last finished epoch (--resume "
+              f"continues it); try a smaller --batch-size or --eval-rows, or the cache (IBM AML files are read "
+              f"out of core)", file=sys.stderr)
+        return 2
     finally:
         restore(logging_state)
     return 0

@@ -34,7 +34,7 @@ from relssl.data.database import Database
 from relssl.data.entity_tasks import EntityTask
 from relssl.data.prepare import DatabaseGraph, PreparedData, prepare, prepare_database
 from relssl.errors import RelsslError
-from relssl.files import write_text
+from relssl.files import check_free, pid_alive, write_text
 from relssl.version import __version__
 
 FORMAT = 3  # bump when the encoding or the entry layout changes: old entries are then never read
@@ -69,6 +69,20 @@ def file_digest(path: Path, cache_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def data_digests(spec: str, cache_dir: str | Path | None = None) -> dict[str, str]:
+    """SHA-256 of every file ``--data`` reads, by absolute path: what a run was trained on, so that
+    ``--resume`` and an experiment's reuse can refuse a run whose data has changed since. A folder
+    (a LATTICE/MMSSL export) is every file in it; data generated in memory has none."""
+    try:
+        files = resolve(spec).files()
+    except RelsslError:  # not a reader's input (a recommendation set); reading it says what is wrong
+        path = Path(spec)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    memo = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    memo.mkdir(parents=True, exist_ok=True)
+    return {str(f.resolve()): file_digest(f, memo) for f in files if f.is_file()}  # reading names a missing one
+
+
 def cacheable(spec: str) -> bool:
     """Whether the cache can hold ``spec`` (relssl.data.readers: Amazon reviews and schemas with
     text or embedding columns are prepared in memory)."""
@@ -76,7 +90,7 @@ def cacheable(spec: str) -> bool:
 
 
 def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: Path,
-              database: dict | None = None) -> tuple[str, dict]:
+              database: dict | None = None, on_bad_values: str = "error") -> tuple[str, dict]:
     """The entry's key and the inputs it was computed from (kept in the manifest for inspection);
     ``database``: how a database is prepared (its --table, --tables, --on-orphans)."""
     source = resolve(spec)
@@ -90,6 +104,7 @@ def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: P
         "code": [__version__, FORMAT],
         **schema,
         **({"database": database} if database else {}),
+        **({"on_bad_values": on_bad_values} if on_bad_values != "error" else {}),  # error: the data as it is
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     return key, inputs
@@ -98,25 +113,27 @@ def cache_key(spec: str, fractions, seed: int, max_categories: int, cache_dir: P
 def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categories: int = 1000,
                   cache_dir: str | Path | None = None, chunk_bytes: int | None = None,
                   log=None, table: str | None = None, tables: list[str] | None = None,
-                  on_orphans: str | None = None) -> tuple[PreparedData, bool]:
+                  on_orphans: str | None = None, on_bad_values: str = "error") -> tuple[PreparedData, bool]:
     """The prepared data of ``spec`` from the cache, building the entry first on a miss.
 
     Returns the data and whether it was a hit. A reader with an out-of-core ingest (IBM AML) writes
     the entry directly; other sources are prepared in memory and then stored. A database is
-    prepared for ``table`` (and the pretext ``tables``), which are part of the key.
+    prepared for ``table`` (and the pretext ``tables``), which are part of the key, as is what
+    ``on_bad_values`` (relssl.data.values) did.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     database = {k: v for k, v in (("table", table), ("tables", tables or None), ("on_orphans", on_orphans))
                 if v is not None}
-    key, inputs = cache_key(spec, fractions, seed, max_categories, cache_dir, database)
+    key, inputs = cache_key(spec, fractions, seed, max_categories, cache_dir, database, on_bad_values)
+    sweep_leftovers(cache_dir)
     entry = cache_dir / key
     if entry.exists():
         problem = entry_problem(entry)
         if problem is None:
             return read_entry(entry), True
         warnings.warn(f"cache entry {entry}: {problem}; rebuilding it")
-        stale = entry.with_name(f".stale-{key}-{os.getpid()}")
+        stale = entry.with_name(f".{key}-{os.getpid()}-stale")
         try:  # moved aside first: a concurrent reader never sees half a folder
             entry.rename(stale)
         except OSError:
@@ -124,17 +141,20 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
         shutil.rmtree(stale, ignore_errors=True)
     if log:
         log(f"preparing {spec} into the cache at {entry} (later runs load it from there)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-{os.getpid()}-", dir=cache_dir))
     try:
         source = resolve(spec)
         if source.reader.ingest is not None:  # out of core, straight into the entry
+            # about 1.7x the CSV: the arrays plus their float64/int64 staging (ingest.py)
+            check_free(cache_dir, 2 * sum(f.stat().st_size for f in source.files()), f"cache entry {entry}")
             arrays, meta = source.reader.ingest(source.path, tmp, fractions, max_categories,
-                                                chunk_bytes or CHUNK_BYTES)
+                                                chunk_bytes or CHUNK_BYTES, on_bad_values)
         else:
-            data = source.read(False, on_orphans)
+            data = source.read(False, on_orphans, on_bad_values)
             prep = (prepare_database(data, table, fractions, seed, max_categories, pretext=tables or None)
                     if isinstance(data, Database) else prepare(data, fractions, seed, max_categories))
             arrays, meta = prepared_arrays(prep)
+            check_free(cache_dir, sum(a.nbytes for a in arrays.values()), f"cache entry {entry}")
         write_entry(tmp, arrays, {**meta, "key": key, "inputs": inputs})
         try:
             tmp.rename(entry)
@@ -144,6 +164,15 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return read_entry(entry), False
+
+
+def sweep_leftovers(cache_dir: Path) -> None:
+    """Remove the hidden folders (``.KEY-PID-*``: an entry being built, or a damaged one moved aside)
+    of processes that are gone: a build killed mid-way, even by SIGKILL, leaves nothing for good."""
+    for path in cache_dir.glob(".*-*-*"):
+        parts = path.name[1:].split("-")
+        if path.is_dir() and len(parts) >= 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def prepared_arrays(prep: PreparedData) -> tuple[dict[str, np.ndarray], dict]:

@@ -66,9 +66,11 @@ def resolve(spec: str) -> Source:
     return Source(spec, reader_for(path, spec, builtin_names()), path)
 
 
-def load_dataset(spec: str, skip_bad_rows: bool = False, on_orphans: str | None = None) -> RelationalData | Database:
+def load_dataset(spec: str, skip_bad_rows: bool = False, on_orphans: str | None = None,
+                 on_bad_values: str = "error") -> RelationalData | Database:
     """``skip_bad_rows`` lets line-based readers (Amazon reviews) skip malformed lines with a
     counted warning instead of failing on the first; ``on_orphans`` overrides a database's own
-    (relssl.data.database.Database.check). A database of several tables that is not one
-    event table linking entities comes back as a Database."""
-    return resolve(spec).read(skip_bad_rows, on_orphans)
+    (relssl.data.database.Database.check); ``on_bad_values``: relssl.data.values (IBM AML files and
+    schema tables). A database of several tables that is not one event table linking entities
+    comes back as a Database."""
+    return resolve(spec).read(skip_bad_rows, on_orphans, on_bad_values)

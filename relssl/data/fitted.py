@@ -80,11 +80,13 @@ def _check_columns(saved: dict, stypes: dict, where: str) -> None:
 
 def load_new(data: str, cfg):
     """A new file read as the run (``cfg``, a PretrainConfig) read its data, except that a row whose
-    foreign key links nowhere stays, unlinked (with a warning counting them), never dropped: every
-    output ``id`` is then a row of the file, in its order."""
+    foreign key links nowhere stays, unlinked (with a warning counting them), and a bad number is
+    missing where the run dropped its row: no row is dropped, so every output ``id`` is a row of
+    the file, in its order."""
     from relssl.data.datasets import load_dataset
 
-    loaded = load_dataset(data, cfg.skip_bad_rows, "keep-null")
+    loaded = load_dataset(data, cfg.skip_bad_rows, "keep-null", "missing" if cfg.on_bad_values == "drop" else
+                          cfg.on_bad_values)
     if isinstance(loaded, Database) and sum(loaded.orphans.values()):
         warnings.warn(f"--data {data}: {sum(loaded.orphans.values()):,} foreign-key value(s) link no row; those rows "
                       f"are kept, unlinked")

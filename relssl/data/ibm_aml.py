@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import pyarrow.csv as pv
 from torch_frame import stype
 
 from relssl.data.relational import RelationalData
+from relssl.data.values import bad_numbers, why
 from relssl.errors import RelsslError
 
 HEADER = (
@@ -62,13 +64,14 @@ COL_STYPES = {
 TRANSFORMS = {"Amount Received": "log1p", "Amount Paid": "log1p"}
 
 
-def read_ibm_aml(path: str | Path) -> RelationalData:
+def read_ibm_aml(path: str | Path, on_bad_values: str = "error") -> RelationalData:
     """Load an AMLworld ``*_Trans.csv``: accounts (bank, account) are entities, transactions are edges."""
     path = Path(path)
     _check_header(path)
-    table = read_ibm_rows(path, path, skip_rows=1)
+    table = read_ibm_rows(path, path, skip_rows=1, on_bad_values=on_bad_values)
     if table.num_rows == 0:
-        raise RelsslError(f"{path}: the file has a header but no transaction rows")
+        raise RelsslError(f"{path}: the file has a header but no transaction rows"
+                          + (" it can use (every one held a bad amount)" if on_bad_values == "drop" else ""))
 
     events = table.to_pandas()
     accounts = AccountIds()
@@ -88,7 +91,7 @@ def read_ibm_aml(path: str | Path) -> RelationalData:
     )
 
 
-def read_ibm_rows(source: Path | io.BytesIO, file: Path, skip_rows: int = 0) -> pa.Table:
+def read_ibm_rows(source: Path | io.BytesIO, file: Path, skip_rows: int = 0, on_bad_values: str = "error") -> pa.Table:
     """Parse header-less AMLworld CSV rows into typed columns named ``COLUMNS``; errors name ``file``."""
     read_options = pv.ReadOptions(column_names=COLUMNS, skip_rows=skip_rows, block_size=16 << 20)
     convert_options = pv.ConvertOptions(
@@ -98,7 +101,8 @@ def read_ibm_rows(source: Path | io.BytesIO, file: Path, skip_rows: int = 0) -> 
         table = pv.read_csv(source, read_options=read_options, convert_options=convert_options)
     except pa.ArrowInvalid as exc:
         raise _conversion_error(exc, source, file, skip_rows) from None
-    _check_values(table, file)
+    table, bad = _check_values(table, file, on_bad_values)
+    warn_bad_amounts(file, bad, on_bad_values)
     return table
 
 
@@ -155,20 +159,47 @@ def _line_of(source, column: str, value: str, skip_rows: int) -> str:
     return f" (line {index + skip_rows + 1})" if index >= 0 else ""
 
 
-def _check_values(table: pa.Table, file: Path) -> None:
-    """Reject empty keys and labels other than 0/1, which would silently corrupt the graph or the target."""
+AMOUNTS = ("Amount Received", "Amount Paid")
+
+
+def bad_amounts(table: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Each amount column's bad rows (relssl.data.values: NaN or inf; every other float64 is usable)."""
+    rows = np.ones(table.num_rows, dtype=bool)
+    return {c: bad_numbers(table[c].to_numpy(zero_copy_only=False), rows, TRANSFORMS[c]) for c in AMOUNTS}
+
+
+def _check_values(table: pa.Table, file: Path, on_bad_values: str = "error", first_row: int = 0) -> tuple[pa.Table, int]:
+    """Reject empty keys and labels other than 0/1, which would silently corrupt the graph or the
+    target; bad amounts go by ``on_bad_values`` (relssl.data.values). ``first_row``: the data row
+    of the table's first (a chunk's). Returns the table and how many rows held a bad amount."""
     for column in KEY_COLUMNS:
         if table.num_rows and pc.min(pc.utf8_length(table[column])).as_py() == 0:
             raise RelsslError(f"{file}: column '{column}' has an empty value; every row needs a bank and account")
-    for column in ("Amount Received", "Amount Paid"):
-        infinite = pc.is_inf(table[column]) if table.num_rows else None
-        if infinite is not None and pc.any(infinite).as_py():
-            row = pc.index(infinite, True).as_py()
-            raise RelsslError(f"{file}: column '{column}' holds {table[column][row].as_py()} in data row {row + 1}: "
-                              f"not a finite amount")
     labels = table["Is Laundering"]
     if table.num_rows and not pc.all(pc.is_in(labels, pa.array([0, 1]))).as_py():
         raise RelsslError(f"{file}: column 'Is Laundering' must hold only 0 or 1")
+    bad = bad_amounts(table)
+    rows = np.logical_or.reduce(list(bad.values()))
+    if not rows.any():
+        return table, 0
+    if on_bad_values == "error":
+        column = next(c for c in AMOUNTS if bad[c].any())
+        row = int(np.argmax(bad[column]))
+        value = table[column][row].as_py()
+        raise RelsslError(f"{file}: column '{column}' holds {value} in data row {first_row + row + 1}: "
+                          f"{why(value)}; or pass --on-bad-values drop or missing")
+    if on_bad_values == "drop":
+        return table.filter(pa.array(~rows)), int(rows.sum())
+    for column in AMOUNTS:  # missing: the encoder fills them as it fills any missing number
+        values = np.where(bad[column], np.nan, table[column].to_numpy(zero_copy_only=False))
+        table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.float64()))
+    return table, int(rows.sum())
+
+
+def warn_bad_amounts(file: Path, count: int, on_bad_values: str) -> None:
+    if count:
+        warnings.warn(f"{file}: {count:,} row(s) with a bad amount "
+                      f"{'dropped' if on_bad_values == 'drop' else 'read as missing'} (--on-bad-values {on_bad_values})")
 
 
 class FirstSeenIds:

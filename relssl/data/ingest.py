@@ -25,10 +25,11 @@ from torch_frame.data.stats import StatType, compute_col_stats
 
 from relssl.data.encoding import TRANSFORMS as TRANSFORM_FNS
 from relssl.data.encoding import numerical_stats, ranked_categories
-from relssl.data.ibm_aml import (COL_STYPES, COLUMNS, TIME_FORMAT, TRANSFORMS, _TYPES, AccountIds, FirstSeenIds,
-                                 _check_header, _check_values, _conversion_error)
+from relssl.data.ibm_aml import (AMOUNTS, COL_STYPES, COLUMNS, TIME_FORMAT, TRANSFORMS, _TYPES, AccountIds, FirstSeenIds,
+                                 _check_header, _check_values, _conversion_error, bad_amounts, warn_bad_amounts)
 from relssl.data.splits import TRAIN, split_by_time, time_cuts
 from relssl.errors import RelsslError
+from relssl.files import allocate
 
 CHUNK_BYTES = 64 << 20  # ~600 k AML rows per chunk: a few hundred MiB of transient memory
 REMAP_ROWS = 1 << 20  # rows per step when remapping staged category codes
@@ -46,11 +47,14 @@ def _stream(path: Path, chunk_bytes: int, columns: list[str] | None = None):
         raise _conversion_error(exc, path, path, 1) from None
 
 
-def time_counts(path: Path, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
-    """First pass: each distinct timestamp (epoch seconds) and its number of rows."""
+def time_counts(path: Path, chunk_bytes: int = CHUNK_BYTES, drop_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """First pass: each distinct timestamp (epoch seconds) and its number of rows (``drop_bad``:
+    of the rows without a bad amount, those --on-bad-values drop keeps)."""
     times, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    for batch in _stream(path, chunk_bytes, ["Timestamp"]):
+    for batch in _stream(path, chunk_bytes, ["Timestamp", *AMOUNTS] if drop_bad else ["Timestamp"]):
         t = pc.cast(batch["Timestamp"], pa.int64()).to_numpy()
+        if drop_bad:
+            t = t[~np.logical_or.reduce(list(bad_amounts(batch).values()))]
         u, c = np.unique(t, return_counts=True)
         times, inverse = np.unique(np.concatenate([times, u]), return_inverse=True)
         counts = np.bincount(inverse, weights=np.concatenate([counts, c]), minlength=len(times)).astype(np.int64)
@@ -58,7 +62,7 @@ def time_counts(path: Path, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray,
 
 
 def ingest_ibm_aml(path: str | Path, out: Path, fractions=(0.6, 0.2, 0.2), max_categories: int = 1000,
-                   chunk_bytes: int = CHUNK_BYTES) -> tuple[dict[str, np.ndarray], dict]:
+                   chunk_bytes: int = CHUNK_BYTES, on_bad_values: str = "error") -> tuple[dict[str, np.ndarray], dict]:
     """Encode an AMLworld ``*_Trans.csv`` into ``out/<name>.npy`` memory maps.
 
     Returns the arrays (split, src, dst, time, events.<stype>) and the metadata a cache entry
@@ -66,10 +70,11 @@ def ingest_ibm_aml(path: str | Path, out: Path, fractions=(0.6, 0.2, 0.2), max_c
     """
     path = Path(path)
     _check_header(path)
-    unique_times, counts = time_counts(path, chunk_bytes)
+    unique_times, counts = time_counts(path, chunk_bytes, drop_bad=on_bad_values == "drop")
     n = int(counts.sum())
     if n == 0:
-        raise RelsslError(f"{path}: the file has a header but no transaction rows")
+        raise RelsslError(f"{path}: the file has a header but no transaction rows"
+                          + (" it can use (every one held a bad amount)" if on_bad_values == "drop" else ""))
     cuts = time_cuts(unique_times, counts, fractions)
 
     # pytorch-frame orders a stype's columns by name
@@ -78,7 +83,9 @@ def ingest_ibm_aml(path: str | Path, out: Path, fractions=(0.6, 0.2, 0.2), max_c
     out.mkdir(parents=True, exist_ok=True)
 
     def array(name: str, dtype, shape: tuple) -> np.ndarray:
-        return np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        mapped = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        allocate(out / f"{name}.npy")  # a full disk: ENOSPC now, not a SIGBUS mid-ingest
+        return mapped
 
     arrays = {
         "split": array("split", np.int8, (n,)), "src": array("src", np.int64, (n,)),
@@ -94,9 +101,13 @@ def ingest_ibm_aml(path: str | Path, out: Path, fractions=(0.6, 0.2, 0.2), max_c
     vocab = {c: FirstSeenIds() for c in cat_cols}
     train_counts = {c: np.zeros(0, dtype=np.int64) for c in cat_cols}
 
-    start = 0
+    start, read, bad = 0, 0, 0
     for batch in _stream(path, chunk_bytes):
-        _check_values(pa.Table.from_batches([batch]), path)
+        table, dropped = _check_values(pa.Table.from_batches([batch]), path, on_bad_values, first_row=read)
+        read, bad = read + batch.num_rows, bad + dropped
+        batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
+        if batch is None:
+            continue
         rows = slice(start, start + batch.num_rows)
         time = pc.cast(batch["Timestamp"], pa.int64()).to_numpy()
         split = split_by_time(time, cuts)
@@ -123,6 +134,7 @@ def ingest_ibm_aml(path: str | Path, out: Path, fractions=(0.6, 0.2, 0.2), max_c
         start = rows.stop
     if start != n:
         raise RelsslError(f"{path}: the file changed while it was read ({start} rows, then {n})")
+    warn_bad_amounts(path, bad, on_bad_values)
 
     train_rows = np.flatnonzero(arrays["split"] == TRAIN)
     col_stats = {}

@@ -42,9 +42,10 @@ class Source:
             raise RelsslError(f"--data {self.spec}: {self.path} does not exist; put the file there or set "
                               f"RELSSL_SHARED_DATA to the folder holding {inside}")
 
-    def read(self, skip_bad_rows: bool = False, on_orphans: str | None = None) -> RelationalData | Database:
+    def read(self, skip_bad_rows: bool = False, on_orphans: str | None = None,
+             on_bad_values: str = "error") -> RelationalData | Database:
         self.check_present()
-        return self.reader.read(self, skip_bad_rows, on_orphans)
+        return self.reader.read(self, skip_bad_rows, on_orphans, on_bad_values)
 
     def files(self) -> list[Path]:
         """The files whose content the cache key covers."""
@@ -61,12 +62,13 @@ class Reader:
     name: str
     formats: str  # what it takes, for the error naming every known input
     accepts: Callable[[Path], bool]
-    read: Callable[[Source, bool, str | None], RelationalData | Database]  # (source, skip_bad_rows, on_orphans)
+    # (source, skip_bad_rows, on_orphans, on_bad_values: relssl.data.values)
+    read: Callable[[Source, bool, str | None, str], RelationalData | Database]
     files: Callable[[Source], list[Path]] = lambda source: [source.path]
     cacheable: Callable[[Source], bool] = lambda source: True
     # The reader's own fixed schema, part of the cache key (a YAML schema is keyed by its digest).
     key: Callable[[Source], dict] = lambda source: {}
-    # Out-of-core ingest into a cache entry: (path, folder, fractions, max_categories, chunk_bytes).
+    # Out-of-core ingest into a cache entry: (path, folder, fractions, max_categories, chunk_bytes, on_bad_values).
     ingest: Callable | None = field(default=None)
 
 
@@ -90,16 +92,16 @@ SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 # First match wins; IBM AML takes any other existing file, so it comes last.
 READERS = {reader.name: reader for reader in (
     Reader("schema", "a YAML schema (.yaml)", lambda p: p.suffix in (".yaml", ".yml"),
-           lambda s, skip, orphans: load_schema(s.path, s.base, orphans),
+           lambda s, skip, orphans, bad: load_schema(s.path, s.base, orphans, bad),
            files=lambda s: schema_files(s.path, s.base or s.path.parent), cacheable=_schema_cacheable),
     Reader("sqlite", "a SQLite file (.sqlite, .sqlite3, .db)", lambda p: p.suffix in SQLITE_SUFFIXES,
-           lambda s, skip, orphans: event_graph_or_database(read_sqlite(s.path, orphans or "error")),
+           lambda s, skip, orphans, bad: event_graph_or_database(read_sqlite(s.path, orphans or "error")),
            cacheable=lambda s: False),
     Reader("amazon", "Amazon review JSON lines (.json, .json.gz)", lambda p: p.name.endswith(AMAZON_SUFFIXES),
-           lambda s, skip, orphans: read_amazon_reviews(s.path, skip, name=s.spec if s.shared else None),
+           lambda s, skip, orphans, bad: read_amazon_reviews(s.path, skip, name=s.spec if s.shared else None),
            cacheable=lambda s: False),
     Reader("ibm_aml", "an IBM AML CSV path", lambda p: p.suffix in (".csv", ".gz") or p.exists(),
-           lambda s, skip, orphans: read_ibm_aml(s.path), key=_ibm_key, ingest=ingest_ibm_aml,
+           lambda s, skip, orphans, bad: read_ibm_aml(s.path, bad), key=_ibm_key, ingest=ingest_ibm_aml,
            cacheable=lambda s: s.path.suffix != ".gz"),  # the out-of-core ingest reads plain text
 )}
 

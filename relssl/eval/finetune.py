@@ -25,6 +25,7 @@ from safetensors.torch import load_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from relssl.data.cache import data_digests
 from relssl.data.entity_tasks import task_rows
 from relssl.data.fitted import save_preprocessing
 from relssl.data.prepare import PreparedData
@@ -44,13 +45,14 @@ from relssl.train.callbacks import Callback, make_loggers
 from relssl.train.loop import OneModel, fit, report_step
 from relssl.train.model_card import write_model_card
 from relssl.train.pretrain import PretrainConfig, portable, prepare_data, resolve_device
-from relssl.train.run_folder import RunFolder
+from relssl.train.run_folder import RunFolder, damaged
 
 MODES = ("finetune", "probe", "gbdt", "gbdt-graph", "reference")
 GBDT_MODES = ("gbdt", "gbdt-graph")
 NO_BACKBONE = (*GBDT_MODES, "reference")  # modes that train no backbone: they take no --init
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
-INHERITED = ("data", "table", "tables", "on_orphans", "split", "max_categories", "text_model", "model")
+INHERITED = ("data", "table", "tables", "on_orphans", "on_bad_values", "split", "max_categories", "text_model",
+             "model")
 
 
 @dataclass
@@ -124,6 +126,8 @@ def load_backbone(backbone: Backbone, run_dir: str | Path) -> None:
     except RuntimeError as err:
         raise RelsslError(f"{path}: its weights do not fit this data's encoding ({str(err).splitlines()[-1].strip()}); "
                           f"was it pre-trained on the same prepared data?") from None
+    except Exception as err:  # safetensors' own error: not a whole safetensors file
+        raise RelsslError(damaged(path, err)) from None
     if missing and all(k.startswith("backbone.age.") for k in missing):
         raise RelsslError(f"{path}: the backbone was pre-trained without rows' ages (before --node-age); use it "
                           f"with --no-node-age")
@@ -337,6 +341,7 @@ def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | N
     is given (``epochs`` may extend it); probe and tree modes simply run again."""
     run = RunFolder(out)
     cfg = run.settings(cfg, resume, FinetuneConfig.from_dict)
+    run.check_data(data_digests(cfg.train.data, cfg.train.cache_dir), resume)
     if resume and epochs:
         cfg.train.epochs = epochs
     start = time.perf_counter()

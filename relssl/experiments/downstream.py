@@ -74,7 +74,7 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
     out.mkdir(parents=True, exist_ok=True)
     label = "+".join(base.objectives)
     run_grid({label: base}, seeds, out, progress, log)
-    data = load_dataset(base.data, base.skip_bad_rows, base.on_orphans)
+    data = load_dataset(base.data, base.skip_bad_rows, base.on_orphans, base.on_bad_values)
     event_graph = not isinstance(data, Database)
     rows = method_rows(protocols, event_graph, not event_graph and task in data.tasks)
     finals: dict[tuple[str, float], list[dict]] = {}

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from relssl.logs import info
+from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
 from relssl.train.pretrain import PretrainConfig, pretrain
 from relssl.train.run_folder import CONFIG, RunFolder
@@ -57,6 +58,10 @@ def reuse_or_train(run: Path, wanted: dict, train, label: str, log=info, resolve
     {"final" (test metrics), "history" (metrics.jsonl)}."""
     check_same_settings(run, wanted, resolved)
     folder = RunFolder(run)
+    settings = wanted.get("train", wanted)  # a fine-tuning run's data is its train settings'
+    folder.check_data(data_digests(settings["data"], settings.get("cache_dir")), resume=folder.finished,
+                      refusal=f"{run} holds a run trained on other data ({{what}} changed since); choose another "
+                              f"--out or delete that folder")
     if not folder.finished:
         log(f"[{label}] training into {run}")
         train(resume=(run / CONFIG).exists())

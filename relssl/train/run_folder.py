@@ -3,7 +3,8 @@
 Every trained command (pretrain, feat2vec, finetune, recsys) writes the same files:
 config.yaml (every setting), metrics.jsonl (one line per epoch and split), model.safetensors (the
 best-validation weights), checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with
-``weights_only=True``) and final.json (test metrics of the best weights; its presence marks a
+``weights_only=True``), data.json (the SHA-256 of every data file the run read; ``--resume``
+refuses changed data) and final.json (test metrics of the best weights; its presence marks a
 finished run); pre-training and fine-tuning runs also their fitted preprocessing,
 preprocessing.json (relssl.data.fitted), and a model card, README.md (relssl.train.model_card). A file is written to a temporary name and renamed over the old one, so a kill or
 a full disk leaves either the old file or the new one, never half of one.
@@ -16,26 +17,15 @@ import os
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load_model, save_model
 
 from relssl.errors import RelsslError
-from relssl.files import atomic_write, dump_yaml, write_text
+from relssl.files import atomic_write, check_free, dump_yaml, pid_alive, read_yaml, write_text
 
-CONFIG, METRICS, FINAL = "config.yaml", "metrics.jsonl", "final.json"
+CONFIG, METRICS, FINAL, DATA = "config.yaml", "metrics.jsonl", "final.json", "data.json"
 WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
 LOCK = "run.lock"
 _HELD: set[Path] = set()  # the run locks this process holds, released at exit if a run never finished
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 @atexit.register
@@ -45,11 +35,37 @@ def _release_locks() -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """One record per line; a damaged line is one error naming the file and line."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                raise RelsslError(f"{path}: line {number} is not a JSON record (damaged); start the run anew in "
+                                  f"another folder") from None
+    return records
+
+
+def damaged(path: Path, err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return (f"{path}: damaged or not written by relssl ({(text[0] if text else type(err).__name__)[:120]}); "
+            f"start the run anew in another folder")
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of every tensor in a nested state (what torch.save will write, give or take its headers)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 class RunFolder:
@@ -57,6 +73,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path, writer: bool = True):
         self.path, self.writer = Path(path), writer
+        self.digests: dict[str, str] | None = None  # the data's, written by start()
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -80,12 +97,29 @@ class RunFolder:
         self.check(resume)
         return from_dict(self.config()) if resume and cfg is None else cfg
 
+    def check_data(self, digests: dict[str, str], resume: bool, refusal: str | None = None) -> None:
+        """A resumed (or reused) run continues on the data it started on: a file whose content
+        changed is refused, naming it. ``digests``: relssl.data.cache.data_digests of the data now,
+        kept for start() to write. Runs from before data.json are not checked."""
+        self.digests = digests
+        if not resume or not (self.path / DATA).exists():
+            return
+        saved = set(json.loads((self.path / DATA).read_text()).get("files", {}).values())
+        changed = [name for name, digest in digests.items() if digest not in saved]
+        if changed or len(saved) != len(digests):
+            what = ", ".join(Path(n).name for n in changed[:3]) or "a file it read is gone"
+            raise RelsslError(refusal.format(what=what) if refusal else
+                              f"--resume {self.path}: the data changed since the run started ({what}); resume "
+                              f"with the data it started on, or start a new run")
+
     def start(self, config: dict) -> None:
-        """Create and lock the folder, and write every setting of the run."""
+        """Create and lock the folder, and write every setting of the run (and its data's digests)."""
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock()
             write_text(self.path / CONFIG, dump_yaml(config))
+            if self.digests is not None:
+                write_text(self.path / DATA, json.dumps({"files": self.digests}, indent=1))
 
     def lock(self) -> None:
         """run.lock names the process writing the folder: a second writer is refused while that
@@ -102,7 +136,7 @@ class RunFolder:
                     owner = -1  # being written this instant, or damaged: the next look decides
                 if owner == os.getpid():
                     return
-                if owner > 0 and _alive(owner):
+                if owner > 0 and pid_alive(owner):
                     raise RelsslError(f"--out {self.path}: another process (pid {owner}) is writing this run folder; "
                                       f"wait for it, or choose another folder") from None
                 path.unlink(missing_ok=True)  # stale: its process is gone
@@ -122,7 +156,10 @@ class RunFolder:
         """The saved settings (``--resume`` continues with exactly these)."""
         if not (self.path / CONFIG).exists():
             raise RelsslError(f"{self.path}: no {CONFIG}")
-        return yaml.safe_load((self.path / CONFIG).read_text()) or {}
+        saved = read_yaml(self.path / CONFIG) or {}
+        if not isinstance(saved, dict):
+            raise RelsslError(f"{self.path / CONFIG}: expected a mapping of settings")
+        return saved
 
     def history(self) -> list[dict]:
         return read_jsonl(self.path / METRICS)
@@ -137,14 +174,25 @@ class RunFolder:
             atomic_write(self.path / WEIGHTS, lambda tmp: save_model(module, str(tmp)))
 
     def load_weights(self, module: torch.nn.Module, device: torch.device | str) -> None:
-        load_model(module, str(self.path / WEIGHTS), device=str(device))
+        try:
+            load_model(module, str(self.path / WEIGHTS), device=str(device))
+        except Exception as err:  # safetensors' own error type, or weights of another shape
+            raise RelsslError(damaged(self.path / WEIGHTS, err)) from None
 
     def save_checkpoint(self, checkpoint: dict) -> None:
+        """The new checkpoint is written beside the old one, which stays until the new one is whole."""
         if self.writer:
+            check_free(self.path, tensor_bytes(checkpoint), f"{self.path / CHECKPOINT}")
             atomic_write(self.path / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(self, device: torch.device | str) -> dict:
-        return torch.load(self.path / CHECKPOINT, map_location=device, weights_only=True)
+        try:
+            checkpoint = torch.load(self.path / CHECKPOINT, map_location=device, weights_only=True)
+        except Exception as err:  # truncated, or holding objects that are not tensors (never unpickled)
+            raise RelsslError(damaged(self.path / CHECKPOINT, err)) from None
+        if not isinstance(checkpoint, dict) or not {"state", "epoch", "best", "best_epoch"} <= set(checkpoint):
+            raise RelsslError(f"{self.path / CHECKPOINT}: not a relssl checkpoint; start the run anew in another folder")
+        return checkpoint
 
     def write_final(self, final: dict) -> None:
         if self.writer:
