@@ -37,7 +37,8 @@ def peak_device_memory(device) -> dict:
     return {"peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20}
 
 
-def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str = "cpu") -> dict:
+def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str = "cpu",
+              workers: int | None = None, precision: str = "fp32") -> dict:
     """Measure one data size: every figure from the same generated file and model."""
     import torch
 
@@ -63,7 +64,8 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     # The gbdt-graph baseline's causal features of every event (one thread, as it runs).
     out["graph_features_rows_per_s"] = bench_graph_features(prep)["rows_per_s"]
 
-    cfg = PretrainConfig(data="synthetic-aml", batch_size=batch_size, seed=seed, device=device)
+    cfg = PretrainConfig(data="synthetic-aml", batch_size=batch_size, seed=seed, device=device, workers=workers,
+                         precision=precision)
     trainer = Pretrainer(cfg, prep)
     clock = lambda: device_clock(trainer.device)  # noqa: E731
     train_rows = prep.rows(TRAIN)
@@ -89,7 +91,9 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
         if i == 1:
             t = clock()
         opt.zero_grad()
-        model(batch).fused.square().mean().backward()
+        with trainer.autocast():
+            loss = model(batch).fused.float().square().mean()
+        loss.backward()
         opt.step()
     backbone_s = (clock() - t) / steps
     out["backbone_rows_per_s"] = batch_size / backbone_s
@@ -106,12 +110,17 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     out["pretrain_rows_per_s"] = batch_size / step_s
     out["pretrain_vs_backbone"] = backbone_s / step_s
     out["sampling_share_of_step"] = sample_s / step_s
+    # The training loop: its input pipeline builds the next batches while a step computes (--workers).
+    trainer.cfg.train_rows_per_epoch = batch_size * steps
+    out["workers"] = trainer.workers
+    out["loop_rows_per_s"] = trainer.train_epoch(1, progress=False)["rows_per_s"]
     out["peak_rss_mib"] = peak_rss_mib()
     out.update(peak_device_memory(trainer.device))
     return out
 
 
-def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0, device: str = "cpu") -> dict:
+def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0, device: str = "cpu",
+                workers: int | None = None, precision: str = "fp32") -> dict:
     """One epoch of MCM + LP on ``rows`` generated transactions, from the CSV through the cache.
 
     With ``max_steps`` the epoch is cut short and its time extrapolated from the mean step
@@ -132,7 +141,7 @@ def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0
         out["generate_s"] = time.perf_counter() - t
         data = str(Path(tmp) / "Synthetic_Trans.csv")
         cfg = PretrainConfig(data=data, objectives=["mcm", "lp"], batch_size=batch_size, seed=seed, device=device,
-                             cache_dir=str(Path(tmp) / "cache"), epochs=1)
+                             cache_dir=str(Path(tmp) / "cache"), epochs=1, workers=workers, precision=precision)
         t = time.perf_counter()
         prep, _ = load_prepared(data, cache_dir=cfg.cache_dir)
         out["ingest_s"] = time.perf_counter() - t
@@ -143,7 +152,9 @@ def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0
         out["rss_after_ingest_mib"] = peak_rss_mib()
         t = time.perf_counter()
         trainer = Pretrainer(cfg, prep)
+        trainer.timed_phases = True  # the shares below: each phase waits for the device
         out["setup_s"] = time.perf_counter() - t  # graphs (CSR per split), LP pair index, model
+        out["workers"], out["precision"] = trainer.workers, precision
         train_rows = len(prep.rows(TRAIN))
         batches = -(-train_rows // batch_size)
         if max_steps and max_steps < batches:
@@ -273,6 +284,7 @@ def bench_relational(rows: int, reading: str, steps: int, batch_size: int, seed:
     out = {"rows": rows, "reading": reading, "encode_rows_per_s": (total if reading == "database" else rows)
            / (time.perf_counter() - t)}
     trainer = Pretrainer(PretrainConfig(data="generated", batch_size=batch_size, seed=seed, device=device), prep)
+    trainer.timed_phases = True
     train_rows = prep.rows(TRAIN)
     batches = [train_rows[torch.randperm(len(train_rows), generator=seeding.generator(seed, seeding.BENCH_ROWS, i))[:batch_size]]
                for i in range(steps + 1)]
@@ -329,15 +341,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     sizes = [int(s) for s in args.rows.split(",")]
     if args.single:
-        result = (bench_epoch(sizes[0], args.max_steps, args.batch_size, device=args.device) if args.epoch
-                  else bench_one(sizes[0], args.steps, args.batch_size, device=args.device))
+        result = (bench_epoch(sizes[0], args.max_steps, args.batch_size, device=args.device, workers=args.workers,
+                              precision=args.precision) if args.epoch
+                  else bench_one(sizes[0], args.steps, args.batch_size, device=args.device, workers=args.workers,
+                                 precision=args.precision))
         print(json.dumps(result))
         return
     results = []
     for rows in sizes:
         extra = ["--epoch", *(["--max-steps", str(args.max_steps)] if args.max_steps else [])] if args.epoch else []
+        pipeline = [*(["--workers", str(args.workers)] if args.workers is not None else []), "--precision", args.precision]
         proc = subprocess.run([sys.executable, "-m", "relssl", "bench", "--single", "--rows", str(rows),
-                               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device, *extra],
+                               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device,
+                               *pipeline, *extra],
                               capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"done: {rows:,} rows", file=sys.stderr)

@@ -34,6 +34,8 @@ def check_free(folder: Path, needed: int, what: str) -> None:
 def allocate(path: Path) -> None:
     """Reserve a memory-mapped file's blocks now: a full disk is then an ENOSPC error here, not a
     SIGBUS on some later write into the map."""
+    if not hasattr(os, "posix_fallocate"):  # macOS: a full disk stays a late error there
+        return
     with open(path, "r+b") as f:
         os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 

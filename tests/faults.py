@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import os
+import socket
 import sys
 import traceback
 import warnings
@@ -179,7 +180,11 @@ def _(tmp, csv):
 
 @c("NaN amount, --on-bad-values missing", "readers", "ok")
 def _(tmp, csv):
-    expect_ok(pretrain(edited(tmp, csv, 9, 5, "NaN"), tmp / "r", "--on-bad-values", "missing", "--no-cache"))
+    err = expect_ok(pretrain(edited(tmp, csv, 9, 5, "NaN"), tmp / "r", "--on-bad-values", "missing", "--no-cache"))
+    final = json.loads((tmp / "r" / "final.json").read_text())
+    if "1 row(s) with a bad amount read as missing" not in err or not all(
+            v == v for v in final.values() if isinstance(v, float)):
+        return "the NaN amount was not read as missing, or a metric is NaN"
 
 
 def schema_case(name: str, text: str, needle: str = "", csv_text: str | None = EVENTS_CSV):
@@ -301,8 +306,8 @@ def trained(tmp: Path, csv: Path, *extra) -> Path:
 def _(tmp, csv):
     out = trained(tmp, csv)
     good = (out / "checkpoint.pt").read_bytes()
-    def torn(obj, path, *a, **k):
-        Path(path).write_bytes(b"half a checkpoint")
+    def torn(obj, f, *a, **k):  # run_folder.save_torch hands torch.save an open file
+        f.write(b"half a checkpoint")
         raise Killed
 
     with mock.patch("torch.save", torn):
@@ -322,9 +327,9 @@ def _(tmp, csv):
     out = trained(tmp, csv)
     good = (out / "checkpoint.pt").read_bytes()
 
-    def full(obj, path, *a, **k):
-        Path(path).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", f.name)
 
     with mock.patch("torch.save", full):
         expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2", "--no-progress"], "no space left")
@@ -355,12 +360,18 @@ def _(tmp, csv):
 @c("a build killed mid-way leaves no hidden folder", "caches", "ok")
 def _(tmp, csv):
     (tmp / "cache").mkdir()
-    dead = tmp / "cache" / ".0123456789abcdef01234567-999999999-x1y2"
-    dead.mkdir()
-    (dead / "split.npy").write_bytes(b"half")
+    host = socket.gethostname().replace("-", "_")
+    dead = tmp / "cache" / f".0123456789abcdef01234567-{host}.999999999-x1y2"
+    kept = [tmp / "cache" / name for name in (".backup-2024-05", ".old-99-runs", f".0123456789abcdef01234567-{host}x"
+                                              f".999999999-a", ".0123456789abcdef01234567-elsewhere.999999999-b")]
+    for folder in (dead, *kept):
+        folder.mkdir()
+        (folder / "split.npy").write_bytes(b"half")
     expect_ok(pretrain(csv, tmp / "r"))
     if dead.exists():
         return "the killed build's folder is still there"
+    if not all(folder.exists() for folder in kept):
+        return "lost: the sweep removed a folder that was not a build of this machine"
 
 
 @c("out of memory in a training step", "resources")

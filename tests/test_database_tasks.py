@@ -175,10 +175,7 @@ def test_lp_trees_hide_the_answer_and_the_seed_row():
         allowed = set(lp.target[visible[times <= prep.time[row]]].tolist()) - {int(lp.target[row])}
         assert usable.any() and set(options[usable].tolist()) <= allowed
     # The trees LP's own states are computed on.
-    batch, built, original = builder(rows, gen), [], builder.tree_context
-    builder.tree_context = lambda *a, **k: built.append(original(*a, **k)) or built[-1]
-    lp.states(trainer.model, batch, rows, cand, gen)
-    seeds, others = (context.tree for context in built)
+    seeds, others = (context.tree for context in lp.trees(builder, rows, cand, gen))
     first = seeds.edge_hop == 1
     assert not (seeds.edge_relation[first] == 2).any()  # the rating does not lead to its movie
     assert (seeds.edge_relation[first] == 0).any()  # but to its user

@@ -1,4 +1,5 @@
-"""Two gloo processes follow the single-process run with the same global batch and seed."""
+"""Two gloo processes, each with its own input-pipeline threads, follow the single-process run
+(batches built in its loop) with the same global batch and seed."""
 from __future__ import annotations
 
 import os
@@ -55,8 +56,10 @@ def run(trainer: Pretrainer) -> tuple[list[float], list[torch.Tensor], list[torc
 def worker(rank: int, port: int, out: str, database: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    trainer = Pretrainer(config(database), data(database))
-    assert trainer.world.size == 2
+    cfg = config(database)
+    cfg.workers = 2  # each rank's own input pipeline; the single process below builds in its loop
+    trainer = Pretrainer(cfg, data(database))
+    assert trainer.world.size == 2 and trainer.workers == 2
     losses, params, lambdas = run(trainer)
     same = []
     for p in params:  # every rank holds identical parameters after each step

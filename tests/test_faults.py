@@ -63,3 +63,50 @@ def test_any_schema_text_is_checked_or_named_in_one_line(tmp_path, text):
     (tmp_path / "s.yaml").write_text(text)
     code, err = cli("schema", "check", tmp_path / "s.yaml")
     assert code == 2 and err.count("\n") == 1 and err.startswith("relssl: error: ") and "Traceback" not in err
+
+
+def test_a_full_disk_under_torch_save_is_enospc(tmp_path):
+    import errno
+    import os
+
+    from relssl.train.run_folder import save_torch
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with pytest.raises(OSError) as caught:
+        save_torch({"w": __import__("torch").zeros(1000)}, "/dev/full")
+    assert caught.value.errno == errno.ENOSPC
+
+
+def test_data_digests_cover_folders_vector_files_and_twins(tmp_path):
+    import json
+
+    import numpy as np
+
+    from relssl.data.cache import data_digests
+    from relssl.errors import RelsslError
+    from relssl.train.run_folder import RunFolder
+
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "train.json").write_text("{}")
+    (tmp_path / "rec" / "image_feat.npy").write_bytes(b"x")
+    assert len(data_digests(str(tmp_path / "rec"), tmp_path / "memo")) == 2  # a recommendation folder
+    (tmp_path / "e.csv").write_text("t,k\n" + "".join(f"{i},{i % 3}\n" for i in range(30)))
+    np.save(tmp_path / "v.npy", np.ones((3, 2), dtype=np.float32))
+    (tmp_path / "keys.txt").write_text("0\n1\n2\n")
+    (tmp_path / "s.yaml").write_text("events: {path: e.csv, time: {column: t, unit: s}, columns: {v: {stype: "
+                                     "embedding, path: v.npy, keys: keys.txt, key: k}}}\n")
+    names = sorted(p.rsplit("/", 1)[1] for p in data_digests(str(tmp_path / "s.yaml"), tmp_path / "memo"))
+    assert names == ["e.csv", "keys.txt", "s.yaml", "v.npy"]
+    # two files with one content, and a damaged data.json
+    run = RunFolder(tmp_path / "run")
+    twins = {"/a/x.csv": "d1", "/a/y.csv": "d1"}
+    run.check_data(twins, resume=False)
+    run.start({})
+    run.check_data(dict(twins), resume=True)
+    with pytest.raises(RelsslError, match="the data changed since the run started \\(a file it read is gone\\)"):
+        run.check_data({"/a/x.csv": "d1"}, resume=True)
+    (tmp_path / "run" / "data.json").write_text("{")
+    with pytest.raises(RelsslError, match="data.json: damaged"):
+        run.check_data(twins, resume=True)
+    run.unlock()

@@ -123,7 +123,6 @@ def test_an_infinite_number_in_a_schema_table_is_one_line(tmp_path, capsys):
 
 
 def test_bad_numbers_in_a_schema_table_error_drop_or_read_as_missing(tmp_path, capsys):
-    import warnings
 
     import numpy as np
 

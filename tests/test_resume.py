@@ -163,7 +163,7 @@ def test_resume_refuses_changed_data_naming_the_file(data, tmp_path, capsys):
     csv.write_text(original[:-2] + ("1" if original[-2] != "1" else "0") + "\n")  # same size, one byte differs
     assert main(["pretrain", "--out", out, "--resume", "--epochs", "2"]) == 2
     err = capsys.readouterr().err
-    assert f"--resume {out}: the data changed since the run started (aml.csv)" in err and err.count("\n") == 1
+    assert f"--resume {out}: the data changed since the run started (aml.csv changed)" in err and err.count("\n") == 1
     csv.write_text(original)  # the data it started on: resumes
     assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
 

@@ -18,6 +18,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, help="with --epoch: time this many steps and extrapolate the epoch")
     p.add_argument("--text", metavar="DATA", help="measure text columns on this dataset (e.g. amazon_fashion) instead")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA figures add peak_cuda_mib)")
+    p.add_argument("--workers", type=int, help="input-pipeline threads of the training loop (default: the "
+                                                "run's: 1 on CUDA, 0 on the CPU)")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA)")
     p.add_argument("--relational", action="store_true",
                    help="MCM on a generated 3-table database (first --rows orders) read as rows linked by keys, "
                         "against its orders read as events")

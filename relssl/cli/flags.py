@@ -117,7 +117,7 @@ def read_config(path: str | None) -> dict:
 
 
 # What a resumed run may change: how long it trains and where (and how) it runs.
-RESUMABLE = {"epochs", "device", "cache", "cache_dir", "log"}
+RESUMABLE = {"epochs", "device", "workers", "cache", "cache_dir", "log"}
 
 
 def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:

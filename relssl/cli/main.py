@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import shutil
 import sys
 import warnings
@@ -15,7 +14,7 @@ from relssl.cli.feat2vec import add_feat2vec_parsers
 from relssl.cli.flags import add_resume_flag, add_run_flags, check_resume_flags, config_from_args, print_metrics
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
 from relssl.cli.schema import add_schema_parser
-from relssl.errors import RelsslError
+from relssl.errors import RelsslError, out_of_disk, out_of_memory
 from relssl.logs import configure_cli, restore
 from relssl.version import __version__
 
@@ -184,12 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def out_of_memory(err: BaseException) -> bool:
-    """A MemoryError, or torch's and pyarrow's allocation failures (CPU and CUDA)."""
-    text = str(err)
-    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
-
-
 def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return (text[0][:160] if text else "") or type(err).__name__
@@ -212,16 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("relssl: interrupted", file=sys.stderr)
         return 130
-    except OSError as err:
-        if args.debug or err.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as err:
+        if args.debug or not (out_of_disk(err) or out_of_memory(err)):
             raise
-        print(f"relssl: error: no space left on the disk writing {err.filename or 'a file'}; every file written before "
-              f"it is intact (a run keeps its last finished epoch: --resume continues it; a cache entry being built "
-              f"was removed)", file=sys.stderr)
-        return 2
-    except (MemoryError, RuntimeError) as err:
-        if args.debug or not out_of_memory(err):
-            raise
+        if out_of_disk(err):
+            where = getattr(err, "filename", None) or "a file"
+            print(f"relssl: error: no space left on the disk writing {where}; every file written before it is intact "
+                  f"(a run keeps its last finished epoch: --resume continues it; a cache entry being built was "
+                  f"removed)", file=sys.stderr)
+            return 2
         print(f"relssl: error: out of memory ({first_line(err)}); a run keeps its last finished epoch (--resume "
               f"continues it); try a smaller --batch-size or --eval-rows, or the cache (IBM AML files are read "
               f"out of core)", file=sys.stderr)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import warnings
 from dataclasses import asdict, replace
@@ -37,7 +39,7 @@ from relssl.errors import RelsslError
 from relssl.files import check_free, pid_alive, write_text
 from relssl.version import __version__
 
-FORMAT = 3  # bump when the encoding or the entry layout changes: old entries are then never read
+FORMAT = 4  # bump when the encoding or the entry layout changes: old entries are then never read
 _STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
 
 
@@ -46,12 +48,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ["RELSSL_CACHE"]) if "RELSSL_CACHE" in os.environ else data_home() / "cache"
 
 
-def file_digest(path: Path, cache_dir: Path) -> str:
-    """SHA-256 of the file's bytes, remembered per (path, size, mtime, ctime, inode) in ``cache_dir/digests.json``."""
+def file_digest(path: Path, cache_dir: Path | None) -> str:
+    """SHA-256 of the file's bytes, remembered per (path, size, mtime, ctime, inode) in
+    ``cache_dir/digests.json`` (None: not remembered)."""
     stat = path.stat()
-    memo_path = cache_dir / "digests.json"
+    memo_path = cache_dir / "digests.json" if cache_dir is not None else None
     try:
-        memo = json.loads(memo_path.read_text())
+        memo = json.loads(memo_path.read_text()) if memo_path is not None else {}
     except (OSError, ValueError):
         memo = {}
     name = str(path.resolve())
@@ -65,7 +68,11 @@ def file_digest(path: Path, cache_dir: Path) -> str:
             digest.update(block)
     memo[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
                   "inode": stat.st_ino, "sha256": digest.hexdigest()}
-    write_text(memo_path, json.dumps(memo, indent=1))
+    if memo_path is not None:
+        try:
+            write_text(memo_path, json.dumps(memo, indent=1))
+        except OSError:  # a read-only or full cache folder: the digest stands, unremembered
+            pass
     return digest.hexdigest()
 
 
@@ -73,13 +80,19 @@ def data_digests(spec: str, cache_dir: str | Path | None = None) -> dict[str, st
     """SHA-256 of every file ``--data`` reads, by absolute path: what a run was trained on, so that
     ``--resume`` and an experiment's reuse can refuse a run whose data has changed since. A folder
     (a LATTICE/MMSSL export) is every file in it; data generated in memory has none."""
-    try:
-        files = resolve(spec).files()
-    except RelsslError:  # not a reader's input (a recommendation set); reading it says what is wrong
-        path = Path(spec)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        try:
+            files = resolve(spec).files()
+        except RelsslError:  # not a reader's input (a built-in recommendation set); reading says what is wrong
+            files = []
     memo = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    memo.mkdir(parents=True, exist_ok=True)
+    try:
+        memo.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only place: hashed without the memo
+        memo = None
     return {str(f.resolve()): file_digest(f, memo) for f in files if f.is_file()}  # reading names a missing one
 
 
@@ -133,7 +146,7 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
         if problem is None:
             return read_entry(entry), True
         warnings.warn(f"cache entry {entry}: {problem}; rebuilding it")
-        stale = entry.with_name(f".{key}-{os.getpid()}-stale")
+        stale = entry.with_name(f".{key}-{owner()}-stale")
         try:  # moved aside first: a concurrent reader never sees half a folder
             entry.rename(stale)
         except OSError:
@@ -141,7 +154,7 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
         shutil.rmtree(stale, ignore_errors=True)
     if log:
         log(f"preparing {spec} into the cache at {entry} (later runs load it from there)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-{os.getpid()}-", dir=cache_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-{owner()}-", dir=cache_dir))
     try:
         source = resolve(spec)
         if source.reader.ingest is not None:  # out of core, straight into the entry
@@ -166,12 +179,22 @@ def load_prepared(spec: str, fractions=(0.6, 0.2, 0.2), seed: int = 0, max_categ
     return read_entry(entry), False
 
 
+def owner() -> str:
+    """``HOST.PID``: who builds a hidden folder in the cache (a cache may be shared by machines)."""
+    return f"{socket.gethostname().replace('-', '_')}.{os.getpid()}"
+
+
+_LEFTOVER = re.compile(r"^\.[0-9a-f]{24}-(?P<host>[^-]+)\.(?P<pid>\d+)-")
+
+
 def sweep_leftovers(cache_dir: Path) -> None:
-    """Remove the hidden folders (``.KEY-PID-*``: an entry being built, or a damaged one moved aside)
-    of processes that are gone: a build killed mid-way, even by SIGKILL, leaves nothing for good."""
-    for path in cache_dir.glob(".*-*-*"):
-        parts = path.name[1:].split("-")
-        if path.is_dir() and len(parts) >= 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
+    """Remove the hidden folders (``.KEY-HOST.PID-*``: an entry being built, or a damaged one moved
+    aside) of this machine's processes that are gone: a build killed mid-way, even by SIGKILL,
+    leaves nothing for good. Another machine's, and anything not named so, are left alone."""
+    host = socket.gethostname().replace("-", "_")
+    for path in cache_dir.iterdir():
+        match = _LEFTOVER.match(path.name)
+        if match and match["host"] == host and path.is_dir() and not pid_alive(int(match["pid"])):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -20,7 +20,7 @@ import pyarrow.csv as pv
 from torch_frame import stype
 
 from relssl.data.relational import RelationalData
-from relssl.data.values import bad_numbers, why
+from relssl.data.values import bad_numbers, check_policy, why
 from relssl.errors import RelsslError
 
 HEADER = (
@@ -178,6 +178,7 @@ def _check_values(table: pa.Table, file: Path, on_bad_values: str = "error", fir
     labels = table["Is Laundering"]
     if table.num_rows and not pc.all(pc.is_in(labels, pa.array([0, 1]))).as_py():
         raise RelsslError(f"{file}: column 'Is Laundering' must hold only 0 or 1")
+    check_policy(on_bad_values)
     bad = bad_amounts(table)
     rows = np.logical_or.reduce(list(bad.values()))
     if not rows.any():

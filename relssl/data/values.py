@@ -1,7 +1,9 @@
 """Bad numbers in numerical columns, and what ``--on-bad-values`` does with them.
 
-A bad value is text that is not a number, NaN or ±inf written out, or a number beyond float32
-where no transform shrinks it (the encoder stores float32: it would become inf). Left in, any of
+A bad value is text that is not a number, ±inf, or a number beyond float32 where no transform
+shrinks it (the encoder stores float32: it would become inf). (``NaN`` written in a CSV is read
+as missing by pyarrow, as an empty cell is; the IBM AML reader, which has no missing values,
+counts a NaN amount as bad.) Left in, any of
 them turns the column's statistics and every loss into NaN, or turns silently into a missing cell. ``error`` (the default) stops at the first, naming the file, column
 and row; ``drop`` removes the rows holding one; ``missing`` reads each as an empty cell. Both of
 the latter warn with the count. An empty cell is missing, never bad.

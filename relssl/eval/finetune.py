@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -30,7 +29,7 @@ from relssl.data.entity_tasks import task_rows
 from relssl.data.fitted import save_preprocessing
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
-from relssl.errors import RelsslError
+from relssl.errors import RelsslError, out_of_memory
 from relssl.eval.baseline import cutoff_matrix, gbdt_scores, graph_features, raw_features
 from relssl.eval.downstream import fit_probe
 from relssl.eval.represent import Representer
@@ -92,7 +91,7 @@ def pretrained_config(run_dir: str | Path) -> PretrainConfig:
         if not (run / name).exists():
             raise RelsslError(f"--init {run}: not a pretrain run folder (no {name}); expected 'scratch' or "
                               f"the --out folder of `relssl pretrain`")
-    return PretrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    return PretrainConfig.from_dict(RunFolder(run, writer=False).config())
 
 
 def same_data(a: str, b: str) -> bool:
@@ -127,6 +126,8 @@ def load_backbone(backbone: Backbone, run_dir: str | Path) -> None:
         raise RelsslError(f"{path}: its weights do not fit this data's encoding ({str(err).splitlines()[-1].strip()}); "
                           f"was it pre-trained on the same prepared data?") from None
     except Exception as err:  # safetensors' own error: not a whole safetensors file
+        if out_of_memory(err):
+            raise
         raise RelsslError(damaged(path, err)) from None
     if missing and all(k.startswith("backbone.age.") for k in missing):
         raise RelsslError(f"{path}: the backbone was pre-trained without rows' ages (before --node-age); use it "

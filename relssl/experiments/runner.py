@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import yaml
 
 from relssl.logs import info
 from relssl.data.cache import data_digests
@@ -15,7 +14,7 @@ from relssl.train.pretrain import PretrainConfig, pretrain
 from relssl.train.run_folder import CONFIG, RunFolder
 
 # Settings that change where or how fast a run trains, not what it computes.
-RUNTIME_KEYS = frozenset({"device", "cache", "cache_dir", "log"})
+RUNTIME_KEYS = frozenset({"device", "workers", "cache", "cache_dir", "log"})
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:
@@ -42,7 +41,7 @@ def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ())
     ``resolved`` names keys the run stores resolved (e.g. a default task) and that cannot be compared."""
     if not (run / "config.yaml").exists():
         return
-    saved = flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    saved = flatten(RunFolder(run, writer=False).config())
     ignore = RUNTIME_KEYS | set(resolved)
     differences = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in flatten(wanted).items()
                    if key in saved and key.rsplit(".", 1)[-1] not in ignore and not same_value(saved[key], value)]
@@ -59,9 +58,9 @@ def reuse_or_train(run: Path, wanted: dict, train, label: str, log=info, resolve
     check_same_settings(run, wanted, resolved)
     folder = RunFolder(run)
     settings = wanted.get("train", wanted)  # a fine-tuning run's data is its train settings'
-    folder.check_data(data_digests(settings["data"], settings.get("cache_dir")), resume=folder.finished,
-                      refusal=f"{run} holds a run trained on other data ({{what}} changed since); choose another "
-                              f"--out or delete that folder")
+    folder.check_data(data_digests(settings["data"], settings.get("cache_dir")), resume=(run / CONFIG).exists(),
+                      refusal=f"{run} holds a run trained on other data ({{what}} since); choose another --out or "
+                              f"delete that folder")
     if not folder.finished:
         log(f"[{label}] training into {run}")
         train(resume=(run / CONFIG).exists())

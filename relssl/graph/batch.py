@@ -58,11 +58,13 @@ class Batch:
     # Work that several objectives share within one step (e.g. one masked forward for MCM and MV).
     cache: dict = field(default_factory=dict)
     builder: "BatchBuilder | None" = None  # what sampled it: a task that needs a view of its own asks it
+    # objective -> what its ``prepare`` drew and sampled ahead of the step (relssl.train.pipeline)
+    prepared: dict = field(default_factory=dict)
 
     def to(self, device) -> "Batch":
         return Batch(self.rows.to(device), None if self.tf is None else self.tf.to(device),
                      None if self.graph is None else self.graph.to(device),
-                     builder=self.builder)
+                     builder=self.builder, prepared=self.prepared)
 
 
 class BatchBuilder:

@@ -80,6 +80,12 @@ class Objective(nn.Module):
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         raise NotImplementedError
 
+    def prepare(self, batch: Batch, generator: torch.Generator):
+        """A task with a view of its own: every draw and every sampled tree of its step, on the CPU,
+        before any model work. The input pipeline (relssl.train.pipeline) calls it ahead of the step
+        and ``forward`` reads the result from ``batch.prepared``; called inline otherwise."""
+        return None
+
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         """Metric name (without the objective prefix) -> value, from an epoch's summed accumulators."""
         raise NotImplementedError

@@ -97,11 +97,9 @@ class ForeignKeyPrediction(Objective):
             cand = torch.where(bad, draw(), cand)
         return cand.clamp(min=0), (cand != answer) & (cand >= 0) & (history > 0).unsqueeze(1)
 
-    def states(self, model: Backbone, batch: Batch, rows: Tensor, cand: Tensor,
-               generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """[B, d] the seed rows' states without the predicted key; [B, 1 + K, d] the answer's and the
-        candidates' states, all at each seed's time and without the seed row."""
-        builder, device = batch.builder, batch.rows.device
+    def trees(self, builder: BatchBuilder, rows: Tensor, cand: Tensor, generator: torch.Generator):
+        """The seed rows' trees without the predicted key, and the answer's and the candidates'
+        [B * (1 + K)], all at each seed's time and without the seed row."""
         db = builder.prep.database
         time = None if builder.prep.time is None else builder.prep.time[rows]
         cut = time if builder.time_aware else None
@@ -116,20 +114,26 @@ class ForeignKeyPrediction(Objective):
         others = builder.tree_context(self.target_table, options.reshape(-1), per_root(cut), generator,
                                       hide=(db.seed_table, per_root(rows)), root_cells=True,
                                       label_time=per_root(time))
-        h_seed = model.encode_relations(seeds.to(device))
-        h_options = model.encode_relations(others.to(device)).view(len(rows), k, -1)
-        return h_seed, h_options
+        return seeds, others
 
     def pair_score(self, hu: Tensor, hv: Tensor) -> Tensor:
         return self.score(torch.cat([hu, hv, hu * hv], dim=-1)).squeeze(-1)
 
-    def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
+    def prepare(self, batch: Batch, generator: torch.Generator):
         rows = self.scored_rows(batch.rows.cpu(), generator)
+        if not len(rows):
+            return rows, None, None
+        cand, valid = self.sample_candidates(batch.builder, rows, generator)
+        return rows, valid, self.trees(batch.builder, rows, cand, generator)
+
+    def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
+        rows, valid, trees = batch.prepared.get(self) or self.prepare(batch, generator)
         if not len(rows):
             zero = self.score[0].weight.sum() * 0
             return TaskOutput(zero, {"count": 0.0})
-        cand, valid = self.sample_candidates(batch.builder, rows, generator)
-        h_seed, h_options = self.states(model, batch, rows, cand, generator)
+        device = batch.rows.device
+        h_seed = model.encode_relations(trees[0].to(device))
+        h_options = model.encode_relations(trees[1].to(device)).view(len(rows), valid.shape[1] + 1, -1)
         scores = self.pair_score(h_seed.unsqueeze(1).expand_as(h_options), h_options)
         return ranking_output(scores[:, 0], scores[:, 1:], valid)
 

@@ -119,13 +119,11 @@ class LinkPrediction(Objective):
         keep = max(1, round(self.seed_share * len(rows)))
         return rows[torch.randperm(len(rows), generator=generator)[:keep].sort().values]
 
-    def states(self, model: Backbone, batch: Batch, rows: Tensor, cand: Tensor,
-               generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """Source [B, d], target [B, d] and candidate [B, M, d] states of the seed events ``rows``,
-        all at each seed's time in trees without the seed's pair. Candidates go into the sampler two
-        by two (a pair of roots shares a time and a hidden pair), the last one twice when M is odd."""
-        builder = batch.builder
-        prep, (b, m) = builder.prep, cand.shape
+    def view(self, builder: BatchBuilder, rows: Tensor, cand: Tensor, generator: torch.Generator) -> Batch:
+        """The trees of the seed events ``rows`` and of their candidates [B, M], all at each seed's
+        time and without the seed's pair. Candidates go into the sampler two by two (a pair of roots
+        shares a time and a hidden pair), the last one twice when M is odd."""
+        prep, m = builder.prep, cand.shape[1]
         if m % 2:
             cand = torch.cat([cand, cand[:, -1:]], 1)
         half = cand.shape[1] // 2
@@ -138,16 +136,23 @@ class LinkPrediction(Objective):
             torch.cat([u, cand[:, :half].reshape(-1)]), torch.cat([v, cand[:, half:].reshape(-1)]),
             None if prep.time is None else per_root(prep.time[rows]), generator, exclude_edge=per_root(rows),
             exclude_pair=True, pair=(per_root(u), per_root(v)))
-        view = Batch(rows, None, builder.context(sub).to(batch.rows.device))  # only its graph is encoded
+        return Batch(rows, None, builder.context(sub))  # only its graph is encoded
+
+    def states(self, model: Backbone, view: Batch, m: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Source [B, d], target [B, d] and candidate [B, M, d] states from the encoded ``view``."""
         h = model.encode_graph(view, ego_ids=False)
-        d = h.shape[1] // 2
+        b, half, d = len(view.rows), (m + 1) // 2, h.shape[1] // 2
         roots = h[b:].view(b, half, 2, d).transpose(1, 2).reshape(b, 2 * half, d)  # candidates in input order
         return h[:b, :d], h[:b, d:], roots[:, :m]
 
-    def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
+    def prepare(self, batch: Batch, generator: torch.Generator):
         rows = self.scored_rows(batch.rows.cpu(), generator)
         cand, ok_source, ok_target = self.sample_candidates(batch.builder, rows, generator)
-        hu, hv, hc = self.states(model, batch, rows, cand, generator)
+        return cand, ok_source, ok_target, self.view(batch.builder, rows, cand, generator)
+
+    def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
+        cand, ok_source, ok_target, view = batch.prepared.get(self) or self.prepare(batch, generator)
+        hu, hv, hc = self.states(model, view.to(batch.rows.device), cand.shape[1])
         pos = self.pair_score(hu, hv)
         neg = torch.cat([self.pair_score(hc, hv.unsqueeze(1).expand_as(hc)),
                          self.pair_score(hu.unsqueeze(1).expand_as(hc), hc)], 1)

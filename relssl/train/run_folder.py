@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import atexit
 import json
+from collections import Counter
 import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
 
-from relssl.errors import RelsslError
+from relssl.errors import RelsslError, out_of_memory
 from relssl.files import atomic_write, check_free, dump_yaml, pid_alive, read_yaml, write_text
 
 CONFIG, METRICS, FINAL, DATA = "config.yaml", "metrics.jsonl", "final.json", "data.json"
@@ -45,6 +46,13 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise RelsslError(f"{path}: line {number} is not a JSON record (damaged); start the run anew in "
                                   f"another folder") from None
     return records
+
+
+def save_torch(obj, path: Path) -> None:
+    """torch.save into a Python file: a full disk is then an OSError (ENOSPC), where torch's own
+    writer says only "unexpected pos"."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def damaged(path: Path, err: Exception) -> str:
@@ -104,10 +112,14 @@ class RunFolder:
         self.digests = digests
         if not resume or not (self.path / DATA).exists():
             return
-        saved = set(json.loads((self.path / DATA).read_text()).get("files", {}).values())
+        try:
+            saved = Counter(json.loads((self.path / DATA).read_text())["files"].values())
+        except (ValueError, KeyError, AttributeError):
+            raise RelsslError(f"{self.path / DATA}: damaged (expected {{\"files\": {{path: sha256}}}}); start the run "
+                              f"anew in another folder") from None
         changed = [name for name, digest in digests.items() if digest not in saved]
-        if changed or len(saved) != len(digests):
-            what = ", ".join(Path(n).name for n in changed[:3]) or "a file it read is gone"
+        if changed or saved != Counter(digests.values()):  # by content: a moved data folder still resumes
+            what = (", ".join(Path(n).name for n in changed[:3]) + " changed") if changed else "a file it read is gone"
             raise RelsslError(refusal.format(what=what) if refusal else
                               f"--resume {self.path}: the data changed since the run started ({what}); resume "
                               f"with the data it started on, or start a new run")
@@ -177,18 +189,22 @@ class RunFolder:
         try:
             load_model(module, str(self.path / WEIGHTS), device=str(device))
         except Exception as err:  # safetensors' own error type, or weights of another shape
+            if out_of_memory(err):
+                raise
             raise RelsslError(damaged(self.path / WEIGHTS, err)) from None
 
     def save_checkpoint(self, checkpoint: dict) -> None:
         """The new checkpoint is written beside the old one, which stays until the new one is whole."""
         if self.writer:
             check_free(self.path, tensor_bytes(checkpoint), f"{self.path / CHECKPOINT}")
-            atomic_write(self.path / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
+            atomic_write(self.path / CHECKPOINT, lambda tmp: save_torch(checkpoint, tmp))
 
     def load_checkpoint(self, device: torch.device | str) -> dict:
         try:
             checkpoint = torch.load(self.path / CHECKPOINT, map_location=device, weights_only=True)
         except Exception as err:  # truncated, or holding objects that are not tensors (never unpickled)
+            if out_of_memory(err):
+                raise
             raise RelsslError(damaged(self.path / CHECKPOINT, err)) from None
         if not isinstance(checkpoint, dict) or not {"state", "epoch", "best", "best_epoch"} <= set(checkpoint):
             raise RelsslError(f"{self.path / CHECKPOINT}: not a relssl checkpoint; start the run anew in another folder")

@@ -1,0 +1,108 @@
+"""The input pipeline (relssl.train.pipeline): batches built ahead in threads are the batches built
+in the loop, errors and Ctrl-C leave no thread behind; and --precision's autocast paths."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from relssl.cli import main
+from relssl.train.pipeline import Prefetcher
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def input_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("relssl-input")]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_steps_come_in_order_whatever_the_workers(workers):
+    def make(step):
+        time.sleep(0.002 * (step % 3))  # later steps may finish first
+        return step * step
+
+    assert list(Prefetcher(make, 20, workers)) == [s * s for s in range(20)]
+    assert not input_threads()
+
+
+def test_builds_run_ahead_but_never_more_than_depth():
+    started = []
+    pipeline = iter(Prefetcher(lambda step: started.append(step) or step, 50, workers=2, depth=3))
+    assert next(pipeline) == 0
+    time.sleep(0.05)
+    assert 1 <= max(started) <= 4  # the consumed step plus at most depth ahead
+    pipeline.close()
+    assert not input_threads()
+
+
+def test_an_error_in_a_worker_is_raised_at_its_step_and_stops_every_thread():
+    def make(step):
+        if step == 5:
+            raise ValueError("bad step 5")
+        return step
+
+    seen = []
+    with pytest.raises(ValueError, match="bad step 5"):
+        for value in Prefetcher(make, 20, workers=2):
+            seen.append(value)
+    assert seen == [0, 1, 2, 3, 4] and not input_threads()
+
+
+@pytest.fixture(scope="module")
+def aml(tmp_path_factory):
+    out = tmp_path_factory.mktemp("aml")
+    assert main(["generate", "aml", "--rows", "3000", "--seed", "2", "--out", str(out)]) == 0
+    return str(out / "Synthetic_Trans.csv")
+
+
+def run(aml, out, *extra) -> tuple[list[dict], dict]:
+    assert main(["pretrain", "--data", aml, "--objectives", "mcm,lp", "--epochs", "2", "--patience", "5",
+                 "--out", str(out), *TINY, *extra]) == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    timing = {"seconds", "rows_per_s", "peak_rss_mib"}
+    return [{k: v for k, v in r.items() if k not in timing} for r in history], json.loads((out / "final.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_run_with_0_1_or_2_workers(aml, tmp_path):
+    runs = [run(aml, tmp_path / f"w{w}", "--workers", str(w)) for w in (0, 1, 2)]
+    assert runs[0] == runs[1] == runs[2]
+    assert not input_threads()
+
+
+def test_ctrl_c_mid_epoch_leaves_no_input_thread(aml, tmp_path, monkeypatch, capsys):
+    from relssl.train.pretrain import Pretrainer
+
+    original = Pretrainer.train_step
+
+    def interrupted(self, rows, epoch, step, built=None):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original(self, rows, epoch, step, built)
+
+    monkeypatch.setattr(Pretrainer, "train_step", interrupted)
+    assert main(["pretrain", "--data", aml, "--out", str(tmp_path / "r"), "--workers", "2", *TINY]) == 130
+    assert "interrupted" in capsys.readouterr().err and not input_threads()
+
+
+@pytest.mark.slow
+def test_bf16_autocast_on_the_cpu_trains_as_fp32_does(aml, tmp_path):
+    fp32, _ = run(aml, tmp_path / "fp32")
+    bf16, _ = run(aml, tmp_path / "bf16", "--precision", "bf16")
+    val = [(a["loss"], b["loss"]) for a, b in zip(fp32, bf16) if a["split"] == "val"]
+    assert all(abs(a - b) / a < 0.05 for a, b in val), val  # bf16 keeps 8 bits of mantissa
+    assert val[1][1] < val[0][1]  # and learns
+
+
+def test_fp16_needs_cuda_and_precision_is_checked(aml, tmp_path, capsys):
+    assert main(["pretrain", "--data", aml, "--out", str(tmp_path / "a"), "--precision", "fp16", "--device", "cpu",
+                 *TINY]) == 2
+    assert "--precision fp16 needs a CUDA device" in capsys.readouterr().err
+    assert main(["pretrain", "--data", aml, "--out", str(tmp_path / "b"), "--precision", "fp8", *TINY]) == 2
+    assert "--precision fp8: expected one of fp32, bf16, fp16" in capsys.readouterr().err
+    assert main(["pretrain", "--data", aml, "--out", str(tmp_path / "c"), "--workers", "-1", *TINY]) == 2
+    assert "--workers -1" in capsys.readouterr().err
