@@ -22,6 +22,7 @@ from relssl.objectives import reference_key
 from relssl.multitask import COMBINERS, build_combiner
 from relssl.nn.backbone import ModelConfig
 from relssl.nn.gnn import CONVS
+from relssl.nn.row_encoder import ROW_ENCODERS
 from relssl.multitask.base import combined_backward
 from relssl import objectives
 from relssl.objectives import OBJECTIVES
@@ -61,6 +62,31 @@ def test_objective_contract(community, name, tmp_path):
     assert restored.evaluate(VAL) == trainer.evaluate(VAL)
     # one seed, one result
     assert Pretrainer(small_config([name], seed=2), community).evaluate(VAL) == before
+
+
+@pytest.mark.parametrize("encoder", [e for e in ROW_ENCODERS if e != "ft-transformer"])
+def test_every_objective_trains_with_each_light_row_encoder(community, encoder):
+    """The FT-Transformer runs the objective contract above; the dense encoders run every task
+    together: finite metrics with their references, and every task's loss falls on the toy."""
+    from dataclasses import replace
+
+    cfg = small_config(list(OBJECTIVES), seed=2)
+    cfg.model = replace(cfg.model, row_encoder=encoder)
+    trainer = Pretrainer(cfg, community)
+    assert type(trainer.model.row).__name__ == "DenseRowEncoder"
+    before, after = train(trainer, 3)
+    assert all(math.isfinite(v) for v in after.values()), after
+    for name in OBJECTIVES:
+        assert after[f"{name}/loss"] < before[f"{name}/loss"], (name, before, after)
+
+
+def test_an_unknown_row_encoder_is_one_line(community):
+    from dataclasses import replace
+
+    cfg = small_config(["mcm"])
+    cfg.model = replace(cfg.model, row_encoder="tabnet")
+    with pytest.raises(RelsslError, match="--row-encoder tabnet: expected one of ft-transformer, mlp, resnet"):
+        Pretrainer(cfg, community)
 
 
 def toy_tasks():
@@ -233,3 +259,13 @@ def test_the_documented_new_task_is_one_class_and_one_registry_line(community, t
     monkeypatch.setitem(OBJECTIVES, "deg", TargetDegree)
     monkeypatch.setitem(objectives.OPTIONS, "deg_smoothing", 0.0)
     test_objective_contract(community, "deg", tmp_path)
+
+
+def test_the_peer_bench_times_relssl_on_the_wide_table(shared_data):
+    from relssl.bench_peers import PEERS, run_peer
+
+    result = run_peer("relssl:mlp-16", 2, 64)
+    assert result["library"] == "relssl (mlp, 16 ch, 1 layers)" and result["params"] > 10_000
+    assert result["rows_per_s"] > 0 and "pytorch-tabular" in PEERS
+    with pytest.raises(RelsslError, match="unknown peer widedeep"):
+        run_peer("widedeep", 2, 64)

@@ -152,3 +152,16 @@ def test_finetune_protocol_names_the_neighbourhood_it_sampled(aml, tmp_path):
     # later events in the transductive neighbourhoods change what the model sees, so the scores differ
     scores = [json.loads((tmp_path / p / "final.json").read_text())["test/pr_auc"] for p in ("causal", "transductive")]
     assert scores[0] != scores[1]
+
+
+@pytest.mark.parametrize("encoder", ["mlp", "resnet"])
+def test_a_light_row_encoder_pretrains_finetunes_and_embeds(aml, tmp_path, encoder):
+    csv, _ = aml
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert main(["pretrain", "--data", str(csv), "--objectives", "mcm,mv", "--row-encoder", encoder, "--epochs", "1",
+                 "--out", str(pre), *TINY]) == 0
+    assert yaml.safe_load((pre / "config.yaml").read_text())["model"]["row_encoder"] == encoder
+    assert main(["finetune", "--data", str(csv), "--init", str(pre), "--epochs", "1", "--out", str(ft), *TINY]) == 0
+    assert 0 <= json.loads((ft / "final.json").read_text())["test/pr_auc"] <= 1
+    assert main(["embed", "--run", str(pre), "--out", str(tmp_path / "e.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "e.parquet")) > 4000

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from relssl.bench import cmd_bench
+from relssl.bench_peers import cmd_bench_peers
 from relssl.bench_tasks import COMBINERS, OBJECTIVE_SETS, TASK_SETS, cmd_bench_tasks
 
 
@@ -21,12 +22,22 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--workers", type=int, help="input-pipeline threads of the training loop (default: the "
                                                 "run's: 1 on CUDA, 0 on the CPU)")
     p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA)")
+    p.add_argument("--peers", action="store_true",
+                   help="denoising pre-training on one wide table (../shared/data's Ethereum fraud table): relssl's "
+                        "row encoders beside the peer libraries installed (pip install pytorch-tabular)")
     p.add_argument("--relational", action="store_true",
                    help="MCM on a generated 3-table database (first --rows orders) read as rows linked by keys, "
                         "against its orders read as events")
     p.add_argument("--reading", default="database", help=argparse.SUPPRESS)
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    if args.peers:
+        cmd_bench_peers(args.steps, args.batch_size, args.out)
+    else:
+        cmd_bench(args)
 
 
 def add_bench_tasks_parser(sub) -> None:

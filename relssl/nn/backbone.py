@@ -12,14 +12,17 @@ from relssl.errors import RelsslError
 from relssl.graph.batch import Batch, RelationContext
 from relssl.graph.sampler import SampledSubgraph
 from relssl.nn.gnn import CONVS, TreeGNN, mlp
-from relssl.nn.row_encoder import FlatRowEncoder, RowEncoder, column_encoder
+from relssl.nn.row_encoder import (ROW_ENCODERS, DenseRowEncoder, FlatRowEncoder, RowEncoder, column_encoder,
+                                   make_row_encoder)
 from relssl.options import option
 
 
 @dataclass
 class ModelConfig:
     channels: int = option(32, "width of every token, node and edge state")
-    row_layers: int = option(2, "FT-Transformer layers of the row encoder")
+    row_encoder: str = option("ft-transformer", "row encoder: ft-transformer (attention over a row's cells), or mlp "
+                                                "or resnet (dense layers over the concatenated cells: lighter)")
+    row_layers: int = option(2, "layers of the row encoder (FT-Transformer layers, or MLP/ResNet blocks)")
     heads: int = option(4, "attention heads (must divide --channels)")
     dropout: float = option(0.0, "dropout; masking already regularises, and dropout costs ~6 %% of a CPU step")
     gnn: str = option("gine", f"GNN layer: {', '.join(CONVS)}")
@@ -101,7 +104,9 @@ class Backbone(nn.Module):
         db = prep.database
         # A database's run with several pretext tables: the first one's row encoder is ``row``.
         first = db.tables[db.pretext[0]] if db is not None and db.pretext else prep.events
-        self.row = RowEncoder(first, d, cfg.row_layers, cfg.heads, cfg.dropout)
+        if cfg.row_encoder not in ROW_ENCODERS:
+            raise RelsslError(f"--row-encoder {cfg.row_encoder}: expected one of {', '.join(ROW_ENCODERS)}")
+        self.row = make_row_encoder(cfg.row_encoder, first, d, cfg.row_layers, cfg.heads, cfg.dropout)
         self.has_graph = prep.has_context
         self.graph_channels = 2 * d if prep.has_graph else d  # source and target states, or the seed row's
         if prep.database is not None:
@@ -135,8 +140,8 @@ class Backbone(nn.Module):
                               "(those read an event graph)")
         pretext = db.pretext or [db.seed_table]
         self.seed_name = db.names[db.seed_table]
-        self.extra_rows = nn.ModuleDict({db.names[t]: RowEncoder(db.tables[t], d, cfg.row_layers, cfg.heads, cfg.dropout)
-                                         for t in pretext[1:]})
+        self.extra_rows = nn.ModuleDict({db.names[t]: make_row_encoder(cfg.row_encoder, db.tables[t], d, cfg.row_layers,
+                                                                  cfg.heads, cfg.dropout) for t in pretext[1:]})
         self.table_rows = nn.ModuleList(
             FlatRowEncoder(self.row_encoder(db.names[t]).cells, d) if t in pretext else
             FlatRowEncoder(column_encoder(enc, d), d) if enc is not None else nn.Identity()
@@ -190,7 +195,7 @@ class Backbone(nn.Module):
         b = sub.num_seeds
         return torch.cat([h[:b], h[b:2 * b]], dim=-1)
 
-    def row_encoder(self, table: str | None = None) -> RowEncoder:
+    def row_encoder(self, table: str | None = None) -> RowEncoder | DenseRowEncoder:
         """The row encoder of a pretext table of a database (default: the seed table's); ``row`` on
         an event table."""
         extra = getattr(self, "extra_rows", None)
@@ -217,7 +222,7 @@ class TableModel:
     def encode_rows(self, tf: TensorFrame, remove: Tensor | None, graph: Tensor | None) -> RowRepresentation:
         return self.backbone.encode_rows(tf, remove, graph, self.table)
 
-    def row_encoder(self) -> RowEncoder:
+    def row_encoder(self) -> RowEncoder | DenseRowEncoder:
         return self.backbone.row_encoder(self.table)
 
     def __call__(self, batch: Batch, tf: TensorFrame | None = None, remove: Tensor | None = None) -> RowRepresentation:

@@ -1,4 +1,5 @@
-"""Encoders of table rows: stype-wise cell embeddings, then an FT-Transformer or a flat projection."""
+"""Encoders of table rows: stype-wise cell embeddings, then an FT-Transformer, a dense MLP or ResNet,
+or (for the many neighbour rows of a graph) a flat projection."""
 from __future__ import annotations
 
 import torch
@@ -7,6 +8,7 @@ import torch_frame
 from torch_frame import NAStrategy, TensorFrame
 from torch_frame.nn import (EmbeddingEncoder, FTTransformerConvs, LinearEmbeddingEncoder, LinearEncoder,
                             StypeWiseFeatureEncoder, TimestampEncoder)
+from torch_frame.nn.models.resnet import FCResidualBlock
 
 from relssl.data.encoding import EncodedTable
 
@@ -46,6 +48,46 @@ class RowEncoder(nn.Module):
             x = torch.where(remove.unsqueeze(-1), self.mask_token.to(x.dtype), x)
         tokens, cls = self.transformer(x)
         return tokens, cls
+
+
+class DenseRowEncoder(nn.Module):
+    """A row as its cells' embeddings side by side, through an MLP (``residual=False``) or
+    pytorch-frame's ResNet blocks: one matrix product per layer instead of attention over every
+    pair of cells, the light encoder of a wide table without a graph. Its cell tokens are the cell
+    embeddings themselves ([MASK] where removed): a head predicting a cell reads the cell's column
+    from its token and the row from the encoding beside it (relssl.objectives.base.cell_features)."""
+
+    def __init__(self, enc: EncodedTable, channels: int, layers: int, dropout: float, residual: bool):
+        super().__init__()
+        self.cells = column_encoder(enc, channels)
+        self.mask_token = nn.Parameter(torch.randn(len(enc.columns), channels) * 0.02)
+        width = len(enc.columns) * channels
+        hidden = 4 * channels
+        if residual:
+            blocks = [FCResidualBlock(width if i == 0 else hidden, hidden, dropout_prob=dropout)
+                      for i in range(max(layers, 1))]
+        else:
+            blocks = [nn.Sequential(nn.Linear(width if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.ReLU(),
+                                    nn.Dropout(dropout)) for i in range(max(layers, 1))]
+        self.body = nn.Sequential(*blocks, nn.Linear(hidden, channels))
+
+    def forward(self, tf: TensorFrame, remove: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, _ = self.cells(tf)
+        if remove is not None:
+            x = torch.where(remove.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        return x, self.body(x.flatten(1))
+
+
+ROW_ENCODERS = ("ft-transformer", "mlp", "resnet")
+
+
+def make_row_encoder(kind: str, enc: EncodedTable, channels: int, layers: int, heads: int,
+                dropout: float) -> RowEncoder | DenseRowEncoder:
+    """``--row-encoder``: the FT-Transformer (every cell attends to every other), or a dense MLP or
+    ResNet over the concatenated cells (``layers`` blocks of width 4 x channels)."""
+    if kind == "ft-transformer":
+        return RowEncoder(enc, channels, layers, heads, dropout)
+    return DenseRowEncoder(enc, channels, layers, dropout, residual=kind == "resnet")
 
 
 class FlatRowEncoder(nn.Module):

@@ -1,0 +1,150 @@
+"""`relssl bench --peers`: relssl's row encoders against the peer libraries that are installed, on
+one wide table without a graph (the Ethereum fraud table of ../shared/data), denoising
+pre-training, batch 256, rows per second of training steps and parameter counts side by side.
+
+Each library runs in a process of its own (this module, ``--peer NAME``), one after the other, so
+that none warms another's caches or shares its threads.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from relssl.data.paths import shared_data_dir
+from relssl.errors import RelsslError
+from relssl.files import dump_yaml
+
+TABLE = "ethereum_fraud_kaggle/transaction_dataset.csv.gz"
+CATEGORICAL = ("ERC20 most sent token type", "ERC20_most_rec_token_type")
+LABEL = "FLAG"
+NOT_FEATURES = ("Index", "Address", LABEL, "Unnamed: 0")
+# name -> (row encoder, channels, layers): the defaults, and an MLP sized near pytorch-tabular's DAE
+PEERS = {"relssl:ft-transformer": ("ft-transformer", 32, 2), "relssl:mlp": ("mlp", 32, 2),
+         "relssl:resnet": ("resnet", 32, 2), "relssl:mlp-16": ("mlp", 16, 1), "pytorch-tabular": None}
+
+
+def table_path() -> Path:
+    path = shared_data_dir() / TABLE
+    if not path.is_file():
+        raise RelsslError(f"bench --peers: {path} not found; set RELSSL_SHARED_DATA to the folder holding {TABLE}")
+    return path
+
+
+def frame() -> pd.DataFrame:
+    """The table's feature columns as the peers read them: numbers, and two categorical columns."""
+    df = pd.read_csv(table_path())
+    df.columns = [c.strip() for c in df.columns]
+    return df.drop(columns=[c for c in NOT_FEATURES if c in df.columns])
+
+
+def schema(folder: Path) -> Path:
+    """A relssl schema of the same table (no keys, no time: one table, split at random)."""
+    header = pd.read_csv(table_path(), nrows=0).columns
+    columns = {c: "categorical" if c.strip() in CATEGORICAL else "numerical" for c in header
+               if c.strip() not in NOT_FEATURES}
+    path = folder / "ethereum.yaml"
+    path.write_text(dump_yaml({"name": "ethereum", "events": {"path": str(table_path()), "columns": columns,
+                                                               "labels": [LABEL]}}))
+    return path
+
+
+def bench_relssl(encoder: str, steps: int, batch_size: int, channels: int, layers: int) -> dict:
+    import tempfile
+
+    import torch
+
+    from relssl.nn.backbone import ModelConfig
+    from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ModelConfig(channels=channels, row_layers=layers, row_encoder=encoder)
+        cfg = PretrainConfig(data=str(schema(Path(tmp))), objectives=["dae"], batch_size=batch_size, cache=False,
+                             device="cpu", train_rows_per_epoch=batch_size, model=model)
+        trainer = Pretrainer(cfg, log=None, progress=False)
+        trainer.train_epoch(1, progress=False)  # warm-up
+        trainer.cfg.train_rows_per_epoch = steps * batch_size
+        metrics = trainer.train_epoch(2, progress=False)
+        params = sum(p.numel() for p in trainer.weights().parameters())
+    return {"library": f"relssl ({encoder}, {channels} ch, {layers} layers)", "task": "DAE (relssl dae)",
+            "params": params,
+            "rows_per_s": metrics["rows_per_s"], "threads": torch.get_num_threads()}
+
+
+def bench_pytorch_tabular(steps: int, batch_size: int) -> dict:
+    """pytorch-tabular's denoising autoencoder (its self-supervised model), encoder and decoder at
+    their default size (CategoryEmbeddingModel, layers 128-64-32), on the same frame; training
+    steps timed by a Lightning callback, the first epoch's first step left out."""
+    import torch
+    from pytorch_lightning.callbacks import Callback
+    from pytorch_tabular import TabularModel
+    from pytorch_tabular.config import DataConfig, OptimizerConfig, TrainerConfig
+    from pytorch_tabular.models import CategoryEmbeddingModelConfig
+    from pytorch_tabular.ssl_models import DenoisingAutoEncoderConfig
+
+    df = frame()
+    categorical = [c for c in df.columns if c in CATEGORICAL]
+    numerical = [c for c in df.columns if c not in CATEGORICAL]
+    df[numerical] = df[numerical].fillna(0.0)
+    df[categorical] = df[categorical].fillna("none").astype(str)
+
+    class Clock(Callback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_train_batch_end(self, *args, **kwargs):
+            self.times.append(time.perf_counter())
+
+    clock = Clock()
+    model = TabularModel(
+        data_config=DataConfig(target=None, continuous_cols=numerical, categorical_cols=categorical),
+        model_config=DenoisingAutoEncoderConfig(encoder_config=CategoryEmbeddingModelConfig(task="backbone"),
+                                                decoder_config=CategoryEmbeddingModelConfig(task="backbone")),
+        optimizer_config=OptimizerConfig(),
+        trainer_config=TrainerConfig(batch_size=batch_size, max_epochs=1, accelerator="cpu", progress_bar="none",
+                                     checkpoints=None, early_stopping=None, load_best=False,
+                                     trainer_kwargs={"limit_train_batches": steps + 1}),
+        verbose=False)
+    model.pretrain(train=df, callbacks=[clock])
+    params = sum(p.numel() for p in model.model.parameters())
+    seconds = clock.times[-1] - clock.times[0]
+    return {"library": "pytorch-tabular", "task": "DAE (DenoisingAutoEncoderModel)", "params": params,
+            "rows_per_s": (len(clock.times) - 1) * batch_size / seconds, "threads": torch.get_num_threads()}
+
+
+def run_peer(name: str, steps: int, batch_size: int) -> dict:
+    if name not in PEERS:
+        raise RelsslError(f"bench --peers: unknown peer {name}; expected one of {', '.join(PEERS)}")
+    if PEERS[name] is None:
+        return bench_pytorch_tabular(steps, batch_size)
+    encoder, channels, layers = PEERS[name]
+    return bench_relssl(encoder, steps, batch_size, channels, layers)
+
+
+def cmd_bench_peers(steps: int, batch_size: int, out: str | None) -> None:
+    results = []
+    for name in PEERS:
+        proc = subprocess.run([sys.executable, "-m", "relssl.bench_peers", name, str(steps), str(batch_size)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+            print(f"{name}: skipped ({last[:160]})", file=sys.stderr)
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    peer = next((r["rows_per_s"] for r in results if r["library"] == "pytorch-tabular"), None)
+    print(f"{len(frame()):,} rows x {len(frame().columns)} columns, batch {batch_size}, {steps} timed steps, "
+          f"{results[0]['threads'] if results else '?'} threads\n")
+    print("| library | task | parameters | rows/s | vs pytorch-tabular |\n|---|---|---|---|---|")
+    for r in results:
+        ratio = f"{r['rows_per_s'] / peer:.2f}x" if peer else "not installed"
+        print(f"| {r['library']} | {r['task']} | {r['params']:,} | {r['rows_per_s']:,.0f} | {ratio} |")
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":  # one peer, in a process of its own: python -m relssl.bench_peers NAME STEPS BATCH
+    print(json.dumps(run_peer(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
