@@ -196,7 +196,7 @@ def test_reader_contract(name, tmp_path):
 
 def test_an_unknown_input_names_every_reader(tmp_path):
     with pytest.raises(RelsslError) as err:
-        load_dataset(str(tmp_path / "missing.parquet"))
+        load_dataset(str(tmp_path / "missing.xyz"))
     assert all(reader.formats in str(err.value) for reader in READERS.values())
 
 

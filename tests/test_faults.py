@@ -79,8 +79,6 @@ def test_a_full_disk_under_torch_save_is_enospc(tmp_path):
 
 
 def test_data_digests_cover_folders_vector_files_and_twins(tmp_path):
-    import json
-
     import numpy as np
 
     from relssl.data.cache import data_digests

@@ -136,3 +136,29 @@ def test_an_infinite_amount_names_file_column_and_row(tmp_path):
     path = write(tmp_path, f"{HEADER}\n{GOOD_ROW}\n{bad}\n")
     with pytest.raises(RelsslError, match="Bad_Trans.csv: column 'Amount Paid' holds inf in data row 2: not a finite"):
         read_ibm_aml(path)
+
+
+def test_a_parquet_copy_reads_as_the_csv(real_rows, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from relssl.data.datasets import load_dataset
+
+    plain = read_ibm_aml(real_rows)
+    frame = pd.read_csv(real_rows, dtype=str)  # the Kaggle names: Account, Account.1
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "A_Trans.parquet")
+    typed = frame.assign(Timestamp=pd.to_datetime(frame["Timestamp"], format="%Y/%m/%d %H:%M"),
+                         **{"Amount Paid": frame["Amount Paid"].astype(float)})
+    pq.write_table(pa.Table.from_pandas(typed, preserve_index=False), tmp_path / "B_Trans.parquet")
+    for name in ("A_Trans.parquet", "B_Trans.parquet"):
+        data = load_dataset(str(tmp_path / name))
+        pd.testing.assert_frame_equal(data.events, plain.events)
+        assert (data.src == plain.src).all() and (data.time == plain.time).all()
+    pq.write_table(pa.Table.from_pandas(frame.drop(columns=["Payment Format"]), preserve_index=False),
+                   tmp_path / "C_Trans.parquet")
+    with pytest.raises(RelsslError, match=r"C_Trans.parquet: header does not match IBM AMLworld: missing column\(s\) "
+                                          r"\['Payment Format'\]"):
+        load_dataset(str(tmp_path / "C_Trans.parquet"))
+    (tmp_path / "D_Trans.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(RelsslError, match="D_Trans.parquet: not a readable Parquet file"):
+        load_dataset(str(tmp_path / "D_Trans.parquet"))

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
+import pyarrow.parquet as pq
 from torch_frame import stype
 
 from relssl.data.relational import RelationalData
@@ -68,7 +69,10 @@ def read_ibm_aml(path: str | Path, on_bad_values: str = "error") -> RelationalDa
     """Load an AMLworld ``*_Trans.csv``: accounts (bank, account) are entities, transactions are edges."""
     path = Path(path)
     _check_header(path)
-    table = read_ibm_rows(path, path, skip_rows=1, on_bad_values=on_bad_values)
+    if path.suffix == ".parquet":
+        table = read_ibm_rows(parquet_as_csv(path), path, on_bad_values=on_bad_values)
+    else:
+        table = read_ibm_rows(path, path, skip_rows=1, on_bad_values=on_bad_values)
     if table.num_rows == 0:
         raise RelsslError(f"{path}: the file has a header but no transaction rows"
                           + (" it can use (every one held a bad amount)" if on_bad_values == "drop" else ""))
@@ -91,6 +95,20 @@ def read_ibm_aml(path: str | Path, on_bad_values: str = "error") -> RelationalDa
     )
 
 
+def parquet_as_csv(path: Path) -> io.BytesIO:
+    """A Parquet copy of an AMLworld file (columns named as the CSV's, or as ``COLUMNS``) as the
+    CSV rows it holds, so that one parser types and checks both (a timestamp column is written in
+    the CSV's own format)."""
+    table = pq.read_table(path)
+    table = table.rename_columns(COLUMNS)
+    if pa.types.is_timestamp(table.schema.field("Timestamp").type):
+        table = table.set_column(0, "Timestamp", pc.strftime(table["Timestamp"], format=TIME_FORMAT))
+    out = io.BytesIO()
+    pv.write_csv(table, out, write_options=pv.WriteOptions(include_header=False))
+    out.seek(0)
+    return out
+
+
 def read_ibm_rows(source: Path | io.BytesIO, file: Path, skip_rows: int = 0, on_bad_values: str = "error") -> pa.Table:
     """Parse header-less AMLworld CSV rows into typed columns named ``COLUMNS``; errors name ``file``."""
     read_options = pv.ReadOptions(column_names=COLUMNS, skip_rows=skip_rows, block_size=16 << 20)
@@ -107,15 +125,23 @@ def read_ibm_rows(source: Path | io.BytesIO, file: Path, skip_rows: int = 0, on_
 
 
 def _check_header(path: Path) -> None:
-    """Compare the first line with the exact AMLworld header, naming what is missing or unexpected."""
+    """Compare the first line (a Parquet file: its column names) with the exact AMLworld header,
+    naming what is missing or unexpected."""
     if not path.is_file():
         raise RelsslError(f"{path}: file not found (expected an IBM AMLworld *_Trans.csv file)")
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+    if path.suffix == ".parquet":
         try:
-            first = f.readline()
-        except (OSError, EOFError):  # gzip.BadGzipFile is an OSError
-            raise RelsslError(f"{path}: not a readable gzip file") from None
-    line = first.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
+            names = pq.read_schema(path).names
+        except (pa.ArrowInvalid, OSError):
+            raise RelsslError(f"{path}: not a readable Parquet file") from None
+        line = ",".join("Account" if n == "Account.1" else n for n in names)  # pandas' name of the second
+    else:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+            try:
+                first = f.readline()
+            except (OSError, EOFError):  # gzip.BadGzipFile is an OSError
+                raise RelsslError(f"{path}: not a readable gzip file") from None
+        line = first.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
     if not line:
         raise RelsslError(f"{path}: the file is empty; expected the header line: {HEADER}")
     if line == HEADER:

@@ -100,9 +100,10 @@ READERS = {reader.name: reader for reader in (
     Reader("amazon", "Amazon review JSON lines (.json, .json.gz)", lambda p: p.name.endswith(AMAZON_SUFFIXES),
            lambda s, skip, orphans, bad: read_amazon_reviews(s.path, skip, name=s.spec if s.shared else None),
            cacheable=lambda s: False),
-    Reader("ibm_aml", "an IBM AML CSV path", lambda p: p.suffix in (".csv", ".gz") or p.exists(),
+    Reader("ibm_aml", "an IBM AML CSV path (.csv, .csv.gz or .parquet)",
+           lambda p: p.suffix in (".csv", ".gz", ".parquet") or p.exists(),
            lambda s, skip, orphans, bad: read_ibm_aml(s.path, bad), key=_ibm_key, ingest=ingest_ibm_aml,
-           cacheable=lambda s: s.path.suffix != ".gz"),  # the out-of-core ingest reads plain text
+           cacheable=lambda s: s.path.suffix not in (".gz", ".parquet")),  # the out-of-core ingest reads plain text
 )}
 
 
