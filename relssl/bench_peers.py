@@ -1,6 +1,7 @@
 """`relssl bench --peers`: relssl's row encoders against the peer libraries that are installed, on
 one wide table without a graph (the Ethereum fraud table of ../shared/data), denoising
-pre-training, batch 256, rows per second of training steps and parameter counts side by side.
+pre-training at one batch size (``--batch-size``; docs/benchmarks.md uses 256), rows per second of
+training steps and parameter counts side by side, fp32, each library's own input handling.
 
 Each library runs in a process of its own (this module, ``--peer NAME``), one after the other, so
 that none warms another's caches or shares its threads.

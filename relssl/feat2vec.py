@@ -327,7 +327,7 @@ class Feat2VecHead(nn.Module):
         for g in range(len(self.groups)):
             at = (group == g).nonzero().squeeze(1)
             if at.numel():
-                out[at] = self.embed_group(g, cells[at], ids.at(at))
+                out[at] = self.embed_group(g, cells[at], ids.at(at)).to(out.dtype)  # bf16 under autocast
         return out
 
 

@@ -73,7 +73,8 @@ def test_every_objective_trains_with_each_light_row_encoder(community, encoder):
     cfg = small_config(list(OBJECTIVES), seed=2)
     cfg.model = replace(cfg.model, row_encoder=encoder)
     trainer = Pretrainer(cfg, community)
-    assert type(trainer.model.row).__name__ == "DenseRowEncoder"
+    blocks = {type(m).__name__ for m in trainer.model.row.body.modules()}
+    assert ("FCResidualBlock" in blocks) == (encoder == "resnet") and "MultiheadAttention" not in blocks
     before, after = train(trainer, 3)
     assert all(math.isfinite(v) for v in after.values()), after
     for name in OBJECTIVES:

@@ -34,7 +34,7 @@ def test_builds_run_ahead_but_never_more_than_depth():
     pipeline = iter(Prefetcher(lambda step: started.append(step) or step, 50, workers=2, depth=3))
     assert next(pipeline) == 0
     time.sleep(0.05)
-    assert 1 <= max(started) <= 4  # the consumed step plus at most depth ahead
+    assert max(started) == 3  # the consumed step and depth ahead, no more
     pipeline.close()
     assert not input_threads()
 
@@ -106,3 +106,32 @@ def test_fp16_needs_cuda_and_precision_is_checked(aml, tmp_path, capsys):
     assert "--precision fp8: expected one of fp32, bf16, fp16" in capsys.readouterr().err
     assert main(["pretrain", "--data", aml, "--out", str(tmp_path / "c"), "--workers", "-1", *TINY]) == 2
     assert "--workers -1" in capsys.readouterr().err
+
+
+def test_bf16_autocast_runs_every_objective_and_a_database():
+    import math
+
+    from relssl.data.prepare import prepare
+    from relssl.data.splits import TRAIN, VAL
+    from relssl.objectives import OBJECTIVES
+    from relssl.train.pretrain import Pretrainer
+    from tests.test_database_tasks import ratings_database, trainer_for
+    from tests.test_objectives import community_toy, small_config
+
+    community = prepare(community_toy())
+    events = Pretrainer(small_config(list(OBJECTIVES), precision="bf16"), community)
+    database = trainer_for(ratings_database(), objectives=["mcm", "lp"], precision="bf16")
+    for trainer in (events, database):
+        loss, _ = trainer.train_step(trainer.prep.rows(TRAIN)[:64], 1, 0)
+        assert math.isfinite(loss)
+        assert all(math.isfinite(v) for v in trainer.evaluate(VAL).values())
+
+
+def test_fp16_refuses_combiners_its_loss_scale_would_skew():
+    from relssl.errors import RelsslError
+    from relssl.train.pretrain import PretrainConfig
+
+    for combiner in ("uw", "moco", "cagrad"):
+        with pytest.raises(RelsslError, match=f"--precision fp16 takes --combiner sum, weighted, pcgrad .*skew {combiner}"):
+            PretrainConfig(objectives=["mcm", "mv"], combiner=combiner, precision="fp16").validate()
+    PretrainConfig(objectives=["mcm", "mv"], combiner="pcgrad", precision="fp16").validate()

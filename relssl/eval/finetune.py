@@ -76,6 +76,9 @@ class FinetuneConfig:
             self.train.table = named[0]
         if self.mode not in MODES:
             raise RelsslError(f"--mode '{self.mode}': expected one of {', '.join(MODES)}")
+        if self.train.workers or self.train.precision != "fp32":
+            raise RelsslError("--workers and --precision are pre-training's; fine-tuning builds its batches in its "
+                              "loop, in fp32")
         if self.init != "scratch":
             self.init = portable(self.init)
         if self.mode in NO_BACKBONE and self.init != "scratch":

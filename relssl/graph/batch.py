@@ -64,7 +64,16 @@ class Batch:
     def to(self, device) -> "Batch":
         return Batch(self.rows.to(device), None if self.tf is None else self.tf.to(device),
                      None if self.graph is None else self.graph.to(device),
-                     builder=self.builder, prepared=self.prepared)
+                     builder=self.builder, prepared={k: to_device(v, device) for k, v in self.prepared.items()})
+
+
+def to_device(x, device):
+    """Tensors and anything with ``.to`` (frames, contexts, batches), alone or in tuples and lists."""
+    if x is None:
+        return None
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_device(v, device) for v in x)
+    return x.to(device)
 
 
 class BatchBuilder:

@@ -12,8 +12,7 @@ from relssl.errors import RelsslError
 from relssl.graph.batch import Batch, RelationContext
 from relssl.graph.sampler import SampledSubgraph
 from relssl.nn.gnn import CONVS, TreeGNN, mlp
-from relssl.nn.row_encoder import (ROW_ENCODERS, DenseRowEncoder, FlatRowEncoder, RowEncoder, column_encoder,
-                                   make_row_encoder)
+from relssl.nn.row_encoder import DenseRowEncoder, FlatRowEncoder, RowEncoder, column_encoder, make_row_encoder
 from relssl.options import option
 
 
@@ -104,8 +103,6 @@ class Backbone(nn.Module):
         db = prep.database
         # A database's run with several pretext tables: the first one's row encoder is ``row``.
         first = db.tables[db.pretext[0]] if db is not None and db.pretext else prep.events
-        if cfg.row_encoder not in ROW_ENCODERS:
-            raise RelsslError(f"--row-encoder {cfg.row_encoder}: expected one of {', '.join(ROW_ENCODERS)}")
         self.row = make_row_encoder(cfg.row_encoder, first, d, cfg.row_layers, cfg.heads, cfg.dropout)
         self.has_graph = prep.has_context
         self.graph_channels = 2 * d if prep.has_graph else d  # source and target states, or the seed row's
@@ -161,11 +158,12 @@ class Backbone(nn.Module):
         h = self.table_start.index_select(0, tree.node_table)
         for t, encoder in enumerate(self.table_rows):
             if context.nodes[t] is not None:
-                h = h.index_add(0, context.nodes[t], encoder(context.tfs[t]).index_select(0, context.inverse[t]))
+                rows = encoder(context.tfs[t]).index_select(0, context.inverse[t])
+                h = h.index_add(0, context.nodes[t], rows.to(h.dtype))  # autocast may give bf16 rows
         for t, encoder in enumerate(self.history_rows):
             if context.history_nodes[t] is not None:
-                h = h.index_add(0, context.history_nodes[t],
-                                encoder(context.history_tfs[t]).index_select(0, context.history_inverse[t]))
+                rows = encoder(context.history_tfs[t]).index_select(0, context.history_inverse[t])
+                h = h.index_add(0, context.history_nodes[t], rows.to(h.dtype))
         if self.cfg.node_age and context.age is not None:
             h = h + self.age(context.age)
         h = self.gnn(h, tree.edge_index, self.relation(tree.edge_relation), tree.edge_hop)

@@ -11,6 +11,7 @@ from torch_frame.nn import (EmbeddingEncoder, FTTransformerConvs, LinearEmbeddin
 from torch_frame.nn.models.resnet import FCResidualBlock
 
 from relssl.data.encoding import EncodedTable
+from relssl.errors import RelsslError
 
 
 def column_encoder(enc: EncodedTable, channels: int) -> StypeWiseFeatureEncoder:
@@ -65,10 +66,10 @@ class DenseRowEncoder(nn.Module):
         hidden = 4 * channels
         if residual:
             blocks = [FCResidualBlock(width if i == 0 else hidden, hidden, dropout_prob=dropout)
-                      for i in range(max(layers, 1))]
+                      for i in range(layers)]
         else:
             blocks = [nn.Sequential(nn.Linear(width if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.ReLU(),
-                                    nn.Dropout(dropout)) for i in range(max(layers, 1))]
+                                    nn.Dropout(dropout)) for i in range(layers)]
         self.body = nn.Sequential(*blocks, nn.Linear(hidden, channels))
 
     def forward(self, tf: TensorFrame, remove: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -81,10 +82,18 @@ class DenseRowEncoder(nn.Module):
 ROW_ENCODERS = ("ft-transformer", "mlp", "resnet")
 
 
+def check_row_encoder(kind: str, layers: int) -> None:
+    if kind not in ROW_ENCODERS:
+        raise RelsslError(f"--row-encoder {kind}: expected one of {', '.join(ROW_ENCODERS)}")
+    if kind != "ft-transformer" and layers < 1:
+        raise RelsslError(f"--row-layers {layers}: --row-encoder {kind} needs at least one block")
+
+
 def make_row_encoder(kind: str, enc: EncodedTable, channels: int, layers: int, heads: int,
                 dropout: float) -> RowEncoder | DenseRowEncoder:
     """``--row-encoder``: the FT-Transformer (every cell attends to every other), or a dense MLP or
     ResNet over the concatenated cells (``layers`` blocks of width 4 x channels)."""
+    check_row_encoder(kind, layers)
     if kind == "ft-transformer":
         return RowEncoder(enc, channels, layers, heads, dropout)
     return DenseRowEncoder(enc, channels, layers, dropout, residual=kind == "resnet")

@@ -20,14 +20,16 @@ T = TypeVar("T")
 class Prefetcher(Generic[T]):
     """``make(0), make(1), ..., make(steps - 1)`` in order; with ``workers`` > 0 each is built by
     a pool of that many threads up to ``depth`` steps ahead of the one being consumed (a bounded
-    queue: memory stays at ``depth`` batches). An error in a worker is raised where its step is
+    queue: at most ``depth`` + 1 batches exist, the one in use and those ahead; ``initializer``
+    runs once in each thread, e.g. to select its CUDA device). An error in a worker is raised where its step is
     consumed; leaving the loop early (an error, Ctrl-C, early stopping) cancels what is queued and
     waits for the running builds, so no thread outlives the epoch."""
 
-    def __init__(self, make: Callable[[int], T], steps: int, workers: int = 0, depth: int | None = None):
+    def __init__(self, make: Callable[[int], T], steps: int, workers: int = 0, depth: int | None = None,
+                 initializer: Callable[[], None] | None = None):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.make, self.steps, self.workers = make, steps, workers
+        self.make, self.steps, self.workers, self.initializer = make, steps, workers, initializer
         self.depth = max(1, depth if depth is not None else 2 * workers)
 
     def __iter__(self) -> Iterator[T]:
@@ -35,7 +37,7 @@ class Prefetcher(Generic[T]):
             for step in range(self.steps):
                 yield self.make(step)
             return
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="relssl-input")
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="relssl-input", initializer=self.initializer)
         queued: deque[Future] = deque()
         try:
             ahead = 0

@@ -30,6 +30,7 @@ from relssl.masking import MASK_TYPES
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig, TableModel
+from relssl.nn.row_encoder import check_row_encoder
 from relssl.nn.gnn import CONVS
 from relssl.objectives import build_objectives, parse_objectives
 from relssl.options import from_mapping, option
@@ -112,6 +113,11 @@ class PretrainConfig:
         check_policy(self.on_bad_values)
         if self.precision not in PRECISIONS:
             raise RelsslError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
+        if self.precision == "fp16" and self.combiner not in SCALE_FREE:
+            # loss scaling multiplies what these read (UW's regulariser, MoCo's Gram matrix, CAGrad's)
+            raise RelsslError(f"--precision fp16 takes --combiner {', '.join(SCALE_FREE)} (its loss scaling would skew "
+                              f"{self.combiner}); use bf16")
+        check_row_encoder(self.model.row_encoder, self.model.row_layers)
         if self.mask not in MASK_TYPES:
             raise RelsslError(f"--mask '{self.mask}': expected one of {', '.join(MASK_TYPES)}")
         parse_fractions(self.split)
@@ -163,6 +169,7 @@ class PretrainConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+SCALE_FREE = ("sum", "weighted", "pcgrad")  # combiners whose update a common loss scale leaves unchanged
 
 
 def check_splits(prep: PreparedData, name: str) -> None:
@@ -296,6 +303,12 @@ class Pretrainer:
         # fp16 gradients underflow without loss scaling; bf16 keeps fp32's exponent range.
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.workers = cfg.workers if cfg.workers is not None else int(self.device.type == "cuda")
+        if self.workers > 1:  # LP's lazy indexes built once here, not by two input threads at once
+            for tasks in self.tables:
+                if any(obj.own_view for obj in tasks.objectives):
+                    tasks.builders[TRAIN].events_by_time  # noqa: B018 - builds the cached index
+                    if tasks.builders[TRAIN].sampler is not None:
+                        tasks.builders[TRAIN].sampler.graph.partner_index  # noqa: B018
 
     def task_parameters(self) -> list:
         """Every table's task heads and the combiner's own parameters."""
@@ -426,7 +439,9 @@ class Pretrainer:
         start = device_clock(self.device)
         # Step k+1's sampling runs while step k computes (relssl.train.pipeline); the same batches
         # whatever the number of workers.
-        pipeline = Prefetcher(lambda step: self.build_step(batches[step], epoch, step), len(batches), self.workers)
+        pipeline = Prefetcher(lambda step: self.build_step(batches[step], epoch, step), len(batches), self.workers,
+                              initializer=(lambda: torch.cuda.set_device(self.device)) if self.device.type == "cuda"
+                              else None)
         bar = tqdm(pipeline, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
                    unit="batch")
         waited = self.clock()
