@@ -46,6 +46,15 @@ class CellHeads(nn.Module):
                 out = {torch_frame.categorical: col.num_categories, torch_frame.embedding: col.dim}.get(col.stype, 1)
                 self.heads[str(pos)] = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out))
         self.has_embedding = any(c.maskable and c.stype == torch_frame.embedding for c in self.columns)
+        # The numerical columns' heads run as one batched product (a wide table has dozens: one
+        # small head call each dominated the step); their parameters stay per column.
+        self.numerical = [pos for pos, col in enumerate(self.columns)
+                          if col.maskable and col.stype == torch_frame.numerical]
+        for name, values in (("num_pos", self.numerical), ("num_index", [self.columns[p].index for p in self.numerical]),
+                             ("num_mean", [self.columns[p].mean for p in self.numerical]),
+                             ("num_std", [self.columns[p].std for p in self.numerical])):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long if "pos" in name or "index" in name
+                                                    else torch.float32), persistent=False)
         self.majority = masker.majority  # pos -> training majority category
         self.runner_up = masker.runner_up  # pos -> the next most frequent (the majority of the others)
         for pos, vector in masker.mean_vector.items():  # moves with the model, never saved
@@ -62,13 +71,15 @@ class CellHeads(nn.Module):
         ``replace`` mask: a replaced category always differs from the true one), the most
         frequent category other than the shown one, else the shown value itself (``bert``'s
         unchanged cells, denoising)."""
-        total = features.new_zeros(())
         sums = {}
         n_cells = int(target.sum())
+        total = self.numerical_loss(features, target, batch_tf, sums)
         for key, head in self.heads.items():
             pos = int(key)
             col = self.columns[pos]
             kind = {torch_frame.categorical: "cat", torch_frame.embedding: "emb"}.get(col.stype, "num")
+            if kind == "num":
+                continue  # numerical_loss
             # every column's accumulators exist in every batch, so ranks and epochs share their keys
             add = _adder(sums, col.name, {"cat": ("correct", "ref", "count"), "num": ("sse", "ref", "count"),
                                           "emb": ("cos", "ref", "hit", "count")}[kind], kind)
@@ -95,14 +106,31 @@ class CellHeads(nn.Module):
                     guess = torch.where(visible, other if changed_only else value, guess)
                 add(correct=float((out.argmax(-1) == truth).sum()), ref=float((truth == guess).sum()),
                     count=rows.numel())
-            else:
-                z = (truth - col.mean) / col.std
-                err = (out.squeeze(1) - z) ** 2
-                total = total + err.sum()
-                # the training mean predicts z = 0; std² converts both back to the column's units
-                add(sse=float(err.detach().sum()), ref=float((z ** 2).sum()), count=rows.numel(),
-                    std2=col.std ** 2)
         return total / max(n_cells, 1), sums
+
+    def numerical_loss(self, features: Tensor, target: Tensor, batch_tf, sums: dict[str, float]) -> Tensor:
+        """Summed squared error of every numerical target cell on standardised values, all columns'
+        heads in one batched product; each column's accumulators added to ``sums``."""
+        if not self.numerical:
+            return features.new_zeros(())
+        heads = [self.heads[str(pos)] for pos in self.numerical]
+        x = features[:, self.num_pos]  # [B, K, in]
+        h = torch.relu(torch.einsum("bki,koi->bko", x, torch.stack([m[0].weight for m in heads]))
+                       + torch.stack([m[0].bias for m in heads]))
+        out = torch.einsum("bki,ki->bk", h, torch.stack([m[2].weight[0] for m in heads])) \
+            + torch.stack([m[2].bias[0] for m in heads])
+        mask = target[:, self.num_pos]
+        truth = batch_tf.feat_dict[torch_frame.numerical][:, self.num_index]
+        z = torch.where(mask, (truth - self.num_mean) / self.num_std, 0.0)  # unmasked cells may be missing
+        err = torch.where(mask, (out.float() - z) ** 2, 0.0)
+        # the training mean predicts z = 0; std² converts both back to the column's units
+        per_column = torch.stack([err.detach().sum(0), (z ** 2).sum(0), mask.sum(0).float()]).tolist()
+        for k, pos in enumerate(self.numerical):
+            col = self.columns[pos]
+            add = _adder(sums, col.name, ("sse", "ref", "count"), "num")
+            if per_column[2][k]:
+                add(sse=per_column[0][k], ref=per_column[1][k], count=per_column[2][k], std2=col.std ** 2)
+        return err.sum()
 
 
 def _adder(sums: dict[str, float], column: str, names: tuple[str, ...], kind: str):
