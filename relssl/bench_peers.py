@@ -137,7 +137,8 @@ def cmd_bench_peers(steps: int, batch_size: int, out: str | None) -> None:
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     peer = next((r["rows_per_s"] for r in results if r["library"] == "pytorch-tabular"), None)
-    print(f"{len(frame()):,} rows x {len(frame().columns)} columns, batch {batch_size}, {steps} timed steps, "
+    rows, columns = frame().shape
+    print(f"{rows:,} rows x {columns} columns, batch {batch_size}, {steps} timed steps, "
           f"{results[0]['threads'] if results else '?'} threads\n")
     print("| library | task | parameters | rows/s | vs pytorch-tabular |\n|---|---|---|---|---|")
     for r in results:

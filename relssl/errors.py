@@ -1,4 +1,5 @@
 """User-facing errors: one clear line, exit code 2, no traceback unless --debug."""
+import errno
 
 
 class RelsslError(Exception):
@@ -13,7 +14,5 @@ def out_of_memory(err: BaseException) -> bool:
 
 def out_of_disk(err: BaseException) -> bool:
     """ENOSPC or EDQUOT, also where a C++ or Rust writer (torch.save, safetensors) only says so in words."""
-    import errno
-
     return (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
         "No space left on device" in str(err) or "Disk quota exceeded" in str(err)

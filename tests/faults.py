@@ -226,19 +226,13 @@ def option_case(name: str, extra: list[str], needle: str):
         expect_error(pretrain(csv, tmp / "r", *extra), needle)
 
 
-option_case("--epochs 0", ["--epochs", "0"], "--epochs")
-option_case("--lr 0", ["--lr", "0"], "--lr")
-option_case("--train-rows-per-epoch -1000", ["--train-rows-per-epoch", "-1000"], "--train-rows-per-epoch")
-option_case("--max-categories 0", ["--max-categories", "0"], "--max-categories")
-option_case("--eval-rows 0", ["--eval-rows", "0"], "--eval-rows")
-option_case("--mask nonsense", ["--mask", "nonsense"], "--mask")
-option_case("--objectives foo", ["--objectives", "foo"], "foo")
-option_case("--split 60/40/0 (no test rows)", ["--split", "60/40/0"], "test")
-option_case("--split 60/20", ["--split", "60/20"], "--split")
-option_case("--fanouts a,b", ["--fanouts", "a,b"], "--fanouts")
-option_case("--on-bad-values skip", ["--on-bad-values", "skip"], "--on-bad-values")
-option_case("--weights without weighted", ["--weights", "1,2"], "--weights")
-option_case("--config missing", ["--config", "nope.yaml"], "nope.yaml")
+for flag, value, needle in (
+        ("--epochs", "0", "--epochs"), ("--lr", "0", "--lr"), ("--train-rows-per-epoch", "-1000", None),
+        ("--max-categories", "0", None), ("--eval-rows", "0", None), ("--mask", "nonsense", None),
+        ("--objectives", "foo", "foo"), ("--split", "60/40/0", "test"), ("--split", "60/20", None),
+        ("--fanouts", "a,b", None), ("--on-bad-values", "skip", None), ("--weights", "1,2", None),
+        ("--config", "nope.yaml", "nope.yaml")):
+    option_case(f"{flag} {value}", [flag, value], needle or flag)
 
 
 @c("every row at one timestamp", "splits")

@@ -103,11 +103,12 @@ def ingest_ibm_aml(path: str | Path, out: Path, fractions=(0.6, 0.2, 0.2), max_c
 
     start, read, bad = 0, 0, 0
     for batch in _stream(path, chunk_bytes):
-        table, dropped = _check_values(pa.Table.from_batches([batch]), path, on_bad_values, first_row=read)
-        read, bad = read + batch.num_rows, bad + dropped
-        batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
-        if batch is None:
-            continue
+        table, changed = _check_values(pa.Table.from_batches([batch]), path, on_bad_values, first_row=read)
+        read, bad = read + batch.num_rows, bad + changed
+        if changed:  # rows dropped or amounts made missing: the chunk as checked
+            if not table.num_rows:
+                continue
+            batch = table.combine_chunks().to_batches()[0]
         rows = slice(start, start + batch.num_rows)
         time = pc.cast(batch["Timestamp"], pa.int64()).to_numpy()
         split = split_by_time(time, cuts)
