@@ -9,8 +9,10 @@ that none warms another's caches or shares its threads.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,8 +57,6 @@ def schema(folder: Path) -> Path:
 
 
 def bench_relssl(encoder: str, steps: int, batch_size: int, channels: int, layers: int) -> dict:
-    import tempfile
-
     import torch
 
     from relssl.nn.backbone import ModelConfig
@@ -129,8 +129,10 @@ def run_peer(name: str, steps: int, batch_size: int) -> dict:
 def cmd_bench_peers(steps: int, batch_size: int, out: str | None) -> None:
     results = []
     for name in PEERS:
-        proc = subprocess.run([sys.executable, "-m", "relssl.bench_peers", name, str(steps), str(batch_size)],
-                              capture_output=True, text=True)
+        with tempfile.TemporaryDirectory() as scratch:  # Lightning's logs and pytorch-tabular's .pt_tmp land here
+            proc = subprocess.run([sys.executable, "-m", "relssl.bench_peers", name, str(steps), str(batch_size)],
+                                  capture_output=True, text=True, cwd=scratch,
+                                  env={**os.environ, "RELSSL_SHARED_DATA": str(table_path().resolve().parents[1])})
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
             print(f"{name}: skipped ({last[:160]})", file=sys.stderr)

@@ -58,14 +58,16 @@ class Masker:
         tf = enc.tf
         # Replacement pools from the training split only: non-missing numbers, category frequencies,
         # training rows with a vector (embedding values are gathered from the table when drawn).
-        self.num_pool, self.cat_cumcount, self.emb_pool = {}, {}, {}
+        self.cat_cumcount, self.emb_pool = {}, {}
+        pools = []
         # The trivial predictions that masked-cell metrics are reported beside (by column position):
         # the training majority and runner-up classes, the mean training vector (numbers: the mean).
         self.majority, self.runner_up, self.mean_vector = {}, {}, {}
         for pos, col in enumerate(enc.columns):
             if col.stype == torch_frame.numerical:
                 values = tf.feat_dict[col.stype][train_rows, col.index]
-                self.num_pool[col.index] = values[~torch.isnan(values)]
+                # a column with no training value is replaced by a missing cell
+                pools.append(values[~torch.isnan(values)] if not torch.isnan(values).all() else torch.tensor([torch.nan]))
             elif col.stype == torch_frame.categorical and col.num_categories > 0:
                 counts = category_counts(enc, col)
                 self.cat_cumcount[col.index] = torch.cumsum(counts, 0)
@@ -82,6 +84,14 @@ class Masker:
                     self.mean_vector[pos] = self.emb_values[self.emb_pool[col.index], lo:hi].float().mean(0)
         if not self.maskable.any():
             raise RelsslError("no numerical, categorical, text or embedding column to mask")
+        # The numerical columns' pools end to end, so one draw replaces every chosen numerical cell of
+        # a batch at once (a wide table has dozens of numerical columns; one draw each dominated).
+        self.num_pos = torch.tensor([p for p, c in enumerate(enc.columns) if c.stype == torch_frame.numerical],
+                                    dtype=torch.long)
+        self.num_index = torch.tensor([enc.columns[p].index for p in self.num_pos.tolist()], dtype=torch.long)
+        self.num_pool = torch.cat(pools) if pools else torch.zeros(0)
+        self.num_pool_size = torch.tensor([len(v) for v in pools], dtype=torch.long)
+        self.num_pool_start = torch.cumsum(self.num_pool_size, 0) - self.num_pool_size
 
     def observed(self, tf: TensorFrame) -> Tensor:
         """[B, C] cells with a known value (a target exists), in the encoder's column order."""
@@ -131,7 +141,19 @@ class Masker:
         """Copy of ``tf`` with ``cells`` replaced by draws from the training distribution."""
         feat_dict = dict(tf.feat_dict)
         changed = torch.zeros_like(cells)
+        if len(self.num_pos):
+            num_cells = cells[:, self.num_pos.to(cells.device)]
+            if num_cells.any():  # a draw for every numerical cell of the batch: one call, not one per column
+                u = torch.rand(num_cells.shape, generator=generator, dtype=torch.float64)
+                pick = self.num_pool_start + (u * self.num_pool_size).long().clamp(max=self.num_pool_size - 1)
+                feat = feat_dict[torch_frame.numerical] = tf.feat_dict[torch_frame.numerical].clone()
+                index = self.num_index.to(feat.device)
+                old, new = feat[:, index], self.num_pool[pick].to(feat.device)
+                feat[:, index] = torch.where(num_cells, new, old)
+                changed[:, self.num_pos.to(cells.device)] = num_cells & (new != old)
         for pos, col in enumerate(self.columns):
+            if col.stype == torch_frame.numerical:
+                continue
             rows = cells[:, pos].nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
@@ -142,12 +164,7 @@ class Masker:
                 changed[rows, pos] = self._replace_vectors(feat, col.index, rows, generator)
                 continue
             old = feat[rows, col.index]
-            if col.stype == torch_frame.numerical:
-                pool = self.num_pool[col.index]
-                pick = torch.randint(len(pool), (rows.numel(),), generator=generator)
-                new = pool[pick].to(feat.device)
-            else:
-                new = draw_other_category(self.cat_cumcount[col.index], old.cpu(), generator).to(feat.device)
+            new = draw_other_category(self.cat_cumcount[col.index], old.cpu(), generator).to(feat.device)
             feat[rows, col.index] = new
             changed[rows, pos] = new != old
         return TensorFrame(feat_dict, tf.col_names_dict), changed

@@ -37,6 +37,35 @@ def test_replace_never_returns_original_category():
     assert torch.equal(tf.feat_dict[torch_frame.categorical], prep.events.tf[torch.arange(2000)].feat_dict[torch_frame.categorical])
 
 
+def test_replaced_numbers_are_drawn_from_their_own_columns_training_values():
+    import dataclasses
+
+    data = toy_relational(3000)
+    rng = np.random.default_rng(1)
+    far = rng.normal(100, 1, 3000)  # values no other column has
+    far[rng.random(3000) < 0.2] = np.nan  # missing cells are never targets, nor drawn
+    data = dataclasses.replace(data, events=data.events.assign(z=far),
+                               col_stypes={**data.col_stypes, "z": torch_frame.numerical})
+    prep = prepare(data)
+    masker = Masker(prep.events, prep.rows(0), "replace", prob=0.5)
+    tf = prep.events.tf[torch.arange(2000)]
+    before = tf.feat_dict[torch_frame.numerical].clone()
+    masked = masker(tf, torch.Generator().manual_seed(0))
+    train = prep.events.tf.feat_dict[torch_frame.numerical][prep.rows(0)]
+    assert len(masker.num_pos) == 2
+    for pos in masker.num_pos.tolist():
+        j, chosen = masker.columns[pos].index, masked.target[:, pos]
+        new, old, pool = masked.tf.feat_dict[torch_frame.numerical][:, j], before[:, j], train[:, j]
+        pool = pool[~pool.isnan()]
+        assert 400 < int(chosen.sum()) < 1500
+        assert torch.isin(new[chosen], pool).all()  # this column's training values, not another's
+        assert torch.allclose(new[~chosen], old[~chosen], rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(masked.corrupted[:, pos], chosen & (new != old))
+        spread = float(pool.std()) / float(chosen.sum()) ** 0.5  # drawn like the training distribution
+        assert abs(float(new[chosen].mean()) - float(pool.mean())) < 4 * spread
+    assert torch.allclose(tf.feat_dict[torch_frame.numerical], before, rtol=0, atol=0, equal_nan=True)  # untouched
+
+
 def test_draw_other_category_matches_conditional_frequencies():
     counts = torch.tensor([50.0, 30.0, 20.0], dtype=torch.float64)
     old = torch.zeros(200_000, dtype=torch.long)

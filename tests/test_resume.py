@@ -189,3 +189,78 @@ def test_every_trained_command_refuses_changed_flags_on_resume(tmp_path, capsys)
     capsys.readouterr()
     assert main(["feat2vec", "--out", f2v, "--resume", "--negatives", "9"]) == 2
     assert "--negatives 9 (the run has 5)" in capsys.readouterr().err
+
+
+def per_column_layout(state: dict, prefix: str, numerical: list[int]) -> dict:
+    """``state`` as relssl saved it before the numerical cell heads were stacked: one two-layer head
+    per numerical column, ``heads.<pos>.*``, among the other columns' heads in column order."""
+    parts = {"num_hidden_weight": "0.weight", "num_hidden_bias": "0.bias", "num_out_weight": "2.weight",
+             "num_out_bias": "2.bias"}
+    stacked = {name: state[prefix + name] for name in parts}
+    columns = {f"{prefix}heads.{pos}.{part}": stacked[name][k].reshape(1, -1) if name == "num_out_weight"
+               else stacked[name][k].reshape(1) if name == "num_out_bias" else stacked[name][k]
+               for k, pos in enumerate(numerical) for name, part in parts.items()}
+    heads = {k: v for k, v in state.items() if k.startswith(prefix + "heads.")} | columns
+    first = next(i for i, k in enumerate(state) if k.startswith(prefix))
+    rest = [(k, v) for k, v in state.items() if not k.startswith(prefix)]
+    ordered = sorted(heads, key=lambda k: int(k[len(prefix + "heads."):].split(".")[0]))
+    return dict(rest[:first] + [(k, heads[k]) for k in ordered] + rest[first:])
+
+
+def test_a_run_saved_with_a_head_per_numerical_column_resumes_and_loads(data, tmp_path):
+    """Checkpoints and weights written before the numerical cell heads were stacked still load: the
+    run resumed from that layout is the run resumed from today's, and embeds the same rows alike."""
+    import shutil
+
+    import pandas as pd
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+    now, old = tmp_path / "now", tmp_path / "old"
+    assert main(["pretrain", "--data", data["csv"], "--objectives", "mcm,dae", "--epochs", "1", "--patience", "5",
+                 "--out", str(now), *TINY]) == 0
+    shutil.copytree(now, old)
+    trainer = Pretrainer(PretrainConfig.from_dict(RunFolder(now).config()), log=None, progress=False)
+    numerical = {f"{i}.heads.": obj.heads.numerical for i, obj in enumerate(trainer.objectives)}
+    assert all(len(columns) == 2 for columns in numerical.values())  # Amount Paid, Amount Received
+    checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
+    state = checkpoint["state"]
+    names = [f"objectives.{k}" for k in state["objectives"]]  # every objectives entry is a parameter
+    for prefix, columns in numerical.items():
+        state["objectives"] = per_column_layout(state["objectives"], prefix, columns)
+    # the optimizer's moments: the model's parameters first, then the objectives' in their saved order
+    optimizer = state["optimizer"]
+    n_model = len(optimizer["param_groups"][0]["params"]) - len(names)
+    moments = {name: optimizer["state"][n_model + i] for i, name in enumerate(names) if n_model + i in optimizer["state"]}
+    legacy = {i: st for i, st in optimizer["state"].items() if i < n_model}  # a parameter never used has none
+    order = [f"objectives.{k}" for k in state["objectives"]]
+    for index, name in enumerate(order, start=n_model):
+        if name in moments:
+            legacy[index] = moments[name]
+            continue
+        if name in names:  # a parameter that never had a gradient has no moments
+            continue
+        head, rest = name.split(".heads.heads.")
+        pos, part = rest.split(".", 1)
+        stacked = moments[f"{head}.heads.num_" + {"0.weight": "hidden_weight", "0.bias": "hidden_bias",
+                                                   "2.weight": "out_weight", "2.bias": "out_bias"}[part]]
+        k = numerical[head[len("objectives."):] + ".heads."].index(int(pos))
+        shape = {"2.weight": (1, -1), "2.bias": (1,)}.get(part, stacked["exp_avg"][k].shape)
+        legacy[index] = {"step": stacked["step"], **{m: stacked[m][k].reshape(shape) for m in ("exp_avg", "exp_avg_sq")}}
+    assert len(order) == len(names) + 2 * 4 * (2 - 1)  # 4 tensors per column, not per stack, in both tasks
+    optimizer["state"], optimizer["param_groups"][0]["params"] = legacy, list(range(n_model + len(order)))
+    torch.save(checkpoint, old / "checkpoint.pt")
+    for run in (now, old):
+        (run / "final.json").unlink()
+        assert main(["pretrain", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert strip(RunFolder(old).history()) == strip(RunFolder(now).history())
+    weights = load_file(now / "model.safetensors")
+    for prefix, columns in numerical.items():
+        weights = per_column_layout(weights, f"objectives.{prefix}", columns)
+    assert "objectives.0.heads.heads.0.0.weight" in weights or "objectives.0.heads.heads.1.0.weight" in weights
+    save_file(weights, old / "model.safetensors")
+    for run in (now, old):
+        assert main(["embed", "--run", str(run), "--out", str(tmp_path / f"{run.name}.parquet")]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "old.parquet"), pd.read_parquet(tmp_path / "now.parquet"))

@@ -37,6 +37,7 @@ from relssl.eval.tasks import labelled_sets, parse_task, table_task
 from relssl.metrics.classification import selection_score, split_metrics
 from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
+from relssl.nn.optim import adamw
 from relssl.options import from_mapping
 from relssl.train import seeding
 from relssl.logs import info
@@ -298,7 +299,7 @@ class FinetuneTrainer(OneModel):
         backbone = tuner.build_backbone()  # seeds the global generator, so the head's init is fixed too
         self.model = DownstreamModel(backbone, mlp(t.model.channels, tuner.outputs, hidden=t.model.channels).to(
             self.device), tuner.rep)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.optimizer = adamw(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.ids, self.target = tuner.sets.ids[TRAIN], tuner.target(TRAIN)
         if tuner.regression:
             self.loss_fn = nn.MSELoss()

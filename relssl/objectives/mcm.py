@@ -40,16 +40,21 @@ class CellHeads(nn.Module):
     def __init__(self, masker: Masker, in_dim: int):
         super().__init__()
         self.columns = masker.columns
-        self.heads = nn.ModuleDict()
+        self.numerical = [pos for pos, col in enumerate(self.columns)
+                          if col.maskable and col.stype == torch_frame.numerical]
+        heads = {}
         for pos, col in enumerate(self.columns):
             if col.maskable:
                 out = {torch_frame.categorical: col.num_categories, torch_frame.embedding: col.dim}.get(col.stype, 1)
-                self.heads[str(pos)] = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out))
+                heads[pos] = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out))
+        self.heads = nn.ModuleDict({str(pos): head for pos, head in heads.items() if pos not in self.numerical})
+        # The numerical columns' heads are one stacked two-layer head, [K] columns deep, run as one
+        # batched product: a wide table has dozens, and a call (and a parameter tensor) each
+        # dominated the step. Initialised as the per-column heads they replace (same draws).
+        for name, getter in NUMERICAL_HEAD.items() if self.numerical else ():
+            setattr(self, name, nn.Parameter(torch.stack([getter(heads[pos]) for pos in self.numerical]).detach()))
+        self._register_load_state_dict_pre_hook(self._stack_numerical_heads)
         self.has_embedding = any(c.maskable and c.stype == torch_frame.embedding for c in self.columns)
-        # The numerical columns' heads run as one batched product (a wide table has dozens: one
-        # small head call each dominated the step); their parameters stay per column.
-        self.numerical = [pos for pos, col in enumerate(self.columns)
-                          if col.maskable and col.stype == torch_frame.numerical]
         for name, values in (("num_pos", self.numerical), ("num_index", [self.columns[p].index for p in self.numerical]),
                              ("num_mean", [self.columns[p].mean for p in self.numerical]),
                              ("num_std", [self.columns[p].std for p in self.numerical])):
@@ -59,6 +64,19 @@ class CellHeads(nn.Module):
         self.runner_up = masker.runner_up  # pos -> the next most frequent (the majority of the others)
         for pos, vector in masker.mean_vector.items():  # moves with the model, never saved
             self.register_buffer(f"mean_vector_{pos}", vector, persistent=False)
+
+    def _stack_numerical_heads(self, state: dict, prefix: str, *args) -> None:
+        """Weights saved before the numerical heads were stacked hold one head per column
+        (``heads.<pos>.0.weight`` ...): stack them into today's parameters."""
+        stack_numerical_heads(state, prefix, self.numerical)
+
+    def head(self, x: Tensor, pos: int) -> Tensor:
+        """Column ``pos``'s head on features ``x`` [N, in]."""
+        if pos not in self.numerical:
+            return self.heads[str(pos)](x)
+        k = self.numerical.index(pos)
+        h = torch.relu(x @ self.num_hidden_weight[k].T + self.num_hidden_bias[k])
+        return (h @ self.num_out_weight[k] + self.num_out_bias[k]).unsqueeze(1)
 
     def loss(self, features: Tensor, target: Tensor, batch_tf, shown=None, removed: Tensor | None = None,
              changed_only: bool = False) -> tuple[Tensor, dict[str, float]]:
@@ -113,12 +131,9 @@ class CellHeads(nn.Module):
         heads in one batched product; each column's accumulators added to ``sums``."""
         if not self.numerical:
             return features.new_zeros(())
-        heads = [self.heads[str(pos)] for pos in self.numerical]
         x = features[:, self.num_pos]  # [B, K, in]
-        h = torch.relu(torch.einsum("bki,koi->bko", x, torch.stack([m[0].weight for m in heads]))
-                       + torch.stack([m[0].bias for m in heads]))
-        out = torch.einsum("bki,ki->bk", h, torch.stack([m[2].weight[0] for m in heads])) \
-            + torch.stack([m[2].bias[0] for m in heads])
+        h = torch.relu(torch.einsum("bki,koi->bko", x, self.num_hidden_weight) + self.num_hidden_bias)
+        out = torch.einsum("bki,ki->bk", h, self.num_out_weight) + self.num_out_bias
         mask = target[:, self.num_pos]
         truth = batch_tf.feat_dict[torch_frame.numerical][:, self.num_index]
         z = torch.where(mask, (truth - self.num_mean) / self.num_std, 0.0)  # unmasked cells may be missing
@@ -131,6 +146,24 @@ class CellHeads(nn.Module):
             if per_column[2][k]:
                 add(sse=per_column[0][k], ref=per_column[1][k], count=per_column[2][k], std2=col.std ** 2)
         return err.sum()
+
+
+# The stacked numerical heads' parameters, each from the per-column head it replaces.
+NUMERICAL_HEAD = {"num_hidden_weight": lambda head: head[0].weight, "num_hidden_bias": lambda head: head[0].bias,
+                  "num_out_weight": lambda head: head[2].weight[0], "num_out_bias": lambda head: head[2].bias[0]}
+_PER_COLUMN = {"num_hidden_weight": "0.weight", "num_hidden_bias": "0.bias", "num_out_weight": "2.weight",
+               "num_out_bias": "2.bias"}
+
+
+def stack_numerical_heads(state: dict, prefix: str, numerical: list[int]) -> None:
+    """In place: ``prefix + heads.<pos>.{0,2}.{weight,bias}`` of every numerical column ``pos``, as
+    saved before the heads were stacked, become ``prefix + num_*``. Also maps an optimizer's
+    per-parameter moments keyed the same way."""
+    if not numerical or f"{prefix}heads.{numerical[0]}.0.weight" not in state:
+        return
+    for name, part in _PER_COLUMN.items():
+        columns = [state.pop(f"{prefix}heads.{pos}.{part}") for pos in numerical]
+        state[prefix + name] = torch.stack([c[0] if name.startswith("num_out") else c for c in columns])
 
 
 def _adder(sums: dict[str, float], column: str, names: tuple[str, ...], kind: str):
@@ -224,4 +257,4 @@ class MaskedCellModelling(CellReconstruction):
         else:
             tf, remove = batch.tf, hide
         rep = model.encode_rows(tf, remove, graph)
-        return self.heads.heads[str(pos)](cell_features(rep)[:, pos])
+        return self.heads.head(cell_features(rep)[:, pos], pos)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
+from relssl.nn.optim import adamw
 from relssl.options import from_mapping, option
 from relssl.recsys.data import RecData
 from relssl.recsys.datasets import load_recsys_data
@@ -120,7 +121,7 @@ class RecTrainer(OneModel):
         critic = [p for n, p in self.model.named_parameters() if n.startswith("critic.")]
         main = [p for n, p in self.model.named_parameters() if not n.startswith("critic.")]
         groups = [{"params": main}] + ([{"params": critic, "lr": cfg.critic_lr, "betas": (0.5, 0.9)}] if critic else [])
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+        self.optimizer = adamw(groups, lr=cfg.lr, weight_decay=0.0)
         self.loss_weights = cfg.loss_weights()
         self.steps_per_epoch = len(self.train_csr.indices) // cfg.batch_size + 1
 

@@ -23,6 +23,7 @@ from relssl.data.database import Database
 from relssl.data.prepare import PreparedData, prepare, prepare_database
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError
+from relssl.nn.optim import adamw
 from relssl.options import from_mapping, option
 from relssl.metrics.ranking import percentile_ranks
 from relssl.feat2vec import Feat2Vec, find_group, parse_groups
@@ -147,7 +148,7 @@ class Feat2VecTrainer(OneModel):
         torch.manual_seed(cfg.seed)
         self.model = Feat2VecModel(self.prep, cfg).to(self.device)
         self.eval_groups = eval_groups(cfg, self.prep, self.model.task)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adamw(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.eval_rows = {s: seeding.eval_rows(self.prep, s, cfg.eval_rows, cfg.seed) for s in (VAL, TEST)}
 
     def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, float]:

@@ -30,9 +30,11 @@ from relssl.masking import MASK_TYPES
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig, TableModel
+from relssl.nn.optim import adamw
 from relssl.nn.row_encoder import check_row_encoder
 from relssl.nn.gnn import CONVS
 from relssl.objectives import build_objectives, parse_objectives
+from relssl.objectives.mcm import CellHeads, stack_numerical_heads
 from relssl.options import from_mapping, option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
@@ -297,7 +299,7 @@ class Pretrainer:
         self.table_objectives.to(self.device)
         self.combiner.to(self.device)
         params = [*self.model.parameters(), *self.task_parameters()]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise RelsslError(f"--precision fp16 needs a CUDA device (this run's is {self.device}); use bf16 on the CPU")
         # fp16 gradients underflow without loss scaling; bf16 keeps fp32's exponent range.
@@ -528,9 +530,46 @@ class Pretrainer:
         self.objectives.load_state_dict(state["objectives"])
         self.table_objectives.load_state_dict(state.get("table_objectives", {}))
         self.combiner.load_state_dict(state["combiner"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(self.restacked(state))
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+
+    def restacked(self, state: dict) -> dict:
+        """The checkpoint's optimizer state in today's parameter order. A checkpoint written before
+        the numerical cell heads were stacked holds one parameter per column: its moments are
+        stacked as the weights are (stack_numerical_heads), so such a run resumes where it was."""
+        optimizer = state["optimizer"]
+        names = [f"model.{n}" for n, _ in self.model.named_parameters()]
+        for part in ("objectives", "table_objectives"):
+            names += [f"{part}.{n}" for n, _ in getattr(self, part).named_parameters()]
+        names += [f"combiner.{n}" for n, _ in self.combiner.named_parameters()]
+        saved = optimizer["param_groups"][0]["params"]
+        if len(optimizer["param_groups"]) != 1 or len(saved) == len(names):
+            return optimizer
+        heads = {f"{part}.{n}.": m.numerical for part in ("objectives", "table_objectives")
+                 for n, m in getattr(self, part).named_modules() if isinstance(m, CellHeads)}
+        legacy = tuple(f"{prefix}heads.{pos}." for prefix, numerical in heads.items() for pos in numerical)
+        old = names[:len(list(self.model.parameters()))]
+        for part in ("objectives", "table_objectives"):
+            old += [f"{part}.{k}" for k in state.get(part, {}) if f"{part}.{k}" in names
+                    or f"{part}.{k}".startswith(legacy)]
+        old += [f"combiner.{n}" for n, _ in self.combiner.named_parameters()]
+        if len(old) != len(saved):
+            raise RelsslError("checkpoint.pt: its optimizer state does not match this run's parameters; start the "
+                              "run anew in another folder")
+        # a stacked parameter's step: the largest of its columns' (a column's head took no step in a
+        # batch without its cells)
+        moments = {key: {name: optimizer["state"][i][key].reshape(-1 if key == "step" else optimizer["state"][i][key].shape)
+                         for name, i in zip(old, saved) if i in optimizer["state"]}
+                   for key in ("exp_avg", "exp_avg_sq", "step")}
+        for by_name in moments.values():
+            for prefix, numerical in heads.items():
+                stack_numerical_heads(by_name, prefix, numerical)
+        restacked = {i: {key: moments[key][name].max().reshape(()) if key == "step" else moments[key][name]
+                         for key in moments}
+                     for i, name in enumerate(names) if name in moments["exp_avg"]}
+        group = {**optimizer["param_groups"][0], "params": list(range(len(names)))}
+        return {"state": restacked, "param_groups": [group]}
 
 
 @dataclass
