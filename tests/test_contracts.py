@@ -270,3 +270,16 @@ def test_the_peer_bench_times_relssl_on_the_wide_table(shared_data):
     assert result["rows_per_s"] > 0 and "pytorch-tabular" in PEERS
     with pytest.raises(RelsslError, match="unknown peer widedeep"):
         run_peer("widedeep", 2, 64)
+
+
+@pytest.mark.slow
+def test_the_recsys_bench_times_mmssl_at_the_originals_shapes(shared_data, capsys):
+    from relssl.cli import main
+
+    assert main(["bench", "--recsys", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "19,445 users, 7,050 items; random 4096-d image and 1024-d text features" in out
+    assert "| steps_per_epoch | 117 |" in out  # 119,674 training interactions / 1,024 + 1
+    step = float(out.split("| step_s | ")[1].split(" ")[0])
+    epoch = float(out.split("| epoch_s | ")[1].split(" ")[0].replace(",", ""))
+    assert step > 0 and epoch > 117 * step

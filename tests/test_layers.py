@@ -22,7 +22,7 @@ LAYERS = [
     {"predict"},  # applies a fine-tuned head to what embed represents
     {"api"},
     {"experiments"},
-    {"bench", "bench_tasks", "bench_peers"},
+    {"bench", "bench_tasks", "bench_peers", "bench_recsys"},
     {"cli"},
     {"__main__", "relssl"},  # the package: its public names re-export the API
 ]

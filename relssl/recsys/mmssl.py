@@ -15,17 +15,18 @@ named "id"), so the adversarial and contrastive parts still have something to wo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from relssl.options import option
 from relssl.recsys.graph import Csr, mean_adjacency, propagate, symmetric_adjacency
-from relssl.recsys.losses import bpr, gradient_penalty, gumbel_softmax, info_nce
+from relssl.recsys.losses import bpr, gradient_penalty, info_nce
 from relssl.recsys.models import Batch, Recommender, id_embedding
+from relssl.recsys.relations import Relations, masked_scores, real_relations
 
 REFRESH_USERS = 2048  # users scored at once when regenerating the modality graphs
 
@@ -70,7 +71,19 @@ class Critic(nn.Sequential):
                          nn.Linear(hidden // 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x).flatten()
+        return self.head(self[0](x))
+
+    def first(self, x: Relations, frozen: bool = False) -> torch.Tensor:
+        """The first layer's output on relation rows held as factors (relssl.recsys.relations)."""
+        weight, bias = self[0].weight, self[0].bias
+        return x.linear(weight.detach(), bias.detach()) if frozen else x.linear(weight, bias)
+
+    def head(self, z: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """The layers after the first, on its output ``z``; ``frozen``: no gradient reaches their weights."""
+        for layer in list(self)[1:]:
+            z = (F.linear(z, layer.weight.detach(), layer.bias.detach()) if frozen and isinstance(layer, nn.Linear)
+                 else layer(z))
+        return z.flatten()
 
 
 class MMSSL(Recommender):
@@ -113,19 +126,28 @@ class MMSSL(Recommender):
         its users' u_m (kept so that items unseen in training still carry their content)."""
         view_users, view_items = {}, {}
         for name, content in self.item_content().items():
-            view_users[name] = torch.sparse.mm(self.ui_mean, content)
-            view_items[name] = content + torch.sparse.mm(self.iu_mean, view_users[name])
+            view_users[name] = self.ui_mean @ content
+            view_items[name] = content + self.iu_mean @ view_users[name]
         return view_users, view_items
 
     def fuse(self, views: list[torch.Tensor]) -> torch.Tensor:
-        """Multi-head self-attention across a node's modality embeddings, then their mean."""
-        x = torch.stack(views, 1)
-        return self.attention(x, x, x, need_weights=False)[0].mean(1)
+        """Multi-head self-attention across a node's modality embeddings, then their mean: the
+        arithmetic of ``self.attention`` (nn.MultiheadAttention, whose weights these are) written out,
+        because a node has one to three tokens and the fused kernel, built for long sequences, spent
+        more than the whole product on its buffers (the mean is taken before the output projection,
+        which is linear)."""
+        att, x = self.attention, torch.stack(views, 1)  # [nodes, views, dim]
+        n, v, d = x.shape
+        heads = att.num_heads
+        q, k, val = F.linear(x, att.in_proj_weight, att.in_proj_bias).view(n, v, 3, heads, d // heads).unbind(2)
+        weights = (torch.einsum("nvhe,nwhe->nhvw", q, k) / math.sqrt(d // heads)).softmax(-1)
+        out = torch.einsum("nhvw,nwhe->nvhe", weights, val).reshape(n, v, d)
+        return F.linear(out.mean(1), att.out_proj.weight, att.out_proj.bias)
 
     def encode(self) -> Encoded:
         view_users, view_items = self.content_views()
-        id_users = {m: torch.sparse.mm(self.view_graphs[m][0], self.item_id.weight) for m in self.views}
-        id_items = {m: torch.sparse.mm(self.view_graphs[m][1], self.user_id.weight) for m in self.views}
+        id_users = {m: self.view_graphs[m][0] @ self.item_id.weight for m in self.views}
+        id_items = {m: self.view_graphs[m][1] @ self.user_id.weight for m in self.views}
         users = self.user_id.weight + self.p.id_weight * F.normalize(self.fuse(list(id_users.values())), dim=1)
         items = self.item_id.weight + self.p.id_weight * F.normalize(self.fuse(list(id_items.values())), dim=1)
         users, items = propagate(self.adj, torch.cat([users, items]), self.p.layers).split([len(users), len(items)])
@@ -137,17 +159,11 @@ class MMSSL(Recommender):
         enc = self.encode()
         return enc.users, enc.items
 
-    def observed_rows(self, users: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Dense users × items 0/1 matrix of the users' training interactions."""
+    def observed(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The users' training interactions as (position in ``users``, item), on the model's device:
+        a few per user, so they are set in a users × items matrix by index, never by a dense mask."""
         rows, cols = self.train_csr.gather(users.cpu())  # the CSR stays on the CPU
-        out = torch.zeros_like(like)
-        out[rows.to(out.device), cols.to(out.device)] = 1.0
-        return out
-
-    def relations(self, users: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor,
-                  observed: torch.Tensor) -> torch.Tensor:
-        """A batch of users' scores over all items, observed items zeroed, rows L2-normalised."""
-        return F.normalize((user_emb[users] @ item_emb.T) * (1 - observed), dim=1)
+        return rows.to(self.adj.device), cols.to(self.adj.device)
 
     def losses(self, batch: Batch, gen: torch.Generator) -> dict[str, torch.Tensor]:
         enc = self.encode()
@@ -162,18 +178,22 @@ class MMSSL(Recommender):
     def adversarial_losses(self, users: torch.Tensor, enc: Encoded, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """critic: E[critic(generated)] - E[critic(real)] + gradient penalty (reaches only the
         critic's weights); adv: -E[critic(generated)] through a frozen copy of the critic (reaches
-        only the recommender's weights)."""
-        observed = self.observed_rows(users, enc.users.new_zeros(len(users), len(enc.items)))
+        only the recommender's weights). Every relation row is held as factors, never as a vector
+        over all items (relssl.recsys.relations)."""
+        observed = self.observed(users)
+        uniform = torch.rand(len(observed[0]), generator=gen).to(enc.users.device)  # Gumbel noise, observed items
         with torch.no_grad():
-            collaborative = self.relations(users, enc.users, enc.items, observed)
-            smoothed = gumbel_softmax(observed, self.p.real_tau, gen, self.p.real_noise)
-            real = F.normalize(smoothed + self.p.real_mix * collaborative, dim=1)
-        fake = torch.cat([self.relations(users, enc.view_users[m], enc.view_items[m], observed) for m in self.views])
-        real = real.repeat(len(self.views), 1)
-        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
-        return {"critic": self.critic(fake.detach()).mean() - self.critic(real).mean(),
-                "gp": gradient_penalty(self.critic, real, fake.detach(), gen),
-                "adv": -functional_call(self.critic, frozen, (fake,)).mean()}
+            real = real_relations(enc.users[users], enc.items, observed, uniform, self.p.real_tau, self.p.real_noise,
+                                  self.p.real_mix)
+        fakes = [masked_scores(enc.view_users[m][users], enc.view_items[m], observed).normalized() for m in self.views]
+        # Every view's generated relations face the same real ones: the critic scores them once.
+        z_real = self.critic.first(real)
+        z_fake = torch.cat([self.critic.first(f.detach()) for f in fakes])
+        alpha = torch.rand(len(z_fake), 1, generator=gen).to(z_fake.device)
+        mixed = alpha * z_real.repeat(len(self.views), 1) + (1 - alpha) * z_fake  # the first layer is affine
+        adv = torch.cat([self.critic.head(self.critic.first(f, frozen=True), frozen=True) for f in fakes])
+        return {"critic": self.critic.head(z_fake).mean() - self.critic.head(z_real).mean(),
+                "gp": gradient_penalty(self.critic, mixed), "adv": -adv.mean()}
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -188,7 +208,7 @@ class MMSSL(Recommender):
             gen_items = []
             for users in torch.arange(n_users, device=self.adj.device).split(REFRESH_USERS):
                 scores = view_users[m][users] @ view_items[m].T
-                scores = scores.masked_fill(self.observed_rows(users, scores).bool(), -torch.inf)
+                scores.index_put_(self.observed(users), scores.new_full((), -torch.inf))
                 gen_items.append(scores.topk(k, dim=1).indices.flatten())
             rows = torch.cat([self.train_csr.rows(), torch.arange(n_users).repeat_interleave(k)]).to(self.adj.device)
             cols = torch.cat([self.train_csr.indices.to(self.adj.device), *gen_items])
