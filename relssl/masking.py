@@ -66,8 +66,9 @@ class Masker:
         for pos, col in enumerate(enc.columns):
             if col.stype == torch_frame.numerical:
                 values = tf.feat_dict[col.stype][train_rows, col.index]
-                # a column with no training value is replaced by a missing cell
-                pools.append(values[~torch.isnan(values)] if not torch.isnan(values).all() else torch.tensor([torch.nan]))
+                known = values[~torch.isnan(values)]
+                self.maskable[pos] &= len(known) > 0  # nothing to draw a replacement from, nor to predict
+                pools.append(known if len(known) else torch.tensor([torch.nan]))  # a placeholder, never drawn
             elif col.stype == torch_frame.categorical and col.num_categories > 0:
                 counts = category_counts(enc, col)
                 self.cat_cumcount[col.index] = torch.cumsum(counts, 0)

@@ -45,3 +45,28 @@ def test_pna_backbone_runs():
     rep = model(batch)
     rep.fused.sum().backward()
     assert torch.isfinite(rep.fused).all()
+
+
+def test_the_written_out_ft_transformer_is_pytorch_frames_bit_for_bit():
+    """Same weights, same order of operations, same dropout masks: values and gradients equal
+    FTTransformerConvs' own forward, in training (dropout on) and in evaluation."""
+    from torch_frame.nn import FTTransformerConvs
+
+    from relssl.nn.row_encoder import ft_transformer
+
+    torch.manual_seed(0)
+    convs = FTTransformerConvs(32, num_layers=2, nhead=4, dropout=0.3)
+    x = torch.randn(16, 7, 32, requires_grad=True)
+    for training in (True, False):
+        convs.train(training)
+        torch.manual_seed(1)
+        expected = convs(x)
+        torch.manual_seed(1)
+        got = ft_transformer(convs, x)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        inputs = [x, *convs.parameters()]
+        for a, b in zip(torch.autograd.grad(got[0].square().sum() + got[1].sum(), inputs),
+                        torch.autograd.grad(expected[0].square().sum() + expected[1].sum(), inputs)):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(2)
+    assert not torch.equal(ft_transformer(convs.train(), x)[0], ft_transformer(convs, x)[0])  # dropout is on

@@ -183,6 +183,11 @@ def test_relation_rows_held_as_factors_match_their_dense_rows():
     assert torch.allclose(x.linear(weight, bias), dense @ weight.T + bias, atol=1e-5)
 
 
+def test_real_relations_noise_that_unobserved_items_would_feel_is_refused():
+    with pytest.raises(RelsslError, match="--real-noise 1.0 with --real-tau 0.005: unobserved items would take weight"):
+        RecTrainer(RecConfig(data="synthetic", device="cpu", dim=16, heads=2, real_noise=1.0), make_synthetic(40, 30))
+
+
 def test_mmssls_written_out_attention_is_its_attention_module():
     trainer = RecTrainer(RecConfig(data="synthetic", device="cpu", dim=16, heads=4), make_synthetic(40, 30, seed=2))
     model = trainer.model
@@ -222,7 +227,7 @@ def test_mmssls_factored_adversarial_losses_and_gradients_equal_the_dense_ones()
     enc = model.encode()
     gen = torch.Generator().manual_seed(1)
     observed = model.observed(users)
-    uniform = torch.full((len(users), 60), 0.5)
+    uniform = torch.rand(len(users), 60, generator=torch.Generator().manual_seed(9))  # noise everywhere
     uniform[observed] = torch.rand(len(observed[0]), generator=gen)
     shown = torch.zeros(len(users), 60)
     shown[observed] = 1.0

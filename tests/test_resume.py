@@ -207,9 +207,12 @@ def per_column_layout(state: dict, prefix: str, numerical: list[int]) -> dict:
     return dict(rest[:first] + [(k, heads[k]) for k in ordered] + rest[first:])
 
 
-def test_a_run_saved_with_a_head_per_numerical_column_resumes_and_loads(data, tmp_path):
+@pytest.mark.parametrize("case", ["two numbers", "one number", "a column without moments"])
+def test_a_run_saved_with_a_head_per_numerical_column_resumes_and_loads(data, tmp_path, case):
     """Checkpoints and weights written before the numerical cell heads were stacked still load: the
-    run resumed from that layout is the run resumed from today's, and embeds the same rows alike."""
+    run resumed from that layout is the run resumed from today's, and embeds the same rows alike.
+    With one numerical column the two layouts have as many tensors; a column whose head never took
+    a step has no optimizer entry (zeros stand in)."""
     import shutil
 
     import pandas as pd
@@ -217,14 +220,16 @@ def test_a_run_saved_with_a_head_per_numerical_column_resumes_and_loads(data, tm
     from safetensors.torch import load_file, save_file
 
     from relssl.train.pretrain import PretrainConfig, Pretrainer
+    from tests.test_new_rows import ratings, schema
 
     now, old = tmp_path / "now", tmp_path / "old"
-    assert main(["pretrain", "--data", data["csv"], "--objectives", "mcm,dae", "--epochs", "1", "--patience", "5",
+    source = schema(tmp_path, "r.csv", ratings(400)) if case == "one number" else data["csv"]
+    assert main(["pretrain", "--data", source, "--objectives", "mcm,dae", "--epochs", "1", "--patience", "5",
                  "--out", str(now), *TINY]) == 0
     shutil.copytree(now, old)
     trainer = Pretrainer(PretrainConfig.from_dict(RunFolder(now).config()), log=None, progress=False)
     numerical = {f"{i}.heads.": obj.heads.numerical for i, obj in enumerate(trainer.objectives)}
-    assert all(len(columns) == 2 for columns in numerical.values())  # Amount Paid, Amount Received
+    assert all(len(columns) == (1 if case == "one number" else 2) for columns in numerical.values())
     checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
     state = checkpoint["state"]
     names = [f"objectives.{k}" for k in state["objectives"]]  # every objectives entry is a parameter
@@ -249,18 +254,41 @@ def test_a_run_saved_with_a_head_per_numerical_column_resumes_and_loads(data, tm
         k = numerical[head[len("objectives."):] + ".heads."].index(int(pos))
         shape = {"2.weight": (1, -1), "2.bias": (1,)}.get(part, stacked["exp_avg"][k].shape)
         legacy[index] = {"step": stacked["step"], **{m: stacked[m][k].reshape(shape) for m in ("exp_avg", "exp_avg_sq")}}
-    assert len(order) == len(names) + 2 * 4 * (2 - 1)  # 4 tensors per column, not per stack, in both tasks
+    # 4 tensors per column, not per stack, in both tasks
+    assert len(order) == len(names) + sum(4 * (len(columns) - 1) for columns in numerical.values())
+    if case == "a column without moments":
+        second = [i for i, name in enumerate(order, start=n_model) if f"heads.heads.{numerical['0.heads.'][1]}." in name]
+        for i in second:
+            del legacy[i]
     optimizer["state"], optimizer["param_groups"][0]["params"] = legacy, list(range(n_model + len(order)))
+    optimizer["param_groups"][0]["fused"] = None  # as saved before the fused kernel
     torch.save(checkpoint, old / "checkpoint.pt")
     for run in (now, old):
         (run / "final.json").unlink()
         assert main(["pretrain", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    if case == "a column without moments":  # resumes; its moments restart from zero, so the run differs
+        assert [r["epoch"] for r in RunFolder(old).history() if r["split"] == "train"] == [1, 2]
+        return
     assert strip(RunFolder(old).history()) == strip(RunFolder(now).history())
     weights = load_file(now / "model.safetensors")
     for prefix, columns in numerical.items():
         weights = per_column_layout(weights, f"objectives.{prefix}", columns)
-    assert "objectives.0.heads.heads.0.0.weight" in weights or "objectives.0.heads.heads.1.0.weight" in weights
+    assert f"objectives.0.heads.heads.{numerical['0.heads.'][0]}.0.weight" in weights
     save_file(weights, old / "model.safetensors")
     for run in (now, old):
         assert main(["embed", "--run", str(run), "--out", str(tmp_path / f"{run.name}.parquet")]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "old.parquet"), pd.read_parquet(tmp_path / "now.parquet"))
+
+
+def test_a_checkpoint_saved_before_the_fused_kernel_keeps_it_on():
+    import torch
+
+    from relssl.nn.optim import adamw, load_optimizer
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    optimizer = adamw([weight], lr=1e-3, weight_decay=0.0)
+    assert optimizer.param_groups[0]["fused"] is True
+    saved = optimizer.state_dict()
+    saved["param_groups"][0]["fused"] = None
+    load_optimizer(optimizer, saved)
+    assert optimizer.param_groups[0]["fused"] is True

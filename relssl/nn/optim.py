@@ -16,3 +16,12 @@ def adamw(params: Iterable, lr: float, weight_decay: float) -> torch.optim.AdamW
     devices = {p.device.type for g in groups for p in g["params"]}
     fused = bool(devices) and devices <= {"cpu", "cuda"}
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's choice of kernel: a checkpoint
+    holds its groups' settings, and one saved before the fused kernel would turn it off."""
+    kernels = [{key: group.get(key) for key in ("fused", "foreach")} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kernel in zip(optimizer.param_groups, kernels):
+        group.update(kernel)

@@ -3,6 +3,7 @@ or (for the many neighbour rows of a graph) a flat projection."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 import torch_frame
 from torch_frame import NAStrategy, TensorFrame
@@ -47,8 +48,30 @@ class RowEncoder(nn.Module):
         x, _ = self.cells(tf)
         if remove is not None:
             x = torch.where(remove.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        tokens, cls = self.transformer(x)
-        return tokens, cls
+        return ft_transformer(self.transformer, x)
+
+
+def ft_transformer(convs: FTTransformerConvs, x: Tensor) -> tuple[Tensor, Tensor]:
+    """pytorch-frame's FTTransformerConvs on ``x`` [B, cells, channels] with its own weights and in
+    its own order of operations (a [CLS] token, post-norm encoder layers, a final norm), attention
+    written out: nn.MultiheadAttention splits its packed query/key/value projection with selects,
+    whose backward fills a zero tensor of all three for each, a fifth of an FT-Transformer step.
+    Here one view is unbound. Tested equal to the module, values, gradients and dropout masks."""
+    x = torch.cat([convs.cls_embedding.expand(len(x), 1, -1).to(x.dtype), x], dim=1)
+    for layer in convs.transformer.layers:
+        attention = layer.self_attn
+        batch, length, width = x.shape
+        heads = attention.num_heads
+        q, k, v = F.linear(x, attention.in_proj_weight, attention.in_proj_bias).view(
+            batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, cells, width/heads]
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=attention.dropout if layer.training else 0.0)
+        # cells-major memory, as the module's output: dropout draws its mask in memory order
+        out = F.linear(out.permute(2, 0, 1, 3).reshape(length, batch, width), attention.out_proj.weight,
+                       attention.out_proj.bias).transpose(0, 1)
+        x = layer.norm1(x + layer.dropout1(out))
+        x = layer.norm2(x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))))
+    x = convs.transformer.norm(x)
+    return x[:, 1:, :], x[:, 0, :]
 
 
 class DenseRowEncoder(nn.Module):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import torch_frame
 from torch import Tensor, nn
 
+from relssl.errors import RelsslError
 from relssl.graph.batch import Batch
 from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
@@ -155,15 +156,25 @@ _PER_COLUMN = {"num_hidden_weight": "0.weight", "num_hidden_bias": "0.bias", "nu
                "num_out_bias": "2.bias"}
 
 
-def stack_numerical_heads(state: dict, prefix: str, numerical: list[int]) -> None:
+def stack_numerical_heads(state: dict, prefix: str, numerical: list[int], missing=None) -> None:
     """In place: ``prefix + heads.<pos>.{0,2}.{weight,bias}`` of every numerical column ``pos``, as
     saved before the heads were stacked, become ``prefix + num_*``. Also maps an optimizer's
-    per-parameter moments keyed the same way."""
-    if not numerical or f"{prefix}heads.{numerical[0]}.0.weight" not in state:
+    per-parameter moments keyed the same way; there a column whose head never took a step has no
+    entry, and ``missing(name, k)`` gives what stands in for column k of stacked parameter ``name``."""
+    keys = {name: [f"{prefix}heads.{pos}.{part}" for pos in numerical] for name, part in _PER_COLUMN.items()}
+    if not any(key in state for names in keys.values() for key in names):
         return
-    for name, part in _PER_COLUMN.items():
-        columns = [state.pop(f"{prefix}heads.{pos}.{part}") for pos in numerical]
+    for name, names in keys.items():
+        absent = [key for key in names if key not in state]
+        if absent and missing is None:
+            raise RelsslError(f"weights saved with one head per numerical column lack {absent[0]}")
+        columns = [state.pop(key) if key in state else missing(name, k) for k, key in enumerate(names)]
         state[prefix + name] = torch.stack([c[0] if name.startswith("num_out") else c for c in columns])
+
+
+def legacy_layout(state: dict, prefix: str, numerical: list[int]) -> bool:
+    """Whether ``state`` holds ``prefix``'s numerical heads one per column (saved before stacking)."""
+    return any(f"{prefix}heads.{pos}.{part}" in state for pos in numerical for part in _PER_COLUMN.values())
 
 
 def _adder(sums: dict[str, float], column: str, names: tuple[str, ...], kind: str):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from relssl.errors import RelsslError
 from relssl.options import option
 from relssl.recsys.graph import Csr, mean_adjacency, propagate, symmetric_adjacency
 from relssl.recsys.losses import bpr, gradient_penalty, info_nce
@@ -102,6 +103,12 @@ class MMSSL(Recommender):
         self.dropout = nn.Dropout(p.dropout)
         self.attention = nn.MultiheadAttention(p.dim, p.heads, batch_first=True)
         self.critic = Critic(n_items, p.critic_width) if p.adversarial else None
+        # The real relations' Gumbel noise is drawn for observed items only (relssl.recsys.relations):
+        # exact only while an unobserved item's weight, e^-(1 - noise·max gumbel)/tau, is nil.
+        if p.adversarial and (1 - p.real_noise * (math.log(n_items) + 5)) / p.real_tau < 50:
+            raise RelsslError(f"--real-noise {p.real_noise} with --real-tau {p.real_tau}: unobserved items would take "
+                              f"weight in the real relations, which relssl draws for observed items only; keep "
+                              f"(1 - real_noise * (ln items + 5)) / real_tau >= 50 (MMSSL's 1e-5 and 0.005 give 200)")
         users, items = train.rows(), train.indices
         self.adj = symmetric_adjacency(users, items, n_users, n_items).to(device)
         self.ui_mean = mean_adjacency(users, items, n_users, n_items).to(device)

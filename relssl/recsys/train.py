@@ -122,7 +122,6 @@ class RecTrainer(OneModel):
         main = [p for n, p in self.model.named_parameters() if not n.startswith("critic.")]
         groups = [{"params": main}] + ([{"params": critic, "lr": cfg.critic_lr, "betas": (0.5, 0.9)}] if critic else [])
         self.optimizer = adamw(groups, lr=cfg.lr, weight_decay=0.0)
-        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.loss_weights = cfg.loss_weights()
         self.steps_per_epoch = len(self.train_csr.indices) // cfg.batch_size + 1
 
@@ -158,7 +157,7 @@ class RecTrainer(OneModel):
                 raise RelsslError(f"training diverged: loss is {total.item()} at epoch {epoch}, step {step}; "
                                   f"try a lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward(inputs=self.parameters)  # not into MMSSL's gradient-penalty interpolates
+            total.backward()
             self.optimizer.step()
             report_step(self, epoch, step, float(total.detach()))
             for name, value in [("loss", total), *(("loss/" + k, v) for k, v in losses.items())]:

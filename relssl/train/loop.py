@@ -17,6 +17,7 @@ import torch
 
 from relssl.errors import RelsslError
 from relssl.logs import LOG, info
+from relssl.nn.optim import load_optimizer
 from relssl.train.callbacks import Callback
 from relssl.train.distributed import World
 from relssl.train.run_folder import CHECKPOINT, RunFolder
@@ -52,7 +53,7 @@ class OneModel:
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer(self.optimizer, state["optimizer"])
 
 
 @dataclass

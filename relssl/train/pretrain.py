@@ -30,11 +30,11 @@ from relssl.masking import MASK_TYPES
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig, TableModel
-from relssl.nn.optim import adamw
+from relssl.nn.optim import adamw, load_optimizer
 from relssl.nn.row_encoder import check_row_encoder
 from relssl.nn.gnn import CONVS
 from relssl.objectives import build_objectives, parse_objectives
-from relssl.objectives.mcm import CellHeads, stack_numerical_heads
+from relssl.objectives.mcm import CellHeads, legacy_layout, stack_numerical_heads
 from relssl.options import from_mapping, option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
@@ -530,7 +530,7 @@ class Pretrainer:
         self.objectives.load_state_dict(state["objectives"])
         self.table_objectives.load_state_dict(state.get("table_objectives", {}))
         self.combiner.load_state_dict(state["combiner"])
-        self.optimizer.load_state_dict(self.restacked(state))
+        load_optimizer(self.optimizer, self.restacked(state))
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
 
@@ -539,37 +539,47 @@ class Pretrainer:
         the numerical cell heads were stacked holds one parameter per column: its moments are
         stacked as the weights are (stack_numerical_heads), so such a run resumes where it was."""
         optimizer = state["optimizer"]
+        heads = {(part, f"{n}."): m for part in ("objectives", "table_objectives")
+                 for n, m in getattr(self, part).named_modules() if isinstance(m, CellHeads)}
+        if not any(legacy_layout(state.get(part, {}), prefix, m.numerical) for (part, prefix), m in heads.items()):
+            return optimizer
         names = [f"model.{n}" for n, _ in self.model.named_parameters()]
         for part in ("objectives", "table_objectives"):
             names += [f"{part}.{n}" for n, _ in getattr(self, part).named_parameters()]
         names += [f"combiner.{n}" for n, _ in self.combiner.named_parameters()]
-        saved = optimizer["param_groups"][0]["params"]
-        if len(optimizer["param_groups"]) != 1 or len(saved) == len(names):
-            return optimizer
-        heads = {f"{part}.{n}.": m.numerical for part in ("objectives", "table_objectives")
-                 for n, m in getattr(self, part).named_modules() if isinstance(m, CellHeads)}
-        legacy = tuple(f"{prefix}heads.{pos}." for prefix, numerical in heads.items() for pos in numerical)
+        legacy = tuple(f"{part}.{prefix}heads.{pos}." for (part, prefix), m in heads.items() for pos in m.numerical)
         old = names[:len(list(self.model.parameters()))]
-        for part in ("objectives", "table_objectives"):
+        for part in ("objectives", "table_objectives"):  # every entry of these state dicts is a parameter
             old += [f"{part}.{k}" for k in state.get(part, {}) if f"{part}.{k}" in names
                     or f"{part}.{k}".startswith(legacy)]
         old += [f"combiner.{n}" for n, _ in self.combiner.named_parameters()]
-        if len(old) != len(saved):
+        saved = optimizer["param_groups"][0]["params"]
+        if len(optimizer["param_groups"]) != 1 or len(old) != len(saved):
             raise RelsslError("checkpoint.pt: its optimizer state does not match this run's parameters; start the "
                               "run anew in another folder")
-        # a stacked parameter's step: the largest of its columns' (a column's head took no step in a
-        # batch without its cells)
-        moments = {key: {name: optimizer["state"][i][key].reshape(-1 if key == "step" else optimizer["state"][i][key].shape)
-                         for name, i in zip(old, saved) if i in optimizer["state"]}
+        entries = {name: optimizer["state"][i] for name, i in zip(old, saved) if i in optimizer["state"]}
+        moments = {key: {name: entry[key].reshape(-1) if key == "step" else entry[key] for name, entry in entries.items()}
                    for key in ("exp_avg", "exp_avg_sq", "step")}
-        for by_name in moments.values():
-            for prefix, numerical in heads.items():
-                stack_numerical_heads(by_name, prefix, numerical)
+        for key, by_name in moments.items():
+            for (part, prefix), m in heads.items():
+                # a column whose head had no cell yet in any batch has no moments: zeros, no step
+                stack_numerical_heads(by_name, f"{part}.{prefix}", m.numerical,
+                                      missing=lambda name, k, m=m, key=key: zero_column(m, name, k, key))
+        # a stacked parameter's step: the largest of its columns'
         restacked = {i: {key: moments[key][name].max().reshape(()) if key == "step" else moments[key][name]
                          for key in moments}
                      for i, name in enumerate(names) if name in moments["exp_avg"]}
         group = {**optimizer["param_groups"][0], "params": list(range(len(names)))}
         return {"state": restacked, "param_groups": [group]}
+
+
+def zero_column(heads: CellHeads, name: str, k: int, key: str) -> torch.Tensor:
+    """An optimizer entry ``key`` of column ``k`` of stacked parameter ``name``, in the per-column
+    shape saved before stacking, for a column that took no step: zero."""
+    if key == "step":
+        return torch.zeros(1)
+    zero = torch.zeros_like(getattr(heads, name)[k])
+    return zero.unsqueeze(0) if name.startswith("num_out") else zero
 
 
 @dataclass
