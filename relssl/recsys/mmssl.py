@@ -141,15 +141,15 @@ class MMSSL(Recommender):
         """Multi-head self-attention across a node's modality embeddings, then their mean: the
         arithmetic of ``self.attention`` (nn.MultiheadAttention, whose weights these are) written out,
         because a node has one to three tokens and the fused kernel, built for long sequences, spent
-        more than the whole product on its buffers (the mean is taken before the output projection,
-        which is linear)."""
+        more than the whole product on its buffers. The mean over the tokens is taken before the value
+        sum and the output projection, both linear in it."""
         att, x = self.attention, torch.stack(views, 1)  # [nodes, views, dim]
         n, v, d = x.shape
         heads = att.num_heads
         q, k, val = F.linear(x, att.in_proj_weight, att.in_proj_bias).view(n, v, 3, heads, d // heads).unbind(2)
-        weights = (torch.einsum("nvhe,nwhe->nhvw", q, k) / math.sqrt(d // heads)).softmax(-1)
-        out = torch.einsum("nhvw,nwhe->nvhe", weights, val).reshape(n, v, d)
-        return F.linear(out.mean(1), att.out_proj.weight, att.out_proj.bias)
+        scores = (q[:, :, None] * k[:, None]).sum(-1) / math.sqrt(d // heads)  # [nodes, query, key, heads]
+        weights = scores.softmax(2).mean(1)  # each key's weight, averaged over the queries
+        return F.linear((weights[..., None] * val).sum(1).reshape(n, d), att.out_proj.weight, att.out_proj.bias)
 
     def encode(self) -> Encoded:
         view_users, view_items = self.content_views()
