@@ -165,3 +165,21 @@ def test_a_light_row_encoder_pretrains_finetunes_and_embeds(aml, tmp_path, encod
     assert 0 <= json.loads((ft / "final.json").read_text())["test/pr_auc"] <= 1
     assert main(["embed", "--run", str(pre), "--out", str(tmp_path / "e.parquet")]) == 0
     assert len(pd.read_parquet(tmp_path / "e.parquet")) > 4000
+
+
+def test_the_downstream_experiment_on_one_table_without_keys_has_no_graph_features(tmp_path):
+    """A single wide table (no keys): the trees get its row, no graph features, and the report says so."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=600), "b": rng.normal(size=600), "c": rng.choice(["x", "y"], 600)})
+    frame["y"] = np.where(frame["a"] + rng.normal(scale=0.5, size=600) > 0.5, 1, 0)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "t.yaml").write_text("events:\n  path: t.csv\n  columns: {a: numerical, b: numerical, c: categorical}\n"
+                                     "  labels: [y]\n")
+    args = ["experiment", "downstream", "--data", str(tmp_path / "t.yaml"), "--task", "edge:y", "--label-fractions", "1",
+            "--seeds", "1", "--epochs", "1", "--finetune-epochs", "1", "--row-encoder", "mlp", "--out",
+            str(tmp_path / "x"), *TINY]
+    assert main(args) == 0
+    report = (tmp_path / "x" / "report.md").read_text()
+    assert "| GBDT on raw features |" in report and "graph features" not in report.split("| labels |")[1]

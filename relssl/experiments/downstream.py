@@ -47,15 +47,17 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:g} %"
 
 
-def method_rows(protocols: list[str], event_graph: bool = True, entity_task: bool = False) -> dict[str, tuple[str, str, str]]:
+def method_rows(protocols: list[str], event_graph: bool = True, entity_task: bool = False,
+                links: bool = True) -> dict[str, tuple[str, str, str]]:
     """Table row key -> (method, protocol, report name). Causal rows keep the bare method key (and
     run folder name); the trees' graph features are causal whatever the protocol. Without an event
     graph (a database of several tables) there are no graph features for the trees, whose raw
     features are the flattened row, or for an entity task the entity's row and its links' counts
-    (relssl.eval.baseline.cutoff_matrix)."""
+    (relssl.eval.baseline.cutoff_matrix); events without keys (``links`` False, one wide table)
+    have none either."""
     rows = {}
     for method, (_, _, name) in METHODS.items():
-        if method == "gbdt-graph" and not event_graph:
+        if method == "gbdt-graph" and not (event_graph and links):
             continue
         if method == "gbdt" and not event_graph:  # the row's cells and those of the rows it references
             name = "GBDT on recency and frequency" if entity_task else "GBDT on the flattened row"
@@ -76,7 +78,8 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
     run_grid({label: base}, seeds, out, progress, log)
     data = load_dataset(base.data, base.skip_bad_rows, base.on_orphans, base.on_bad_values)
     event_graph = not isinstance(data, Database)
-    rows = method_rows(protocols, event_graph, not event_graph and task in data.tasks)
+    rows = method_rows(protocols, event_graph, not event_graph and task in data.tasks,
+                       links=not event_graph or data.src is not None)
     finals: dict[tuple[str, float], list[dict]] = {}
     for seed in seeds:
         pretrained = out / "runs" / f"{label}-seed{seed}"
