@@ -25,9 +25,10 @@ TABLE = "ethereum_fraud_kaggle/transaction_dataset.csv.gz"
 CATEGORICAL = ("ERC20 most sent token type", "ERC20_most_rec_token_type")
 LABEL = "FLAG"
 NOT_FEATURES = ("Index", "Address", LABEL, "Unnamed: 0")
-# name -> (row encoder, channels, layers): the defaults, and an MLP sized near pytorch-tabular's DAE
+# name -> (row encoder, channels, layers): the defaults, and MLPs sized near pytorch-tabular's DAE (above, below)
 PEERS = {"relssl:ft-transformer": ("ft-transformer", 32, 2), "relssl:mlp": ("mlp", 32, 2),
-         "relssl:resnet": ("resnet", 32, 2), "relssl:mlp-16": ("mlp", 16, 1), "pytorch-tabular": None}
+         "relssl:resnet": ("resnet", 32, 2), "relssl:mlp-16": ("mlp", 16, 1), "relssl:mlp-12": ("mlp", 12, 1),
+         "pytorch-tabular": None}
 
 
 def table_path() -> Path:
