@@ -70,3 +70,10 @@ def test_the_written_out_ft_transformer_is_pytorch_frames_bit_for_bit():
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     torch.manual_seed(2)
     assert not torch.equal(ft_transformer(convs.train(), x)[0], ft_transformer(convs, x)[0])  # dropout is on
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 cells (timestamps, vectors) promote as there
+        cells = x.detach().bfloat16()
+        torch.manual_seed(3)
+        expected = convs(cells)
+        torch.manual_seed(3)
+        got = ft_transformer(convs, cells)
+    assert got[0].dtype == expected[0].dtype and all(torch.equal(a, b) for a, b in zip(got, expected))

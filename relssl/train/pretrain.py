@@ -577,7 +577,7 @@ def zero_column(heads: CellHeads, name: str, k: int, key: str) -> torch.Tensor:
     """An optimizer entry ``key`` of column ``k`` of stacked parameter ``name``, in the per-column
     shape saved before stacking, for a column that took no step: zero."""
     if key == "step":
-        return torch.zeros(1)
+        return torch.zeros(1, device=getattr(heads, name).device)
     zero = torch.zeros_like(getattr(heads, name)[k])
     return zero.unsqueeze(0) if name.startswith("num_out") else zero
 
