@@ -11,7 +11,9 @@ steps: training interactions / batch + 1).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,9 +61,6 @@ def bench_recsys(steps: int, device: str = "cpu") -> dict:
 
 
 def cmd_bench_recsys(steps: int, device: str, out: str | None) -> None:
-    import json
-    from pathlib import Path
-
     result = bench_recsys(steps, device)
     print(f"MMSSL on {result['data']}, batch {result['batch_size']}, dim {result['dim']}, {result['device']}, "
           f"{result['threads']} threads\n")

@@ -143,7 +143,8 @@ class Masker:
         feat_dict = dict(tf.feat_dict)
         changed = torch.zeros_like(cells)
         if len(self.num_pos):
-            num_cells = cells[:, self.num_pos.to(cells.device)]
+            num_pos = self.num_pos.to(cells.device)
+            num_cells = cells[:, num_pos]
             if num_cells.any():  # a draw for every numerical cell of the batch: one call, not one per column
                 u = torch.rand(num_cells.shape, generator=generator, dtype=torch.float64)
                 pick = self.num_pool_start + (u * self.num_pool_size).long().clamp(max=self.num_pool_size - 1)
@@ -151,7 +152,7 @@ class Masker:
                 index = self.num_index.to(feat.device)
                 old, new = feat[:, index], self.num_pool[pick].to(feat.device)
                 feat[:, index] = torch.where(num_cells, new, old)
-                changed[:, self.num_pos.to(cells.device)] = num_cells & (new != old)
+                changed[:, num_pos] = num_cells & (new != old)
         for pos, col in enumerate(self.columns):
             if col.stype == torch_frame.numerical:
                 continue

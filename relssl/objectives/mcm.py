@@ -52,8 +52,9 @@ class CellHeads(nn.Module):
         # The numerical columns' heads are one stacked two-layer head, [K] columns deep, run as one
         # batched product: a wide table has dozens, and a call (and a parameter tensor) each
         # dominated the step. Initialised as the per-column heads they replace (same draws).
-        for name, getter in NUMERICAL_HEAD.items() if self.numerical else ():
-            setattr(self, name, nn.Parameter(torch.stack([getter(heads[pos]) for pos in self.numerical]).detach()))
+        for name, part in PER_COLUMN.items() if self.numerical else ():
+            setattr(self, name, nn.Parameter(torch.stack([stackable(name, heads[pos].get_parameter(part))
+                                                          for pos in self.numerical]).detach()))
         self._register_load_state_dict_pre_hook(self._stack_numerical_heads)
         self.has_embedding = any(c.maskable and c.stype == torch_frame.embedding for c in self.columns)
         for name, values in (("num_pos", self.numerical), ("num_index", [self.columns[p].index for p in self.numerical]),
@@ -149,11 +150,15 @@ class CellHeads(nn.Module):
         return err.sum()
 
 
-# The stacked numerical heads' parameters, each from the per-column head it replaces.
-NUMERICAL_HEAD = {"num_hidden_weight": lambda head: head[0].weight, "num_hidden_bias": lambda head: head[0].bias,
-                  "num_out_weight": lambda head: head[2].weight[0], "num_out_bias": lambda head: head[2].bias[0]}
-_PER_COLUMN = {"num_hidden_weight": "0.weight", "num_hidden_bias": "0.bias", "num_out_weight": "2.weight",
-               "num_out_bias": "2.bias"}
+# The stacked numerical heads' parameters, each from this parameter of the per-column head it replaces.
+PER_COLUMN = {"num_hidden_weight": "0.weight", "num_hidden_bias": "0.bias", "num_out_weight": "2.weight",
+              "num_out_bias": "2.bias"}
+
+
+def stackable(name: str, column: Tensor) -> Tensor:
+    """A per-column head's part as one slice of stacked parameter ``name`` (the output layer has one
+    unit, whose leading dimension the stack drops)."""
+    return column[0] if name.startswith("num_out") else column
 
 
 def stack_numerical_heads(state: dict, prefix: str, numerical: list[int], missing=None) -> None:
@@ -161,20 +166,20 @@ def stack_numerical_heads(state: dict, prefix: str, numerical: list[int], missin
     saved before the heads were stacked, become ``prefix + num_*``. Also maps an optimizer's
     per-parameter moments keyed the same way; there a column whose head never took a step has no
     entry, and ``missing(name, k)`` gives what stands in for column k of stacked parameter ``name``."""
-    keys = {name: [f"{prefix}heads.{pos}.{part}" for pos in numerical] for name, part in _PER_COLUMN.items()}
-    if not any(key in state for names in keys.values() for key in names):
+    if not legacy_layout(state, prefix, numerical):
         return
+    keys = {name: [f"{prefix}heads.{pos}.{part}" for pos in numerical] for name, part in PER_COLUMN.items()}
     for name, names in keys.items():
         absent = [key for key in names if key not in state]
         if absent and missing is None:
             raise RelsslError(f"weights saved with one head per numerical column lack {absent[0]}")
         columns = [state.pop(key) if key in state else missing(name, k) for k, key in enumerate(names)]
-        state[prefix + name] = torch.stack([c[0] if name.startswith("num_out") else c for c in columns])
+        state[prefix + name] = torch.stack([stackable(name, c) for c in columns])
 
 
 def legacy_layout(state: dict, prefix: str, numerical: list[int]) -> bool:
     """Whether ``state`` holds ``prefix``'s numerical heads one per column (saved before stacking)."""
-    return any(f"{prefix}heads.{pos}.{part}" in state for pos in numerical for part in _PER_COLUMN.values())
+    return any(f"{prefix}heads.{pos}.{part}" in state for pos in numerical for part in PER_COLUMN.values())
 
 
 def _adder(sums: dict[str, float], column: str, names: tuple[str, ...], kind: str):

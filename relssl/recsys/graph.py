@@ -56,6 +56,7 @@ class Csr:
         return self.keys[pos] == query
 
 
+@dataclass
 class SparseMatrix:
     """A fixed sparse matrix A, multiplied into dense matrices (``A @ x``) with gradients for x.
 
@@ -63,27 +64,25 @@ class SparseMatrix:
     matrix in every backward pass. For a 19,445 x 7,050 mean adjacency (314 k entries) times 64
     columns, forward and backward take 10.5 ms this way against 37 ms (one CPU thread)."""
 
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int],
-                 symmetric: bool = False):
+    matrix: torch.Tensor
+    transpose: torch.Tensor  # the same tensor when A is symmetric
+
+    @classmethod
+    def from_entries(cls, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int],
+                     symmetric: bool = False) -> "SparseMatrix":
         coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False).coalesce()
         with warnings.catch_warnings():  # "sparse CSR support is in beta": products of CSR and dense are stable
             warnings.simplefilter("ignore", UserWarning)
-            self.matrix = coo.to_sparse_csr()
-            self.transpose = self.matrix if symmetric else coo.t().coalesce().to_sparse_csr()
-        self.shape = shape
+            matrix = coo.to_sparse_csr()
+            return cls(matrix, matrix if symmetric else coo.t().coalesce().to_sparse_csr())
 
     @property
     def device(self) -> torch.device:
         return self.matrix.device
 
     def to(self, device: torch.device | str) -> "SparseMatrix":
-        moved = object.__new__(SparseMatrix)
-        moved.matrix, moved.shape = self.matrix.to(device), self.shape
-        moved.transpose = moved.matrix if self.transpose is self.matrix else self.transpose.to(device)
-        return moved
-
-    def to_dense(self) -> torch.Tensor:
-        return self.matrix.to_dense()
+        matrix = self.matrix.to(device)
+        return SparseMatrix(matrix, matrix if self.transpose is self.matrix else self.transpose.to(device))
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         return _SparseProduct.apply(self.matrix, self.transpose, x)
@@ -107,13 +106,13 @@ def symmetric_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, 
     cols = torch.cat([items + n_users, users])
     deg = torch.bincount(rows, minlength=n).float()
     inv_sqrt = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
-    return SparseMatrix(rows, cols, inv_sqrt[rows] * inv_sqrt[cols], (n, n), symmetric=True)
+    return SparseMatrix.from_entries(rows, cols, inv_sqrt[rows] * inv_sqrt[cols], (n, n), symmetric=True)
 
 
 def mean_adjacency(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> SparseMatrix:
     """Row-normalised: each row averages its neighbours (rows without neighbours stay zero)."""
     deg = torch.bincount(rows, minlength=n_rows).float().clamp(min=1)
-    return SparseMatrix(rows, cols, 1.0 / deg[rows], (n_rows, n_cols))
+    return SparseMatrix.from_entries(rows, cols, 1.0 / deg[rows], (n_rows, n_cols))
 
 
 def propagate(adj: SparseMatrix, x: torch.Tensor, layers: int) -> torch.Tensor:
