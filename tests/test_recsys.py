@@ -180,12 +180,27 @@ def test_relation_rows_held_as_factors_match_their_dense_rows():
     assert torch.allclose(x.dense(), dense, atol=1e-6)
     assert torch.allclose(x.norms(), torch.ones(5), atol=1e-6)
     weight, bias = torch.randn(4, 9, generator=gen), torch.randn(4, generator=gen)
-    assert torch.allclose(x.linear(weight, bias), dense @ weight.T + bias, atol=1e-5)
+    assert torch.allclose(x.linear(weight.T.contiguous(), bias), dense @ weight.T + bias, atol=1e-5)
 
 
 def test_real_relations_noise_that_unobserved_items_would_feel_is_refused():
     with pytest.raises(RelsslError, match="--real-noise 1.0 with --real-tau 0.005: unobserved items would take weight"):
         RecTrainer(RecConfig(data="synthetic", device="cpu", dim=16, heads=2, real_noise=1.0), make_synthetic(40, 30))
+
+
+def test_mmssls_dropout_drops_its_rate_and_rescales_the_rest():
+    from relssl.recsys.mmssl import Dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 500).abs().add(0.1).requires_grad_(True)
+    layer = Dropout(0.3)
+    y = layer(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.005
+    assert torch.allclose(y[kept], x[kept] / 0.7)
+    grad, = torch.autograd.grad(y.sum(), x)
+    assert torch.allclose(grad, kept / 0.7)
+    assert layer.eval()(x) is x and Dropout(0.0).train()(x) is x
 
 
 def test_mmssls_written_out_attention_is_its_attention_module():

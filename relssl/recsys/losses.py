@@ -23,10 +23,25 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
     return (torch.cat([between, within], 1).logsumexp(1) - between.diagonal()).mean()
 
 
-def gradient_penalty(critic, z: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(critic, z: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): (‖∇ critic(x̂)‖ - 1)² on interpolates x̂, given the critic's
-    first-layer output z = x̂Wᵀ + b: ∇ = (∂critic/∂z) W, whose norm comes from the Gram matrix WWᵀ,
-    so x̂ (a row over every item) is never built. Gradients reach the critic's weights only."""
+    first-layer output z = x̂Wᵀ + b and ``weight_t`` = Wᵀ: ∇ = (∂critic/∂z) W, whose norm comes from
+    the Gram matrix WWᵀ, so x̂ (a row over every item) is never built. Gradients reach the critic's
+    weights only."""
     dz, = torch.autograd.grad(critic.head(z).sum(), z, create_graph=True)
-    weight = critic[0].weight
-    return ((dz @ (weight @ weight.T) * dz).sum(1).clamp(min=1e-12).sqrt() - 1).square().mean()
+    return ((dz @ _Gram.apply(weight_t) * dz).sum(1).clamp(min=1e-12).sqrt() - 1).square().mean()
+
+
+class _Gram(torch.autograd.Function):
+    """VᵀV with one product in its backward, V(G + Gᵀ): autograd's mm sees V twice and makes two,
+    one of them into V's transposed layout."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        return v.T @ v
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        v, = ctx.saved_tensors
+        return v @ (grad + grad.T)

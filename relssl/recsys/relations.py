@@ -50,14 +50,15 @@ class Relations:
     def detach(self) -> "Relations":
         return Relations(*(t.detach() for t in (self.a, self.b, self.rows, self.cols, self.values, self.scale)))
 
-    def linear(self, weight: Tensor, bias: Tensor) -> Tensor:
-        """X Wᵀ + b, [R, h], without building X. The entries' part sums each row's values times W's
-        columns at its items: an embedding bag per row (gradients for the values and W), 3x faster
-        than gathering W's columns at Amazon-Baby's 6 items a user, 13x at MovieLens's 61."""
-        low = self.a @ (self.b.T @ weight.T)
+    def linear(self, weight_t: Tensor, bias: Tensor) -> Tensor:
+        """X Wᵀ + b, [R, h], without building X, given ``weight_t`` = Wᵀ [items, h] contiguous. The
+        entries' part sums each row's values times W's columns at its items: an embedding bag per
+        row (gradients for the values and W), 3x faster than gathering W's columns at Amazon-Baby's
+        6 items a user, 13x at MovieLens's 61."""
+        low = self.a @ (self.b.T @ weight_t)
         starts = torch.zeros(len(self.a), dtype=torch.long, device=self.rows.device)
         starts[1:] = torch.bincount(self.rows, minlength=len(self.a)).cumsum(0)[:-1]  # rows ascending
-        entries = F.embedding_bag(self.cols, weight.T.contiguous(), starts, mode="sum", per_sample_weights=self.values)
+        entries = F.embedding_bag(self.cols, weight_t, starts, mode="sum", per_sample_weights=self.values)
         return self.scale[:, None] * (low + entries) + bias
 
 
