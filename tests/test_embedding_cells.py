@@ -9,6 +9,8 @@ import torch_frame
 
 from relssl.data.encoding import encode_table
 from relssl.masking import Masker
+from relssl.metrics.sums import read_sums
+from relssl.objectives.base import CellFeatures
 from relssl.objectives.mcm import CellHeads, cell_metrics, embedding_scores
 
 
@@ -79,9 +81,10 @@ def test_cell_heads_cosine_loss_and_metrics(table):
     tf = enc.tf[torch.arange(1, 4)]  # rows 1..3 have vectors
     target = torch.zeros(3, len(enc.columns), dtype=torch.bool)
     target[:, -1] = True
-    features = torch.randn(3, len(enc.columns), 8)
-    loss, sums = heads.loss(features, target, tf)
-    out = heads.heads[str(len(enc.columns) - 1)](features[:, -1])
+    cells, rows = torch.randn(3, len(enc.columns), 5), torch.randn(3, 3)
+    loss, sums = heads.loss(CellFeatures(cells, rows), target, tf)
+    sums = read_sums(sums)
+    out = heads.heads[str(len(enc.columns) - 1)](torch.cat([cells[:, -1], rows], -1))
     truth = tf.feat_dict[torch_frame.embedding].values
     cos, hit = embedding_scores(out, truth)
     assert loss.item() == pytest.approx((1 - cos).mean().item(), abs=1e-6)

@@ -237,7 +237,7 @@ def test_mask_vector_labels_the_changed_cells_not_the_chosen_ones(community):
     masked, rep = batch.cache[("view", mv.masker)]
     observed = mv.masker.observed(batch.tf)
     assert (masked.target & ~masked.corrupted & observed).any()  # bert leaves some chosen cells as they were
-    logits = mv.head(cell_features(rep)).squeeze(-1)
+    logits = mv.head(torch.cat([rep.tokens, rep.fused.unsqueeze(1).expand_as(rep.tokens)], -1)).squeeze(-1)
     changed = torch.nn.functional.binary_cross_entropy_with_logits(
         logits[observed], masked.corrupted[observed].float())
     assert out.loss.item() == pytest.approx(changed.item(), abs=1e-6)
@@ -317,3 +317,23 @@ def test_cli_pretrains_all_objectives(tmp_path):
     assert names <= set(final), names - set(final)
     options = yaml.safe_load((run / "config.yaml").read_text())["objective_options"]
     assert options == {"lp_negatives": 16, "ctr_temperature": 0.2}
+
+
+def test_cell_features_heads_part_by_part_equal_the_joined_features():
+    from relssl.objectives.base import CellFeatures
+
+    gen = torch.Generator().manual_seed(0)
+    cells, rows = torch.randn(5, 4, 3, generator=gen), torch.randn(5, 2, generator=gen)
+    joined = torch.cat([cells, rows.unsqueeze(1).expand(-1, 4, -1)], -1)  # [B, C, 5]
+    features = CellFeatures(cells, rows)
+    layer = torch.nn.Linear(5, 6)
+    assert torch.allclose(features.linear(layer), layer(joined), atol=1e-6)
+    assert torch.equal(features.at(torch.tensor([1, 3]), 2), joined[[1, 3], 2])
+    weight, bias = torch.randn(2, 6, 5, generator=gen), torch.randn(2, 6, generator=gen)
+    for columns in (slice(1, 3), torch.tensor([1, 2]), torch.tensor([3, 0])):
+        expected = torch.einsum("bki,koi->bko", joined[:, columns], weight) + bias
+        assert torch.allclose(features.stacked_linear(weight, bias, columns), expected, atol=1e-5)
+    rows_only = CellFeatures(None, rows)  # AM: the row part alone
+    assert torch.allclose(rows_only.stacked_linear(weight[:, :, :2], bias, slice(0, 2)),
+                          torch.einsum("bi,koi->bko", rows, weight[:, :, :2]) + bias, atol=1e-5)
+    assert torch.equal(rows_only.at(torch.tensor([4]), 1), rows[[4]])

@@ -21,23 +21,24 @@ def pessimistic_rank(pos: Tensor, neg: Tensor, valid: Tensor | None = None) -> T
     return 1 + beaten.sum(1)
 
 
-def rank_sums(ranks: Tensor, num_candidates: Tensor | None = None, ks=HITS_AT) -> dict[str, float]:
-    """Accumulators: the number of positives, the sum of reciprocal ranks, hits within each k; with
-    ``num_candidates`` (each positive's 1 + number of negatives) also those of random scores."""
-    sums = {"count": float(len(ranks)), "rr": float((1.0 / ranks.double()).sum())}
-    sums.update({f"hits@{k}": float((ranks <= k).sum()) for k in ks})
+def rank_sums(ranks: Tensor, num_candidates: Tensor | None = None, ks=HITS_AT) -> dict:
+    """Accumulators (tensors on the ranks' device, relssl.metrics.sums): the number of positives,
+    the sum of reciprocal ranks, hits within each k; with ``num_candidates`` (each positive's 1 +
+    number of negatives) also those of random scores."""
+    sums = {"count": float(len(ranks)), "rr": (1.0 / ranks.double()).sum()}
+    sums.update({f"hits@{k}": (ranks <= k).sum() for k in ks})
     if num_candidates is not None:
         sums.update(random_rank_sums(num_candidates, ks))
     return sums
 
 
-def random_rank_sums(num_candidates: Tensor, ks=HITS_AT) -> dict[str, float]:
+def random_rank_sums(num_candidates: Tensor, ks=HITS_AT) -> dict:
     """Expected ``rank_sums`` of random scores (no ties): among n candidates the rank is uniform on
     1..n, so E[1/rank] = H(n)/n and P(rank <= k) = min(k, n)/n. Reported as the ``_ref`` metrics."""
     n = num_candidates.double().clamp(min=1)
     harmonic = torch.special.digamma(n + 1) + 0.5772156649015329  # H(n) = ψ(n + 1) + γ
-    sums = {"rr_ref": float((harmonic / n).sum())}
-    sums.update({f"hits@{k}_ref": float((n.clamp(max=k) / n).sum()) for k in ks})
+    sums = {"rr_ref": (harmonic / n).sum()}
+    sums.update({f"hits@{k}_ref": (n.clamp(max=k) / n).sum() for k in ks})
     return sums
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from relssl.graph.batch import Batch
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import BuildContext, TaskOutput, masked_rows
+from relssl.objectives.base import BuildContext, CellFeatures, TaskOutput, masked_rows
 from relssl.objectives.mcm import CellReconstruction
 
 
@@ -28,6 +28,5 @@ class AttributeMasking(CellReconstruction):
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         # One head per column, so the column needs no query embedding: the input is the graph state.
         masked = masked_rows(batch, self.masker, generator)
-        features = graph.unsqueeze(1).expand(-1, len(self.masker.columns), -1)
-        loss, sums = self.heads.loss(features, masked.target, batch.tf)
+        loss, sums = self.heads.loss(CellFeatures(None, graph), masked.target, batch.tf)
         return TaskOutput(loss, sums)

@@ -126,6 +126,41 @@ def masked_view(model: Backbone, batch: Batch, graph: Tensor | None, masker: Mas
     return batch.cache[key]
 
 
-def cell_features(rep: RowRepresentation) -> Tensor:
-    """[B, C, 2d]: each cell's output token next to the fused row representation."""
-    return torch.cat([rep.tokens, rep.fused.unsqueeze(1).expand_as(rep.tokens)], dim=-1)
+@dataclass
+class CellFeatures:
+    """What a cell's head reads: its column's output token beside its row's representation, [B, C,
+    d + d'], held as the two parts. Built for every cell, that tensor (and, in the backward pass, a
+    zero-filled one of its size for each column a head picked out of it) took a tenth of a light
+    encoder's step; a head's first layer is linear, so it is applied part by part instead and the
+    parts are joined only for the cells a per-column head reads."""
+
+    cells: Tensor | None  # [B, C, d]; None: the heads read the row part alone (AM)
+    rows: Tensor  # [B, d']
+
+    def at(self, rows: Tensor | slice, pos: int) -> Tensor:
+        """[N, d + d']: the features of column ``pos``'s cells in ``rows``."""
+        row = self.rows[rows]
+        return row if self.cells is None else torch.cat([self.cells[rows, pos], row], -1)
+
+    def linear(self, layer: nn.Linear) -> Tensor:
+        """``layer`` on every cell's features: [B, C, out]."""
+        if self.cells is None:
+            raise RelsslError("a head over every cell needs the cells' tokens")
+        d = self.cells.shape[-1]
+        return (F.linear(self.cells, layer.weight[:, :d], layer.bias)
+                + F.linear(self.rows, layer.weight[:, d:]).unsqueeze(1))
+
+    def stacked_linear(self, weight: Tensor, bias: Tensor, columns: Tensor | slice) -> Tensor:
+        """[B, K, out]: column ``columns[k]``'s cells times its own ``weight[k]``ᵀ [out, d + d'] plus
+        ``bias[k]`` (K columns' heads stacked into one batched product)."""
+        k, out, _ = weight.shape
+        d = 0 if self.cells is None else self.cells.shape[-1]
+        row = (self.rows @ weight[:, :, d:].reshape(k * out, -1).T).view(-1, k, out)
+        if self.cells is None:
+            return row + bias
+        return torch.einsum("bki,koi->bko", self.cells[:, columns], weight[:, :, :d]) + row + bias
+
+
+def cell_features(rep: RowRepresentation) -> CellFeatures:
+    """Each cell's output token beside the fused row representation."""
+    return CellFeatures(rep.tokens, rep.fused)

@@ -52,9 +52,9 @@ class Contrastive(Objective):
         loss = (F.cross_entropy(logits, label) + F.cross_entropy(logits.T, label)) / 2
         with torch.no_grad():
             pair_sq = torch.pdist(z1.float()).pow(2)  # pdist has no bf16 kernel
-            sums = {"rows": float(len(z1)), "align": float((z1 - z2).pow(2).sum()),
-                    "uniform_exp": float(torch.exp(-2 * pair_sq).sum()), "pairs": float(len(pair_sq)),
-                    "top1": float((logits.argmax(1) == label).sum()), "top1_ref": 1.0}  # random: 1/B per row
+            sums = {"rows": float(len(z1)), "align": (z1 - z2).pow(2).sum(), "uniform_exp": torch.exp(-2 * pair_sq).sum(),
+                    "pairs": float(len(pair_sq)), "top1": (logits.argmax(1) == label).sum(),
+                    "top1_ref": 1.0}  # random: 1/B per row
         return TaskOutput(loss, sums)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:

@@ -15,7 +15,7 @@ from relssl.errors import RelsslError
 from relssl.graph.batch import Batch
 from relssl.masking import Masker
 from relssl.nn.backbone import Backbone
-from relssl.objectives.base import BuildContext, Objective, TaskOutput, cell_features, masked_view
+from relssl.objectives.base import BuildContext, CellFeatures, Objective, TaskOutput, cell_features, masked_view
 
 
 def embedding_scores(pred: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,10 +62,19 @@ class CellHeads(nn.Module):
                              ("num_std", [self.columns[p].std for p in self.numerical])):
             self.register_buffer(name, torch.tensor(values, dtype=torch.long if "pos" in name or "index" in name
                                                     else torch.float32), persistent=False)
+        # the numerical columns as a slice where they are contiguous: indexing copies, and its gradient fills zeros
+        contiguous = bool(self.numerical) and self.numerical == list(range(self.numerical[0], self.numerical[-1] + 1))
+        self.num_slice = slice(self.numerical[0], self.numerical[-1] + 1) if contiguous else None
+        self.num_keys = tuple(f"num_{name}/{self.columns[pos].name}" for name in ("sse", "ref", "count")
+                              for pos in self.numerical)  # numerical_loss's accumulators
         self.majority = masker.majority  # pos -> training majority category
         self.runner_up = masker.runner_up  # pos -> the next most frequent (the majority of the others)
         for pos, vector in masker.mean_vector.items():  # moves with the model, never saved
             self.register_buffer(f"mean_vector_{pos}", vector, persistent=False)
+
+    @property
+    def num_columns(self) -> Tensor | slice:
+        return self.num_pos if self.num_slice is None else self.num_slice
 
     def _stack_numerical_heads(self, state: dict, prefix: str, *args) -> None:
         """Weights saved before the numerical heads were stacked hold one head per column
@@ -80,9 +89,9 @@ class CellHeads(nn.Module):
         h = torch.relu(x @ self.num_hidden_weight[k].T + self.num_hidden_bias[k])
         return (h @ self.num_out_weight[k] + self.num_out_bias[k]).unsqueeze(1)
 
-    def loss(self, features: Tensor, target: Tensor, batch_tf, shown=None, removed: Tensor | None = None,
+    def loss(self, features: CellFeatures, target: Tensor, batch_tf, shown=None, removed: Tensor | None = None,
              changed_only: bool = False) -> tuple[Tensor, dict[str, float]]:
-        """``features(pos)`` rows for the cells of column ``pos`` flagged in ``target`` [B, C]; the
+        """Each head reads ``features`` of its column's cells flagged in ``target`` [B, C]; the
         true values come from the uncorrupted ``batch_tf``. Mean loss over all target cells.
 
         A categorical cell's reference is the best guess of a rule that sees what the model sees:
@@ -92,7 +101,6 @@ class CellHeads(nn.Module):
         frequent category other than the shown one, else the shown value itself (``bert``'s
         unchanged cells, denoising)."""
         sums = {}
-        n_cells = int(target.sum())
         total = self.numerical_loss(features, target, batch_tf, sums)
         for key, head in self.heads.items():
             pos = int(key)
@@ -101,19 +109,19 @@ class CellHeads(nn.Module):
             if kind == "num":
                 continue  # numerical_loss
             # every column's accumulators exist in every batch, so ranks and epochs share their keys
-            add = _adder(sums, col.name, {"cat": ("correct", "ref", "count"), "num": ("sse", "ref", "count"),
-                                          "emb": ("cos", "ref", "hit", "count")}[kind], kind)
+            add = _adder(sums, col.name, {"cat": ("correct", "ref", "count"), "emb": ("cos", "ref", "hit", "count")}[kind],
+                         kind)
             rows = target[:, pos].nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
-            out = head(features[rows, pos])
+            out = head(features.at(rows, pos))
             if kind == "emb":
                 feat = batch_tf.feat_dict[col.stype]
                 truth = feat.values[rows, int(feat.offset[col.index]):int(feat.offset[col.index + 1])]
                 cos, hit = embedding_scores(out, truth)
                 total = total + (1 - cos).sum()
                 ref = F.cosine_similarity(getattr(self, f"mean_vector_{pos}").expand_as(truth), truth, dim=-1)
-                add(cos=float(cos.detach().sum()), ref=float(ref.sum()), hit=float(hit.sum()), count=rows.numel())
+                add(cos=cos.detach().sum(), ref=ref.sum(), hit=hit.sum(), count=rows.numel())
                 continue
             truth = batch_tf.feat_dict[col.stype][rows, col.index]
             if kind == "cat":
@@ -124,29 +132,25 @@ class CellHeads(nn.Module):
                     other = torch.where(value == self.majority[pos], self.runner_up[pos], self.majority[pos])
                     visible = ~removed[rows, pos] if removed is not None else torch.ones_like(value, dtype=torch.bool)
                     guess = torch.where(visible, other if changed_only else value, guess)
-                add(correct=float((out.argmax(-1) == truth).sum()), ref=float((truth == guess).sum()),
-                    count=rows.numel())
-        return total / max(n_cells, 1), sums
+                add(correct=(out.argmax(-1) == truth).sum(), ref=(truth == guess).sum(), count=rows.numel())
+        return total / target.sum().clamp(min=1), sums
 
-    def numerical_loss(self, features: Tensor, target: Tensor, batch_tf, sums: dict[str, float]) -> Tensor:
+    def numerical_loss(self, features: CellFeatures, target: Tensor, batch_tf, sums: dict) -> Tensor:
         """Summed squared error of every numerical target cell on standardised values, all columns'
-        heads in one batched product; each column's accumulators added to ``sums``."""
+        heads in one batched product; every column's accumulators put in ``sums`` as one tensor
+        (relssl.metrics.sums)."""
         if not self.numerical:
-            return features.new_zeros(())
-        x = features[:, self.num_pos]  # [B, K, in]
-        h = torch.relu(torch.einsum("bki,koi->bko", x, self.num_hidden_weight) + self.num_hidden_bias)
+            return features.rows.new_zeros(())
+        h = torch.relu(features.stacked_linear(self.num_hidden_weight, self.num_hidden_bias, self.num_columns))
         out = torch.einsum("bki,ki->bk", h, self.num_out_weight) + self.num_out_bias
-        mask = target[:, self.num_pos]
+        mask = target[:, self.num_columns]
         truth = batch_tf.feat_dict[torch_frame.numerical][:, self.num_index]
         z = torch.where(mask, (truth - self.num_mean) / self.num_std, 0.0)  # unmasked cells may be missing
         err = torch.where(mask, (out.float() - z) ** 2, 0.0)
         # the training mean predicts z = 0; std² converts both back to the column's units
-        per_column = torch.stack([err.detach().sum(0), (z ** 2).sum(0), mask.sum(0).float()]).tolist()
-        for k, pos in enumerate(self.numerical):
-            col = self.columns[pos]
-            add = _adder(sums, col.name, ("sse", "ref", "count"), "num")
-            if per_column[2][k]:
-                add(sse=per_column[0][k], ref=per_column[1][k], count=per_column[2][k], std2=col.std ** 2)
+        per_column = torch.stack([err.detach().sum(0), (z ** 2).sum(0), mask.sum(0).to(err.dtype)])  # [3, K]
+        sums[self.num_keys] = per_column.flatten()
+        sums[("num_raw_sse", "num_raw_ref")] = (per_column[:2] * self.num_std ** 2).sum(1)
         return err.sum()
 
 
@@ -182,17 +186,14 @@ def legacy_layout(state: dict, prefix: str, numerical: list[int]) -> bool:
     return any(f"{prefix}heads.{pos}.{part}" in state for pos in numerical for part in PER_COLUMN.values())
 
 
-def _adder(sums: dict[str, float], column: str, names: tuple[str, ...], kind: str):
+def _adder(sums: dict, column: str, names: tuple[str, ...], kind: str):
     """Zero ``kind_name/column`` accumulators; the returned function adds to them."""
     for name in names:
         sums.setdefault(f"{kind}_{name}/{column}", 0.0)
 
-    def add(std2: float = 1.0, **values: float) -> None:
+    def add(**values) -> None:
         for name, value in values.items():
             sums[f"{kind}_{name}/{column}"] += value
-        if kind == "num":  # errors in the column's own units, pooled over columns for rmse_raw
-            sums["num_raw_sse"] = sums.get("num_raw_sse", 0.0) + values["sse"] * std2
-            sums["num_raw_ref"] = sums.get("num_raw_ref", 0.0) + values["ref"] * std2
     return add
 
 
@@ -273,4 +274,4 @@ class MaskedCellModelling(CellReconstruction):
         else:
             tf, remove = batch.tf, hide
         rep = model.encode_rows(tf, remove, graph)
-        return self.heads.head(cell_features(rep)[:, pos], pos)
+        return self.heads.head(cell_features(rep).at(slice(None), pos), pos)

@@ -33,7 +33,8 @@ class MaskVectorEstimation(Objective):
 
     def forward(self, model: Backbone, batch: Batch, graph: Tensor | None, generator: torch.Generator) -> TaskOutput:
         masked, rep = masked_view(model, batch, graph, self.masker, generator)
-        logits = self.head(cell_features(rep)).squeeze(-1)  # [B, C]
+        # the first layer part by part (CellFeatures)
+        logits = self.head[1:](cell_features(rep).linear(self.head[0])).squeeze(-1)  # [B, C]
         observed = self.masker.observed(batch.tf)  # the cells a mask can choose
         label = masked.corrupted & observed
         loss = F.binary_cross_entropy_with_logits(logits[observed], label[observed].float())
@@ -41,12 +42,10 @@ class MaskVectorEstimation(Objective):
         # beside a uniform guess among the row's observed cells.
         single = label.sum(1) == 1
         guess = logits.detach().masked_fill(~observed, float("-inf")).argmax(1)
-        sums = {"cell_correct": float((((logits > 0) == label) & observed).sum()),
-                "cell_unchanged": float((~label & observed).sum()),
-                "cell_count": float(observed.sum()),
-                "col_correct": float((label.gather(1, guess.unsqueeze(1)).squeeze(1) & single).sum()),
-                "col_ref": float((1 / observed[single].sum(1).clamp(min=1)).sum()),
-                "col_count": float(single.sum())}
+        sums = {"cell_correct": (((logits > 0) == label) & observed).sum(), "cell_unchanged": (~label & observed).sum(),
+                "cell_count": observed.sum(),
+                "col_correct": (label.gather(1, guess.unsqueeze(1)).squeeze(1) & single).sum(),
+                "col_ref": (1 / observed[single].sum(1).clamp(min=1)).sum(), "col_count": single.sum()}
         return TaskOutput(loss, sums)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
