@@ -105,9 +105,7 @@ class CellHeads(nn.Module):
         for key, head in self.heads.items():
             pos = int(key)
             col = self.columns[pos]
-            kind = {torch_frame.categorical: "cat", torch_frame.embedding: "emb"}.get(col.stype, "num")
-            if kind == "num":
-                continue  # numerical_loss
+            kind = "emb" if col.stype == torch_frame.embedding else "cat"  # numerical columns: numerical_loss
             # every column's accumulators exist in every batch, so ranks and epochs share their keys
             add = _adder(sums, col.name, {"cat": ("correct", "ref", "count"), "emb": ("cos", "ref", "hit", "count")}[kind],
                          kind)
@@ -124,15 +122,14 @@ class CellHeads(nn.Module):
                 add(cos=cos.detach().sum(), ref=ref.sum(), hit=hit.sum(), count=rows.numel())
                 continue
             truth = batch_tf.feat_dict[col.stype][rows, col.index]
-            if kind == "cat":
-                total = total + F.cross_entropy(out, truth, reduction="sum")
-                guess = torch.full_like(truth, self.majority[pos])
-                if shown is not None:
-                    value = shown.feat_dict[col.stype][rows, col.index]
-                    other = torch.where(value == self.majority[pos], self.runner_up[pos], self.majority[pos])
-                    visible = ~removed[rows, pos] if removed is not None else torch.ones_like(value, dtype=torch.bool)
-                    guess = torch.where(visible, other if changed_only else value, guess)
-                add(correct=(out.argmax(-1) == truth).sum(), ref=(truth == guess).sum(), count=rows.numel())
+            total = total + F.cross_entropy(out, truth, reduction="sum")
+            guess = torch.full_like(truth, self.majority[pos])
+            if shown is not None:
+                value = shown.feat_dict[col.stype][rows, col.index]
+                other = torch.where(value == self.majority[pos], self.runner_up[pos], self.majority[pos])
+                visible = ~removed[rows, pos] if removed is not None else torch.ones_like(value, dtype=torch.bool)
+                guess = torch.where(visible, other if changed_only else value, guess)
+            add(correct=(out.argmax(-1) == truth).sum(), ref=(truth == guess).sum(), count=rows.numel())
         return total / target.sum().clamp(min=1), sums
 
     def numerical_loss(self, features: CellFeatures, target: Tensor, batch_tf, sums: dict) -> Tensor:
