@@ -54,6 +54,8 @@ def steady_rate(ends: list[tuple[int, float, int]]) -> float:
     the end of the one before it in its epoch, so each epoch's first step (and whatever a library
     does between epochs, validation included) is left out, for every library alike."""
     timed = [(b - a, rows) for (ea, a, _), (eb, b, rows) in zip(ends, ends[1:]) if ea == eb]
+    if not timed:
+        raise RelsslError("bench --peers: no two steps in one epoch to time; use more --steps or a smaller --batch-size")
     return sum(rows for _, rows in timed) / sum(seconds for seconds, _ in timed)
 
 
@@ -74,6 +76,9 @@ def bench_relssl(encoder: str, steps: int, batch_size: int, channels: int, layer
     trainer.step_hook = lambda epoch, step, _: ends.append((epoch, time.perf_counter(), batch_size))
     # whole batches only (the training split: 23 of 256 rows and a remainder), epochs until the steps are done
     trainer.cfg.train_rows_per_epoch = len(trainer.tables[0].prep.rows(TRAIN)) // batch_size * batch_size
+    if trainer.cfg.train_rows_per_epoch < 2 * batch_size:
+        raise RelsslError(f"bench --peers: --batch-size {batch_size} leaves fewer than two whole batches an epoch "
+                          f"({len(trainer.tables[0].prep.rows(TRAIN)):,} training rows)")
     epoch = 2
     while len(ends) <= steps:
         trainer.train_epoch(epoch, progress=False)
@@ -133,8 +138,8 @@ def run_peer(name: str, steps: int, batch_size: int) -> dict:
 
 
 def cmd_bench_peers(steps: int, batch_size: int, out: str | None, repeats: int = 1) -> None:
-    if repeats < 1:
-        raise RelsslError(f"--repeats {repeats}: expected a positive integer")
+    if repeats < 1 or steps < 1:
+        raise RelsslError(f"--repeats {repeats} --steps {steps}: expected positive integers")
     runs: dict[str, list[dict]] = {}
     for _ in range(repeats):  # every library once per round, so that a slow spell of the machine hits all
         for name in PEERS:
@@ -151,7 +156,7 @@ def cmd_bench_peers(steps: int, batch_size: int, out: str | None, repeats: int =
                 "rows_per_s_runs": [r["rows_per_s"] for r in found]} for found in runs.values()]
     peer = next((r["rows_per_s"] for r in results if r["library"] == "pytorch-tabular"), None)
     rows, columns = frame().shape
-    print(f"{rows:,} rows x {columns} columns, batch {batch_size}, {steps} timed steps, "
+    print(f"{rows:,} rows x {columns} columns, batch {batch_size}, {steps} steps (each epoch's first untimed), "
           f"{results[0]['threads'] if results else '?'} threads, median of {repeats} run(s)\n")
     print("| library | task | parameters | rows/s | runs | vs pytorch-tabular |\n|---|---|---|---|---|---|")
     for r in results:

@@ -272,6 +272,16 @@ def test_the_peer_bench_times_relssl_on_the_wide_table(shared_data):
         run_peer("widedeep", 2, 64)
 
 
+def test_the_peer_bench_times_steps_within_an_epoch_alike_for_every_library():
+    from relssl.bench_peers import steady_rate
+
+    # (epoch, end time, rows): an epoch's first step and the gap between epochs are not timed
+    ends = [(1, 0.0, 10), (1, 1.0, 10), (1, 2.0, 5), (2, 10.0, 10), (2, 12.0, 10)]
+    assert steady_rate(ends) == pytest.approx((10 + 5 + 10) / (1 + 1 + 2))
+    with pytest.raises(RelsslError, match="no two steps in one epoch"):
+        steady_rate([(1, 0.0, 10), (2, 5.0, 10)])
+
+
 @pytest.mark.slow
 def test_the_recsys_bench_trains_mmssl_at_the_originals_shapes(shared_data, tmp_path, capsys):
     import json

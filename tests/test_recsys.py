@@ -201,6 +201,8 @@ def test_mmssls_dropout_drops_its_rate_and_rescales_the_rest():
     grad, = torch.autograd.grad(y.sum(), x)
     assert torch.allclose(grad, kept / 0.7)
     assert layer.eval()(x) is x and Dropout(0.0).train()(x) is x
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))  # as nn.Dropout(1.0)
+    assert layer.train()(x.detach().bfloat16()).dtype == torch.bfloat16
 
 
 def test_mmssls_written_out_attention_is_its_attention_module():

@@ -22,9 +22,9 @@ def pessimistic_rank(pos: Tensor, neg: Tensor, valid: Tensor | None = None) -> T
 
 
 def rank_sums(ranks: Tensor, num_candidates: Tensor | None = None, ks=HITS_AT) -> dict:
-    """Accumulators (tensors on the ranks' device, relssl.metrics.sums): the number of positives,
-    the sum of reciprocal ranks, hits within each k; with ``num_candidates`` (each positive's 1 +
-    number of negatives) also those of random scores."""
+    """Accumulators (relssl.metrics.sums; all but the count tensors on the ranks' device): the
+    number of positives, the sum of reciprocal ranks, hits within each k; with ``num_candidates``
+    (each positive's 1 + number of negatives) also those of random scores."""
     sums = {"count": float(len(ranks)), "rr": (1.0 / ranks.double()).sum()}
     sums.update({f"hits@{k}": (ranks <= k).sum() for k in ks})
     if num_candidates is not None:

@@ -19,7 +19,7 @@ from relssl.nn.backbone import Backbone, RowRepresentation
 @dataclass
 class TaskOutput:
     loss: Tensor  # scalar, differentiable
-    sums: dict[str, float]  # metric accumulators for this batch (see Objective.metrics)
+    sums: dict  # metric accumulators for this batch: numbers or tensors (relssl.metrics.sums; Objective.metrics)
 
 
 @dataclass

@@ -90,7 +90,7 @@ class CellHeads(nn.Module):
         return (h @ self.num_out_weight[k] + self.num_out_bias[k]).unsqueeze(1)
 
     def loss(self, features: CellFeatures, target: Tensor, batch_tf, shown=None, removed: Tensor | None = None,
-             changed_only: bool = False) -> tuple[Tensor, dict[str, float]]:
+             changed_only: bool = False) -> tuple[Tensor, dict]:
         """Each head reads ``features`` of its column's cells flagged in ``target`` [B, C]; the
         true values come from the uncorrupted ``batch_tf``. Mean loss over all target cells.
 

@@ -69,7 +69,9 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return x * ((torch.rand_like(x) >= self.p) * (1 / (1 - self.p)))
+        if self.p == 1:
+            return x * 0
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype) * (1 / (1 - self.p))
 
 
 class Critic(nn.Sequential):

@@ -34,9 +34,11 @@ def eval_rows(prep, split: int, limit: int | None, seed: int) -> torch.Tensor:
 
 def deterministic_kernels() -> None:
     """Ask torch for reproducible kernels: parallel scatter-adds otherwise sum in thread order, so two
-    runs with one seed drift apart in the last bits. Measured free on CPU (see docs/benchmarks.md).
-    Its other effect, filling every new tensor with NaN before a kernel writes it (so that a kernel
-    reading memory it never wrote gives NaN, not noise), is turned off: it is a debugging aid, and it
-    cost 7 % of an FT-Transformer step (22 fills of 3 MB a step)."""
+    runs with one seed drift apart in the last bits. The kernels were measured free on CPU (see
+    docs/benchmarks.md); the mode's other effect, filling every new tensor with NaN before a kernel
+    writes it (so that a kernel reading memory it never wrote gives NaN, not noise), is a debugging
+    aid that cost 7 % of an FT-Transformer step (22 fills of 3 MB a step), so it is turned off here,
+    for the process (set ``torch.utils.deterministic.fill_uninitialized_memory`` after this call to
+    debug with it)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False
