@@ -75,10 +75,11 @@ def bench_relssl(encoder: str, steps: int, batch_size: int, channels: int, layer
     ends: list[tuple[int, float, int]] = []
     trainer.step_hook = lambda epoch, step, _: ends.append((epoch, time.perf_counter(), batch_size))
     # whole batches only (the training split: 23 of 256 rows and a remainder), epochs until the steps are done
-    trainer.cfg.train_rows_per_epoch = len(trainer.tables[0].prep.rows(TRAIN)) // batch_size * batch_size
+    train_rows = len(trainer.tables[0].prep.rows(TRAIN))
+    trainer.cfg.train_rows_per_epoch = train_rows // batch_size * batch_size
     if trainer.cfg.train_rows_per_epoch < 2 * batch_size:
         raise RelsslError(f"bench --peers: --batch-size {batch_size} leaves fewer than two whole batches an epoch "
-                          f"({len(trainer.tables[0].prep.rows(TRAIN)):,} training rows)")
+                          f"({train_rows:,} training rows)")
     epoch = 2
     while len(ends) <= steps:
         trainer.train_epoch(epoch, progress=False)

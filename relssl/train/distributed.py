@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from relssl.metrics.sums import read_sums
+
 
 @dataclass(frozen=True)
 class World:
@@ -61,7 +63,9 @@ def init_world(device: str) -> World:
 
 
 def reduce_sums(world: World, sums: list[dict]) -> list[dict]:
-    """Add metric accumulators over ranks (every objective reports the same keys on every rank)."""
+    """Each task's metric accumulators read to the host (relssl.metrics.sums), then added over ranks
+    (every objective reports the same keys on every rank)."""
+    sums = [read_sums(s) for s in sums]
     if not world.enabled:
         return sums
     keys = [sorted(s) for s in sums]

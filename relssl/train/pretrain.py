@@ -27,7 +27,7 @@ from relssl.data.values import check_policy
 from relssl.errors import RelsslError
 from relssl.graph.batch import Batch, BatchBuilder
 from relssl.masking import MASK_TYPES
-from relssl.metrics.sums import add_sums, read_sums
+from relssl.metrics.sums import add_sums
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig, TableModel
@@ -459,7 +459,7 @@ class Pretrainer:
             bar.set_postfix(loss=f"{loss_value:.4f}")
             waited = self.clock()
         seconds = device_clock(self.device) - start
-        metrics = self.summarize(reduce_sums(self.world, [read_sums(s) for s in sums]))
+        metrics = self.summarize(reduce_sums(self.world, sums))
         # The combiner's current task weights (MoCo's λ, UW's exp(-s), ...), logged and plotted.
         metrics.update({f"weight/{name}": float(w) for name, w in zip(self.task_names(), self.combiner.weights())})
         metrics.update(seconds=seconds, rows_per_s=num_rows / seconds)
@@ -502,7 +502,7 @@ class Pretrainer:
                                        self.step_generator(seeding.EVAL_STEP, split, step, *([k] if k else [])), k)
                 accumulate(table_sums, outputs)
             start += len(tasks.objectives)
-        return self.summarize(reduce_sums(self.world, [read_sums(s) for s in sums]))
+        return self.summarize(reduce_sums(self.world, sums))
 
     def summarize(self, sums: list[dict]) -> dict[str, float]:
         metrics = {}
@@ -596,7 +596,7 @@ class TableTasks:
 
 
 def accumulate(sums: list[dict], outputs) -> None:
-    """Each task's batch accumulators and loss added to its epoch's, on the device (read_sums reads them)."""
+    """Each task's batch accumulators and loss added to its epoch's, on the device (reduce_sums reads them)."""
     for s, out in zip(sums, outputs):
         add_sums(s, {"loss": out.loss, "batches": 1, **out.sums})
 
