@@ -47,33 +47,44 @@ def test_pna_backbone_runs():
     assert torch.isfinite(rep.fused).all()
 
 
-def test_the_written_out_ft_transformer_is_pytorch_frames_bit_for_bit():
-    """Same weights, same order of operations, same dropout masks: values and gradients equal
-    FTTransformerConvs' own forward, in training (dropout on) and in evaluation."""
+def test_the_written_out_ft_transformer_is_pytorch_frames():
+    """Same weights, same dropout masks: values and gradients equal FTTransformerConvs' own forward
+    to float rounding (the rows' order in its products is the module's only where dropout draws
+    masks), in training with and without dropout and in evaluation, also under bf16 autocast. A
+    mask drawn in another order would differ by O(1), not by rounding."""
     from torch_frame.nn import FTTransformerConvs
 
     from relssl.nn.row_encoder import ft_transformer
 
     torch.manual_seed(0)
-    convs = FTTransformerConvs(32, num_layers=2, nhead=4, dropout=0.3)
     x = torch.randn(16, 7, 32, requires_grad=True)
-    for training in (True, False):
-        convs.train(training)
-        torch.manual_seed(1)
-        expected = convs(x)
-        torch.manual_seed(1)
-        got = ft_transformer(convs, x)
-        assert all(torch.equal(a, b) for a, b in zip(got, expected))
-        inputs = [x, *convs.parameters()]
-        for a, b in zip(torch.autograd.grad(got[0].square().sum() + got[1].sum(), inputs),
-                        torch.autograd.grad(expected[0].square().sum() + expected[1].sum(), inputs)):
-            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    weights = torch.randn(16, 7, 32), torch.randn(16, 32)  # a loss whose gradients are not rounding noise
+
+    def gradients(outputs, inputs):
+        return torch.autograd.grad(sum((out * w).sum() for out, w in zip(outputs, weights)), inputs)
+
+    for dropout in (0.3, 0.0):
+        convs = FTTransformerConvs(32, num_layers=2, nhead=4, dropout=dropout)
+        for training in (True, False):
+            convs.train(training)
+            torch.manual_seed(1)
+            expected = convs(x)
+            torch.manual_seed(1)
+            got = ft_transformer(convs, x)
+            assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(got, expected))
+            inputs = [x, *convs.parameters()]
+            for a, b in zip(gradients(got, inputs), gradients(expected, inputs)):
+                assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    convs = FTTransformerConvs(32, num_layers=2, nhead=4, dropout=0.3)
     torch.manual_seed(2)
-    assert not torch.equal(ft_transformer(convs.train(), x)[0], ft_transformer(convs, x)[0])  # dropout is on
+    assert not torch.allclose(ft_transformer(convs.train(), x)[0], ft_transformer(convs, x)[0])  # dropout is on
+    convs.eval()
+    cells = x.detach().bfloat16().requires_grad_()
+    inputs = [cells, *convs.parameters()]
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 cells (timestamps, vectors) promote as there
-        cells = x.detach().bfloat16()
-        torch.manual_seed(3)
         expected = convs(cells)
-        torch.manual_seed(3)
         got = ft_transformer(convs, cells)
-    assert got[0].dtype == expected[0].dtype and all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert got[0].dtype == expected[0].dtype
+    assert all(torch.allclose(a, b, rtol=2e-2, atol=2e-2) for a, b in zip(got, expected))
+    for a, b in zip(gradients(got, inputs), gradients(expected, inputs)):
+        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), rtol=5e-2, atol=2e-2 * b.abs().max().item())

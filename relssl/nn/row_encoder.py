@@ -54,27 +54,64 @@ class RowEncoder(nn.Module):
 def ft_transformer(convs: FTTransformerConvs, x: Tensor) -> tuple[Tensor, Tensor]:
     """pytorch-frame's FTTransformerConvs on ``x`` [B, cells, channels] with its own weights and in
     its own order of operations (a [CLS] token, post-norm encoder layers, a final norm), attention
-    written out: nn.MultiheadAttention splits its packed query/key/value projection with selects,
-    whose backward fills a zero tensor of all three for each, a fifth of an FT-Transformer step.
-    Here one view is unbound. Tested equal to the module bit for bit in training (values, gradients,
-    dropout masks); in evaluation without gradients the module took torch's fused fast path, which
-    this matches to float rounding."""
-    x = torch.cat([convs.cls_embedding.expand(len(x), 1, -1), x], dim=1)  # bf16 cells promote to fp32, as there
+    written out: nn.MultiheadAttention's backward stacks the query/key/value gradients and copies
+    them back into its packed layout (`_PackedQKV` multiplies them where they lie), and it runs
+    the output projection cells-major, which costs a transposing copy each way. That order is kept
+    only where dropout draws masks (in memory order): then this is the module bit for bit in
+    training (values, gradients, dropout masks); without dropout it matches it to float rounding."""
+    batch, length = x.shape[0], x.shape[1] + 1
+    x = torch.cat([convs.cls_embedding.expand(batch, 1, -1), x], dim=1)  # bf16 cells promote to fp32, as there
     for layer in convs.transformer.layers:
         assert not layer.norm_first, "pytorch-frame's layers are post-norm"
         attention = layer.self_attn
-        batch, length, width = x.shape
-        heads = attention.num_heads
-        q, k, v = F.linear(x, attention.in_proj_weight, attention.in_proj_bias).view(
-            batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, cells, width/heads]
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=attention.dropout if layer.training else 0.0)
-        # cells-major memory, as the module's output: dropout draws its mask in memory order
-        out = F.linear(out.permute(2, 0, 1, 3).reshape(length, batch, width), attention.out_proj.weight,
-                       attention.out_proj.bias).transpose(0, 1)
+        width = x.shape[-1]
+        dropout = attention.dropout if layer.training else 0.0
+        q, k, v = _PackedQKV.apply(x, attention.in_proj_weight, attention.in_proj_bias, attention.num_heads)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [B, heads, cells, width/heads]
+        if layer.training and (dropout or layer.dropout1.p):  # cells-major, as the module: its masks' order
+            out = F.linear(out.permute(2, 0, 1, 3).reshape(length, batch, width), attention.out_proj.weight,
+                           attention.out_proj.bias).transpose(0, 1)
+        else:  # batch-major: torch's CPU kernel writes [B, cells, heads, width/heads], so this is a view
+            out = F.linear(out.transpose(1, 2).reshape(batch, length, width), attention.out_proj.weight,
+                           attention.out_proj.bias)
         x = layer.norm1(x + layer.dropout1(out))
         x = layer.norm2(x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))))
-    x = convs.transformer.norm(x)
-    return x[:, 1:, :], x[:, 0, :]
+    row, cells = convs.transformer.norm(x).split([1, length - 1], dim=1)  # backward: one cat, no zero-filled grads
+    return cells, row.squeeze(1)
+
+
+class _PackedQKV(torch.autograd.Function):
+    """The packed query/key/value projection of ``x`` [B, cells, width], returned as three views
+    [B, heads, cells, width/heads] of its output. autograd's own backward of that split stacks the
+    three gradients and transposes them back into the packed layout, a cat and two full copies a
+    layer (a third of a CPU FT-Transformer step); here each gradient is multiplied where it lies
+    (torch's CPU attention returns it in [B, cells, heads, width/heads] memory, a free reshape)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, heads: int):
+        qkv = F.linear(x, weight, bias)  # under autocast in its dtype: the backward computes in the same
+        ctx.save_for_backward(x.to(qkv.dtype), weight.to(qkv.dtype))
+        ctx.dtypes = x.dtype, weight.dtype, bias.dtype
+        batch, length, width = x.shape
+        return qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        x, weight = ctx.saved_tensors
+        x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        batch, length, width = x.shape
+        x = x.reshape(batch * length, width)
+        grad_x = None
+        grad_weight, grad_bias = torch.empty_like(weight), weight.new_empty(3 * width)
+        for part, grad in enumerate(grads):
+            grad = grad.to(x.dtype).transpose(1, 2).reshape(batch * length, width)
+            rows = slice(part * width, (part + 1) * width)
+            if ctx.needs_input_grad[0]:
+                grad_x = grad @ weight[rows] if grad_x is None else grad_x.addmm_(grad, weight[rows])
+            torch.mm(grad.t(), x, out=grad_weight[rows])
+            torch.sum(grad, 0, out=grad_bias[rows])
+        grad_x = grad_x.view(batch, length, width).to(x_dtype) if grad_x is not None else None
+        return grad_x, grad_weight.to(weight_dtype), grad_bias.to(bias_dtype), None
 
 
 class DenseRowEncoder(nn.Module):
