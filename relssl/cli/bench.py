@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from relssl.bench import cmd_bench
-from relssl.bench_peers import cmd_bench_peers
+from relssl.bench_peers import PEERS, cmd_bench_peers
 from relssl.bench_recsys import cmd_bench_recsys
 from relssl.bench_tasks import COMBINERS, OBJECTIVE_SETS, TASK_SETS, cmd_bench_tasks
 
@@ -25,10 +25,11 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA)")
     p.add_argument("--peers", action="store_true",
                    help="denoising pre-training on one wide table (../shared/data's Ethereum fraud table): relssl's "
-                        "row encoders beside the peer libraries installed (pip install pytorch-tabular)")
+                        "row encoders beside the peer libraries installed (pytorch-tabular, pytorch-widedeep)")
     p.add_argument("--repeats", type=int, default=1,
                    help="with --peers: run every library this many times in turn and report the median (rates "
                         "drift between runs on a shared machine)")
+    p.add_argument("--libraries", help=f"with --peers: only these, comma-separated (default: all of {', '.join(PEERS)})")
     p.add_argument("--recsys", action="store_true",
                    help="MMSSL's epoch on Amazon-Baby (../shared/data) with random features of the original's shapes "
                         "(4096-d image, 1024-d text): seconds per step and epoch, peak memory")
@@ -42,7 +43,8 @@ def add_bench_parser(sub) -> None:
 
 def run_bench(args: argparse.Namespace) -> None:
     if args.peers:
-        cmd_bench_peers(args.steps, args.batch_size, args.out, args.repeats)
+        cmd_bench_peers(args.steps, args.batch_size, args.out, args.repeats,
+                        args.libraries.split(",") if args.libraries else None)
     elif args.recsys:
         cmd_bench_recsys(args.steps, args.device, args.out)
     else:
