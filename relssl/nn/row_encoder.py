@@ -96,22 +96,28 @@ class _PackedQKV(torch.autograd.Function):
         return qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, *grads: Tensor):
         x, weight = ctx.saved_tensors
         x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         batch, length, width = x.shape
         x = x.reshape(batch * length, width)
         grad_x = None
-        grad_weight, grad_bias = torch.empty_like(weight), weight.new_empty(3 * width)
+        grad_weight = torch.empty_like(weight) if need_weight else None
+        grad_bias = weight.new_empty(3 * width) if need_bias else None
         for part, grad in enumerate(grads):
             grad = grad.to(x.dtype).transpose(1, 2).reshape(batch * length, width)
             rows = slice(part * width, (part + 1) * width)
-            if ctx.needs_input_grad[0]:
+            if need_x:
                 grad_x = grad @ weight[rows] if grad_x is None else grad_x.addmm_(grad, weight[rows])
-            torch.mm(grad.t(), x, out=grad_weight[rows])
-            torch.sum(grad, 0, out=grad_bias[rows])
-        grad_x = grad_x.view(batch, length, width).to(x_dtype) if grad_x is not None else None
-        return grad_x, grad_weight.to(weight_dtype), grad_bias.to(bias_dtype), None
+            if need_weight:
+                torch.mm(grad.t(), x, out=grad_weight[rows])
+            if need_bias:
+                torch.sum(grad, 0, out=grad_bias[rows])
+        return (grad_x.view(batch, length, width).to(x_dtype) if need_x else None,
+                grad_weight.to(weight_dtype) if need_weight else None,
+                grad_bias.to(bias_dtype) if need_bias else None, None)
 
 
 class DenseRowEncoder(nn.Module):
