@@ -166,7 +166,7 @@ def bench_pytorch_widedeep(loss: str, steps: int, batch_size: int) -> dict:
     per_epoch = -(-len(x) // batch_size)
     trainer.pretrain(x, n_epochs=-(-(steps + 1) // per_epoch), batch_size=batch_size)
     params = sum(p.numel() for p in trainer.cd_model.parameters())
-    task = {"denoising": "denoising", "both": "contrastive + denoising"}[loss]
+    task = {"denoising": "denoising", "both": "contrastive + denoising"}[loss]  # parameters: its per-column heads too
     return {"library": "pytorch-widedeep (FTTransformer, 64 ch, 4 blocks)", "task": f"{task} (ContrastiveDenoisingTrainer)",
             "params": params, "rows_per_s": steady_rate(ends[:steps + 1]), "threads": torch.get_num_threads()}
 
@@ -187,7 +187,8 @@ def cmd_bench_peers(steps: int, batch_size: int, out: str | None, repeats: int =
                     libraries: list[str] | None = None) -> None:
     if repeats < 1 or steps < 1:
         raise RelsslError(f"--repeats {repeats} --steps {steps}: expected positive integers")
-    unknown = [name for name in libraries or [] if name not in PEERS]
+    libraries = list(dict.fromkeys(name.strip() for name in libraries or [] if name.strip()))  # once each
+    unknown = [name for name in libraries if name not in PEERS]
     if unknown:
         raise RelsslError(f"--libraries {','.join(unknown)}: unknown; expected some of {', '.join(PEERS)}")
     runs: dict[str, list[dict]] = {}
@@ -210,7 +211,7 @@ def cmd_bench_peers(steps: int, batch_size: int, out: str | None, repeats: int =
           f"{results[0]['threads'] if results else '?'} threads, median of {repeats} run(s)\n")
     print("| library | task | parameters | rows/s | runs | vs pytorch-tabular |\n|---|---|---|---|---|---|")
     for r in results:
-        ratio = f"{r['rows_per_s'] / peer:.2f}x" if peer else "not installed"
+        ratio = f"{r['rows_per_s'] / peer:.2f}x" if peer else "not run"
         spread = f"{min(r['rows_per_s_runs']):,.0f}–{max(r['rows_per_s_runs']):,.0f}"
         print(f"| {r['library']} | {r['task']} | {r['params']:,} | {r['rows_per_s']:,.0f} | {spread} | {ratio} |")
     if out:

@@ -75,6 +75,10 @@ def test_the_written_out_ft_transformer_is_pytorch_frames():
             inputs = [x, *convs.parameters()]
             for a, b in zip(gradients(got, inputs), gradients(expected, inputs)):
                 assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    parameters = list(convs.parameters())  # the weights' gradients alone (constant cells)
+    cells = x.detach()
+    for a, b in zip(*(gradients(outs, parameters) for outs in (ft_transformer(convs, cells), convs(cells)))):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     convs.requires_grad_(False)  # frozen weights (a probe): the cells' gradients alone
     got, expected = ft_transformer(convs, x), convs(x)
     assert torch.allclose(*(gradients(outs, [x])[0] for outs in (got, expected)), rtol=1e-4, atol=1e-5)

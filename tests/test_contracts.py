@@ -278,6 +278,8 @@ def test_the_peer_bench_names_an_unknown_library_in_one_line(capsys):
     assert main(["bench", "--peers", "--libraries", "relssl:mlp,widedeep"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--libraries widedeep: unknown" in err and "pytorch-widedeep:denoising" in err
+    assert main(["bench", "--libraries", "relssl:mlp"]) == 2
+    assert "--libraries picks libraries of --peers" in capsys.readouterr().err
 
 
 def test_the_peer_bench_times_steps_within_an_epoch_alike_for_every_library():

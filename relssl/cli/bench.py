@@ -7,6 +7,7 @@ from relssl.bench import cmd_bench
 from relssl.bench_peers import PEERS, cmd_bench_peers
 from relssl.bench_recsys import cmd_bench_recsys
 from relssl.bench_tasks import COMBINERS, OBJECTIVE_SETS, TASK_SETS, cmd_bench_tasks
+from relssl.errors import RelsslError
 
 
 def add_bench_parser(sub) -> None:
@@ -42,6 +43,8 @@ def add_bench_parser(sub) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> None:
+    if args.libraries and not args.peers:
+        raise RelsslError("--libraries picks libraries of --peers: add --peers")
     if args.peers:
         cmd_bench_peers(args.steps, args.batch_size, args.out, args.repeats,
                         args.libraries.split(",") if args.libraries else None)

@@ -57,8 +57,8 @@ def ft_transformer(convs: FTTransformerConvs, x: Tensor) -> tuple[Tensor, Tensor
     written out: nn.MultiheadAttention's backward stacks the query/key/value gradients and copies
     them back into its packed layout (`_PackedQKV` multiplies them where they lie), and it runs
     the output projection cells-major, which costs a transposing copy each way. That order is kept
-    only where dropout draws masks (in memory order): then this is the module bit for bit in
-    training (values, gradients, dropout masks); without dropout it matches it to float rounding."""
+    only where dropout draws a mask over the projection's output (in memory order), so the masks are
+    the module's; values and gradients match it to float rounding (tested)."""
     batch, length = x.shape[0], x.shape[1] + 1
     x = torch.cat([convs.cls_embedding.expand(batch, 1, -1), x], dim=1)  # bf16 cells promote to fp32, as there
     for layer in convs.transformer.layers:
@@ -68,10 +68,10 @@ def ft_transformer(convs: FTTransformerConvs, x: Tensor) -> tuple[Tensor, Tensor
         dropout = attention.dropout if layer.training else 0.0
         q, k, v = _PackedQKV.apply(x, attention.in_proj_weight, attention.in_proj_bias, attention.num_heads)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [B, heads, cells, width/heads]
-        if layer.training and (dropout or layer.dropout1.p):  # cells-major, as the module: its masks' order
+        if layer.dropout1.training and layer.dropout1.p:  # cells-major, as the module: its mask's order
             out = F.linear(out.permute(2, 0, 1, 3).reshape(length, batch, width), attention.out_proj.weight,
                            attention.out_proj.bias).transpose(0, 1)
-        else:  # batch-major: torch's CPU kernel writes [B, cells, heads, width/heads], so this is a view
+        else:  # batch-major: torch's CPU flash kernel writes [B, cells, heads, width/heads], a view here
             out = F.linear(out.transpose(1, 2).reshape(batch, length, width), attention.out_proj.weight,
                            attention.out_proj.bias)
         x = layer.norm1(x + layer.dropout1(out))
@@ -85,13 +85,14 @@ class _PackedQKV(torch.autograd.Function):
     [B, heads, cells, width/heads] of its output. autograd's own backward of that split stacks the
     three gradients and transposes them back into the packed layout, a cat and two full copies a
     layer (a third of a CPU FT-Transformer step); here each gradient is multiplied where it lies
-    (torch's CPU attention returns it in [B, cells, heads, width/heads] memory, a free reshape)."""
+    (torch's CPU flash attention returns it in [B, cells, heads, width/heads] memory, a free reshape;
+    other kernels' layouts cost one copy)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, heads: int):
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, heads: int):
         qkv = F.linear(x, weight, bias)  # under autocast in its dtype: the backward computes in the same
         ctx.save_for_backward(x.to(qkv.dtype), weight.to(qkv.dtype))
-        ctx.dtypes = x.dtype, weight.dtype, bias.dtype
+        ctx.dtypes = x.dtype, weight.dtype, None if bias is None else bias.dtype
         batch, length, width = x.shape
         return qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
 
