@@ -13,7 +13,7 @@ venv=${1:?usage: peer_env.sh VENV_DIR}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet torch==2.13.0 torchvision==0.28.0 pytorch-widedeep==1.7.0 pytorch-tabular==1.2.0 \
-    -e "$repo"
+    "pyarrow<23" -e "$repo"  # pyarrow 26 needs numpy 2, which pytorch-widedeep refuses; 22 runs on 1.26
 init=$("$venv/bin/python" -c "import importlib.util as u; print(u.find_spec('torchvision').origin)")
 "$venv/bin/python" - "$init" <<'EOF'
 import sys
