@@ -82,6 +82,13 @@ def test_the_written_out_ft_transformer_is_pytorch_frames():
     convs.requires_grad_(False)  # frozen weights (a probe): the cells' gradients alone
     got, expected = ft_transformer(convs, x), convs(x)
     assert torch.allclose(*(gradients(outs, [x])[0] for outs in (got, expected)), rtol=1e-4, atol=1e-5)
+    convs = FTTransformerConvs(32, num_layers=2, nhead=4, dropout=0.3).train()
+    for layer in convs.transformer.layers:  # only the projection's own dropout left: its mask order still holds
+        layer.self_attn.dropout, layer.dropout.p, layer.dropout2.p = 0.0, 0.0, 0.0
+    torch.manual_seed(4)
+    expected = convs(x)
+    torch.manual_seed(4)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(ft_transformer(convs, x), expected))
     convs = FTTransformerConvs(32, num_layers=2, nhead=4, dropout=0.3)
     torch.manual_seed(2)
     assert not torch.allclose(ft_transformer(convs.train(), x)[0], ft_transformer(convs, x)[0])  # dropout is on
