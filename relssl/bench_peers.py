@@ -129,7 +129,11 @@ def bench_pytorch_tabular(steps: int, batch_size: int) -> dict:
             "rows_per_s": steady_rate(clock.ends), "threads": torch.get_num_threads()}
 
 
-def bench_pytorch_widedeep(loss: str, steps: int, batch_size: int) -> dict:
+# peer name suffix -> (pytorch-widedeep's loss_type, the task as reported)
+WIDEDEEP_LOSSES = {"denoising": ("denoising", "denoising"), "contrastive-denoising": ("both", "contrastive + denoising")}
+
+
+def bench_pytorch_widedeep(variant: str, steps: int, batch_size: int) -> dict:
     """pytorch-widedeep's self-supervised trainer (ContrastiveDenoisingTrainer) over its
     FTTransformer at its default size (64 channels, 4 blocks, 8 heads, its dropouts and key/value
     compression), loss ``denoising`` (the counterpart of relssl's dae) or ``both`` (its default,
@@ -161,12 +165,12 @@ def bench_pytorch_widedeep(loss: str, steps: int, batch_size: int) -> dict:
 
     model = FTTransformer(column_idx=preprocessor.column_idx, cat_embed_input=preprocessor.cat_embed_input,
                           continuous_cols=numerical)
+    loss, task = WIDEDEEP_LOSSES[variant]
     trainer = ContrastiveDenoisingTrainer(model, preprocessor, loss_type=loss, callbacks=[Clock()], verbose=0,
                                           num_workers=0, device="cpu")
     per_epoch = -(-len(x) // batch_size)
     trainer.pretrain(x, n_epochs=-(-(steps + 1) // per_epoch), batch_size=batch_size)
-    params = sum(p.numel() for p in trainer.cd_model.parameters())
-    task = {"denoising": "denoising", "both": "contrastive + denoising"}[loss]  # parameters: its per-column heads too
+    params = sum(p.numel() for p in trainer.cd_model.parameters())  # its per-column denoising heads too
     return {"library": "pytorch-widedeep (FTTransformer, 64 ch, 4 blocks)", "task": f"{task} (ContrastiveDenoisingTrainer)",
             "params": params, "rows_per_s": steady_rate(ends[:steps + 1]), "threads": torch.get_num_threads()}
 
@@ -177,8 +181,7 @@ def run_peer(name: str, steps: int, batch_size: int) -> dict:
     if name == "pytorch-tabular":
         return bench_pytorch_tabular(steps, batch_size)
     if name.startswith("pytorch-widedeep:"):
-        return bench_pytorch_widedeep({"denoising": "denoising", "contrastive-denoising": "both"}[name.split(":")[1]],
-                                      steps, batch_size)
+        return bench_pytorch_widedeep(name.split(":")[1], steps, batch_size)
     encoder, channels, layers = PEERS[name]
     return bench_relssl(encoder, steps, batch_size, channels, layers)
 

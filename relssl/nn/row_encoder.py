@@ -59,12 +59,11 @@ def ft_transformer(convs: FTTransformerConvs, x: Tensor) -> tuple[Tensor, Tensor
     the output projection cells-major, which costs a transposing copy each way. That order is kept
     only where dropout draws a mask over the projection's output (in memory order), so the masks are
     the module's; values and gradients match it to float rounding (tested)."""
-    batch, length = x.shape[0], x.shape[1] + 1
+    batch, length, width = x.shape[0], x.shape[1] + 1, x.shape[2]
     x = torch.cat([convs.cls_embedding.expand(batch, 1, -1), x], dim=1)  # bf16 cells promote to fp32, as there
     for layer in convs.transformer.layers:
         assert not layer.norm_first, "pytorch-frame's layers are post-norm"
         attention = layer.self_attn
-        width = x.shape[-1]
         dropout = attention.dropout if layer.training else 0.0
         q, k, v = _PackedQKV.apply(x, attention.in_proj_weight, attention.in_proj_bias, attention.num_heads)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [B, heads, cells, width/heads]
@@ -91,8 +90,7 @@ class _PackedQKV(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, heads: int):
         qkv = F.linear(x, weight, bias)  # under autocast in its dtype: the backward computes in the same
-        ctx.save_for_backward(x.to(qkv.dtype), weight.to(qkv.dtype))
-        ctx.dtypes = x.dtype, weight.dtype, None if bias is None else bias.dtype
+        ctx.save_for_backward(x.to(qkv.dtype), weight.to(qkv.dtype))  # (autograd casts the gradients back)
         batch, length, width = x.shape
         return qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
 
@@ -100,7 +98,6 @@ class _PackedQKV(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads: Tensor):
         x, weight = ctx.saved_tensors
-        x_dtype, weight_dtype, bias_dtype = ctx.dtypes
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         batch, length, width = x.shape
         x = x.reshape(batch * length, width)
@@ -116,9 +113,7 @@ class _PackedQKV(torch.autograd.Function):
                 torch.mm(grad.t(), x, out=grad_weight[rows])
             if need_bias:
                 torch.sum(grad, 0, out=grad_bias[rows])
-        return (grad_x.view(batch, length, width).to(x_dtype) if need_x else None,
-                grad_weight.to(weight_dtype) if need_weight else None,
-                grad_bias.to(bias_dtype) if need_bias else None, None)
+        return grad_x.view(batch, length, width) if need_x else None, grad_weight, grad_bias, None
 
 
 class DenseRowEncoder(nn.Module):
