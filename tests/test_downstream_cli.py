@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -131,6 +132,56 @@ def test_downstream_experiment_runs_backbone_methods_under_each_protocol(aml, tm
         assert causal["train"]["time_aware"] is True and transductive["train"]["time_aware"] is False
     assert not (out / "downstream" / "gbdt-transductive-f1-seed0").exists()  # trees' features are causal anyway
     assert "| 100 % | scratch + finetune, transductive |" in report and "**Ladder" in report
+
+
+@pytest.mark.slow
+def test_downstream_experiment_compares_recipes_on_the_same_downstream_runs(aml, tmp_path):
+    """--recipes: each recipe pre-trains and has its own pre-trained rows; trees, scratch and the
+    reference train once; the verdicts and the recipe comparison come from the runs' numbers."""
+    csv, _ = aml
+    out = tmp_path / "exp"
+    args = ["experiment", "downstream", "--data", str(csv), "--recipes", "mcm; mcm,mv:weighted:1,0.5",
+            "--label-fractions", "1", "--seeds", "1", "--epochs", "1", "--finetune-epochs", "1", "--out", str(out), *TINY]
+    assert main(args) == 0
+    weighted = "mcm+mv-weighted-1,0.5"
+    for label, objectives, combiner in (("mcm", ["mcm"], "sum"), (weighted, ["mcm", "mv"], "weighted")):
+        saved = yaml.safe_load((out / "runs" / f"{label}-seed0" / "config.yaml").read_text())
+        assert (saved["objectives"], saved["combiner"]) == (objectives, combiner)
+        for method in ("probe", "finetune"):
+            init = yaml.safe_load((out / "downstream" / label / f"{method}-f1-seed0" / "config.yaml").read_text())["init"]
+            assert Path(init).name == f"{label}-seed0"
+    downstream = sorted(p.name for p in (out / "downstream").iterdir())
+    assert downstream == sorted(["gbdt-f1-seed0", "gbdt-graph-f1-seed0", "scratch-f1-seed0", "reference-f1-seed0",
+                                 "mcm", weighted])
+    report = (out / "report.md").read_text()
+    f1 = {label: json.loads((out / "downstream" / label / "finetune-f1-seed0" / "final.json").read_text())["test/f1"]
+          for label in ("mcm", weighted)}
+    for label, title in (("mcm", "MCM"), (weighted, "MCM+MV, weighted 1, 0.5")):
+        assert f"| 100 % | pretrained ({title}) + finetune |" in report
+        assert f"**Verdict, {title} (test F1" in report
+    scratch = json.loads((out / "downstream" / "scratch-f1-seed0" / "final.json").read_text())["test/f1"]
+    assert f"minus scratch: {f1['mcm'] - scratch:+.3f} at 100 %" in report
+    best, second = sorted(f1, key=f1.get, reverse=True)
+    titles = {"mcm": "MCM", weighted: "MCM+MV, weighted 1, 0.5"}
+    assert (f"**Recipes (test F1, pretrained + finetune, best first):** at 100 % {titles[best]}, "
+            f"{f1[best] - f1[second]:+.3f} over {titles[second]}.") in report
+
+
+@pytest.mark.parametrize("recipes, extra, message", [
+    ("mcm,lp:fancy", [], "--recipes recipe 'mcm,lp:fancy': --combiner 'fancy'"),
+    ("mcm,lp:weighted:1", [], "--recipes recipe 'mcm,lp:weighted:1': --combiner weighted needs --weights with 2"),
+    ("mcm; mcm:sum", [], "--recipes: a recipe is given twice"),
+    ("mcm;xyz", [], "--recipes recipe 'xyz': --objectives 'xyz'"),
+    ("mcm:sum:1:2", [], "expected ';'-separated OBJECTIVES[:COMBINER[:WEIGHTS]]"),
+    ("mcm", ["--combiner", "moco"], "drop --combiner"),
+])
+def test_bad_recipes_are_one_line_errors(aml, tmp_path, capsys, recipes, extra, message):
+    csv, _ = aml
+    args = ["experiment", "downstream", "--data", str(csv), "--recipes", recipes, *extra, "--out", str(tmp_path / "x")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x" / "runs").exists()
 
 
 def test_bad_protocols_are_one_line_errors(aml, tmp_path, capsys):

@@ -65,12 +65,55 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) < len(protocols):
         raise RelsslError(f"--protocols '{args.protocols}': expected a comma-separated subset of {', '.join(PROTOCOLS)}")
-    overrides = {"objectives": args.pretrain_objectives} if args.pretrain_objectives else {}
-    cfg = config_from_args(args, **overrides)
-    path = run_downstream_experiment(cfg, args.task, sorted(fractions), list(range(args.seeds)), Path(args.out),
+    if args.recipes is None:
+        overrides = {"objectives": args.pretrain_objectives} if args.pretrain_objectives else {}
+        recipes = [config_from_args(args, **overrides)]
+    else:
+        given = [flag for flag, value in (("--pretrain-objectives", args.pretrain_objectives),
+                                          ("--combiner", args.combiner), ("--weights", args.weights)) if value]
+        if given:
+            raise RelsslError(f"--recipes names each recipe's objectives, combiner and weights; drop {', '.join(given)}")
+        parsed = parse_recipes(args.recipes)
+        # every recipe's objectives are in the base, so objective flags (--lp-negatives) apply to all
+        base = config_from_args(args, objectives=list(dict.fromkeys(t for objectives, _, _ in parsed
+                                                                    for t in objectives)))
+        recipes = [recipe_config(base, recipe, text) for recipe, text in zip(parsed, args.recipes.split(";"))]
+    path = run_downstream_experiment(recipes, args.task, sorted(fractions), list(range(args.seeds)), Path(args.out),
                                      ["relssl", *args.argv], args.finetune_epochs, progress=not args.no_progress,
                                      protocols=sorted(protocols, key=PROTOCOLS.index))
     print(path.read_text())
+
+
+def parse_recipes(text: str) -> list[tuple[list[str], str, list[float] | None]]:
+    """'mcm; mcm,lp:weighted:1,0.1' -> [(objectives, combiner, weights)], one per ';'-separated recipe."""
+    from relssl.objectives import parse_objectives
+
+    recipes = []
+    for part in text.split(";"):
+        fields = [f.strip() for f in part.split(":")]
+        if not fields[0] or len(fields) > 3:
+            raise RelsslError(f"--recipes '{text}': expected ';'-separated OBJECTIVES[:COMBINER[:WEIGHTS]], "
+                              f"e.g. 'mcm; mcm,lp:weighted:1,0.1'")
+        weights = number_list(fields[2], "--recipes", float) if len(fields) == 3 else None
+        try:
+            objectives = parse_objectives(fields[0])
+        except RelsslError as error:
+            raise RelsslError(f"--recipes recipe '{part.strip()}': {error}") from None
+        recipes.append((objectives, fields[1] if len(fields) > 1 else "sum", weights))
+    return recipes
+
+
+def recipe_config(base, recipe: tuple[list[str], str, list[float] | None], text: str):
+    """``base`` pre-training ``recipe``; its errors name the recipe."""
+    from dataclasses import replace
+
+    objectives, combiner, weights = recipe
+    cfg = replace(base, objectives=objectives, combiner=combiner, weights=weights)
+    try:
+        cfg.validate()
+    except RelsslError as error:
+        raise RelsslError(f"--recipes recipe '{text.strip()}': {error}") from None
+    return cfg
 
 
 TASK_HELP = ("KIND:COLUMN with KIND edge or node (binary), edge-multiclass, node-multiclass, edge-regression or "
@@ -136,6 +179,9 @@ def add_downstream_experiment_parser(exp_sub) -> None:
     add_run_flags(p)
     p.add_argument("--task", help=TASK_HELP)
     p.add_argument("--pretrain-objectives", help="objectives pre-trained together (default: mcm)")
+    p.add_argument("--recipes", help="several pre-training recipes compared on the same downstream runs, "
+                                     "';'-separated OBJECTIVES[:COMBINER[:WEIGHTS]], e.g. 'mcm; mcm,lp:weighted:1,0.1; "
+                                     "mcm,lp:moco' (instead of --pretrain-objectives, --combiner, --weights)")
     p.add_argument("--label-fractions", default="0.01,0.1,1", help="comma-separated shares of the training labels")
     p.add_argument("--finetune-epochs", type=int, default=10, help="downstream epochs (--epochs is pre-training's)")
     p.add_argument("--protocols", default="causal",

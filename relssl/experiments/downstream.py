@@ -5,7 +5,9 @@ gradient-boosted trees on raw features, trees on raw plus causal graph features,
 trained from scratch, a linear probe on the pre-trained backbone, and the pre-trained backbone
 fine-tuned. The three backbone methods run under each asked-for evaluation protocol (causal: a row
 sees only events at or before its time; transductive: its split's whole graph, as Multi-GNN
-evaluates). Pre-training runs (DIR/runs) and downstream runs (DIR/downstream) are reused when
+evaluates). Several pre-training recipes (objectives, combiner, weights) share one experiment: the
+pre-trained methods run once per recipe (DIR/downstream/RECIPE/), the others once, on the same
+labelled sets. Pre-training runs (DIR/runs) and downstream runs (DIR/downstream) are reused when
 finished, so an interrupted experiment continues where it stopped. The verdict and ladder sentences
 are computed from the table's numbers.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relssl.errors import RelsslError
 from relssl.logs import info
 from relssl.data.database import Database
 from relssl.data.datasets import load_dataset
@@ -67,35 +70,66 @@ def method_rows(protocols: list[str], event_graph: bool = True, entity_task: boo
     return rows
 
 
-def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions: list[float], seeds: list[int],
-                              out: Path, command: list[str], finetune_epochs: int, progress: bool = True,
-                              log=info, protocols: list[str] | None = None) -> Path:
-    """Pre-train ``base`` per seed, run every method × protocol × fraction × seed; write
-    out/report.md and out/metric_vs_fraction.png."""
+def recipe_label(cfg: PretrainConfig) -> str:
+    """A pre-training recipe's run-folder label: its objectives, and its combiner unless the plain sum."""
+    return "-".join(["+".join(cfg.objectives), *([cfg.combiner] if cfg.combiner != "sum" else []),
+                     *([",".join(f"{w:g}" for w in cfg.weights)] if cfg.weights else [])])
+
+
+def recipe_title(cfg: PretrainConfig) -> str:
+    """'MCM+LP, weighted 1, 0.1' (the report's name of a recipe)."""
+    weights = f" {', '.join(f'{w:g}' for w in cfg.weights)}" if cfg.weights else ""
+    return "+".join(t.upper() for t in cfg.objectives) + ("" if cfg.combiner == "sum" else f", {cfg.combiner}{weights}")
+
+
+def recipe_rows(rows: dict[str, tuple[str, str, str]], recipes: list[PretrainConfig]
+                ) -> dict[str, tuple[str, str, str, PretrainConfig]]:
+    """Row key -> (method, protocol, name, the recipe it trains from). With several recipes each
+    pre-trained method has a row per recipe, keyed (and foldered) 'LABEL/method'; the other methods
+    train once, with the first recipe's settings."""
+    expanded = {}
+    for key, (method, protocol, name) in rows.items():
+        if not METHODS[method][0] or len(recipes) == 1:
+            expanded[key] = (method, protocol, name, recipes[0])
+            continue
+        for recipe in recipes:
+            expanded[f"{recipe_label(recipe)}/{key}"] = (
+                method, protocol, name.replace("pretrained", f"pretrained ({recipe_title(recipe)})"), recipe)
+    return expanded
+
+
+def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, fractions: list[float],
+                              seeds: list[int], out: Path, command: list[str], finetune_epochs: int,
+                              progress: bool = True, log=info, protocols: list[str] | None = None) -> Path:
+    """Pre-train each recipe per seed, run every method × protocol × fraction × seed (the
+    pre-trained methods once per recipe, the others once); write out/report.md and
+    out/metric_vs_fraction.png."""
     protocols = protocols or ["causal"]
+    labels = [recipe_label(r) for r in recipes]
+    if len(set(labels)) < len(labels):
+        raise RelsslError(f"--recipes: a recipe is given twice ({', '.join(labels)})")
     out.mkdir(parents=True, exist_ok=True)
-    label = "+".join(base.objectives)
-    run_grid({label: base}, seeds, out, progress, log)
+    run_grid(dict(zip(labels, recipes)), seeds, out, progress, log)
+    base = recipes[0]
     data = load_dataset(base.data, base.skip_bad_rows, base.on_orphans, base.on_bad_values)
     event_graph = not isinstance(data, Database)
-    rows = method_rows(protocols, event_graph, not event_graph and task in data.tasks,
-                       links=not event_graph or data.src is not None)
+    rows = recipe_rows(method_rows(protocols, event_graph, not event_graph and task in data.tasks,
+                                   links=not event_graph or data.src is not None), recipes)
     finals: dict[tuple[str, float], list[dict]] = {}
     for seed in seeds:
-        pretrained = out / "runs" / f"{label}-seed{seed}"
         prep = None
         for fraction in fractions:
-            for key, (method, protocol, _) in rows.items():
+            for key, (method, protocol, _, recipe) in rows.items():
                 from_run, mode, _ = METHODS[method]
-                train = replace(base, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal")
+                train = replace(recipe, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal")
                 run = out / "downstream" / f"{key}-f{fraction:g}-seed{seed}"
-                init = str(pretrained) if from_run else "scratch"
+                init = str(out / "runs" / f"{recipe_label(recipe)}-seed{seed}") if from_run else "scratch"
                 wanted = FinetuneConfig(task, init, mode, fraction, train)
                 wanted.validate()
 
                 def train_run(resume: bool) -> None:
                     nonlocal prep
-                    if prep is None:  # the same prepared data for every method of this seed
+                    if prep is None:  # the same prepared data for every method and recipe of this seed
                         prep = prepare_for(wanted.train, wanted.init)
                     finetune(wanted, run, prep, progress, log=lambda msg: log(f"  {msg}"), resume=resume)
 
@@ -108,20 +142,22 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
     kind = "regression" if "test/rmse" in first else "multiclass" if "test/macro_f1" in first else "binary"
     columns = COLUMNS[kind]
     primary = next(iter(columns))
-    names = {key: REFERENCE_NAMES[kind] if key == "reference" else name for key, (_, _, name) in rows.items()}
+    names = {key: REFERENCE_NAMES[kind] if key == "reference" else name for key, (_, _, name, _) in rows.items()}
+    prefixes = [""] if len(recipes) == 1 else [f"{label}/" for label in labels]
     report = [
         f"# Does pre-training help? `{base.data}`, task `{first['task']}`",
         "",
         f"Regenerate with: `{shlex.join(command)}`",
         "",
-        f"Pre-training: {', '.join(base.objectives)} ({base.mask} masks), "
+        f"Pre-training: {'; '.join(recipe_title(r) for r in recipes)} ({base.mask} masks), "
         f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}"
         f"{f' of {base.train_rows_per_epoch:,} rows' if base.train_rows_per_epoch else ''}, "
         f"{base.model.channels} channels, {_backbone(base)} (runs: `runs/`). Downstream: up to "
         f"{finetune_epochs} epochs"
         f"{f' of at most {base.train_rows_per_epoch:,} labelled rows' if base.train_rows_per_epoch else ''}, "
         f"early stopping on validation {SELECTED_ON[kind]} (runs: `downstream/`). "
-        f"Seeds {', '.join(map(str, seeds))}: each seed pre-trains anew and draws its own label subsample. "
+        f"Seeds {', '.join(map(str, seeds))}: each seed pre-trains anew and draws its own label subsample"
+        f"{' (the same for every recipe; the methods without pre-training run once)' if len(recipes) > 1 else ''}. "
         f"Test split; mean ± std over seeds; best of each label fraction in bold. "
         f"Protocol{'s' if len(protocols) > 1 else ''}: {', '.join(protocols)} (causal: a row's neighbourhood "
         f"holds only events at or before its time; transductive: its split's whole graph, later events "
@@ -131,8 +167,11 @@ def run_downstream_experiment(base: PretrainConfig, task: str | None, fractions:
         "",
         _table(finals, fractions, columns, names),
         "",
-        _verdict(finals, fractions, primary, columns[primary], len(seeds), names),
-        "",
+        *[line for recipe, prefix in zip(recipes, prefixes)
+          for line in (_verdict(finals, fractions, primary, columns[primary], len(seeds), names, prefix,
+                                recipe_title(recipe) if prefix else None), "")],
+        *([_recipes_compared(finals, fractions, primary, columns[primary], recipes, prefixes), ""]
+          if len(recipes) > 1 else []),
         _ladder(finals, fractions[-1], primary, columns[primary], names),
         "",
         "![test metric against label fraction](metric_vs_fraction.png)",
@@ -184,14 +223,15 @@ def _difference(finals, a: str, b: str, fraction: float, metric: str) -> tuple[f
 
 
 def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds: int,
-             names: dict[str, str]) -> str:
-    """Whether pre-training helped, from the numbers: pretrained + finetune against scratch at each
-    label fraction (the same training, only the initialisation differs; causal protocol), then the
-    probe and the trees."""
+             names: dict[str, str], prefix: str = "", recipe: str | None = None) -> str:
+    """Whether pre-training (the recipe whose rows are keyed ``prefix``) helped, from the numbers:
+    pretrained + finetune against scratch at each label fraction (the same training, only the
+    initialisation differs; causal protocol), then the probe and the trees."""
     sign = 1 if higher_is_better(metric) else -1
+    finetuned, probe = f"{prefix}finetune", f"{prefix}probe"
     parts, better, worse = [], 0, 0
     for fraction in fractions:
-        diff, beyond = _difference(finals, "finetune", "scratch", fraction, metric)
+        diff, beyond = _difference(finals, finetuned, "scratch", fraction, metric)
         # With one seed there is no noise estimate: every difference counts, if it shows at the
         # three decimals reported.
         shown = round(sign * diff, 3)
@@ -205,14 +245,30 @@ def _verdict(finals, fractions: list[float], metric: str, title: str, num_seeds:
                f"helped{qualifier} at {better} of {len(fractions)} label fractions")
     if worse:
         outcome += f" and hurt{qualifier} at {worse}"
-    probe = ", ".join(f"{_difference(finals, 'probe', 'scratch', f, metric)[0]:+.3f}" for f in fractions)
+    probes = ", ".join(f"{_difference(finals, probe, 'scratch', f, metric)[0]:+.3f}" for f in fractions)
     best_trees = "gbdt-graph" if ("gbdt-graph", fractions[0]) in finals else "gbdt"
-    trees = ", ".join(f"{_difference(finals, 'finetune', best_trees, f, metric)[0]:+.3f}" for f in fractions)
-    return (f"**Verdict (test {title}, {'higher' if sign > 0 else 'lower'} is better, mean over {num_seeds} "
-            f"seed{'s' if num_seeds > 1 else ''}, causal protocol):** pre-training {outcome}. Pretrained + finetune "
-            f"minus scratch: {'; '.join(parts)}. Pretrained + probe minus scratch: {probe}. Pretrained + finetune "
-            f"minus {names[best_trees]}: {trees} "
+    trees = ", ".join(f"{_difference(finals, finetuned, best_trees, f, metric)[0]:+.3f}" for f in fractions)
+    return (f"**Verdict{f', {recipe}' if recipe else ''} (test {title}, {'higher' if sign > 0 else 'lower'} is "
+            f"better, mean over {num_seeds} seed{'s' if num_seeds > 1 else ''}, causal protocol):** pre-training "
+            f"{outcome}. Pretrained + finetune minus scratch: {'; '.join(parts)}. Pretrained + probe minus scratch: "
+            f"{probes}. Pretrained + finetune minus {names[best_trees]}: {trees} "
             f"(label fractions {', '.join(percent(f) for f in fractions)}).")
+
+
+def _recipes_compared(finals, fractions: list[float], metric: str, title: str, recipes: list[PretrainConfig],
+                      prefixes: list[str]) -> str:
+    """Per label fraction, the best recipe fine-tuned and its lead over the runner-up."""
+    sign = 1 if higher_is_better(metric) else -1
+    parts = []
+    for fraction in fractions:
+        ranked = sorted(zip(recipes, prefixes), key=lambda rp: -sign * mean_std(
+            _values(finals, f"{rp[1]}finetune", fraction, metric))[0])
+        (best, a), (second, b) = ranked[0], ranked[1]
+        diff, beyond = _difference(finals, f"{a}finetune", f"{b}finetune", fraction, metric)
+        noise = "" if beyond is None else (" (beyond seed noise)" if beyond else " (within seed noise)")
+        parts.append(f"at {percent(fraction)} {recipe_title(best)}, {sign * diff:+.3f} over {recipe_title(second)}"
+                     f"{noise}")
+    return f"**Recipes (test {title}, pretrained + finetune, best first):** {'; '.join(parts)}."
 
 
 def _ladder(finals, fraction: float, metric: str, title: str, names: dict[str, str]) -> str:
