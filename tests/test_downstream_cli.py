@@ -94,6 +94,7 @@ def test_downstream_experiment_report_matches_its_runs(aml, tmp_path):
     report = (out / "report.md").read_text()
     assert (out / "metric_vs_fraction.png").stat().st_size > 0
     assert "relssl experiment downstream --data" in report and "--finetune-epochs 1" in report
+    assert (out / "runs" / "mcm-seed0" / "final.json").exists()  # one recipe: labelled by its objectives
     names = {"GBDT on raw features": "gbdt", "GBDT on raw + graph features": "gbdt-graph",
              "scratch + finetune": "scratch", "pretrained + probe": "probe", "pretrained + finetune": "finetune",
              "trivial reference (training positive rate)": "reference"}
@@ -160,23 +161,38 @@ def test_downstream_experiment_compares_recipes_on_the_same_downstream_runs(aml,
         assert f"| 100 % | pretrained ({title}) + finetune |" in report
         assert f"**Verdict, {title} (test F1" in report
     scratch = json.loads((out / "downstream" / "scratch-f1-seed0" / "final.json").read_text())["test/f1"]
-    assert f"minus scratch: {f1['mcm'] - scratch:+.3f} at 100 %" in report
-    best, second = sorted(f1, key=f1.get, reverse=True)
     titles = {"mcm": "MCM", weighted: "MCM+MV, weighted 1, 0.5"}
+    for label, title in titles.items():
+        verdict = report.split(f"**Verdict, {title} (test F1")[1].split("\n")[0]
+        assert f"minus scratch: {f1[label] - scratch:+.3f} at 100 %" in verdict
+    best, second = sorted(f1, key=f1.get, reverse=True)
     assert (f"**Recipes (test F1, pretrained + finetune, best first):** at 100 % {titles[best]}, "
             f"{f1[best] - f1[second]:+.3f} over {titles[second]}.") in report
+    # the recipes in another order, a MoCo option for a recipe of its own: nothing trained before trains again
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "downstream").rglob("final.json")}
+    again = [a if a != "mcm; mcm,mv:weighted:1,0.5" else "mcm,mv:weighted:1,0.5; mcm; mcm,mv:moco" for a in args]
+    assert main([*again, "--moco-rho", "0.1"]) == 0
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
+    moco = yaml.safe_load((out / "runs" / "mcm+mv-moco-seed0" / "config.yaml").read_text())
+    assert moco["combiner_options"] == {"rho": 0.1}
+    assert yaml.safe_load((out / "runs" / "mcm-seed0" / "config.yaml").read_text())["combiner_options"] == {}
 
 
 @pytest.mark.parametrize("recipes, extra, message", [
     ("mcm,lp:fancy", [], "--recipes recipe 'mcm,lp:fancy': --combiner 'fancy'"),
     ("mcm,lp:weighted:1", [], "--recipes recipe 'mcm,lp:weighted:1': --combiner weighted needs --weights with 2"),
-    ("mcm; mcm:sum", [], "--recipes: a recipe is given twice"),
+    ("mcm; mcm:sum", [], "--recipes: recipe mcm is given twice"),
     ("mcm;xyz", [], "--recipes recipe 'xyz': --objectives 'xyz'"),
     ("mcm:sum:1:2", [], "expected ';'-separated OBJECTIVES[:COMBINER[:WEIGHTS]]"),
     ("mcm", ["--combiner", "moco"], "drop --combiner"),
+    ("mcm,lp:weighted:1,x", [], "--recipes recipe 'mcm,lp:weighted:1,x': --weights '1,x'"),
+    ("mcm; mcm,lp:pcgrad", ["--moco-beta", "0.5"], "--moco-beta: no recipe in --recipes uses moco"),
+    ("mcm; mcm,lp:pcgrad", ["--config", "CONFIG"], "drop combiner, weights from --config"),
 ])
 def test_bad_recipes_are_one_line_errors(aml, tmp_path, capsys, recipes, extra, message):
     csv, _ = aml
+    (tmp_path / "config.yaml").write_text("combiner: weighted\nweights: [1, 0.1]\n")
+    extra = [str(tmp_path / "config.yaml") if e == "CONFIG" else e for e in extra]
     args = ["experiment", "downstream", "--data", str(csv), "--recipes", recipes, *extra, "--out", str(tmp_path / "x")]
     assert main(args) == 2
     err = capsys.readouterr().err

@@ -8,10 +8,11 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from relssl.cli.flags import (add_resume_flag, add_run_flags, check_resume_flags, config_from_args, number_list,
-                              print_metrics, run_flag_values)
+from relssl.cli.flags import (COMBINER_FLAGS, OBJECTIVE_FLAGS, add_resume_flag, add_run_flags, check_resume_flags,
+                              config_from_args, number_list, print_metrics, read_config, run_flag_values)
 from relssl.data.splits import PROTOCOLS
 from relssl.errors import RelsslError
+from relssl.objectives import parse_objectives
 
 
 def training_config(args: argparse.Namespace):
@@ -69,51 +70,61 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
         overrides = {"objectives": args.pretrain_objectives} if args.pretrain_objectives else {}
         recipes = [config_from_args(args, **overrides)]
     else:
-        given = [flag for flag, value in (("--pretrain-objectives", args.pretrain_objectives),
-                                          ("--combiner", args.combiner), ("--weights", args.weights)) if value]
-        if given:
-            raise RelsslError(f"--recipes names each recipe's objectives, combiner and weights; drop {', '.join(given)}")
-        parsed = parse_recipes(args.recipes)
-        # every recipe's objectives are in the base, so objective flags (--lp-negatives) apply to all
-        base = config_from_args(args, objectives=list(dict.fromkeys(t for objectives, _, _ in parsed
-                                                                    for t in objectives)))
-        recipes = [recipe_config(base, recipe, text) for recipe, text in zip(parsed, args.recipes.split(";"))]
+        recipes = recipes_from_args(args)
     path = run_downstream_experiment(recipes, args.task, sorted(fractions), list(range(args.seeds)), Path(args.out),
                                      ["relssl", *args.argv], args.finetune_epochs, progress=not args.no_progress,
-                                     protocols=sorted(protocols, key=PROTOCOLS.index))
+                                     protocols=sorted(protocols, key=PROTOCOLS.index),
+                                     per_recipe=args.recipes is not None)
     print(path.read_text())
 
 
-def parse_recipes(text: str) -> list[tuple[list[str], str, list[float] | None]]:
-    """'mcm; mcm,lp:weighted:1,0.1' -> [(objectives, combiner, weights)], one per ';'-separated recipe."""
-    from relssl.objectives import parse_objectives
-
-    recipes = []
-    for part in text.split(";"):
-        fields = [f.strip() for f in part.split(":")]
-        if not fields[0] or len(fields) > 3:
-            raise RelsslError(f"--recipes '{text}': expected ';'-separated OBJECTIVES[:COMBINER[:WEIGHTS]], "
-                              f"e.g. 'mcm; mcm,lp:weighted:1,0.1'")
-        weights = number_list(fields[2], "--recipes", float) if len(fields) == 3 else None
-        try:
-            objectives = parse_objectives(fields[0])
-        except RelsslError as error:
-            raise RelsslError(f"--recipes recipe '{part.strip()}': {error}") from None
-        recipes.append((objectives, fields[1] if len(fields) > 1 else "sum", weights))
-    return recipes
-
-
-def recipe_config(base, recipe: tuple[list[str], str, list[float] | None], text: str):
-    """``base`` pre-training ``recipe``; its errors name the recipe."""
+def recipes_from_args(args: argparse.Namespace) -> list:
+    """One pre-training config per --recipes entry ('mcm; mcm,lp:weighted:1,0.1'): the shared flags,
+    and each recipe's objectives, combiner and weights; a combiner's option flags (--moco-beta) go
+    to the recipes of that combiner, an objective's (--lp-negatives) to the recipes with it."""
     from dataclasses import replace
 
-    objectives, combiner, weights = recipe
-    cfg = replace(base, objectives=objectives, combiner=combiner, weights=weights)
-    try:
-        cfg.validate()
-    except RelsslError as error:
-        raise RelsslError(f"--recipes recipe '{text.strip()}': {error}") from None
-    return cfg
+    given = [flag for flag, value in (("--pretrain-objectives", args.pretrain_objectives),
+                                      ("--combiner", args.combiner), ("--weights", args.weights)) if value]
+    config = read_config(args.config)
+    keys = [key for key, default in (("combiner", "sum"), ("weights", None), ("combiner_options", {}))
+            if config.get(key, default) not in (default, None)]
+    given += [f"{', '.join(keys)} from --config {args.config}"] if keys else []
+    if given:
+        raise RelsslError(f"--recipes names each recipe's objectives, combiner and weights; drop {', '.join(given)}")
+    parsed = []
+    for text in args.recipes.split(";"):
+        fields = [f.strip() for f in text.split(":")]
+        if not fields[0] or len(fields) > 3:
+            raise RelsslError(f"--recipes '{args.recipes}': expected ';'-separated OBJECTIVES[:COMBINER[:WEIGHTS]], "
+                              f"e.g. 'mcm; mcm,lp:weighted:1,0.1'")
+        try:
+            parsed.append((text.strip(), parse_objectives(fields[0]), fields[1] if len(fields) > 1 else "sum",
+                           number_list(fields[2], "--weights", float) if len(fields) == 3 else None))
+        except RelsslError as error:
+            raise RelsslError(f"--recipes recipe '{text.strip()}': {error}") from None
+    options: dict[str, dict] = {}
+    for name, (combiner, option, _, _) in COMBINER_FLAGS.items():
+        if getattr(args, name) is not None:
+            if combiner not in (c for _, _, c, _ in parsed):
+                raise RelsslError(f"--{name.replace('_', '-')}: no recipe in --recipes uses {combiner}")
+            options.setdefault(combiner, {})[option] = getattr(args, name)
+    # the shared flags over every recipe's objectives (so each objective's flags are accepted)
+    shared = argparse.Namespace(**{**vars(args), **dict.fromkeys(COMBINER_FLAGS)})
+    base = config_from_args(shared, objectives=list(dict.fromkeys(t for _, objectives, _, _ in parsed
+                                                                  for t in objectives)))
+    recipes = []
+    for text, objectives, combiner, weights in parsed:
+        own = {k: v for k, v in base.objective_options.items()
+               if k not in OBJECTIVE_FLAGS or OBJECTIVE_FLAGS[k][0] in objectives}
+        cfg = replace(base, objectives=objectives, combiner=combiner, weights=weights,
+                      combiner_options=options.get(combiner, {}), objective_options=own)
+        try:
+            cfg.validate()
+        except RelsslError as error:
+            raise RelsslError(f"--recipes recipe '{text}': {error}") from None
+        recipes.append(cfg)
+    return recipes
 
 
 TASK_HELP = ("KIND:COLUMN with KIND edge or node (binary), edge-multiclass, node-multiclass, edge-regression or "

@@ -70,60 +70,76 @@ def method_rows(protocols: list[str], event_graph: bool = True, entity_task: boo
     return rows
 
 
+# A recipe's settings, which the methods without pre-training do not read: their runs are reused
+# whichever recipes share the experiment.
+RECIPE_KEYS = ("objectives", "combiner", "weights", "combiner_options", "objective_options")
+
+
 def recipe_label(cfg: PretrainConfig) -> str:
-    """A pre-training recipe's run-folder label: its objectives, and its combiner unless the plain sum."""
+    """A pre-training recipe's folder label: its objectives, and its combiner unless the plain sum."""
     return "-".join(["+".join(cfg.objectives), *([cfg.combiner] if cfg.combiner != "sum" else []),
-                     *([",".join(f"{w:g}" for w in cfg.weights)] if cfg.weights else [])])
+                     *([",".join(f"{w:.10g}" for w in cfg.weights)] if cfg.weights else [])])
 
 
 def recipe_title(cfg: PretrainConfig) -> str:
     """'MCM+LP, weighted 1, 0.1' (the report's name of a recipe)."""
-    weights = f" {', '.join(f'{w:g}' for w in cfg.weights)}" if cfg.weights else ""
+    weights = f" {', '.join(f'{w:.10g}' for w in cfg.weights)}" if cfg.weights else ""
     return "+".join(t.upper() for t in cfg.objectives) + ("" if cfg.combiner == "sum" else f", {cfg.combiner}{weights}")
 
 
-def recipe_rows(rows: dict[str, tuple[str, str, str]], recipes: list[PretrainConfig]
-                ) -> dict[str, tuple[str, str, str, PretrainConfig]]:
-    """Row key -> (method, protocol, name, the recipe it trains from). With several recipes each
-    pre-trained method has a row per recipe, keyed (and foldered) 'LABEL/method'; the other methods
-    train once, with the first recipe's settings."""
+def recipe_rows(rows: dict[str, tuple[str, str, str]], recipes: list[PretrainConfig], per_recipe: bool
+                ) -> dict[str, tuple[str, str, str, PretrainConfig | None]]:
+    """Row key -> (method, protocol, name, the recipe it starts from; None without pre-training).
+    ``per_recipe``: each recipe's pre-trained rows are keyed (and foldered) 'LABEL/method';
+    otherwise there is one recipe and every row is flat."""
     expanded = {}
     for key, (method, protocol, name) in rows.items():
-        if not METHODS[method][0] or len(recipes) == 1:
+        if not METHODS[method][0]:
+            expanded[key] = (method, protocol, name, None)
+        elif not per_recipe:
             expanded[key] = (method, protocol, name, recipes[0])
-            continue
-        for recipe in recipes:
-            expanded[f"{recipe_label(recipe)}/{key}"] = (
-                method, protocol, name.replace("pretrained", f"pretrained ({recipe_title(recipe)})"), recipe)
+        else:
+            for recipe in recipes:
+                expanded[f"{recipe_label(recipe)}/{key}"] = (
+                    method, protocol, name.replace("pretrained", f"pretrained ({recipe_title(recipe)})", 1), recipe)
     return expanded
 
 
 def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, fractions: list[float],
                               seeds: list[int], out: Path, command: list[str], finetune_epochs: int,
-                              progress: bool = True, log=info, protocols: list[str] | None = None) -> Path:
+                              progress: bool = True, log=info, protocols: list[str] | None = None,
+                              per_recipe: bool = False) -> Path:
     """Pre-train each recipe per seed, run every method × protocol × fraction × seed (the
     pre-trained methods once per recipe, the others once); write out/report.md and
-    out/metric_vs_fraction.png."""
+    out/metric_vs_fraction.png. ``per_recipe`` (always with several recipes) labels the
+    pre-training runs by recipe and puts each recipe's pre-trained rows in downstream/LABEL/;
+    without it one recipe's runs are labelled by its objectives and its rows are flat."""
     protocols = protocols or ["causal"]
-    labels = [recipe_label(r) for r in recipes]
-    if len(set(labels)) < len(labels):
-        raise RelsslError(f"--recipes: a recipe is given twice ({', '.join(labels)})")
+    per_recipe = per_recipe or len(recipes) > 1
+
+    def label(recipe: PretrainConfig) -> str:
+        return recipe_label(recipe) if per_recipe else "+".join(recipe.objectives)
+
+    labels = [label(r) for r in recipes]
+    repeated = sorted({name for name in labels if labels.count(name) > 1})
+    if repeated:
+        raise RelsslError(f"--recipes: recipe {', '.join(repeated)} is given twice")
     out.mkdir(parents=True, exist_ok=True)
     run_grid(dict(zip(labels, recipes)), seeds, out, progress, log)
     base = recipes[0]
     data = load_dataset(base.data, base.skip_bad_rows, base.on_orphans, base.on_bad_values)
     event_graph = not isinstance(data, Database)
     rows = recipe_rows(method_rows(protocols, event_graph, not event_graph and task in data.tasks,
-                                   links=not event_graph or data.src is not None), recipes)
+                                   links=not event_graph or data.src is not None), recipes, per_recipe)
     finals: dict[tuple[str, float], list[dict]] = {}
     for seed in seeds:
         prep = None
         for fraction in fractions:
             for key, (method, protocol, _, recipe) in rows.items():
-                from_run, mode, _ = METHODS[method]
-                train = replace(recipe, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal")
+                _, mode, _ = METHODS[method]
+                train = replace(recipe or base, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal")
                 run = out / "downstream" / f"{key}-f{fraction:g}-seed{seed}"
-                init = str(out / "runs" / f"{recipe_label(recipe)}-seed{seed}") if from_run else "scratch"
+                init = str(out / "runs" / f"{label(recipe)}-seed{seed}") if recipe else "scratch"
                 wanted = FinetuneConfig(task, init, mode, fraction, train)
                 wanted.validate()
 
@@ -134,8 +150,9 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
                     finetune(wanted, run, prep, progress, log=lambda msg: log(f"  {msg}"), resume=resume)
 
                 # the init folder's path depends on how --out was spelt: not compared
+                ignored = ("init", *(("task",) if task is None else ()), *(() if recipe else RECIPE_KEYS))
                 record = reuse_or_train(run, asdict(wanted), train_run, f"{key}, {percent(fraction)} labels, seed {seed}",
-                                        log, resolved=("init", "task") if task is None else ("init",))
+                                        log, resolved=ignored)
                 finals.setdefault((key, fraction), []).append(record["final"])
 
     first = finals[("gbdt", fractions[0])][0]
@@ -143,7 +160,11 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
     columns = COLUMNS[kind]
     primary = next(iter(columns))
     names = {key: REFERENCE_NAMES[kind] if key == "reference" else name for key, (_, _, name, _) in rows.items()}
-    prefixes = [""] if len(recipes) == 1 else [f"{label}/" for label in labels]
+    prefixes = [f"{label}/" if per_recipe else "" for label in labels]
+    verdicts = []
+    for recipe, prefix in zip(recipes, prefixes):
+        verdicts += [_verdict(finals, fractions, primary, columns[primary], len(seeds), names, prefix,
+                              recipe_title(recipe) if per_recipe else None), ""]
     report = [
         f"# Does pre-training help? `{base.data}`, task `{first['task']}`",
         "",
@@ -157,7 +178,7 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
         f"{f' of at most {base.train_rows_per_epoch:,} labelled rows' if base.train_rows_per_epoch else ''}, "
         f"early stopping on validation {SELECTED_ON[kind]} (runs: `downstream/`). "
         f"Seeds {', '.join(map(str, seeds))}: each seed pre-trains anew and draws its own label subsample"
-        f"{' (the same for every recipe; the methods without pre-training run once)' if len(recipes) > 1 else ''}. "
+        f"{' (the same for every recipe; the methods without pre-training run once)' if per_recipe else ''}. "
         f"Test split; mean ± std over seeds; best of each label fraction in bold. "
         f"Protocol{'s' if len(protocols) > 1 else ''}: {', '.join(protocols)} (causal: a row's neighbourhood "
         f"holds only events at or before its time; transductive: its split's whole graph, later events "
@@ -167,9 +188,7 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
         "",
         _table(finals, fractions, columns, names),
         "",
-        *[line for recipe, prefix in zip(recipes, prefixes)
-          for line in (_verdict(finals, fractions, primary, columns[primary], len(seeds), names, prefix,
-                                recipe_title(recipe) if prefix else None), "")],
+        *verdicts,
         *([_recipes_compared(finals, fractions, primary, columns[primary], recipes, prefixes), ""]
           if len(recipes) > 1 else []),
         _ladder(finals, fractions[-1], primary, columns[primary], names),

@@ -38,13 +38,14 @@ def same_value(saved, wanted) -> bool:
 def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ()) -> None:
     """Refuse to reuse or resume the run in ``run`` when its config.yaml differs from ``wanted``.
 
-    ``resolved`` names keys the run stores resolved (e.g. a default task) and that cannot be compared."""
+    ``resolved`` names keys the run stores resolved (e.g. a default task) or that do not matter to it,
+    at any depth (``combiner_options`` leaves out ``train.combiner_options.beta``)."""
     if not (run / "config.yaml").exists():
         return
     saved = flatten(RunFolder(run, writer=False).config())
     ignore = RUNTIME_KEYS | set(resolved)
     differences = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in flatten(wanted).items()
-                   if key in saved and key.rsplit(".", 1)[-1] not in ignore and not same_value(saved[key], value)]
+                   if key in saved and ignore.isdisjoint(key.split(".")) and not same_value(saved[key], value)]
     if differences:
         raise RelsslError(f"{run} holds a run trained with other settings ({'; '.join(differences[:3])}"
                           f"{'; ...' if len(differences) > 3 else ''}); choose another --out or delete that folder")
