@@ -77,6 +77,20 @@ def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # no
     assert len(lam) == 4 and abs(sum(lam) - 1) < 1e-5 and min(lam) >= 0
 
 
+@pytest.mark.slow
+def test_tuned_sum_shares_the_sums_runs_and_names_the_weight_it_chose(aml_csv, tmp_path):  # noqa: F811
+    out = tmp_path / "combos"
+    args = ["experiment", "combos", "--data", str(aml_csv), "--objectives", "mcm,lp", "--combiners", "sum,tuned",
+            "--seeds", "1", "--epochs", "1", "--out", str(out), *TINY]
+    assert main(args) == 0
+    runs = sorted(p.parent.name for p in (out / "runs").glob("*/final.json"))
+    assert runs == ["mcm+lp-sum-seed0", "mcm+lp-w0.1-seed0", "mcm+lp-w0.3-seed0", "mcm+lp-w3-seed0", "mcm-sum-seed0"]
+    loss = {w: min(json.loads(line)["mcm/loss"] for line in (out / "runs" / f"mcm+lp-{label}-seed0" / "metrics.jsonl").open()
+                   if json.loads(line)["split"] == "val")
+            for w, label in ((0.1, "w0.1"), (0.3, "w0.3"), (1, "sum"), (3, "w3"))}
+    assert f"(chosen w: MCM+LP {min(loss, key=loss.get):g})." in (out / "report.md").read_text()
+
+
 def test_combo_experiment_objectives_narrow_the_pool_and_reuse_needs_the_same_data(aml_csv, tmp_path,  # noqa: F811
                                                                                      capsys):
     out, csv = tmp_path / "combos", tmp_path / "aml.csv"
@@ -104,8 +118,10 @@ def test_tuned_sum_sweeps_the_other_tasks_weight_and_keeps_the_best_on_validatio
 
     subsets = [("mcm",), ("mcm", "lp")]
     configs = grid_configs(PretrainConfig(), subsets, ["sum", "tuned"])
-    assert set(configs) == {"mcm-sum", "mcm-w1", "mcm+lp-sum", *(f"mcm+lp-w{w:g}" for w in TUNED_WEIGHTS)}
+    # w = 1 is the sum's run, shared
+    assert set(configs) == {"mcm-sum", "mcm+lp-sum", *(f"mcm+lp-w{w:g}" for w in TUNED_WEIGHTS if w != 1)}
     assert configs["mcm+lp-w0.3"].combiner == "weighted" and configs["mcm+lp-w0.3"].weights == [1.0, 0.3]
+    assert configs == grid_configs(PretrainConfig(), subsets, ["tuned"])
 
     def run(val_loss, test_acc):  # best epoch 2: its validation loss decides, not the last epoch's
         history = [{"split": "val", "epoch": 1, "mcm/loss": 0.0}, {"split": "val", "epoch": 2, "mcm/loss": val_loss}]
@@ -114,8 +130,10 @@ def test_tuned_sum_sweeps_the_other_tasks_weight_and_keeps_the_best_on_validatio
     results = {label: [run(1.0, 0.5)] for label in configs}
     results["mcm+lp-w3"] = [run(0.7, 0.2), run(0.9, 0.2)]  # best mean validation loss, worse test
     chosen = chosen_runs(results, subsets, ["sum", "tuned"])
-    assert chosen[("mcm", "lp"), "tuned"] == "mcm+lp-w3" and chosen[("mcm",), "tuned"] == "mcm-w1"
+    assert chosen[("mcm", "lp"), "tuned"] == "mcm+lp-w3" and chosen[("mcm",), "tuned"] == "mcm-sum"
     assert chosen[("mcm", "lp"), "sum"] == "mcm+lp-sum"
+    results["mcm+lp-sum"] = [run(0.5, 0.4)]
+    assert chosen_runs(results, subsets, ["tuned"])[("mcm", "lp"), "tuned"] == "mcm+lp-sum"
 
 
 @pytest.mark.slow

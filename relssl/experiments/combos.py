@@ -24,6 +24,13 @@ METRICS = {"mcm/acc": "ACC", "mcm/rmse": "RMSE", "lp/mrr": "MRR"}
 TUNED_WEIGHTS = (0.1, 0.3, 1.0, 3.0)
 
 
+def tuned_labels(subset: tuple[str, ...]) -> dict[str, float]:
+    """Run label -> w of the "tuned" grid of ``subset``. w = 1 is the plain sum, whose runs it shares
+    (a weighted sum with every weight 1 is the sum's run bit for bit)."""
+    return {f"{'+'.join(subset)}-{'sum' if w == 1 else f'w{w:g}'}": w
+            for w in (TUNED_WEIGHTS if len(subset) > 1 else (1.0,))}
+
+
 def grid_configs(base: PretrainConfig, subsets, combiners: list[str]) -> dict[str, PretrainConfig]:
     """Run label -> config: one per subset and combiner, and per weight of the "tuned" grid."""
     configs = {}
@@ -32,24 +39,17 @@ def grid_configs(base: PretrainConfig, subsets, combiners: list[str]) -> dict[st
             if c != "tuned":
                 configs[f"{'+'.join(s)}-{c}"] = replace(base, objectives=list(s), combiner=c)
                 continue
-            for w in TUNED_WEIGHTS if len(s) > 1 else (1.0,):
-                configs[f"{'+'.join(s)}-w{w:g}"] = replace(base, objectives=list(s), combiner="weighted",
-                                                           weights=[1.0] + [w] * (len(s) - 1))
+            for label, w in tuned_labels(s).items():
+                configs[label] = replace(base, objectives=list(s), combiner="sum") if w == 1 else replace(
+                    base, objectives=list(s), combiner="weighted", weights=[1.0] + [w] * (len(s) - 1))
     return configs
 
 
 def chosen_runs(results: dict[str, list[dict]], subsets, combiners: list[str]) -> dict[tuple, str]:
     """(subset, combiner) -> the run label reported: for "tuned", the weight with the lowest mean
     validation MCM loss."""
-    chosen = {}
-    for s in subsets:
-        for c in combiners:
-            if c != "tuned":
-                chosen[s, c] = f"{'+'.join(s)}-{c}"
-                continue
-            labels = [label for label in results if label.startswith(f"{'+'.join(s)}-w")]
-            chosen[s, c] = chosen_on_validation(results, labels, "mcm/loss")
-    return chosen
+    return {(s, c): chosen_on_validation(results, list(tuned_labels(s)), "mcm/loss") if c == "tuned"
+            else f"{'+'.join(s)}-{c}" for s in subsets for c in combiners}
 
 
 def subsets_with_mcm(tasks=TASKS) -> list[tuple[str, ...]]:
@@ -96,6 +96,8 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
             cells.append(f"{change:+.0f} %" if not math.isnan(change) else "–")
         spread.append(f"| {title} | " + " | ".join(cells) + " |")
 
+    tuned_choice = ", ".join(f"{'+'.join(t.upper() for t in s)} {tuned_labels(s)[chosen[s, 'tuned']]:g}"
+                             for s in subsets if len(s) > 1 and "tuned" in combiners)
     report = [
         f"# Objective subsets × combiners on `{base.data}`",
         "",
@@ -108,7 +110,7 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
         f"bold. ACC and RMSE are MCM's (categorical accuracy, standardised RMSE); MRR is LP's where LP is trained."
         + (f" tuned: a static weighted sum, MCM 1 and the subset's other tasks one weight w from "
            f"{{{', '.join(f'{w:g}' for w in TUNED_WEIGHTS)}}}, chosen per subset on the mean validation MCM loss "
-           f"(chosen: {', '.join('+'.join(t.upper() for t in s) + ' ' + chosen[s, 'tuned'].rsplit('-', 1)[1] for s in subsets if len(s) > 1)})."
+           f"(chosen w: {tuned_choice})."
            if "tuned" in combiners else ""),
         "",
         table,
