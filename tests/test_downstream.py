@@ -235,3 +235,44 @@ def test_the_multiclass_probe_has_a_logit_per_class_even_for_two_or_missing_clas
         pred = head(x.float()).argmax(1).numpy()
         assert (pred == y).mean() > 0.9  # the separable classes are told apart, not collapsed onto one
     assert multiclass_metrics(np.eye(3)[[0, 2, 2]], np.array([0, 2, 2]))["macro_f1"] == 1.0  # class 1 in neither
+
+
+def test_tuned_trees_keep_the_grid_point_best_on_validation(monkeypatch):
+    """A grid of a stump that cannot split (every leaf needs 1,000 rows) and a tree that can: the
+    tuned trees score as the one with the better validation PR-AUC, in either grid order."""
+    from sklearn.metrics import average_precision_score
+
+    from relssl.eval import baseline
+
+    rng = np.random.default_rng(0)
+
+    def rows(n):
+        x = rng.uniform(0, 1, (n, 2))
+        return x, ((x[:, 0] > 0.5) & (x[:, 0] < 0.6)).astype(np.int64)
+
+    (xt, yt), (xv, yv), (xs, ys) = rows(300), rows(500), rows(500)
+    none = np.zeros(2, dtype=bool)
+    stump, tree = dict(num_leaves=2, min_child_samples=1000), dict(num_leaves=8, min_child_samples=5)
+    for grid in ([stump, tree], [tree, stump]):
+        monkeypatch.setattr(baseline, "TREE_GRID", grid)
+        val, test = baseline.gbdt_scores(xt, yt, none, "binary", 0, xv, xs, tune=(xv, yv))
+        assert average_precision_score(yv, val) > 0.9 and average_precision_score(ys, test) > 0.9
+    monkeypatch.setattr(baseline, "TREE_GRID", [stump])
+    val, = baseline.gbdt_scores(xt, yt, none, "binary", 0, xv, tune=(xv, yv))
+    assert np.ptp(val) == 0  # the stump alone: one score for every row
+
+
+def test_a_run_that_predates_a_setting_counts_as_its_default(tmp_path):
+    """A folder trained before ``trees`` existed is reused for the default, refused for 'tuned'."""
+    from dataclasses import asdict
+
+    import yaml
+
+    from relssl.experiments.runner import check_same_settings
+
+    saved = asdict(FinetuneConfig(mode="gbdt"))
+    del saved["trees"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_same_settings(tmp_path, FinetuneConfig(mode="gbdt"))
+    with pytest.raises(RelsslError, match="trees 'default' there, 'tuned' now"):
+        check_same_settings(tmp_path, FinetuneConfig(mode="gbdt", trees="tuned"))

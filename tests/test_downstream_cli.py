@@ -250,3 +250,14 @@ def test_the_downstream_experiment_on_one_table_without_keys_has_no_graph_featur
     assert main(args) == 0
     report = (tmp_path / "x" / "report.md").read_text()
     assert "| GBDT on raw features |" in report and "graph features" not in report.split("| labels |")[1]
+
+
+def test_tuned_trees_are_the_gbdt_modes_and_named_in_their_run(aml, tmp_path, capsys):
+    csv, _ = aml
+    assert main(["finetune", "--data", str(csv), "--trees", "tuned", "--out", str(tmp_path / "ft"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--trees tuned tunes the trees of --mode gbdt or gbdt-graph, not --mode finetune" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["finetune", "--data", str(csv), "--mode", "gbdt", "--trees", "tuned", "--out", str(tmp_path / "g"),
+                 *TINY]) == 0
+    assert yaml.safe_load((tmp_path / "g" / "config.yaml").read_text())["trees"] == "tuned"

@@ -33,10 +33,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     if args.resume:
         check_resume_flags(args, Path(args.out), {**run_flag_values(args, "train."), "task": args.task,
-                                                  "task_type": args.task_type})
+                                                  "task_type": args.task_type, "trees": args.trees})
     cfg = None if args.resume else FinetuneConfig(task=args.task, init=args.init, mode=args.mode,
                                                   label_fraction=args.label_fraction, train=training_config(args),
-                                                  task_type=args.task_type)
+                                                  task_type=args.task_type, trees=args.trees or "default")
     final = finetune(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"downstream metrics ({args.out}/final.json)")
 
@@ -74,7 +74,7 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
     path = run_downstream_experiment(recipes, args.task, sorted(fractions), list(range(args.seeds)), Path(args.out),
                                      ["relssl", *args.argv], args.finetune_epochs, progress=not args.no_progress,
                                      protocols=sorted(protocols, key=PROTOCOLS.index),
-                                     per_recipe=args.recipes is not None)
+                                     per_recipe=args.recipes is not None, trees=args.trees or "default")
     print(path.read_text())
 
 
@@ -132,6 +132,12 @@ TASK_HELP = ("KIND:COLUMN with KIND edge or node (binary), edge-multiclass, node
              "(default: the dataset's first label column)")
 
 
+def add_trees_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trees", choices=("default", "tuned"), default=None,
+                   help="gbdt modes: LightGBM's defaults, or tuned on the validation rows (a grid of tree and leaf "
+                        "sizes, rounds stopped early on validation; relssl.eval.baseline.TREE_GRID) (default: default)")
+
+
 def add_finetune_parser(sub) -> None:
     p = sub.add_parser("finetune", help="train and evaluate a labelled task: fine-tune, linear probe or GBDT baseline")
     add_run_flags(p)
@@ -147,6 +153,7 @@ def add_finetune_parser(sub) -> None:
                                                       "the training labels' mean, majority class or positive "
                                                       "rate for every row)")
     p.add_argument("--label-fraction", type=float, default=1.0, help="seeded share of the training labels used")
+    add_trees_flag(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="causal",
                    help="what an event's neighbourhood may hold: causal (events at or before its time) or "
                         "transductive (its split's whole graph, as Multi-GNN evaluates; same as --no-time-aware)")
@@ -195,6 +202,7 @@ def add_downstream_experiment_parser(exp_sub) -> None:
                                      "mcm,lp:moco' (instead of --pretrain-objectives, --combiner, --weights)")
     p.add_argument("--label-fractions", default="0.01,0.1,1", help="comma-separated shares of the training labels")
     p.add_argument("--finetune-epochs", type=int, default=10, help="downstream epochs (--epochs is pre-training's)")
+    add_trees_flag(p)
     p.add_argument("--protocols", default="causal",
                    help="comma-separated evaluation protocols of the backbone methods: causal, transductive")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")

@@ -49,6 +49,7 @@ from relssl.train.run_folder import RunFolder, damaged
 
 MODES = ("finetune", "probe", "gbdt", "gbdt-graph", "reference")
 GBDT_MODES = ("gbdt", "gbdt-graph")
+TREES = ("default", "tuned")
 NO_BACKBONE = (*GBDT_MODES, "reference")  # modes that train no backbone: they take no --init
 # Settings a pre-trained backbone fixes: its weights only fit data prepared and a model built this way.
 INHERITED = ("data", "table", "tables", "on_orphans", "on_bad_values", "split", "max_categories", "text_model",
@@ -63,6 +64,7 @@ class FinetuneConfig:
     label_fraction: float = 1.0  # seeded (stratified) share of the training labels used
     train: PretrainConfig = field(default_factory=PretrainConfig)  # data, model and optimiser settings
     task_type: str | None = None  # with TABLE.COLUMN: binary, multiclass or regression (default: from the values)
+    trees: str = "default"  # gbdt modes: LightGBM's defaults, or "tuned" on validation (relssl.eval.baseline.TREE_GRID)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "FinetuneConfig":
@@ -77,6 +79,10 @@ class FinetuneConfig:
             self.train.table = named[0]
         if self.mode not in MODES:
             raise RelsslError(f"--mode '{self.mode}': expected one of {', '.join(MODES)}")
+        if self.trees not in TREES:
+            raise RelsslError(f"--trees '{self.trees}': expected one of {', '.join(TREES)}")
+        if self.trees != "default" and self.mode not in GBDT_MODES:
+            raise RelsslError(f"--trees {self.trees} tunes the trees of --mode {' or '.join(GBDT_MODES)}, not --mode {self.mode}")
         if self.train.workers or self.train.precision != "fp32":
             raise RelsslError("--workers and --precision are pre-training's; fine-tuning builds its batches in its "
                               "loop, in fp32")
@@ -250,7 +256,8 @@ class Finetuner:
         else:
             x, categorical = raw_features(self.prep, self.spec.target)
             train, val, test = (x[i] for i in ids)
-        val, test = gbdt_scores(train, self.sets.y[TRAIN], categorical, self.kind, self.cfg.train.seed, val, test)
+        val, test = gbdt_scores(train, self.sets.y[TRAIN], categorical, self.kind, self.cfg.train.seed, val, test,
+                                tune=(val, self.sets.y[VAL]) if self.cfg.trees == "tuned" else None)
         return self.metrics(val, test)
 
     def run_reference(self) -> dict[str, float]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from relssl.data.database import Database
 from relssl.data.datasets import load_dataset
 from relssl.experiments.report import higher_is_better, mean_std
 from relssl.experiments.runner import reuse_or_train, run_grid
-from relssl.eval.finetune import FinetuneConfig, finetune, prepare_for
+from relssl.eval.finetune import GBDT_MODES, FinetuneConfig, finetune, prepare_for
 from relssl.train.pretrain import PretrainConfig
 
 # method -> (init from the pre-trained run?, finetune mode, report name)
@@ -108,12 +108,13 @@ def recipe_rows(rows: dict[str, tuple[str, str, str]], recipes: list[PretrainCon
 def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, fractions: list[float],
                               seeds: list[int], out: Path, command: list[str], finetune_epochs: int,
                               progress: bool = True, log=info, protocols: list[str] | None = None,
-                              per_recipe: bool = False) -> Path:
+                              per_recipe: bool = False, trees: str = "default") -> Path:
     """Pre-train each recipe per seed, run every method × protocol × fraction × seed (the
     pre-trained methods once per recipe, the others once); write out/report.md and
     out/metric_vs_fraction.png. ``per_recipe`` (always with several recipes) labels the
     pre-training runs by recipe and puts each recipe's pre-trained rows in downstream/LABEL/;
-    without it one recipe's runs are labelled by its objectives and its rows are flat."""
+    without it one recipe's runs are labelled by its objectives and its rows are flat. ``trees``:
+    the gbdt rows' LightGBM, at its defaults or tuned on validation."""
     protocols = protocols or ["causal"]
     per_recipe = per_recipe or len(recipes) > 1
 
@@ -140,7 +141,7 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
                 train = replace(recipe or base, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal")
                 run = out / "downstream" / f"{key}-f{fraction:g}-seed{seed}"
                 init = str(out / "runs" / f"{label(recipe)}-seed{seed}") if recipe else "scratch"
-                wanted = FinetuneConfig(task, init, mode, fraction, train)
+                wanted = FinetuneConfig(task, init, mode, fraction, train, trees=trees if mode in GBDT_MODES else "default")
                 wanted.validate()
 
                 def train_run(resume: bool) -> None:
@@ -151,7 +152,7 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
 
                 # the init folder's path depends on how --out was spelt: not compared
                 ignored = ("init", *(("task",) if task is None else ()), *(() if recipe else RECIPE_KEYS))
-                record = reuse_or_train(run, asdict(wanted), train_run, f"{key}, {percent(fraction)} labels, seed {seed}",
+                record = reuse_or_train(run, wanted, train_run, f"{key}, {percent(fraction)} labels, seed {seed}",
                                         log, resolved=ignored)
                 finals.setdefault((key, fraction), []).append(record["final"])
 
@@ -159,7 +160,9 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
     kind = "regression" if "test/rmse" in first else "multiclass" if "test/macro_f1" in first else "binary"
     columns = COLUMNS[kind]
     primary = next(iter(columns))
-    names = {key: REFERENCE_NAMES[kind] if key == "reference" else name for key, (_, _, name, _) in rows.items()}
+    names = {key: REFERENCE_NAMES[kind] if key == "reference" else
+             f"{name}, tuned" if trees == "tuned" and METHODS[method][1] in GBDT_MODES else name
+             for key, (method, _, name, _) in rows.items()}
     prefixes = [f"{label}/" if per_recipe else "" for label in labels]
     verdicts = []
     for recipe, prefix in zip(recipes, prefixes):

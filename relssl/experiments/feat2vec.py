@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -54,7 +54,7 @@ def mcm_mpr(run: Path, prep: PreparedData, rows: torch.Tensor, column: str, batc
 
 def feat2vec_final(cfg: Feat2VecConfig, run: Path, prep: PreparedData, progress: bool, log) -> dict:
     """The test metrics of the Feat2Vec run in ``run``, training it first unless it finished."""
-    return reuse_or_train(run, asdict(cfg), lambda resume: train_feat2vec(
+    return reuse_or_train(run, cfg, lambda resume: train_feat2vec(
         cfg, run, progress, lambda msg: log(f"  {msg}"), prep, resume=resume),
         f"feat2vec{f', target {cfg.target}' if cfg.target else ''}, seed {cfg.seed}", log)["final"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shlex
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
             run = out / "runs" / f"{label}-seed{seed}"
             wanted = replace(base, seed=seed, **settings[label])
             record = reuse_or_train(
-                run, asdict(wanted),
+                run, wanted,
                 lambda resume: train_recsys(wanted, run, data, progress, log=lambda msg: log(f"  {msg}"), resume=resume),
                 f"{label}, seed {seed}", log, resolved=("modalities",) if wanted.modalities == "auto" else ())
             results[label].append({"seed": seed, **record})

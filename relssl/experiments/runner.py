@@ -35,31 +35,33 @@ def same_value(saved, wanted) -> bool:
             and Path(saved).resolve() == Path(wanted).resolve())
 
 
-def check_same_settings(run: Path, wanted: dict, resolved: tuple[str, ...] = ()) -> None:
-    """Refuse to reuse or resume the run in ``run`` when its config.yaml differs from ``wanted``.
+def check_same_settings(run: Path, wanted, resolved: tuple[str, ...] = ()) -> None:
+    """Refuse to reuse or resume the run in ``run`` when its config.yaml differs from the config
+    dataclass ``wanted``. A setting the saved run predates counts as its default there (a folder
+    trained before ``trees`` existed is not reused for ``trees: tuned``).
 
     ``resolved`` names keys the run stores resolved (e.g. a default task) or that do not matter to it,
     at any depth (``combiner_options`` leaves out ``train.combiner_options.beta``)."""
     if not (run / "config.yaml").exists():
         return
-    saved = flatten(RunFolder(run, writer=False).config())
+    saved = {**flatten(asdict(type(wanted)())), **flatten(RunFolder(run, writer=False).config())}
     ignore = RUNTIME_KEYS | set(resolved)
-    differences = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in flatten(wanted).items()
+    differences = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in flatten(asdict(wanted)).items()
                    if key in saved and ignore.isdisjoint(key.split(".")) and not same_value(saved[key], value)]
     if differences:
         raise RelsslError(f"{run} holds a run trained with other settings ({'; '.join(differences[:3])}"
                           f"{'; ...' if len(differences) > 3 else ''}); choose another --out or delete that folder")
 
 
-def reuse_or_train(run: Path, wanted: dict, train, label: str, log=info, resolved: tuple[str, ...] = ()) -> dict:
-    """The one reuse rule of every experiment: a finished run in ``run`` trained with ``wanted`` is
-    read back, an unfinished one continues (``train(resume=True)``), a missing one trains
-    (``train(resume=False)``), and a run with other settings is refused. Returns
+def reuse_or_train(run: Path, wanted, train, label: str, log=info, resolved: tuple[str, ...] = ()) -> dict:
+    """The one reuse rule of every experiment: a finished run in ``run`` trained with the config
+    ``wanted`` is read back, an unfinished one continues (``train(resume=True)``), a missing one
+    trains (``train(resume=False)``), and a run with other settings is refused. Returns
     {"final" (test metrics), "history" (metrics.jsonl)}."""
     check_same_settings(run, wanted, resolved)
     folder = RunFolder(run)
-    settings = wanted.get("train", wanted)  # a fine-tuning run's data is its train settings'
-    folder.check_data(data_digests(settings["data"], settings.get("cache_dir")), resume=(run / CONFIG).exists(),
+    settings = getattr(wanted, "train", wanted)  # a fine-tuning run's data is its train settings'
+    folder.check_data(data_digests(settings.data, getattr(settings, "cache_dir", None)), resume=(run / CONFIG).exists(),
                       refusal=f"{run} holds a run trained on other data ({{what}} since); choose another --out or "
                               f"delete that folder")
     if not folder.finished:
@@ -78,7 +80,7 @@ def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, pr
             run = out / "runs" / f"{label}-seed{seed}"
             wanted = replace(cfg, seed=seed)
             wanted.validate()
-            record = reuse_or_train(run, asdict(wanted), lambda resume: pretrain(
+            record = reuse_or_train(run, wanted, lambda resume: pretrain(
                 wanted, run, resume=resume, progress=progress, log=lambda msg: log(f"  {msg}")),
                 f"{label}, seed {seed}", log)
             results[label].append({"seed": seed, **record})
