@@ -179,15 +179,24 @@ def test_bench_on_a_missing_gpu_is_a_clear_error(aml_csv, capsys):  # noqa: F811
 
 
 def test_reuse_check_compares_nested_settings_but_not_runtime_ones(tmp_path):
-    (tmp_path / "config.yaml").write_text("epochs: 3\ndevice: cuda\ntask: edge:y\nmodel: {channels: 32, fanouts: [8, 4]}\n")
-    same = {"epochs": 3, "device": "cpu", "task": None, "model": {"channels": 32, "fanouts": (8, 4)}}
-    check_same_settings(tmp_path, same, resolved=("task",))  # device and the resolved task are not compared
-    with pytest.raises(RelsslError, match=r"model.fanouts \[8, 4\] there, \[10, 5\] now"):
-        check_same_settings(tmp_path, {**same, "model": {"channels": 32, "fanouts": [10, 5]}}, resolved=("task",))
+    from relssl.eval.finetune import FinetuneConfig
+    from relssl.nn.backbone import ModelConfig
+    from relssl.train.pretrain import PretrainConfig
+
+    (tmp_path / "config.yaml").write_text("task: edge:y\ntrain: {epochs: 3, device: cuda, model: {channels: 32, "
+                                          "fanouts: [8, 4]}}\n")
+
+    def wanted(fanouts=(8, 4), task=None):
+        return FinetuneConfig(task=task, train=PretrainConfig(epochs=3, device="cpu",
+                                                              model=ModelConfig(channels=32, fanouts=list(fanouts))))
+
+    check_same_settings(tmp_path, wanted(), resolved=("task",))  # device and the resolved task are not compared
+    with pytest.raises(RelsslError, match=r"train.model.fanouts \[8, 4\] there, \[10, 5\] now"):
+        check_same_settings(tmp_path, wanted((10, 5)), resolved=("task",))
     with pytest.raises(RelsslError, match="task 'edge:y' there, None now"):
-        check_same_settings(tmp_path, same)
-    check_same_settings(tmp_path / "missing", same)  # nothing there yet: nothing to compare
+        check_same_settings(tmp_path, wanted())
+    check_same_settings(tmp_path / "missing", wanted())  # nothing there yet: nothing to compare
     (tmp_path / "config.yaml").write_text(f"data: {tmp_path / 'config.yaml'}\n")
-    check_same_settings(tmp_path, {"data": str(tmp_path / ".." / tmp_path.name / "config.yaml")})  # one file
+    check_same_settings(tmp_path, PretrainConfig(data=str(tmp_path / ".." / tmp_path.name / "config.yaml")))  # one file
     with pytest.raises(RelsslError, match="data"):
-        check_same_settings(tmp_path, {"data": "synthetic-aml"})
+        check_same_settings(tmp_path, PretrainConfig(data="synthetic-aml"))
