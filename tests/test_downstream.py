@@ -260,6 +260,23 @@ def test_tuned_trees_keep_the_grid_point_best_on_validation(monkeypatch):
     monkeypatch.setattr(baseline, "TREE_GRID", [stump])
     val, = baseline.gbdt_scores(xt, yt, none, "binary", 0, xv, tune=(xv, yv))
     assert np.ptp(val) == 0  # the stump alone: one score for every row
+    # multiclass, training without class 1 of {0, 1, 2}: validation labels reach LightGBM as its own
+    # class indices (2 -> 1), class 1's rows left out of early stopping; the class-2 band is learnt
+    monkeypatch.setattr(baseline, "TREE_GRID", [tree])
+    stopped_on = []
+
+    class Recording(baseline.LGBMClassifier):
+        def fit(self, *args, **kwargs):
+            stopped_on.append(kwargs["eval_y"][0])
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr(baseline, "LGBMClassifier", Recording)
+    three = lambda x: np.where(x[:, 0] > 0.7, 2, np.where(x[:, 0] > 0.4, 1, 0))  # noqa: E731
+    train = three(xt) != 1
+    scores, = baseline.gbdt_scores(xt[train], three(xt)[train], none, "multiclass", 0, xs, tune=(xv, three(xv)))
+    assert scores.shape == (len(xs), 3) and (scores[:, 1] == 0).all()
+    assert np.array_equal(stopped_on[0], np.searchsorted([0, 2], three(xv)[three(xv) != 1]))
+    assert (scores.argmax(1) == 2)[xs[:, 0] > 0.75].mean() > 0.95 and (scores.argmax(1) == 0)[xs[:, 0] < 0.35].mean() > 0.95
 
 
 def test_a_run_that_predates_a_setting_counts_as_its_default(tmp_path):
@@ -276,3 +293,12 @@ def test_a_run_that_predates_a_setting_counts_as_its_default(tmp_path):
     check_same_settings(tmp_path, FinetuneConfig(mode="gbdt"))
     with pytest.raises(RelsslError, match="trees 'default' there, 'tuned' now"):
         check_same_settings(tmp_path, FinetuneConfig(mode="gbdt", trees="tuned"))
+    # an option mapping is compared whole, in both directions
+    saved["train"]["combiner_options"] = {"beta": 0.9}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(RelsslError, match=r"train.combiner_options \{'beta': 0.9\} there, \{\} now"):
+        check_same_settings(tmp_path, FinetuneConfig(mode="gbdt"))
+    moco = FinetuneConfig(mode="gbdt", train=PretrainConfig(combiner_options={"beta": 0.5}))
+    with pytest.raises(RelsslError, match=r"\{'beta': 0.9\} there, \{'beta': 0.5\} now"):
+        check_same_settings(tmp_path, moco)
+    check_same_settings(tmp_path, moco, resolved=("combiner_options",))

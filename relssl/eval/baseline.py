@@ -189,10 +189,17 @@ def gbdt_scores(x_train: np.ndarray, y_train: np.ndarray, categorical: np.ndarra
         model = model_class(**params).fit(x_train, y_train, categorical_feature=columns)
     else:
         x_val, y_val = tune
+        x_stop, y_stop, weight = x_val, y_val, {}
+        if kind != "regression":
+            # LightGBM reads eval_y as its own class indices (it re-encodes only the training labels):
+            # map them, leaving out classes training lacks; weigh them balanced, as training is
+            classes = np.unique(y_train)
+            known = np.isin(y_val, classes)
+            x_stop, y_stop, weight = x_val[known], np.searchsorted(classes, y_val[known]), {"eval_class_weight": ["balanced"]}
         best = -math.inf
         for grid in TREE_GRID:
             fitted = model_class(**params, **grid, n_estimators=TUNED_ROUNDS, learning_rate=TUNED_RATE).fit(
-                x_train, y_train, categorical_feature=columns, eval_X=(x_val,), eval_y=(y_val,),
+                x_train, y_train, categorical_feature=columns, eval_X=(x_stop,), eval_y=(y_stop,), **weight,
                 callbacks=[early_stopping(TUNED_PATIENCE, verbose=False)])
             score = selection_score(kind, _predict(fitted, kind, x_val), y_val)
             if score > best or best == -math.inf:  # NaN (no validation positive): the first grid point

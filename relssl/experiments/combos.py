@@ -111,7 +111,7 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
         + (f" tuned: a static weighted sum, MCM 1 and the subset's other tasks one weight w from "
            f"{{{', '.join(f'{w:g}' for w in TUNED_WEIGHTS)}}}, chosen per subset on the mean validation MCM loss "
            f"(chosen w: {tuned_choice})."
-           if "tuned" in combiners else ""),
+           if tuned_choice else ""),
         "",
         table,
         "",

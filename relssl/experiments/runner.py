@@ -17,37 +17,51 @@ from relssl.train.run_folder import CONFIG, RunFolder
 RUNTIME_KEYS = frozenset({"device", "workers", "cache", "cache_dir", "log"})
 
 
-def flatten(settings: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return flat
+def plain(value):
+    """Tuples as lists, recursively: a config as YAML saves it."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 def same_value(saved, wanted) -> bool:
     """Equal, or two spellings of one existing file (``data/x.csv`` and its absolute path)."""
-    if saved == wanted:
+    if plain(saved) == plain(wanted):
         return True
     return (isinstance(saved, str) and isinstance(wanted, str) and Path(saved).exists() and Path(wanted).exists()
             and Path(saved).resolve() == Path(wanted).resolve())
 
 
+def setting_differences(saved: dict, wanted: dict, defaults: dict, ignore: set[str], prefix: str = "") -> list[str]:
+    """'key saved there, wanted now' for each setting that differs. A nested config (a non-empty
+    default mapping: ``train``, ``model``) is compared setting by setting, and a setting the saved run
+    predates counts as its default there; an option mapping (``combiner_options``, default empty) is
+    compared whole. Settings the saved run has and ``wanted`` lacks (removed since) are not compared."""
+    out = []
+    for key, value in wanted.items():
+        if key in ignore:
+            continue
+        default = defaults.get(key)
+        old = saved.get(key, default)
+        if isinstance(default, dict) and default and isinstance(old, dict):
+            out += setting_differences(old, value, default, ignore, f"{prefix}{key}.")
+        elif not same_value(old, value):
+            out.append(f"{prefix}{key} {plain(old)!r} there, {plain(value)!r} now")
+    return out
+
+
 def check_same_settings(run: Path, wanted, resolved: tuple[str, ...] = ()) -> None:
     """Refuse to reuse or resume the run in ``run`` when its config.yaml differs from the config
-    dataclass ``wanted``. A setting the saved run predates counts as its default there (a folder
-    trained before ``trees`` existed is not reused for ``trees: tuned``).
+    dataclass ``wanted`` (a folder trained before ``trees`` existed is not reused for ``trees: tuned``).
 
-    ``resolved`` names keys the run stores resolved (e.g. a default task) or that do not matter to it,
-    at any depth (``combiner_options`` leaves out ``train.combiner_options.beta``)."""
+    ``resolved`` names settings the run stores resolved (e.g. a default task) or that do not matter
+    to it, at any level of nesting (``combiner_options`` also leaves out ``train.combiner_options``)."""
     if not (run / "config.yaml").exists():
         return
-    saved = {**flatten(asdict(type(wanted)())), **flatten(RunFolder(run, writer=False).config())}
-    ignore = RUNTIME_KEYS | set(resolved)
-    differences = [f"{key} {saved[key]!r} there, {value!r} now" for key, value in flatten(asdict(wanted)).items()
-                   if key in saved and ignore.isdisjoint(key.split(".")) and not same_value(saved[key], value)]
+    differences = setting_differences(RunFolder(run, writer=False).config(), asdict(wanted), asdict(type(wanted)()),
+                                      RUNTIME_KEYS | set(resolved))
     if differences:
         raise RelsslError(f"{run} holds a run trained with other settings ({'; '.join(differences[:3])}"
                           f"{'; ...' if len(differences) > 3 else ''}); choose another --out or delete that folder")
