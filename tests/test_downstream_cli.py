@@ -261,3 +261,15 @@ def test_tuned_trees_are_the_gbdt_modes_and_named_in_their_run(aml, tmp_path, ca
     assert main(["finetune", "--data", str(csv), "--mode", "gbdt", "--trees", "tuned", "--out", str(tmp_path / "g"),
                  *TINY]) == 0
     assert yaml.safe_load((tmp_path / "g" / "config.yaml").read_text())["trees"] == "tuned"
+
+
+def test_resuming_a_run_that_predates_trees_reads_it_as_the_default(aml, tmp_path, capsys):
+    csv, _ = aml
+    out = tmp_path / "g"
+    assert main(["finetune", "--data", str(csv), "--mode", "gbdt", "--out", str(out), *TINY]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["trees"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["finetune", "--resume", "--out", str(out), "--trees", "tuned"]) == 2
+    assert "--trees tuned (the run has default)" in capsys.readouterr().err
+    assert main(["finetune", "--resume", "--out", str(out), "--trees", "default"]) == 0

@@ -126,10 +126,12 @@ def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:
     return {f"{prefix}{k}": v for k, v in given.items()}
 
 
-def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | None = None) -> None:
+def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | None = None,
+                       defaults: dict | None = None) -> None:
     """``--resume`` continues with the run's own settings: a flag that would change one is refused
     with one line naming each difference (silently ignoring it trained with the old value).
-    ``given``: dotted config key -> flag value (default: the pre-training flags)."""
+    ``given``: dotted config key -> flag value (default: the pre-training flags); ``defaults``: the
+    run's config defaults (``asdict`` of its config class), read for a setting the run predates."""
     if not (run_dir / "config.yaml").exists():
         return  # RunFolder.check says what is missing
     saved = read_yaml(run_dir / "config.yaml") or {}
@@ -141,9 +143,11 @@ def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | No
         key = name.rsplit(".", 1)[-1]
         if key in RESUMABLE or value is None:
             continue
-        old = saved
+        old, default = saved, defaults or {}
         for part in name.split("."):
-            old = old.get(part) if isinstance(old, dict) else None
+            old = old.get(part, MISSING) if isinstance(old, dict) else None
+            default = default.get(part) if isinstance(default, dict) else None
+        old = default if old is MISSING else old
         if key == "fanouts":
             value = number_list(value, "--fanouts")
         elif key == "objectives":
