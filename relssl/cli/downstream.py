@@ -34,7 +34,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.resume:
         check_resume_flags(args, Path(args.out), {**run_flag_values(args, "train."), "task": args.task,
                                                   "task_type": args.task_type, "trees": args.trees},
-                           asdict(FinetuneConfig()))
+                           FinetuneConfig)
     cfg = None if args.resume else FinetuneConfig(task=args.task, init=args.init, mode=args.mode,
                                                   label_fraction=args.label_fraction, train=training_config(args),
                                                   task_type=args.task_type, trees=args.trees or "default")

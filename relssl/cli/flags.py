@@ -7,7 +7,7 @@ import argparse
 import inspect
 import types
 import typing
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 
 
@@ -127,15 +127,16 @@ def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:
 
 
 def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | None = None,
-                       defaults: dict | None = None) -> None:
+                       config_class: type = PretrainConfig) -> None:
     """``--resume`` continues with the run's own settings: a flag that would change one is refused
     with one line naming each difference (silently ignoring it trained with the old value).
-    ``given``: dotted config key -> flag value (default: the pre-training flags); ``defaults``: the
-    run's config defaults (``asdict`` of its config class), read for a setting the run predates."""
+    ``given``: dotted config key -> flag value (default: the pre-training flags); a setting the run
+    predates counts as its default in ``config_class``, as experiments' reuse check reads it."""
     if not (run_dir / "config.yaml").exists():
         return  # RunFolder.check says what is missing
     saved = read_yaml(run_dir / "config.yaml") or {}
     given = run_flag_values(args) if given is None else given
+    defaults = asdict(config_class())
     if getattr(args, "config", None):
         raise RelsslError("--resume continues with the run's own config.yaml; drop --config")
     differ = []
@@ -143,7 +144,7 @@ def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | No
         key = name.rsplit(".", 1)[-1]
         if key in RESUMABLE or value is None:
             continue
-        old, default = saved, defaults or {}
+        old, default = saved, defaults
         for part in name.split("."):
             old = old.get(part, MISSING) if isinstance(old, dict) else None
             default = default.get(part) if isinstance(default, dict) else None
