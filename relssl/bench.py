@@ -119,6 +119,102 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     return out
 
 
+LOOP_ROWS = 100_000  # seed rows timed per --loop setting (10 to 100 steps)
+
+
+def parse_loop(spec: str) -> list[tuple[int, int, str]]:
+    """``--loop 'BATCH:WORKERS:PRECISION, ...'`` as (batch size, workers, precision) settings."""
+    from relssl.train.pretrain import PRECISIONS
+
+    settings = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        fields = part.split(":")
+        if len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit() or fields[2] not in PRECISIONS \
+                or int(fields[0]) < 1:
+            raise RelsslError(f"--loop '{part}': expected BATCH:WORKERS:PRECISION, e.g. 4096:4:bf16 (precision one of "
+                              f"{', '.join(PRECISIONS)})")
+        settings.append((int(fields[0]), int(fields[1]), fields[2]))
+    if not settings:
+        raise RelsslError("--loop: expected at least one BATCH:WORKERS:PRECISION setting")
+    return settings
+
+
+class UtilisationProbe:
+    """The GPU's busy percentage (NVML, ``torch.cuda.utilization``) sampled every 0.2 s in a thread
+    while a measurement runs; None where NVML is missing (no nvidia-ml-py) or on the CPU."""
+
+    def __init__(self, device):
+        import threading
+
+        self.device, self.samples, self.stop = device, [], threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True) if device.type == "cuda" else None
+
+    def sample(self) -> None:
+        import torch
+
+        while not self.stop.wait(0.2):
+            try:
+                self.samples.append(torch.cuda.utilization(self.device))
+            except Exception:  # no NVML here: the figure is left out, the measurement goes on
+                return
+
+    def __enter__(self):
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def bench_loop(rows: int, settings: list[tuple[int, int, str]], seed: int = 0, device: str = "cpu") -> list[dict]:
+    """The MCM + LP training loop (default model) on one generated data set of ``rows`` rows, for
+    each (batch size, workers, precision): a warm-up epoch of 3 steps, then an epoch of about
+    ``LOOP_ROWS`` seed rows timed as a run trains (input pipeline, no phase synchronisation).
+    Reports rows/s, the share of the epoch the step waited for its input, peak device memory
+    and the GPU's mean busy percentage."""
+    import torch
+
+    from relssl.data.aml_generator import write_aml
+    from relssl.data.ibm_aml import read_ibm_aml
+    from relssl.data.prepare import prepare
+    from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trans, _ = write_aml(Path(tmp), rows=rows, seed=seed)
+        prep = prepare(read_ibm_aml(trans), seed=seed)
+    results = []
+    for batch_size, workers, precision in settings:
+        cfg = PretrainConfig(data="synthetic-aml", objectives=["mcm", "lp"], batch_size=batch_size, seed=seed,
+                             device=device, workers=workers, precision=precision, train_rows_per_epoch=3 * batch_size)
+        trainer = Pretrainer(cfg, prep)
+        trainer.train_epoch(1, progress=False)  # warm-up: allocator, kernels' first launches, lazy indexes
+        steps = max(10, min(100, -(-LOOP_ROWS // batch_size)))
+        cfg.train_rows_per_epoch = steps * batch_size
+        if trainer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(trainer.device)
+        with UtilisationProbe(trainer.device) as probe:
+            metrics = trainer.train_epoch(2, progress=False)
+        out = {"rows": rows, "device": device, "threads": torch.get_num_threads(), "batch_size": batch_size,
+               "workers": workers, "precision": precision, "steps": steps, "rows_per_s": metrics["rows_per_s"],
+               "waiting_share": trainer.phase_seconds["sampling"] / metrics["seconds"], "loss": metrics["loss"],
+               "peak_rss_mib": peak_rss_mib(), **peak_device_memory(trainer.device)}
+        if probe.mean() is not None:
+            out["gpu_busy_percent"] = probe.mean()
+        results.append(out)
+        print(f"done: batch {batch_size}, workers {workers}, {precision}: {out['rows_per_s']:,.0f} rows/s",
+              file=sys.stderr)
+        del trainer
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return results
+
+
 def bench_epoch(rows: int, max_steps: int | None, batch_size: int, seed: int = 0, device: str = "cpu",
                 workers: int | None = None, precision: str = "fp32") -> dict:
     """One epoch of MCM + LP on ``rows`` generated transactions, from the CSV through the cache.
@@ -340,6 +436,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
             Path(args.out).write_text(json.dumps(result, indent=2))
         return
     sizes = [int(s) for s in args.rows.split(",")]
+    if args.loop:
+        settings = parse_loop(args.loop)
+        results = bench_loop(sizes[0], settings, device=args.device)
+        print("| batch | workers | precision | rows/s | waiting for input | peak CUDA MiB | GPU busy % |\n"
+              "|---|---|---|---|---|---|---|")
+        for r in results:
+            print(f"| {r['batch_size']} | {r['workers']} | {r['precision']} | {r['rows_per_s']:,.0f} | "
+                  f"{r['waiting_share']:.0%} | {r.get('peak_cuda_mib', float('nan')):,.0f} | "
+                  f"{r.get('gpu_busy_percent', float('nan')):.0f} |")
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+        return
     if args.single:
         result = (bench_epoch(sizes[0], args.max_steps, args.batch_size, device=args.device, workers=args.workers,
                               precision=args.precision) if args.epoch

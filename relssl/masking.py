@@ -114,7 +114,8 @@ class Masker:
         units with a valid cell, or each such unit with probability ``prob``; then every valid cell
         of a chosen unit."""
         unit = self.unit.to(valid.device).expand_as(valid)
-        valid_unit = torch.zeros_like(valid).scatter_reduce(1, unit, valid, "amax")
+        # in uint8: CUDA has no bool scatter_reduce
+        valid_unit = torch.zeros_like(valid, dtype=torch.uint8).scatter_reduce(1, unit, valid.to(torch.uint8), "amax").bool()
         u = torch.rand(valid.shape, generator=generator).to(valid.device)
         if self.prob is not None:
             chosen = valid_unit & (u < self.prob)

@@ -170,6 +170,23 @@ def test_the_relational_bench_database_and_both_readings():
         assert 0 <= out["sampling_share_of_step"] < 1
 
 
+def test_the_loop_bench_times_each_setting_on_one_data_set(tmp_path, capsys):
+    out = tmp_path / "loop.json"
+    assert main(["bench", "--loop", "64:0:fp32, 128:2:bf16", "--rows", "3000", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert [(f["batch_size"], f["workers"], f["precision"]) for f in figures] == [(64, 0, "fp32"), (128, 2, "bf16")]
+    assert all(f["rows"] == 3000 and f["rows_per_s"] > 0 and 0 <= f["waiting_share"] < 1 for f in figures)
+    assert all(math.isfinite(f["loss"]) and "gpu_busy_percent" not in f for f in figures)  # no GPU: no busy figure
+    assert "| 128 | 2 | bf16 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", ["512", "512:1", "0:1:fp32", "512:x:fp32", "512:1:fp8", ","])
+def test_a_bad_loop_setting_is_one_line(spec, capsys):
+    assert main(["bench", "--loop", spec, "--rows", "3000"]) == 2
+    err = capsys.readouterr().err
+    assert "--loop" in err and err.count("\n") == 1
+
+
 def test_bench_on_a_missing_gpu_is_a_clear_error(aml_csv, capsys):  # noqa: F811
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -23,13 +23,15 @@ from relssl.multitask.base import Combiner
 
 
 def project_simplex(v: Tensor) -> Tensor:
-    """Euclidean projection onto {x ≥ 0, Σ x = 1} (sort-based, exact)."""
+    """Euclidean projection onto {x ≥ 0, Σ x = 1} (sort-based, exact). On the host: ``v`` has one
+    entry per task, and CUDA's cumsum is not deterministic."""
+    device, v = v.device, v.cpu()
     u, _ = torch.sort(v, descending=True)
     css = torch.cumsum(u, 0) - 1
     k = torch.arange(1, len(v) + 1, device=v.device, dtype=v.dtype)
     rho = int((u - css / k > 0).nonzero().max())
     theta = css[rho] / (rho + 1)
-    return torch.clamp(v - theta, min=0)
+    return torch.clamp(v - theta, min=0).to(device)
 
 
 class MoCo(Combiner):

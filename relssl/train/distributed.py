@@ -69,8 +69,10 @@ def reduce_sums(world: World, sums: list[dict]) -> list[dict]:
     if not world.enabled:
         return sums
     keys = [sorted(s) for s in sums]
-    flat = torch.tensor([float(s[k]) for s, ks in zip(sums, keys) for k in ks], dtype=torch.float64)
-    count = torch.tensor([len(flat)], dtype=torch.long)
+    # on the rank's GPU under NCCL, which reduces no host tensor
+    device = torch.device("cuda", world.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+    flat = torch.tensor([float(s[k]) for s, ks in zip(sums, keys) for k in ks], dtype=torch.float64, device=device)
+    count = torch.tensor([len(flat)], dtype=torch.long, device=device)
     world.all_reduce(count)
     if int(count) != len(flat) * world.size:
         raise RuntimeError("ranks disagree on their metric accumulators")

@@ -443,8 +443,7 @@ class Pretrainer:
         # Step k+1's sampling runs while step k computes (relssl.train.pipeline); the same batches
         # whatever the number of workers.
         pipeline = Prefetcher(lambda step: self.build_step(batches[step], epoch, step), len(batches), self.workers,
-                              initializer=(lambda: torch.cuda.set_device(self.device)) if self.device.type == "cuda"
-                              else None)
+                              initializer=self.thread_device())
         bar = tqdm(pipeline, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
                    unit="batch")
         waited = self.clock()
@@ -464,6 +463,14 @@ class Pretrainer:
         metrics.update({f"weight/{name}": float(w) for name, w in zip(self.task_names(), self.combiner.weights())})
         metrics.update(seconds=seconds, rows_per_s=num_rows / seconds)
         return metrics
+
+    def thread_device(self):
+        """What an input thread runs first: on CUDA, select the run's GPU (``torch.device("cuda")``
+        has no index, and set_device needs one: the current device's)."""
+        if self.device.type != "cuda":
+            return None
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        return lambda: torch.cuda.set_device(index)
 
     def epoch_batches(self, epoch: int) -> tuple[list[list[torch.Tensor]], int]:
         """Each step's seed rows, one batch per pretext table, and the epoch's number of seed rows.

@@ -1,6 +1,8 @@
 """One seed fixes everything: each (purpose, epoch, step) gets its own reproducible generator."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -39,6 +41,8 @@ def deterministic_kernels() -> None:
     writes it (so that a kernel reading memory it never wrote gives NaN, not noise), is a debugging
     aid that cost 7 % of an FT-Transformer step (22 fills of 3 MB a step), so it is turned off here,
     for the process (set ``torch.utils.deterministic.fill_uninitialized_memory`` after this call to
-    debug with it)."""
+    debug with it). On CUDA, cuBLAS is reproducible only with a fixed workspace, set here unless the
+    user set one (it must be before the first matrix product)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False
