@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from relssl.cli import main
 from relssl.train.pipeline import Prefetcher
@@ -135,3 +136,12 @@ def test_fp16_refuses_combiners_its_loss_scale_would_skew():
         with pytest.raises(RelsslError, match=f"--precision fp16 takes --combiner sum, weighted, pcgrad .*skew {combiner}"):
             PretrainConfig(objectives=["mcm", "mv"], combiner=combiner, precision="fp16").validate()
     PretrainConfig(objectives=["mcm", "mv"], combiner="pcgrad", precision="fp16").validate()
+
+
+def test_the_default_workers_are_none_on_the_cpu_and_up_to_4_on_cuda(monkeypatch):
+    from relssl.train.pretrain import default_workers
+
+    assert default_workers(torch.device("cpu")) == 0
+    for cores, expected in ((None, 1), (1, 1), (2, 1), (4, 3), (16, 4)):  # never all cores: the step needs one
+        monkeypatch.setattr("os.cpu_count", lambda: cores)
+        assert default_workers(torch.device("cuda")) == expected

@@ -2,13 +2,13 @@
 # The GPU figures of docs/benchmarks.md on a device machine (its own python3 with CUDA torch;
 # pytorch-frame carried as a wheel in .whl/). Writes *.json and *.txt under $OUT.
 # Usage: OUT=dir bash docs/scripts/gpu_check.sh SECTIONS [LOOP] [EPOCH_SETTING]
-#   SECTIONS: comma-separated of smoke, loop, nondet, profile, epoch, compile
+#   SECTIONS: comma-separated of smoke, finetune, loop, nondet, profile, epoch, compile
 #   LOOP: relssl bench --loop settings; EPOCH_SETTING: BATCH:WORKERS:PRECISION of the 5 M-row epoch
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 SECTIONS=${1:-smoke,loop,nondet,profile}
 LOOP=${2:-512:0:fp32,512:1:fp32,512:4:fp32,2048:4:fp32,4096:4:fp32,4096:8:fp32,4096:8:bf16,8192:8:bf16,16384:12:bf16}
-IFS=: read -r EB EW EP <<< "${3:-4096:8:bf16}"
+IFS=: read -r EB EW EP <<< "${3:-16384:12:bf16}"
 has() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
@@ -22,7 +22,12 @@ if has smoke; then
   SMALL="--device cuda --epochs 1 --train-rows-per-epoch 4096 --eval-rows 2048 --no-progress"
   timeout 120 python3 -m relssl pretrain --objectives mcm,am,mv,lp,ctr,dae --workers 2 --precision bf16 $SMALL --out /tmp/s1 2>&1 | tail -4
   timeout 60 python3 -m relssl pretrain --objectives mcm,lp --combiner moco $SMALL --out /tmp/s2 2>&1 | tail -2
-  timeout 60 python3 -m relssl finetune --init /tmp/s2 --task 'edge:Is Laundering' --label-fraction 0.1 --device cuda --epochs 1 --no-progress --out /tmp/f1 2>&1 | tail -2
+  timeout 90 python3 -m relssl finetune --init /tmp/s2 --task 'edge:Is Laundering' --label-fraction 0.1 --device cuda --epochs 1 --no-progress --out /tmp/f1 2>&1 | tail -2
+fi
+if has finetune; then
+  echo "== fine-tuning on CUDA ($((SECONDS - t0)) s)"
+  timeout 60 python3 -m relssl pretrain --objectives mcm --device cuda --epochs 1 --train-rows-per-epoch 4096 --eval-rows 2048 --no-progress --out /tmp/s3 2>&1 | tail -1
+  timeout 90 python3 -m relssl finetune --init /tmp/s3 --task 'edge:Is Laundering' --label-fraction 0.1 --device cuda --epochs 1 --no-progress --out /tmp/f3 2>&1 | tail -3
 fi
 if has loop; then
   echo "== loop ($((SECONDS - t0)) s)"
