@@ -172,38 +172,45 @@ class UtilisationProbe:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def bench_loop(rows: int, settings: list[tuple[int, int, str]], seed: int = 0, device: str = "cpu") -> list[dict]:
-    """The MCM + LP training loop (default model) on one generated data set of ``rows`` rows, for
-    each (batch size, workers, precision): a warm-up epoch of 3 steps, then an epoch of about
-    ``LOOP_ROWS`` seed rows timed as a run trains (input pipeline, no phase synchronisation).
-    Reports rows/s, the share of the epoch the step waited for its input, peak device memory
-    and the GPU's mean busy percentage."""
-    import torch
-
+def generated_prep(rows: int, seed: int = 0):
+    """``rows`` transactions from the AML generator, read and prepared (split, encoded) in memory."""
     from relssl.data.aml_generator import write_aml
     from relssl.data.ibm_aml import read_ibm_aml
     from relssl.data.prepare import prepare
-    from relssl.train.pretrain import PretrainConfig, Pretrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         trans, _ = write_aml(Path(tmp), rows=rows, seed=seed)
-        prep = prepare(read_ibm_aml(trans), seed=seed)
+        return prepare(read_ibm_aml(trans), seed=seed)
+
+
+def bench_loop(rows: int, settings: list[tuple[int, int, str]], seed: int = 0, device: str = "cpu") -> list[dict]:
+    """The MCM + LP training loop (default model) on one generated data set of ``rows`` rows, for
+    each (batch size, workers, precision): a warm-up epoch of 3 steps, then an epoch of about
+    ``LOOP_ROWS`` seed rows (10 to 100 steps, fewer where the training rows run out) timed as a run
+    trains (input pipeline, no phase synchronisation). Reports rows/s, the share of the epoch the
+    step waited for its input, peak device memory, the process's peak RSS so far and the GPU's mean
+    busy percentage."""
+    import torch
+
+    from relssl.train.pretrain import PretrainConfig, Pretrainer
+
+    prep = generated_prep(rows, seed)
     results = []
     for batch_size, workers, precision in settings:
         cfg = PretrainConfig(data="synthetic-aml", objectives=["mcm", "lp"], batch_size=batch_size, seed=seed,
                              device=device, workers=workers, precision=precision, train_rows_per_epoch=3 * batch_size)
         trainer = Pretrainer(cfg, prep)
         trainer.train_epoch(1, progress=False)  # warm-up: allocator, kernels' first launches, lazy indexes
-        steps = max(10, min(100, -(-LOOP_ROWS // batch_size)))
-        cfg.train_rows_per_epoch = steps * batch_size
+        cfg.train_rows_per_epoch = max(10, min(100, -(-LOOP_ROWS // batch_size))) * batch_size
+        steps = len(trainer.epoch_batches(2)[0])  # fewer where the training rows run out
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.device)
         with UtilisationProbe(trainer.device) as probe:
             metrics = trainer.train_epoch(2, progress=False)
         out = {"rows": rows, "device": device, "threads": torch.get_num_threads(), "batch_size": batch_size,
-               "workers": workers, "precision": precision, "steps": steps, "rows_per_s": metrics["rows_per_s"],
-               "waiting_share": trainer.phase_seconds["sampling"] / metrics["seconds"], "loss": metrics["loss"],
-               "peak_rss_mib": peak_rss_mib(), **peak_device_memory(trainer.device)}
+               "workers": trainer.workers, "precision": cfg.precision, "steps": steps,
+               "rows_per_s": metrics["rows_per_s"], "waiting_share": trainer.phase_seconds["sampling"] / metrics["seconds"],
+               "loss": metrics["loss"], "process_peak_rss_mib": peak_rss_mib(), **peak_device_memory(trainer.device)}
         if probe.mean() is not None:
             out["gpu_busy_percent"] = probe.mean()
         results.append(out)
@@ -440,6 +447,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     sizes = [int(s) for s in args.rows.split(",")]
     if args.loop:
+        if args.epoch:
+            raise RelsslError("--loop and --epoch are two measurements: give one")
         settings = parse_loop(args.loop)
         results = bench_loop(sizes[0], settings, device=args.device)
         print("| batch | workers | precision | rows/s | waiting for input | peak CUDA MiB | GPU busy % |\n"

@@ -102,3 +102,51 @@ def test_the_written_out_ft_transformer_is_pytorch_frames():
     assert all(torch.allclose(a, b, rtol=2e-2, atol=2e-2) for a, b in zip(got, expected))
     for a, b in zip(gradients(got, inputs), gradients(expected, inputs)):
         assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), rtol=5e-2, atol=2e-2 * b.abs().max().item())
+
+
+def test_the_cell_encoders_are_pytorch_frames_without_its_nan_pass():
+    """Same values and gradients as pytorch-frame's encoders on every stype, with missing numbers
+    and timestamps, unknown categories and missing vectors; with a NaN fill value (statistics
+    without a finite mean) the pass is kept and the cells stay finite, as there."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+    import torch_frame
+    from torch_frame import NAStrategy
+    from torch_frame.data.stats import StatType
+    from torch_frame.nn import (EmbeddingEncoder, LinearEmbeddingEncoder, LinearEncoder, StypeWiseFeatureEncoder,
+                                TimestampEncoder)
+
+    from relssl.data.encoding import encode_table
+    from relssl.nn.row_encoder import column_encoder
+
+    rng = np.random.default_rng(0)
+    n = 300
+    x, c, vec = rng.normal(size=n), rng.integers(0, 5, n).astype(str), rng.normal(size=(n, 3)).astype(np.float32)
+    x[::7], vec[::4] = np.nan, 0
+    c[250:] = "unseen"  # beyond the training rows: the unknown category
+    t = pd.Series(pd.date_range("2024-01-01", periods=n, freq="h")).where(np.arange(n) % 9 > 0)
+    df = pd.DataFrame({"x": x, "c": c, "t": t})
+    stypes = {"x": torch_frame.numerical, "c": torch_frame.categorical, "t": torch_frame.timestamp,
+              "v": torch_frame.embedding}
+    table = encode_table(df, stypes, np.arange(200), vectors={"v": vec})
+    nan_mean = dataclasses.replace(table, col_stats={**table.col_stats, "x": {**table.col_stats["x"],
+                                                                               StatType.MEAN: float("nan")}})
+    for enc, nan_fill in ((table, False), (nan_mean, True)):
+        torch.manual_seed(0)
+        ours = column_encoder(enc, 8)
+        torch.manual_seed(0)
+        theirs = StypeWiseFeatureEncoder(8, enc.col_stats, enc.tf.col_names_dict, {
+            torch_frame.categorical: EmbeddingEncoder(), torch_frame.numerical: LinearEncoder(na_strategy=NAStrategy.MEAN),
+            torch_frame.timestamp: TimestampEncoder(), torch_frame.embedding: LinearEmbeddingEncoder()})
+        a, _ = ours(enc.tf)
+        b, _ = theirs(enc.tf)
+        assert torch.isfinite(a).all() and torch.equal(a, b)
+        weights = torch.randn_like(a)
+        (a * weights).sum().backward()
+        (b * weights).sum().backward()
+        for p, q in zip(ours.parameters(), theirs.parameters()):  # bit for bit (NaN where the fill is NaN, as there)
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, equal_nan=True)
+        assert {s: m.nan_fill for s, m in ours.encoder_dict.items()} == {
+            s: nan_fill and s == "numerical" for s in ours.encoder_dict}

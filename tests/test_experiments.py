@@ -172,12 +172,16 @@ def test_the_relational_bench_database_and_both_readings():
 
 def test_the_loop_bench_times_each_setting_on_one_data_set(tmp_path, capsys):
     out = tmp_path / "loop.json"
-    assert main(["bench", "--loop", "64:0:fp32, 128:2:bf16", "--rows", "3000", "--out", str(out)]) == 0
+    assert main(["bench", "--loop", "64:0:fp32, 64:2:fp32, 128:1:bf16", "--rows", "3000", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
-    assert [(f["batch_size"], f["workers"], f["precision"]) for f in figures] == [(64, 0, "fp32"), (128, 2, "bf16")]
+    assert [(f["batch_size"], f["workers"], f["precision"]) for f in figures] == [
+        (64, 0, "fp32"), (64, 2, "fp32"), (128, 1, "bf16")]
     assert all(f["rows"] == 3000 and f["rows_per_s"] > 0 and 0 <= f["waiting_share"] < 1 for f in figures)
+    assert [f["steps"] for f in figures] == [29, 29, 15]  # 1,800 training rows: fewer steps than asked for
+    assert figures[0]["loss"] == figures[1]["loss"]  # the input threads change the speed, not the run
     assert all(math.isfinite(f["loss"]) and "gpu_busy_percent" not in f for f in figures)  # no GPU: no busy figure
-    assert "| 128 | 2 | bf16 |" in capsys.readouterr().out
+    assert "| 128 | 1 | bf16 |" in capsys.readouterr().out
+    assert main(["bench", "--loop", "64:0:fp32", "--epoch", "--rows", "3000"]) == 2
 
 
 @pytest.mark.parametrize("spec", ["512", "512:1", "0:1:fp32", "512:x:fp32", "512:1:fp8", ","])

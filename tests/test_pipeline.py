@@ -138,10 +138,18 @@ def test_fp16_refuses_combiners_its_loss_scale_would_skew():
     PretrainConfig(objectives=["mcm", "mv"], combiner="pcgrad", precision="fp16").validate()
 
 
-def test_the_default_workers_are_none_on_the_cpu_and_up_to_4_on_cuda(monkeypatch):
-    from relssl.train.pretrain import default_workers
 
-    assert default_workers(torch.device("cpu")) == 0
-    for cores, expected in ((None, 1), (1, 1), (2, 1), (4, 3), (16, 4)):  # never all cores: the step needs one
-        monkeypatch.setattr("os.cpu_count", lambda: cores)
-        assert default_workers(torch.device("cuda")) == expected
+def test_input_threads_select_the_runs_gpu_by_its_index(monkeypatch):
+    """torch.cuda.set_device needs an index, which --device cuda does not give (the first GPU run
+    failed here): the threads select the current device's."""
+    from types import SimpleNamespace
+
+    from relssl.train.pretrain import Pretrainer
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert Pretrainer.thread_device(SimpleNamespace(device=torch.device("cpu"))) is None
+    Pretrainer.thread_device(SimpleNamespace(device=torch.device("cuda")))()
+    Pretrainer.thread_device(SimpleNamespace(device=torch.device("cuda", 1)))()
+    assert chosen == [3, 1]

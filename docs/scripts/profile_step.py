@@ -4,15 +4,11 @@ device time and the most host time, the kernels launched per step and how much o
 time the device was busy. Usage:
 python docs/scripts/profile_step.py [--rows 1000000] [--batch-size 4096] [--precision fp32] [--device cuda]"""
 import argparse
-import tempfile
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from relssl.data.aml_generator import write_aml
-from relssl.data.ibm_aml import read_ibm_aml
-from relssl.data.prepare import prepare
+from relssl.bench import generated_prep
 from relssl.train.pretrain import PretrainConfig, Pretrainer, device_clock
 
 parser = argparse.ArgumentParser()
@@ -23,9 +19,7 @@ parser.add_argument("--device", default="cuda")
 parser.add_argument("--steps", type=int, default=5)
 args = parser.parse_args()
 
-with tempfile.TemporaryDirectory() as tmp:
-    trans, _ = write_aml(Path(tmp), rows=args.rows, seed=0)
-    prep = prepare(read_ibm_aml(trans), seed=0)
+prep = generated_prep(args.rows)
 cfg = PretrainConfig(data="synthetic-aml", objectives=["mcm", "lp"], batch_size=args.batch_size, device=args.device,
                      workers=0, precision=args.precision, train_rows_per_epoch=3 * args.batch_size)
 trainer = Pretrainer(cfg, prep)

@@ -22,11 +22,12 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--text", metavar="DATA", help="measure text columns on this dataset (e.g. amazon_fashion) instead")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA figures add peak_cuda_mib)")
     p.add_argument("--workers", type=int, help="input-pipeline threads of the training loop (default: the "
-                                                "run's: 4 on CUDA, 0 on the CPU)")
+                                                "run's: 1 on CUDA, 0 on the CPU)")
     p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA)")
     p.add_argument("--loop", metavar="SETTINGS",
                    help="the MCM+LP training loop on the first --rows, for each BATCH:WORKERS:PRECISION setting "
-                        "(comma-separated, e.g. '512:1:fp32,4096:4:bf16'): rows/s, input waits, peak memory, GPU busy")
+                        "(comma-separated, e.g. '512:1:fp32,4096:4:bf16'; they replace --batch-size, --workers and --precision): "
+                        "rows/s, input waits, peak memory, GPU busy")
     p.add_argument("--peers", action="store_true",
                    help="denoising pre-training on one wide table (../shared/data's Ethereum fraud table): relssl's "
                         "row encoders beside the peer libraries installed (pytorch-tabular, pytorch-widedeep)")

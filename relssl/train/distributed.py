@@ -58,6 +58,8 @@ def init_world(device: str) -> World:
         return World()
     if not dist.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
+        if use_cuda:  # each rank on its own GPU, known to NCCL before its first collective (barrier)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 

@@ -89,7 +89,7 @@ class PretrainConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     workers: int | None = option(None, "input-pipeline threads that sample the next steps' batches while one "
                                        "computes (0: in the training loop); the same batches whatever the "
-                                       "number; default 4 on CUDA (at most the cores less one), 0 on the CPU")
+                                       "number; default 1 on CUDA, 0 on the CPU")
     precision: str = option("fp32", "fp32, or autocast of the forward to bf16 (CPU or CUDA) or fp16 (CUDA, with "
                                     "loss scaling)")
     log: list[str] = option(help="loggers beside metrics.jsonl: csv (every step's loss, steps.csv), tensorboard "
@@ -208,17 +208,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def default_workers(device: torch.device) -> int:
-    """Input threads when ``--workers`` is not given. On the CPU none: on 2 cores a sampling thread
-    takes a core the step's own threads need (docs/benchmarks.md). On CUDA 4, fewer on a machine of
-    fewer cores: on an H200 with 16 cores 4 threads fed batch 4,096 faster than 8 (53,363 against
-    43,882 rows/s) and batch 16,384 as fast (87,211 against 87,509); more threads contend for the
-    interpreter's lock."""
-    if device.type != "cuda":
-        return 0
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
 def device_clock(device: torch.device) -> float:
     """Wall-clock seconds once ``device`` has finished its queued work, so that timings of CUDA
     phases measure the kernels, not their launch."""
@@ -316,7 +305,7 @@ class Pretrainer:
             raise RelsslError(f"--precision fp16 needs a CUDA device (this run's is {self.device}); use bf16 on the CPU")
         # fp16 gradients underflow without loss scaling; bf16 keeps fp32's exponent range.
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-        self.workers = cfg.workers if cfg.workers is not None else default_workers(self.device)
+        self.workers = cfg.workers if cfg.workers is not None else int(self.device.type == "cuda")
         if self.workers > 1:  # LP's lazy indexes built once here, not by two input threads at once
             for tasks in self.tables:
                 if any(obj.own_view for obj in tasks.objectives):
