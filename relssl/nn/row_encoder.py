@@ -15,56 +15,16 @@ from relssl.data.encoding import EncodedTable
 from relssl.errors import RelsslError
 
 
-class FiniteCells:
-    """pytorch-frame's stype encoder without its last pass: its ``forward`` ends with a
-    differentiable ``nan_to_num`` over every cell embedding, in case a strategy left NaN in the
-    input, and that pass and its backward over the [rows, cells, channels] output took 12 % of a
-    profiled MCM step on the CPU (180.7 against 159.4 ms without it). relssl's inputs reach the encoders without NaN (missing numbers and
-    timestamps take their fill value, unknown categories the zero vector, vectors are checked
-    finite and a missing one is zero), so the pass runs only where a fill value is itself NaN (a
-    column with no finite training value), as before."""
-
-    def init_modules(self) -> None:
-        super().init_modules()  # the fill values, from the training statistics: decided once, on the host
-        fill = getattr(self, "fill_values", None)
-        self.nan_fill = fill is not None and not bool(torch.isfinite(fill).all())
-
-    def forward(self, feat, col_names=None) -> Tensor:
-        x = self.encode_forward(self.na_forward(feat), col_names)
-        if self.nan_fill:
-            x = torch.nan_to_num(x, nan=0)
-        return self.post_forward(x)
-
-
-class CategoryCells(FiniteCells, EmbeddingEncoder):
-    def encode_forward(self, feat: Tensor, col_names=None) -> Tensor:
-        """An unknown category (< 0) is row 0, the padding (zero) vector; without pytorch-frame's
-        boolean-mask write, which waits for the GPU to count the mask."""
-        return self.emb(torch.where(feat < 0, 0, feat + self.offset + 1))
-
-
-class NumberCells(FiniteCells, LinearEncoder):
-    pass
-
-
-class TimeCells(FiniteCells, TimestampEncoder):
-    pass
-
-
-class VectorCells(FiniteCells, LinearEmbeddingEncoder):
-    pass
-
-
 def column_encoder(enc: EncodedTable, channels: int) -> StypeWiseFeatureEncoder:
     """One embedding per cell: categories by lookup (unknown -> zero vector), numbers by a
     per-column linear map of the standardised value (missing -> training mean), timestamps by
     positional/cyclic features, text and embedding vectors by a per-column linear projection (a
     missing vector is zero, so it becomes the column's bias: a learned 'missing' token)."""
     encoders = {
-        torch_frame.categorical: CategoryCells(),
-        torch_frame.numerical: NumberCells(na_strategy=NAStrategy.MEAN),
-        torch_frame.timestamp: TimeCells(),
-        torch_frame.embedding: VectorCells(),
+        torch_frame.categorical: EmbeddingEncoder(),
+        torch_frame.numerical: LinearEncoder(na_strategy=NAStrategy.MEAN),
+        torch_frame.timestamp: TimestampEncoder(),
+        torch_frame.embedding: LinearEmbeddingEncoder(),
     }
     return StypeWiseFeatureEncoder(
         out_channels=channels,
