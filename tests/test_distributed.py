@@ -94,3 +94,24 @@ def test_two_gloo_processes_follow_one_process(tmp_path, database):
     torch.testing.assert_close(torch.tensor(losses2), torch.tensor(losses1), rtol=1e-2 if database else 1e-4, atol=1e-5)
     torch.testing.assert_close(lambd2, lambdas1[-1], rtol=1e-3, atol=1e-5)
     assert losses1[0] != losses1[1]  # the steps did change the model
+
+
+def test_a_cuda_rank_selects_its_gpu_before_joining_nccl(monkeypatch):
+    """Under torchrun on GPUs each rank sets its own device (LOCAL_RANK) before the NCCL group
+    exists, so the first collective (a barrier) runs on that GPU, not on GPU 0 for every rank."""
+    from relssl.train import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    world = distributed.init_world("cuda")
+    assert calls == [("set_device", 1), ("init", "nccl")] and world.local_rank == 1
+    calls.clear()
+    distributed.init_world("cpu")
+    assert calls == [("init", "gloo")]
