@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/benchmarks.md on a device machine (its own python3 with CUDA torch;
-# pytorch-frame carried as a wheel in .whl/). Writes *.json and *.txt under $OUT.
+# The GPU figures of docs/benchmarks.md on a device machine (its own python3 with CUDA torch).
+# Packages that machine lacks travel as wheels in .whl/, fetched beforehand where pip works:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#     -d .whl pytorch-frame==0.3.0 lightgbm==4.7.0
+# Writes *.json and *.txt under $OUT.
 # Usage: OUT=dir bash docs/scripts/gpu_check.sh SECTIONS [LOOP] [EPOCH_SETTING]
 #   SECTIONS: comma-separated of smoke, finetune, loop, nondet, profile, epoch, compile
 #   LOOP: relssl bench --loop settings; EPOCH_SETTING: BATCH:WORKERS:PRECISION of the 5 M-row epoch
