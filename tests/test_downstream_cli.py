@@ -273,3 +273,25 @@ def test_resuming_a_run_that_predates_trees_reads_it_as_the_default(aml, tmp_pat
     assert main(["finetune", "--resume", "--out", str(out), "--trees", "tuned"]) == 2
     assert "--trees tuned (the run has default)" in capsys.readouterr().err
     assert main(["finetune", "--resume", "--out", str(out), "--trees", "default"]) == 0
+
+
+def test_a_finetune_runs_config_reruns_it_and_flags_override_it(aml, tmp_path, capsys):
+    csv, pre = aml
+    first = tmp_path / "first"
+    assert main(["finetune", "--data", str(csv), "--init", str(pre), "--mode", "probe", "--label-fraction", "0.5",
+                 "--out", str(first), *TINY]) == 0
+    config = str(first / "config.yaml")
+    assert main(["finetune", "--config", config, "--out", str(tmp_path / "again")]) == 0
+    final = lambda run: {k: v for k, v in json.loads((tmp_path / run / "final.json").read_text()).items()  # noqa: E731
+                         if k.startswith("test/")}
+    assert final("again") == final("first")  # task, init, mode, fraction and training settings all from the file
+    assert main(["finetune", "--config", config, "--mode", "gbdt", "--init", "scratch", "--label-fraction", "1",
+                 "--out", str(tmp_path / "trees")]) == 0
+    saved = yaml.safe_load((tmp_path / "trees" / "config.yaml").read_text())
+    assert (saved["mode"], saved["label_fraction"], saved["task"]) == ("gbdt", 1.0, "edge:Is Laundering")
+    bad = yaml.safe_load((first / "config.yaml").read_text()) | {"labels": 3}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    capsys.readouterr()
+    assert main(["finetune", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown fine-tuning keys ['labels']" in err and len(err.strip().splitlines()) == 1

@@ -15,9 +15,10 @@ from relssl.errors import RelsslError
 from relssl.objectives import parse_objectives
 
 
-def training_config(args: argparse.Namespace):
-    """Flags over a pre-trained run's data and model settings; flags that contradict them are
-    reported by the compatibility check."""
+def training_config(args: argparse.Namespace, raw: dict | None = None):
+    """Flags over a pre-trained run's data and model settings (over ``raw``, a fine-tuning
+    config's training settings, where given); flags that contradict them are reported by the
+    compatibility check."""
     from relssl.eval.finetune import INHERITED, pretrained_config
 
     inherited = {}
@@ -25,7 +26,28 @@ def training_config(args: argparse.Namespace):
         inherited = {k: v for k, v in asdict(pretrained_config(args.init)).items() if k in (*INHERITED, "time_aware")}
     if args.protocol == "transductive":  # the downstream name of sampling without a time bound
         inherited["time_aware"] = False
-    return config_from_args(args, **inherited)
+    return config_from_args(args, raw, **inherited)
+
+
+# The fine-tuning settings beside the training ones, and their defaults (a --config may give them).
+FINETUNE_SETTINGS = {"task": None, "task_type": None, "init": "scratch", "mode": "finetune", "label_fraction": 1.0,
+                     "trees": "default"}
+
+
+def finetune_file(args: argparse.Namespace) -> dict | None:
+    """A fine-tuning run's config.yaml given as --config (its settings under ``train``, its task
+    beside them): each fine-tuning setting a flag leaves unset is taken from it (else its default)
+    and its training settings are returned for the flags to override; None for a pre-training
+    config, read as the training settings."""
+    raw = read_config(args.config)
+    fine = isinstance(raw.get("train"), dict)
+    if fine and set(raw) - {"train", *FINETUNE_SETTINGS}:
+        raise RelsslError(f"--config {args.config}: unknown fine-tuning keys {sorted(set(raw) - {'train', *FINETUNE_SETTINGS})}; "
+                          f"expected train and some of {', '.join(FINETUNE_SETTINGS)}")
+    for key, default in FINETUNE_SETTINGS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, raw.get(key, default) if fine else default)
+    return raw["train"] if fine else None
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -35,9 +57,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         check_resume_flags(args, Path(args.out), {**run_flag_values(args, "train."), "task": args.task,
                                                   "task_type": args.task_type, "trees": args.trees},
                            FinetuneConfig)
-    cfg = None if args.resume else FinetuneConfig(task=args.task, init=args.init, mode=args.mode,
-                                                  label_fraction=args.label_fraction, train=training_config(args),
-                                                  task_type=args.task_type, trees=args.trees or "default")
+        cfg = None
+    else:
+        train = finetune_file(args)
+        cfg = FinetuneConfig(task=args.task, init=args.init, mode=args.mode, label_fraction=args.label_fraction,
+                             train=training_config(args, train), task_type=args.task_type, trees=args.trees)
     final = finetune(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     print_metrics(final, f"downstream metrics ({args.out}/final.json)")
 
@@ -145,15 +169,15 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--task", help=TASK_HELP)
     p.add_argument("--task-type", help="with --task TABLE.COLUMN: binary, multiclass or regression (default: from the "
                                        "column's values)")
-    p.add_argument("--init", default="scratch", help="'scratch' or a pretrain run folder")
-    p.add_argument("--mode", default="finetune", help="finetune (everything trains), probe (linear head on "
+    p.add_argument("--init", help="'scratch' or a pretrain run folder (default: scratch)")
+    p.add_argument("--mode", help="finetune (everything trains), probe (linear head on "
                                                       "frozen embeddings), gbdt (trees on raw features) or "
                                                       "gbdt-graph (trees on raw plus causal graph features: "
                                                       "windowed degrees and amounts, fan-in/out, cycles, "
                                                       "scatter-gather) or reference (the trivial reference: "
                                                       "the training labels' mean, majority class or positive "
-                                                      "rate for every row)")
-    p.add_argument("--label-fraction", type=float, default=1.0, help="seeded share of the training labels used")
+                                                      "rate for every row) (default: finetune)")
+    p.add_argument("--label-fraction", type=float, help="seeded share of the training labels used (default: 1)")
     add_trees_flag(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="causal",
                    help="what an event's neighbourhood may hold: causal (events at or before its time) or "

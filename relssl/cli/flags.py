@@ -160,8 +160,9 @@ def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | No
                           f"resume without them, or start a new run")
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> PretrainConfig:
-    raw = read_config(args.config)
+def config_from_args(args: argparse.Namespace, raw: dict | None = None, **overrides) -> PretrainConfig:
+    """The run's settings: ``raw`` (default: the --config file's), then ``overrides``, then the flags."""
+    raw = dict(read_config(args.config) if raw is None else raw)
     raw.update(overrides)
     raw.update(flag_values(args, RUN_FLAGS))
     if isinstance(raw.get("weights"), str):
