@@ -9,6 +9,7 @@ from relssl.cli import main
 from relssl.errors import RelsslError
 from relssl.experiments.report import higher_is_better, mean_std, metric_table
 from relssl.experiments.runner import check_same_settings
+from relssl.version import source_digest
 from tests.test_cli import TINY, aml_csv  # noqa: F401  (module-scoped fixture)
 
 
@@ -103,6 +104,15 @@ def test_combo_experiment_objectives_narrow_the_pool_and_reuse_needs_the_same_da
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["mcm+am-sum-seed0", "mcm-sum-seed0"]
     report = (out / "report.md").read_text()
     assert "| MCM+AM |" in report and "| MCM+LP |" not in report and "{MCM, AM}" in report
+    assert f"Code: every run (2) was trained by this command's relssl source ({source_digest()})." in report
+    # a finished run trained by other code is reused, and both the log and the report say so
+    data_json = out / "runs" / "mcm+am-sum-seed0" / "data.json"
+    data_json.write_text(json.dumps({**json.loads(data_json.read_text()), "code": ["0123456789ab"]}))
+    capsys.readouterr()
+    assert main([*args, "--objectives", "mcm,am"]) == 0
+    assert "[mcm+am-sum, seed 0] reusing" in capsys.readouterr().out
+    assert (f"Code: 1 of 2 runs were trained by this command's relssl source ({source_digest()}); reused from "
+            f"earlier: 1 other code (`runs/mcm+am-sum-seed0`).") in (out / "report.md").read_text()
     # a same-length edit of one amount: the finished runs were trained on other data
     text = csv.read_text()
     digit = text.index("\n") + text[text.index("\n"):].index(".") + 1

@@ -15,6 +15,7 @@ from relssl.recsys.synthetic import make_synthetic
 from relssl.train import loop
 from relssl.files import atomic_write, write_text
 from relssl.train.run_folder import RunFolder
+from relssl.version import source_digest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,7 +157,9 @@ def test_resume_refuses_changed_data_naming_the_file(data, tmp_path, capsys):
     csv, out = tmp_path / "aml.csv", str(tmp_path / "r")
     csv.write_text(open(data["csv"]).read())
     assert main(["pretrain", "--data", str(csv), "--epochs", "1", "--patience", "5", "--out", out, *TINY]) == 0
-    saved = json.loads((tmp_path / "r" / "data.json").read_text())["files"]
+    saved = json.loads((tmp_path / "r" / "data.json").read_text())
+    assert saved["code"] == [source_digest()]
+    saved = saved["files"]
     assert list(saved) == [str(csv.resolve())] and len(saved[str(csv.resolve())]) == 64
     capsys.readouterr()
     original = csv.read_text()
@@ -165,7 +168,10 @@ def test_resume_refuses_changed_data_naming_the_file(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--resume {out}: the data changed since the run started (aml.csv changed)" in err and err.count("\n") == 1
     csv.write_text(original)  # the data it started on: resumes
+    data_json = tmp_path / "r" / "data.json"  # as if other code had trained the first epoch
+    data_json.write_text(json.dumps({**json.loads(data_json.read_text()), "code": ["0123456789ab"]}))
     assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert json.loads(data_json.read_text())["code"] == ["0123456789ab", source_digest()]
 
 
 def test_every_trained_command_refuses_changed_flags_on_resume(tmp_path, capsys):

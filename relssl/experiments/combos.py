@@ -12,7 +12,7 @@ import numpy as np
 
 from relssl.logs import info
 from relssl.objectives import reference_key
-from relssl.experiments.report import chosen_on_validation, plot_validation_curves, values_table
+from relssl.experiments.report import chosen_on_validation, plot_validation_curves, values_table, write_report
 from relssl.experiments.runner import run_grid
 from relssl.train.pretrain import PretrainConfig
 
@@ -125,8 +125,7 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
         "Validation curves per subset and combiner: [curves.png](curves.png). Run folders: `runs/`.",
         "",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(report))
+    path = write_report(out, report)
     groups = {c: {chosen[s, c]: "+".join(t.upper() for t in s) for s in subsets} for c in combiners}
     plot_validation_curves(results, ["mcm/acc", "mcm/rmse", "lp/mrr"], out / "curves.png",
                            f"{base.data}: objective subsets per combiner", groups)

@@ -24,7 +24,7 @@ from relssl.errors import RelsslError
 from relssl.logs import info
 from relssl.data.database import Database
 from relssl.data.datasets import load_dataset
-from relssl.experiments.report import higher_is_better, mean_std
+from relssl.experiments.report import higher_is_better, mean_std, write_report
 from relssl.experiments.runner import reuse_or_train, run_grid
 from relssl.eval.finetune import GBDT_MODES, FinetuneConfig, finetune, prepare_for
 from relssl.train.pretrain import PretrainConfig
@@ -199,8 +199,7 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
         "![test metric against label fraction](metric_vs_fraction.png)",
         "",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(report))
+    path = write_report(out, report)
     _plot(finals, fractions, {k: v for k, v in columns.items() if k != "threshold"}, names,
           out / "metric_vs_fraction.png", f"{base.data}: {first['task']}")
     return path

@@ -21,7 +21,7 @@ from relssl.data.datasets import load_dataset
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST
 from relssl.metrics.ranking import percentile_ranks
-from relssl.experiments.report import values_table
+from relssl.experiments.report import values_table, write_report
 from relssl.experiments.runner import reuse_or_train, run_grid
 from relssl.feat2vec import parse_groups
 from relssl.train import seeding
@@ -131,6 +131,5 @@ def run_feat2vec_experiment(cfg: Feat2VecConfig, seeds: list[int], out: Path, co
         f"device {cfg.device}, {torch.get_num_threads()} thread(s)).",
         "",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(report))
+    path = write_report(out, report)
     return path

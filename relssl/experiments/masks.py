@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from relssl.logs import info
-from relssl.experiments.report import metric_table, plot_validation_curves
+from relssl.experiments.report import metric_table, plot_validation_curves, write_report
 from relssl.experiments.runner import run_grid
 from relssl.masking import MASK_TYPES
 from relssl.train.pretrain import PretrainConfig
@@ -50,7 +50,6 @@ def run_mask_experiment(base: PretrainConfig, seeds: list[int], out: Path, comma
         "Validation curves: [curves.png](curves.png). Run folders: `runs/`.",
         "",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(report))
+    path = write_report(out, report)
     plot_validation_curves(results, list(columns), out / "curves.png", f"{base.data}: mask types")
     return path

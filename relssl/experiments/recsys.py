@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from relssl.logs import info
-from relssl.experiments.report import chosen_on_validation, mean_std, metric_table, plot_validation_curves
+from relssl.experiments.report import (chosen_on_validation, mean_std, metric_table, plot_validation_curves,
+                                      write_report)
 from relssl.experiments.runner import reuse_or_train
 from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.train import RecConfig, train_recsys
@@ -82,8 +83,7 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
         "Validation curves: [curves.png](curves.png). Run folders: `runs/`.",
         "",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(report))
+    path = write_report(out, report)
     plot_validation_curves(results, ["recall@20", "ndcg@20"], out / "curves.png", f"{data.name}: recommenders")
     return path
 

@@ -1,12 +1,17 @@
-"""Markdown tables of mean ± std over seeds (best in bold) and validation-curve plots."""
+"""Markdown tables of mean ± std over seeds (best in bold), validation-curve plots, and the
+report file itself with the code that trained its runs."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from relssl.files import write_text
 from relssl.objectives import metric_index, reference_key
+from relssl.train.run_folder import CONFIG, RunFolder
+from relssl.version import source_digest
 
 LOWER_IS_BETTER = ("rmse", "mae", "loss", "mpr")
 
@@ -128,3 +133,28 @@ def plot_validation_curves(results: dict[str, list[dict]], metrics: list[str], p
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def code_provenance(out: Path) -> str:
+    """Which relssl source trained the run folders under ``out`` (each folder's data.json): an
+    experiment reuses finished runs whatever code trained them, so a report says when it holds
+    numbers from other code than the command's own."""
+    now = source_digest()
+    folders = sorted(p.parent for p in out.rglob(CONFIG))
+    codes = {folder: RunFolder(folder, writer=False).code() for folder in folders}
+    other = [folder for folder, code in codes.items() if code != [now]]
+    if not other:
+        return f"Code: every run ({len(folders)}) was trained by this command's relssl source ({now})."
+    kinds = Counter("not recorded" if not codes[f] else "partly this code" if now in codes[f] else "other code"
+                    for f in other)
+    named = ", ".join(f"`{f.relative_to(out)}`" for f in other[:5]) + (", ..." if len(other) > 5 else "")
+    return (f"Code: {len(folders) - len(other)} of {len(folders)} runs were trained by this command's relssl "
+            f"source ({now}); reused from earlier: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))} "
+            f"({named}). Delete a run's folder to retrain it with this code.")
+
+
+def write_report(out: Path, lines: list[str]) -> Path:
+    """out/report.md: ``lines``, then the code provenance of the runs under ``out``; written atomically."""
+    path = out / "report.md"
+    write_text(path, "\n".join([*lines, code_provenance(out), ""]))
+    return path

@@ -12,6 +12,7 @@ from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
 from relssl.train.pretrain import PretrainConfig, pretrain
 from relssl.train.run_folder import CONFIG, RunFolder
+from relssl.version import source_digest
 
 # Settings that change where or how fast a run trains, not what it computes.
 RUNTIME_KEYS = frozenset({"device", "workers", "cache", "cache_dir", "log"})
@@ -58,7 +59,7 @@ def check_same_settings(run: Path, wanted, resolved: tuple[str, ...] = ()) -> No
 
     ``resolved`` names settings the run stores resolved (e.g. a default task) or that do not matter
     to it, at any level of nesting (``combiner_options`` also leaves out ``train.combiner_options``)."""
-    if not (run / "config.yaml").exists():
+    if not (run / CONFIG).exists():
         return
     differences = setting_differences(RunFolder(run, writer=False).config(), asdict(wanted), asdict(type(wanted)()),
                                       RUNTIME_KEYS | set(resolved))
@@ -81,6 +82,9 @@ def reuse_or_train(run: Path, wanted, train, label: str, log=info, resolved: tup
     if not folder.finished:
         log(f"[{label}] training into {run}")
         train(resume=(run / CONFIG).exists())
+    elif folder.code() != [source_digest()]:  # the report says so too (relssl.experiments.report)
+        log(f"[{label}] reusing {run}, trained by other relssl source "
+            f"({', '.join(folder.code()) or 'not recorded'}; this is {source_digest()})")
     return {"final": folder.final(), "history": folder.history()}
 
 

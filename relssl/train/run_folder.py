@@ -3,8 +3,9 @@
 Every trained command (pretrain, feat2vec, finetune, recsys) writes the same files:
 config.yaml (every setting), metrics.jsonl (one line per epoch and split), model.safetensors (the
 best-validation weights), checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with
-``weights_only=True``), data.json (the SHA-256 of every data file the run read; ``--resume``
-refuses changed data) and final.json (test metrics of the best weights; its presence marks a
+``weights_only=True``), data.json (the SHA-256 of every data file the run read, ``--resume``
+refusing changed data; and ``code``, the digest of the relssl source that trained it, one more
+for each resumption by other code) and final.json (test metrics of the best weights; its presence marks a
 finished run); pre-training and fine-tuning runs also their fitted preprocessing,
 preprocessing.json (relssl.data.fitted), and a model card, README.md (relssl.train.model_card). A file is written to a temporary name and renamed over the old one, so a kill or
 a full disk leaves either the old file or the new one, never half of one.
@@ -22,6 +23,7 @@ from safetensors.torch import load_model, save_model
 
 from relssl.errors import RelsslError, out_of_memory
 from relssl.files import atomic_write, check_free, dump_yaml, pid_alive, read_yaml, write_text
+from relssl.version import source_digest
 
 CONFIG, METRICS, FINAL, DATA = "config.yaml", "metrics.jsonl", "final.json", "data.json"
 WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
@@ -125,13 +127,17 @@ class RunFolder:
                               f"with the data it started on, or start a new run")
 
     def start(self, config: dict) -> None:
-        """Create and lock the folder, and write every setting of the run (and its data's digests)."""
+        """Create and lock the folder, and write every setting of the run (and its data's and code's
+        digests)."""
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock()
+            code = self.code()
+            if source_digest() not in code[-1:]:
+                code.append(source_digest())
             write_text(self.path / CONFIG, dump_yaml(config))
             if self.digests is not None:
-                write_text(self.path / DATA, json.dumps({"files": self.digests}, indent=1))
+                write_text(self.path / DATA, json.dumps({"files": self.digests, "code": code}, indent=1))
 
     def lock(self) -> None:
         """run.lock names the process writing the folder: a second writer is refused while that
@@ -172,6 +178,15 @@ class RunFolder:
         if not isinstance(saved, dict):
             raise RelsslError(f"{self.path / CONFIG}: expected a mapping of settings")
         return saved
+
+    def code(self) -> list[str]:
+        """The digests of the relssl source that trained the run (relssl.version.source_digest), in
+        order; empty for a new folder or one from before they were recorded."""
+        try:
+            code = json.loads((self.path / DATA).read_text()).get("code", [])
+        except (OSError, ValueError, AttributeError):
+            return []  # no data.json yet; a damaged one is check_data's to refuse
+        return [c for c in code if isinstance(c, str)] if isinstance(code, list) else []
 
     def history(self) -> list[dict]:
         return read_jsonl(self.path / METRICS)
