@@ -272,23 +272,44 @@ def test_resuming_a_run_that_predates_trees_reads_it_as_the_default(aml, tmp_pat
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
     assert main(["finetune", "--resume", "--out", str(out), "--trees", "tuned"]) == 2
     assert "--trees tuned (the run has default)" in capsys.readouterr().err
-    assert main(["finetune", "--resume", "--out", str(out), "--trees", "default"]) == 0
+    # the fine-tuning flags, too, are the run's: one that differs is refused, not ignored
+    assert main(["finetune", "--resume", "--out", str(out), "--mode", "probe", "--label-fraction", "0.5",
+                 "--protocol", "transductive"]) == 2
+    err = capsys.readouterr().err
+    assert ("--mode probe (the run has gbdt); --label-fraction 0.5 (the run has 1.0); --time-aware False (the run "
+            "has True)") in err and len(err.strip().splitlines()) == 1
+    assert main(["finetune", "--resume", "--out", str(out), "--trees", "default", "--mode", "gbdt",
+                 "--init", "scratch", "--label-fraction", "1"]) == 0
 
 
 def test_a_finetune_runs_config_reruns_it_and_flags_override_it(aml, tmp_path, capsys):
     csv, pre = aml
     first = tmp_path / "first"
     assert main(["finetune", "--data", str(csv), "--init", str(pre), "--mode", "probe", "--label-fraction", "0.5",
-                 "--out", str(first), *TINY]) == 0
+                 "--protocol", "transductive", "--out", str(first), *TINY]) == 0
     config = str(first / "config.yaml")
     assert main(["finetune", "--config", config, "--out", str(tmp_path / "again")]) == 0
     final = lambda run: {k: v for k, v in json.loads((tmp_path / run / "final.json").read_text()).items()  # noqa: E731
-                         if k.startswith("test/")}
-    assert final("again") == final("first")  # task, init, mode, fraction and training settings all from the file
+                         if k.startswith("test/") or k == "protocol"}
+    # task, init, mode, fraction, protocol (not the --init run's causal one) and training settings from the file
+    assert final("again") == final("first") and final("again")["protocol"] == "transductive"
     assert main(["finetune", "--config", config, "--mode", "gbdt", "--init", "scratch", "--label-fraction", "1",
-                 "--out", str(tmp_path / "trees")]) == 0
+                 "--trees", "tuned", "--protocol", "causal", "--out", str(tmp_path / "trees")]) == 0
     saved = yaml.safe_load((tmp_path / "trees" / "config.yaml").read_text())
     assert (saved["mode"], saved["label_fraction"], saved["task"]) == ("gbdt", 1.0, "edge:Is Laundering")
+    assert (saved["trees"], saved["train"]["time_aware"]) == ("tuned", True)
+    # a fine-tuning key from the file is read as its type, or refused in one line naming the file and key
+    for key, value, ok in [("label_fraction", "1e-1", True), ("label_fraction", None, False), ("init", None, False)]:
+        edited = yaml.safe_load((first / "config.yaml").read_text()) | {key: value}
+        (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited))
+        capsys.readouterr()
+        code = main(["finetune", "--config", str(tmp_path / "edited.yaml"), "--out", str(tmp_path / f"e-{key}-{ok}")])
+        err = capsys.readouterr().err
+        assert code == (0 if ok else 2), err
+        if ok:
+            assert yaml.safe_load((tmp_path / f"e-{key}-{ok}" / "config.yaml").read_text())[key] == 0.1
+        else:
+            assert f"--config {tmp_path / 'edited.yaml'}: {key}: expected" in err and len(err.strip().splitlines()) == 1
     bad = yaml.safe_load((first / "config.yaml").read_text()) | {"labels": 3}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     capsys.readouterr()

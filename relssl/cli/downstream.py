@@ -5,6 +5,7 @@ Parsers only import what they run when they run it, so `relssl --help` stays fas
 from __future__ import annotations
 
 import argparse
+import typing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,10 +23,14 @@ def training_config(args: argparse.Namespace, raw: dict | None = None):
     from relssl.eval.finetune import INHERITED, pretrained_config
 
     inherited = {}
-    if args.init != "scratch":  # and its neighbour sampling, which --no-time-aware may still switch off
-        inherited = {k: v for k, v in asdict(pretrained_config(args.init)).items() if k in (*INHERITED, "time_aware")}
-    if args.protocol == "transductive":  # the downstream name of sampling without a time bound
-        inherited["time_aware"] = False
+    if args.init != "scratch":
+        pre = asdict(pretrained_config(args.init))
+        # and its neighbour sampling, unless the fine-tuning config says (or --no-time-aware) otherwise
+        inherited = {k: pre[k] for k in (*INHERITED, *(() if "time_aware" in (raw or {}) else ("time_aware",)))}
+    if args.protocol is not None:  # the downstream name of sampling with or without a time bound
+        if args.protocol == "causal" and args.time_aware is False:
+            raise RelsslError("--protocol causal contradicts --no-time-aware (transductive sampling); give one")
+        inherited["time_aware"] = args.protocol == "causal"
     return config_from_args(args, raw, **inherited)
 
 
@@ -39,23 +44,33 @@ def finetune_file(args: argparse.Namespace) -> dict | None:
     beside them): each fine-tuning setting a flag leaves unset is taken from it (else its default)
     and its training settings are returned for the flags to override; None for a pre-training
     config, read as the training settings."""
+    from relssl.eval.finetune import FinetuneConfig
+    from relssl.options import coerce
+
     raw = read_config(args.config)
     fine = isinstance(raw.get("train"), dict)
     if fine and set(raw) - {"train", *FINETUNE_SETTINGS}:
         raise RelsslError(f"--config {args.config}: unknown fine-tuning keys {sorted(set(raw) - {'train', *FINETUNE_SETTINGS})}; "
                           f"expected train and some of {', '.join(FINETUNE_SETTINGS)}")
+    hints = typing.get_type_hints(FinetuneConfig)
     for key, default in FINETUNE_SETTINGS.items():
         if getattr(args, key) is None:
-            setattr(args, key, raw.get(key, default) if fine else default)
+            setattr(args, key, coerce(raw[key], hints[key], f"--config {args.config}: {key}")
+                    if fine and key in raw else default)
     return raw["train"] if fine else None
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from relssl.eval.finetune import FinetuneConfig, finetune
+    from relssl.train.pretrain import portable
 
     if args.resume:
+        init = None if args.init is None else portable(args.init)  # as the run saved it
         check_resume_flags(args, Path(args.out), {**run_flag_values(args, "train."), "task": args.task,
-                                                  "task_type": args.task_type, "trees": args.trees},
+                                                  "task_type": args.task_type, "trees": args.trees, "init": init,
+                                                  "mode": args.mode, "label_fraction": args.label_fraction,
+                                                  **({"train.time_aware": args.protocol == "causal"}
+                                                     if args.protocol else {})},
                            FinetuneConfig)
         cfg = None
     else:
@@ -179,9 +194,10 @@ def add_finetune_parser(sub) -> None:
                                                       "rate for every row) (default: finetune)")
     p.add_argument("--label-fraction", type=float, help="seeded share of the training labels used (default: 1)")
     add_trees_flag(p)
-    p.add_argument("--protocol", choices=PROTOCOLS, default="causal",
+    p.add_argument("--protocol", choices=PROTOCOLS,
                    help="what an event's neighbourhood may hold: causal (events at or before its time) or "
-                        "transductive (its split's whole graph, as Multi-GNN evaluates; same as --no-time-aware)")
+                        "transductive (its split's whole graph, as Multi-GNN evaluates; same as --no-time-aware) "
+                        "(default: the --init run's, else causal)")
     p.add_argument("--out", required=True, help="run folder")
     add_resume_flag(p)
     p.set_defaults(func=cmd_finetune)
