@@ -231,3 +231,32 @@ def test_reuse_check_compares_nested_settings_but_not_runtime_ones(tmp_path):
     check_same_settings(tmp_path, PretrainConfig(data=str(tmp_path / ".." / tmp_path.name / "config.yaml")))  # one file
     with pytest.raises(RelsslError, match="data"):
         check_same_settings(tmp_path, PretrainConfig(data="synthetic-aml"))
+
+
+@pytest.mark.slow
+def test_jobs_train_a_grid_in_parallel_processes_with_the_serial_results(aml_csv, tmp_path, capsys):  # noqa: F811
+    args = ["experiment", "combos", "--data", str(aml_csv), "--objectives", "mcm,am", "--combiners", "sum",
+            "--seeds", "1", "--epochs", "1", *TINY]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main([*args, "--out", str(tmp_path / "serial")]) == 0
+        torch.set_num_threads(2)  # each of the 2 processes gets one thread, as the serial runs had
+        capsys.readouterr()
+        assert main([*args, "--jobs", "2", "--out", str(tmp_path / "parallel")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert "[mcm+am-sum, seed 0] training into" in out and "  [mcm+am-sum, seed 0] epoch 1:" in out  # workers' logs
+    for run in ("mcm-sum-seed0", "mcm+am-sum-seed0"):
+        metrics = [{k: v for k, v in json.loads((tmp_path / f / "runs" / run / "final.json").read_text()).items()
+                    if "/" in k} for f in ("serial", "parallel")]
+        assert metrics[0] == metrics[1] and "mcm/acc" in metrics[0]
+    # a worker's error stops the experiment in one line: an unfinished run asked for with other settings
+    (tmp_path / "parallel" / "runs" / "mcm-sum-seed0" / "final.json").unlink()
+    assert main([*args, "--jobs", "2", "--lr", "0.01", "--out", str(tmp_path / "parallel")]) == 2
+    err = capsys.readouterr().err
+    assert "mcm-sum-seed0 holds a run trained with other settings (lr 0.001 there, 0.01 now)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main([*args, "--jobs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--jobs 0: expected a positive number of processes" in capsys.readouterr().err

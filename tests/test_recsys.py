@@ -346,6 +346,11 @@ def test_experiment_sweeps_the_adversarial_weight_and_compares_its_best_with_no_
     config = (out / "runs" / "mmssl-adv_weight=0.1-seed1" / "config.yaml").read_text()
     assert "adv_weight: 0.1" in config
     assert main([*args[:-3], "--sweep", "nope=1", "--out", str(out)]) == 2
+    # --jobs 2: the same runs in two processes (one thread each, as here), the same results
+    assert main([*args[:-3], "--jobs", "2", "--out", str(tmp_path / "parallel"), "--no-progress"]) == 0
+    for run in sorted(p.name for p in (out / "runs").iterdir()):
+        finals = [json.loads((folder / "runs" / run / "final.json").read_text()) for folder in (out, tmp_path / "parallel")]
+        assert {k: v for k, v in finals[0].items() if "@" in k} == {k: v for k, v in finals[1].items() if "@" in k}
 
 
 @pytest.mark.parametrize("args, message", [

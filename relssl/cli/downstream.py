@@ -9,8 +9,9 @@ import typing
 from dataclasses import asdict
 from pathlib import Path
 
-from relssl.cli.flags import (COMBINER_FLAGS, OBJECTIVE_FLAGS, add_resume_flag, add_run_flags, check_resume_flags,
-                              config_from_args, number_list, print_metrics, read_config, run_flag_values)
+from relssl.cli.flags import (COMBINER_FLAGS, OBJECTIVE_FLAGS, add_grid_flags, add_resume_flag, add_run_flags,
+                              check_resume_flags, config_from_args, grid_seeds, number_list, print_metrics, read_config,
+                              run_flag_values)
 from relssl.data.splits import PROTOCOLS
 from relssl.errors import RelsslError
 from relssl.objectives import parse_objectives
@@ -101,8 +102,9 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
     fractions = number_list(args.label_fractions, "--label-fractions", float)
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise RelsslError(f"--label-fractions '{args.label_fractions}': expected fractions in (0, 1] like 0.01,0.1,1")
-    if args.seeds < 1 or args.finetune_epochs < 1:
-        raise RelsslError("--seeds and --finetune-epochs: expected positive integers")
+    seeds = grid_seeds(args)
+    if args.finetune_epochs < 1:
+        raise RelsslError(f"--finetune-epochs {args.finetune_epochs}: expected a positive integer")
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) < len(protocols):
         raise RelsslError(f"--protocols '{args.protocols}': expected a comma-separated subset of {', '.join(PROTOCOLS)}")
@@ -111,10 +113,10 @@ def cmd_experiment_downstream(args: argparse.Namespace) -> None:
         recipes = [config_from_args(args, **overrides)]
     else:
         recipes = recipes_from_args(args)
-    path = run_downstream_experiment(recipes, args.task, sorted(fractions), list(range(args.seeds)), Path(args.out),
+    path = run_downstream_experiment(recipes, args.task, sorted(fractions), seeds, Path(args.out),
                                      ["relssl", *args.argv], args.finetune_epochs, progress=not args.no_progress,
                                      protocols=sorted(protocols, key=PROTOCOLS.index),
-                                     per_recipe=args.recipes is not None, trees=args.trees or "default")
+                                     per_recipe=args.recipes is not None, trees=args.trees or "default", jobs=args.jobs)
     print(path.read_text())
 
 
@@ -246,6 +248,6 @@ def add_downstream_experiment_parser(exp_sub) -> None:
     add_trees_flag(p)
     p.add_argument("--protocols", default="causal",
                    help="comma-separated evaluation protocols of the backbone methods: causal, transductive")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    add_grid_flags(p)
     p.add_argument("--out", required=True, help="experiment folder")
     p.set_defaults(func=cmd_experiment_downstream)

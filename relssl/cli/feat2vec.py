@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from relssl.cli.flags import (add_config_flags, add_resume_flag, check_resume_flags, config_flags, flag_values,
-                              print_metrics, read_config)
+from relssl.cli.flags import (add_config_flags, add_grid_flags, add_resume_flag, check_resume_flags, config_flags,
+                              flag_values, grid_seeds, print_metrics, read_config)
 from relssl.errors import RelsslError
 from relssl.train.feat2vec import Feat2VecConfig
 
@@ -35,8 +35,9 @@ def cmd_experiment_feat2vec(args: argparse.Namespace) -> None:
     from relssl.nn.backbone import ModelConfig
     from relssl.train.pretrain import PretrainConfig
 
-    if args.seeds < 1 or args.mcm_epochs < 1:
-        raise RelsslError("--seeds and --mcm-epochs: expected positive integers")
+    seeds = grid_seeds(args)
+    if args.mcm_epochs < 1:
+        raise RelsslError(f"--mcm-epochs {args.mcm_epochs}: expected a positive integer")
     if args.mcm_mask not in MASK_TYPES:
         raise RelsslError(f"--mcm-mask '{args.mcm_mask}': expected one of {', '.join(MASK_TYPES)}")
     cfg = feat2vec_config(args)
@@ -45,7 +46,7 @@ def cmd_experiment_feat2vec(args: argparse.Namespace) -> None:
                          train_rows_per_epoch=cfg.train_rows_per_epoch, eval_rows=cfg.eval_rows, device=cfg.device,
                          model=ModelConfig(channels=cfg.channels))
     mcm.validate()
-    path = run_feat2vec_experiment(cfg, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv], mcm,
+    path = run_feat2vec_experiment(cfg, seeds, Path(args.out), ["relssl", *args.argv], mcm,
                                    args.supervised, progress=not args.no_progress)
     print(path.read_text())
 
@@ -64,7 +65,7 @@ def add_feat2vec_parsers(sub, exp_sub) -> None:
     p.set_defaults(func=cmd_feat2vec)
     e = exp_sub.add_parser("feat2vec", help="MPR table: Feat2Vec vs popularity vs MCM (report.md)")
     add_feat2vec_flags(e)
-    e.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
+    add_grid_flags(e, seeds=1, jobs=False)
     e.add_argument("--mcm-epochs", type=int, default=3, help="epochs of the MCM baseline's pre-training")
     e.add_argument("--mcm-mask", default="remove", help="mask type of the MCM baseline")
     e.add_argument("--supervised", action="store_true",

@@ -89,6 +89,24 @@ def flag_values(args: argparse.Namespace, flags: dict) -> dict:
             for name, (typ, default, _) in flags.items() if getattr(args, name, None) is not None}
 
 
+def add_grid_flags(p: argparse.ArgumentParser, seeds: int = 3, jobs: bool = True) -> None:
+    """An experiment's --seeds (and --jobs: its runs trained in parallel processes)."""
+    p.add_argument("--seeds", type=int, default=seeds, help="number of seeds (0..N-1)")
+    if jobs:
+        p.add_argument("--jobs", type=int, default=1,
+                       help="runs trained at once, each in a process of its own with 1/N of the torch threads; "
+                            "the results do not depend on it (default: 1)")
+
+
+def grid_seeds(args: argparse.Namespace) -> list[int]:
+    """--seeds N as the seeds 0..N-1 (and --jobs checked)."""
+    if args.seeds < 1:
+        raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
+    if getattr(args, "jobs", 1) < 1:
+        raise RelsslError(f"--jobs {args.jobs}: expected a positive number of processes")
+    return list(range(args.seeds))
+
+
 def add_resume_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint with its own config.yaml "

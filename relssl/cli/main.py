@@ -11,7 +11,8 @@ from relssl.cli.bench import add_bench_parser, add_bench_tasks_parser
 from relssl.cli.downstream import (add_downstream_experiment_parser, add_embed_parser, add_finetune_parser,
                                    add_predict_parser)
 from relssl.cli.feat2vec import add_feat2vec_parsers
-from relssl.cli.flags import add_resume_flag, add_run_flags, check_resume_flags, config_from_args, print_metrics
+from relssl.cli.flags import (add_grid_flags, add_resume_flag, add_run_flags, check_resume_flags, config_from_args,
+                              grid_seeds, print_metrics)
 from relssl.cli.recsys import add_recsys_experiment_parser, add_recsys_parsers
 from relssl.cli.schema import add_schema_parser
 from relssl.errors import RelsslError, out_of_disk, out_of_memory
@@ -72,16 +73,15 @@ def cmd_experiment_masks(args: argparse.Namespace) -> None:
     from relssl.data.datasets import load_dataset
     from relssl.experiments.masks import run_mask_experiment
 
-    if args.seeds < 1:
-        raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
+    seeds = grid_seeds(args)
     overrides = {}
     if args.objectives is None:
         graph = load_dataset(args.data or "synthetic-aml", args.skip_bad_rows, args.on_orphans,
                              args.on_bad_values or "error").has_graph
         overrides["objectives"] = ["mcm", "am", "mv"] if graph else ["mcm", "mv"]
     cfg = config_from_args(args, **overrides)
-    path = run_mask_experiment(cfg, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv],
-                               progress=not args.no_progress)
+    path = run_mask_experiment(cfg, seeds, Path(args.out), ["relssl", *args.argv], progress=not args.no_progress,
+                               jobs=args.jobs)
     print(path.read_text())
 
 
@@ -94,16 +94,15 @@ def cmd_experiment_combos(args: argparse.Namespace) -> None:
     if not combiners or any(c not in known for c in combiners):
         raise RelsslError(f"--combiners '{args.combiners}': expected a comma-separated subset of {', '.join(known)} "
                           f"(tuned: a static weighted sum with its weight chosen on validation)")
-    if args.seeds < 1:
-        raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
+    seeds = grid_seeds(args)
     cfg = config_from_args(args)
     # --objectives names the pool whose subsets with MCM are compared (default: all four)
     tasks = tuple(cfg.objectives) if args.objectives else TASKS
     if "mcm" not in tasks or len(tasks) < 2:
         raise RelsslError(f"--objectives {args.objectives}: combos compares subsets with MCM; "
                           f"expected mcm and at least one other task")
-    path = run_combo_experiment(cfg, combiners, list(range(args.seeds)), Path(args.out), ["relssl", *args.argv],
-                                tasks=tasks, progress=not args.no_progress)
+    path = run_combo_experiment(cfg, combiners, seeds, Path(args.out), ["relssl", *args.argv],
+                                tasks=tasks, progress=not args.no_progress, jobs=args.jobs)
     print(path.read_text())
 
 
@@ -154,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
     masks = exp_sub.add_parser("masks", help="MCM/AM/MV metrics under each mask type (report.md, curves.png)")
     add_run_flags(masks)
-    masks.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    add_grid_flags(masks)
     masks.add_argument("--out", required=True, help="experiment folder")
     masks.set_defaults(func=cmd_experiment_masks)
     combos = exp_sub.add_parser("combos", help="every objective subset with MCM × combiners (report.md, curves.png); "
@@ -163,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     combos.add_argument("--combiners", default="sum,moco",
                         help="comma-separated combiners to compare: sum, uw, moco, pcgrad, cagrad, and tuned "
                              "(a static weighted sum, the other tasks' weight chosen on validation)")
-    combos.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    add_grid_flags(combos)
     combos.add_argument("--out", required=True, help="experiment folder")
     combos.set_defaults(func=cmd_experiment_combos)
 

@@ -6,8 +6,8 @@ import functools
 from dataclasses import fields
 from pathlib import Path
 
-from relssl.cli.flags import (add_config_flags, add_resume_flag, check_resume_flags, config_flags, flag_values,
-                              print_metrics, read_config)
+from relssl.cli.flags import (add_config_flags, add_grid_flags, add_resume_flag, check_resume_flags, config_flags,
+                              flag_values, grid_seeds, print_metrics, read_config)
 from relssl.errors import RelsslError
 
 @functools.cache
@@ -48,15 +48,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_experiment(args: argparse.Namespace) -> None:
     from relssl.experiments.recsys import VARIANTS, run_recsys_experiment
 
-    if args.seeds < 1:
-        raise RelsslError(f"--seeds {args.seeds}: expected a positive number of seeds")
+    seeds = grid_seeds(args)
     variants = [v.strip() for v in args.models.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise RelsslError(f"--models {args.models}: expected some of {', '.join(VARIANTS)}")
-    path = run_recsys_experiment(config_from_args(args), list(range(args.seeds)), variants, Path(args.out),
+    path = run_recsys_experiment(config_from_args(args), seeds, variants, Path(args.out),
                                  ["relssl", *args.argv], progress=not args.no_progress,
-                                 sweep=parse_sweep(args.sweep or []))
+                                 sweep=parse_sweep(args.sweep or []), jobs=args.jobs)
     print(path.read_text())
 
 
@@ -95,7 +94,7 @@ def add_recsys_experiment_parser(exp_sub) -> None:
     exp = exp_sub.add_parser("recsys", help="recommenders × seeds on one dataset (report.md, curves.png)")
     add_rec_flags(exp)
     exp.add_argument("--models", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
-    exp.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    add_grid_flags(exp)
     exp.add_argument("--sweep", action="append", metavar="NAME=V1,V2",
                      help="also run MMSSL at each value (repeat for a grid, e.g. --sweep adv_weight=1e-4,1e-2 "
                           "--sweep critic_lr=3e-4,1e-3) and compare its best setting on validation with "

@@ -65,10 +65,10 @@ def spread_across_subsets(results: dict[str, list[dict]], labels: list[str], met
 
 
 def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list[int], out: Path,
-                         command: list[str], tasks=TASKS, progress: bool = True, log=info) -> Path:
+                         command: list[str], tasks=TASKS, progress: bool = True, log=info, jobs: int = 1) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     subsets = subsets_with_mcm(tasks)
-    results = run_grid(grid_configs(base, subsets, combiners), seeds, out, progress, log)
+    results = run_grid(grid_configs(base, subsets, combiners), seeds, out, progress, log, jobs)
     chosen = chosen_runs(results, subsets, combiners)
 
     values, columns, reference = {}, {}, {}

@@ -108,7 +108,7 @@ def recipe_rows(rows: dict[str, tuple[str, str, str]], recipes: list[PretrainCon
 def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, fractions: list[float],
                               seeds: list[int], out: Path, command: list[str], finetune_epochs: int,
                               progress: bool = True, log=info, protocols: list[str] | None = None,
-                              per_recipe: bool = False, trees: str = "default") -> Path:
+                              per_recipe: bool = False, trees: str = "default", jobs: int = 1) -> Path:
     """Pre-train each recipe per seed, run every method × protocol × fraction × seed (the
     pre-trained methods once per recipe, the others once); write out/report.md and
     out/metric_vs_fraction.png. ``per_recipe`` (always with several recipes) labels the
@@ -126,7 +126,7 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
     if repeated:
         raise RelsslError(f"--recipes: recipe {', '.join(repeated)} is given twice")
     out.mkdir(parents=True, exist_ok=True)
-    run_grid(dict(zip(labels, recipes)), seeds, out, progress, log)
+    run_grid(dict(zip(labels, recipes)), seeds, out, progress, log, jobs)
     base = recipes[0]
     data = load_dataset(base.data, base.skip_bad_rows, base.on_orphans, base.on_bad_values)
     event_graph = not isinstance(data, Database)

@@ -18,12 +18,12 @@ EMBEDDING_METRICS = ("emb_cos", "emb_r1")  # shown only for data with text/embed
 
 
 def run_mask_experiment(base: PretrainConfig, seeds: list[int], out: Path, command: list[str],
-                        progress: bool = True, log=info) -> Path:
+                        progress: bool = True, log=info, jobs: int = 1) -> Path:
     """One run per mask type and seed with ``base.objectives`` trained together; writes
     out/report.md and out/curves.png."""
     out.mkdir(parents=True, exist_ok=True)
     configs = {mask: replace(base, mask=mask) for mask in MASK_TYPES}
-    results = run_grid(configs, seeds, out, progress, log)
+    results = run_grid(configs, seeds, out, progress, log, jobs)
     reported = {k for runs in results.values() for r in runs for k in r["final"]}
     columns = {k: v for k, v in COLUMNS.items() if k.split("/")[0] in base.objectives
                and (not k.endswith(EMBEDDING_METRICS) or k in reported)}

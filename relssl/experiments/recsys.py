@@ -12,7 +12,8 @@ import numpy as np
 from relssl.logs import info
 from relssl.experiments.report import (chosen_on_validation, mean_std, metric_table, plot_validation_curves,
                                       write_report)
-from relssl.experiments.runner import reuse_or_train
+from relssl.experiments.runner import reuse_or_train, run_parallel
+from relssl.train.run_folder import RunFolder
 from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.train import RecConfig, train_recsys
 
@@ -38,27 +39,43 @@ def sweep_variants(sweep: dict[str, list[float]]) -> dict[str, dict]:
     return variants
 
 
+def resolved_keys(cfg: RecConfig) -> tuple[str, ...]:
+    """Settings a recommendation run stores resolved: ``modalities: auto`` as the ones it used."""
+    return ("modalities",) if cfg.modalities == "auto" else ()
+
+
+def train_recsys_run(run: Path, wanted: RecConfig, label: str) -> None:
+    """One run in a worker process (``--jobs``), reading the data itself."""
+    data = load_recsys_data(wanted.data, wanted.interactions, wanted.positive)
+    reuse_or_train(run, wanted, lambda resume: train_recsys(wanted, run, data, False, resume=resume,
+                                                            log=lambda msg: info(f"  [{label}] {msg}")),
+                   label, resolved=resolved_keys(wanted))
+
+
 def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str], out: Path, command: list[str],
-                          progress: bool = False, log=info, sweep: dict[str, list[float]] | None = None) -> Path:
+                          progress: bool = False, log=info, sweep: dict[str, list[float]] | None = None,
+                          jobs: int = 1) -> Path:
     """One run per variant and seed, plus MMSSL at each setting of ``sweep`` (and without its
-    adversarial part, to compare with the best setting); writes out/report.md and out/curves.png."""
+    adversarial part, to compare with the best setting); writes out/report.md and out/curves.png.
+    ``jobs`` > 1: the unfinished runs train that many at a time first (relssl.experiments.runner)."""
     out.mkdir(parents=True, exist_ok=True)
     data = load_recsys_data(base.data, base.interactions, base.positive)
     swept = sweep_variants(sweep) if sweep else {}
     settings = {**VARIANTS, **swept}
     if swept and "mmssl-noadv" not in variants:
         variants = [*variants, "mmssl-noadv"]
-    results: dict[str, list[dict]] = {}
-    for label in [*variants, *swept]:
-        results[label] = []
-        for seed in seeds:
-            run = out / "runs" / f"{label}-seed{seed}"
-            wanted = replace(base, seed=seed, **settings[label])
-            record = reuse_or_train(
-                run, wanted,
-                lambda resume: train_recsys(wanted, run, data, progress, log=lambda msg: log(f"  {msg}"), resume=resume),
-                f"{label}, seed {seed}", log, resolved=("modalities",) if wanted.modalities == "auto" else ())
-            results[label].append({"seed": seed, **record})
+    grid = [(label, seed, out / "runs" / f"{label}-seed{seed}", replace(base, seed=seed, **settings[label]))
+            for label in [*variants, *swept] for seed in seeds]
+    if jobs > 1:
+        run_parallel(jobs, [(train_recsys_run, (run, wanted, f"{label}, seed {seed}"))
+                            for label, seed, run, wanted in grid if not RunFolder(run).finished])
+    results: dict[str, list[dict]] = {label: [] for label, *_ in grid}
+    for label, seed, run, wanted in grid:
+        record = reuse_or_train(
+            run, wanted,
+            lambda resume: train_recsys(wanted, run, data, progress, log=lambda msg: log(f"  {msg}"), resume=resume),
+            f"{label}, seed {seed}", log, resolved=resolved_keys(wanted))
+        results[label].append({"seed": seed, **record})
     counts = data.counts()
     features = "; ".join(f"{label}: {runs[0]['final']['modalities'].replace(',', ', ')}"
                          for label, runs in results.items())
