@@ -260,3 +260,21 @@ def test_jobs_train_a_grid_in_parallel_processes_with_the_serial_results(aml_csv
     assert len(err.strip().splitlines()) == 1
     assert main([*args, "--jobs", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--jobs 0: expected a positive number of processes" in capsys.readouterr().err
+
+
+def test_code_provenance_counts_finished_runs_through_linked_folders_only(tmp_path):
+    from relssl.experiments.report import code_provenance
+
+    real = tmp_path / "elsewhere"
+    for name, code in (("a-seed0", [source_digest()]), ("b-seed0", ["0123456789ab"])):
+        (real / name).mkdir(parents=True)
+        for file in ("config.yaml", "final.json"):
+            (real / name / file).write_text("{}")
+        (real / name / "data.json").write_text(json.dumps({"files": {}, "code": code}))
+    out = tmp_path / "exp"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "config.yaml").write_text("{}")  # not a run folder
+    (out / "runs").symlink_to(real)
+    assert code_provenance(out) == (f"Code: 1 of 2 runs were trained by this command's relssl source "
+                                    f"({source_digest()}); reused from earlier: 1 other code (`runs/b-seed0`). "
+                                    f"Delete a run's folder to retrain it with this code.")

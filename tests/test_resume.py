@@ -298,3 +298,18 @@ def test_a_checkpoint_saved_before_the_fused_kernel_keeps_it_on():
     saved["param_groups"][0]["fused"] = None
     load_optimizer(optimizer, saved)
     assert optimizer.param_groups[0]["fused"] is True
+
+
+def test_only_a_resumed_run_keeps_the_code_digests_of_its_earlier_sessions(tmp_path):
+    def start(resume: bool) -> list[str]:
+        folder = RunFolder(tmp_path / "r")
+        folder.check_data({}, resume=resume)
+        folder.start({})
+        folder.unlock()
+        return json.loads((tmp_path / "r" / "data.json").read_text())["code"]
+
+    assert start(False) == [source_digest()]
+    (tmp_path / "r" / "data.json").write_text(json.dumps({"files": {}, "code": ["0123456789ab"]}))
+    assert start(True) == ["0123456789ab", source_digest()]
+    assert start(True) == ["0123456789ab", source_digest()]  # the same code again: not repeated
+    assert start(False) == [source_digest()]  # a new run in a folder a killed one left: its own code only

@@ -94,8 +94,9 @@ def add_grid_flags(p: argparse.ArgumentParser, seeds: int = 3, jobs: bool = True
     p.add_argument("--seeds", type=int, default=seeds, help="number of seeds (0..N-1)")
     if jobs:
         p.add_argument("--jobs", type=int, default=1,
-                       help="runs trained at once, each in a process of its own with 1/N of the torch threads; "
-                            "the results do not depend on it (default: 1)")
+                       help="runs trained at once, each in a process of its own with 1/N of the torch threads "
+                            "(N at most the cores); a run's results depend on its thread count, not on N "
+                            "(default: 1)")
 
 
 def grid_seeds(args: argparse.Namespace) -> list[int]:

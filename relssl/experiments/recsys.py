@@ -12,7 +12,8 @@ import numpy as np
 from relssl.logs import info
 from relssl.experiments.report import (chosen_on_validation, mean_std, metric_table, plot_validation_curves,
                                       write_report)
-from relssl.experiments.runner import reuse_or_train, run_parallel
+from relssl.experiments.parallel import run_parallel
+from relssl.experiments.runner import reuse_or_train
 from relssl.train.run_folder import RunFolder
 from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.train import RecConfig, train_recsys
@@ -57,7 +58,7 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
                           jobs: int = 1) -> Path:
     """One run per variant and seed, plus MMSSL at each setting of ``sweep`` (and without its
     adversarial part, to compare with the best setting); writes out/report.md and out/curves.png.
-    ``jobs`` > 1: the unfinished runs train that many at a time first (relssl.experiments.runner)."""
+    ``jobs`` > 1: the unfinished runs train that many at a time first (relssl.experiments.parallel)."""
     out.mkdir(parents=True, exist_ok=True)
     data = load_recsys_data(base.data, base.interactions, base.positive)
     swept = sweep_variants(sweep) if sweep else {}
@@ -67,7 +68,7 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
     grid = [(label, seed, out / "runs" / f"{label}-seed{seed}", replace(base, seed=seed, **settings[label]))
             for label in [*variants, *swept] for seed in seeds]
     if jobs > 1:
-        run_parallel(jobs, [(train_recsys_run, (run, wanted, f"{label}, seed {seed}"))
+        run_parallel(jobs, [(f"{label}, seed {seed}", train_recsys_run, (run, wanted, f"{label}, seed {seed}"))
                             for label, seed, run, wanted in grid if not RunFolder(run).finished])
     results: dict[str, list[dict]] = {label: [] for label, *_ in grid}
     for label, seed, run, wanted in grid:

@@ -3,6 +3,7 @@ report file itself with the code that trained its runs."""
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from relssl.files import write_text
 from relssl.objectives import metric_index, reference_key
-from relssl.train.run_folder import CONFIG, RunFolder
+from relssl.train.run_folder import CONFIG, FINAL, RunFolder
 from relssl.version import source_digest
 
 LOWER_IS_BETTER = ("rmse", "mae", "loss", "mpr")
@@ -140,7 +141,8 @@ def code_provenance(out: Path) -> str:
     experiment reuses finished runs whatever code trained them, so a report says when it holds
     numbers from other code than the command's own."""
     now = source_digest()
-    folders = sorted(p.parent for p in out.rglob(CONFIG))
+    # finished runs (config.yaml and final.json), through linked folders too
+    folders = sorted(Path(top) for top, _, files in os.walk(out, followlinks=True) if {CONFIG, FINAL} <= set(files))
     codes = {folder: RunFolder(folder, writer=False).code() for folder in folders}
     other = [folder for folder, code in codes.items() if code != [now]]
     if not other:

@@ -1,20 +1,14 @@
 """Run a grid of pre-training configurations over seeds; finished runs are reused, so an
 interrupted experiment continues where it stopped — but only runs trained with the settings asked
 for now, so a report never mixes in results of an older command. With ``jobs`` > 1 the runs train
-in that many processes at once (``run_parallel``), each with its share of the torch threads."""
+in that many processes at once (relssl.experiments.parallel), each with its share of the torch threads."""
 from __future__ import annotations
 
-import logging
-import multiprocessing
-import time
 from dataclasses import asdict, replace
-from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
-from typing import Callable
 
-import torch
-
-from relssl.logs import LOG, info
+from relssl.experiments.parallel import run_parallel
+from relssl.logs import info
 from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
 from relssl.train.pretrain import PretrainConfig, pretrain
@@ -95,45 +89,6 @@ def reuse_or_train(run: Path, wanted, train, label: str, log=info, resolved: tup
     return {"final": folder.final(), "history": folder.history()}
 
 
-class _ToParentLog(logging.Handler):
-    """In the parent: a worker's log record, through relssl's logger as if logged here."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if LOG.isEnabledFor(record.levelno):
-            LOG.handle(record)
-
-
-def _start_worker(threads: int, queue) -> None:
-    """A worker process: its share of the torch threads, its log records sent to the parent."""
-    torch.set_num_threads(threads)
-    LOG.handlers[:] = [QueueHandler(queue)]
-    LOG.setLevel(logging.DEBUG)  # the parent's level and handlers decide
-    LOG.propagate = False
-
-
-def run_parallel(jobs: int, calls: list[tuple[Callable, tuple]]) -> None:
-    """Each ``(function, args)`` of ``calls`` (module-level, picklable) in one of ``jobs`` fresh
-    processes at a time (spawned: a forked OpenMP runtime can hang), each with 1/jobs of this
-    process's torch threads. The first error stops the others (a killed run resumes from its last
-    checkpoint) and is raised here; so is Ctrl-C. A run's result does not depend on ``jobs``, only on
-    its settings (and the number of threads, as any run's does)."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    listener = QueueListener(queue, _ToParentLog())
-    listener.start()
-    try:
-        # one run per process: its memory is returned and its peak RSS is its own
-        with ctx.Pool(jobs, _start_worker, (max(1, torch.get_num_threads() // jobs), queue), maxtasksperchild=1) as pool:
-            pending = [pool.apply_async(function, args) for function, args in calls]
-            while pending:  # the first failure, whichever run it is (leaving the with-block kills the rest)
-                for result in [r for r in pending if r.ready()]:
-                    result.get()
-                    pending.remove(result)
-                time.sleep(0.2)
-    finally:
-        listener.stop()
-
-
 def train_pretrain_run(run: Path, wanted: PretrainConfig, label: str) -> None:
     """One grid run in a worker process (its epoch lines named by ``label``)."""
     reuse_or_train(run, wanted, lambda resume: pretrain(wanted, run, resume=resume, progress=False,
@@ -149,7 +104,7 @@ def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, pr
     for *_, wanted in grid:
         wanted.validate()
     if jobs > 1:
-        run_parallel(jobs, [(train_pretrain_run, (run, wanted, f"{label}, seed {seed}"))
+        run_parallel(jobs, [(f"{label}, seed {seed}", train_pretrain_run, (run, wanted, f"{label}, seed {seed}"))
                             for label, seed, run, wanted in grid if not RunFolder(run).finished])
     results: dict[str, list[dict]] = {label: [] for label in configs}
     for label, seed, run, wanted in grid:

@@ -84,6 +84,7 @@ class RunFolder:
     def __init__(self, path: str | Path, writer: bool = True):
         self.path, self.writer = Path(path), writer
         self.digests: dict[str, str] | None = None  # the data's, written by start()
+        self.resuming = False  # check_data's: start() keeps the code digests of an earlier session
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -111,7 +112,7 @@ class RunFolder:
         """A resumed (or reused) run continues on the data it started on: a file whose content
         changed is refused, naming it. ``digests``: relssl.data.cache.data_digests of the data now,
         kept for start() to write. Runs from before data.json are not checked."""
-        self.digests = digests
+        self.digests, self.resuming = digests, resume
         if not resume or not (self.path / DATA).exists():
             return
         try:
@@ -132,7 +133,7 @@ class RunFolder:
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock()
-            code = self.code()
+            code = self.code() if self.resuming else []
             if source_digest() not in code[-1:]:
                 code.append(source_digest())
             write_text(self.path / CONFIG, dump_yaml(config))
