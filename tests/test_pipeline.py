@@ -153,3 +153,45 @@ def test_input_threads_select_the_runs_gpu_by_its_index(monkeypatch):
     Pretrainer.thread_device(SimpleNamespace(device=torch.device("cuda")))()
     Pretrainer.thread_device(SimpleNamespace(device=torch.device("cuda", 1)))()
     assert chosen == [3, 1]
+
+
+def test_a_non_finite_loss_makes_no_update_and_stops_the_epoch_naming_its_step():
+    """The fused optimizer skips a non-finite loss's update on the device (no host read inside the
+    step); the loop reads each loss a step late and stops at the one that diverged."""
+    from relssl.data.prepare import prepare
+    from relssl.errors import RelsslError
+    from relssl.data.splits import TRAIN
+    from relssl.train.pretrain import Pretrainer
+    from tests.test_objectives import community_toy, small_config
+
+    trainer = Pretrainer(small_config(["mcm"]), prepare(community_toy()))
+    assert trainer.optimizer.param_groups[0]["fused"]
+    tables_step, poisoned = trainer.tables_step, {2}
+
+    def step_with_nan_at_step_2(rows, split, gens, batches=None):
+        loss, outputs = tables_step(rows, split, gens, batches)
+        if trainer.steps_seen in poisoned:
+            for out in outputs:
+                out.loss = out.loss * float("nan")
+            loss = loss * float("nan")
+        trainer.steps_seen += 1
+        return loss, outputs
+
+    trainer.steps_seen, trainer.tables_step = 0, step_with_nan_at_step_2
+    rows = trainer.prep.rows(TRAIN)[:64]
+    trainer.train_step(rows, 1, 0)
+    trainer.train_step(rows, 1, 1)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    steps = [s["step"].clone() for s in trainer.optimizer.state.values()]
+    loss, _ = trainer.train_step(rows, 1, 2)  # the poisoned step: no update, no step counted
+    assert not torch.isfinite(loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert all(torch.equal(a, s["step"]) for a, s in zip(steps, trainer.optimizer.state.values()))
+    assert not hasattr(trainer.optimizer, "found_inf")  # nothing left for another optimizer step to skip
+    trainer.train_step(rows, 1, 3)
+    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # a finite one updates
+
+    trainer.steps_seen, poisoned = 0, {1}
+    trainer.cfg.train_rows_per_epoch = 4 * trainer.cfg.batch_size
+    with pytest.raises(RelsslError, match=r"^training diverged: loss is nan at epoch 2, step 1; try a lower --lr$"):
+        trainer.train_epoch(2, progress=False)

@@ -6,13 +6,16 @@ seed, the epoch and the step: relssl.train.seeding), never on what another step 
 step k+1 ahead of step k changes nothing: the same seed gives the same batches with 0, 1 or 8
 workers. Threads, not processes: sampling and gathering are torch and numpy kernels that release
 the GIL, the prepared tensors (memory-mapped cache entries) are shared without copies, and a
-worker's batch needs no pickling on its way back.
+worker's batch needs no pickling on its way back. The step's loss comes back the other way one
+step late (``LaggedValue``), so the host never waits for the device inside a step.
 """
 from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Generic, Iterator, TypeVar
+
+import torch
 
 T = TypeVar("T")
 
@@ -53,3 +56,26 @@ class Prefetcher(Generic[T]):
 
     def __len__(self) -> int:
         return self.steps
+
+
+class LaggedValue:
+    """A step's 0-d device tensor (its loss) read on the host later, without draining the device's
+    queue: on CUDA it is copied into pinned memory behind the step's kernels and ``read`` waits for
+    that copy alone, so the training loop reads step k's loss after queueing step k + 1 and the GPU
+    never idles for the read. On the CPU it is the value itself."""
+
+    def __init__(self, value: torch.Tensor):
+        value = value.detach()
+        self.event = None
+        if value.is_cuda:
+            self.value = torch.empty((), dtype=value.dtype, pin_memory=True)
+            self.value.copy_(value, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.value = value
+
+    def read(self) -> float:
+        if self.event is not None:
+            self.event.synchronize()
+        return float(self.value)

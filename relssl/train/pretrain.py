@@ -39,7 +39,7 @@ from relssl.objectives.mcm import CellHeads, legacy_layout, stack_numerical_head
 from relssl.options import from_mapping, option
 from relssl.train import seeding
 from relssl.train.distributed import World, init_world, reduce_sums
-from relssl.train.pipeline import Prefetcher
+from relssl.train.pipeline import LaggedValue, Prefetcher
 from relssl.train.model_card import write_model_card
 from relssl.logs import info
 from relssl.train.callbacks import Callback, check_loggers, make_loggers
@@ -383,11 +383,16 @@ class Pretrainer:
         return seeding.generator(self.cfg.seed, stream, *keys, *([self.world.rank] if self.world.enabled else []))
 
     def train_step(self, global_rows: torch.Tensor | list[torch.Tensor], epoch: int, step: int,
-                   built: tuple | None = None) -> tuple[float, list]:
+                   built: tuple | None = None) -> tuple[torch.Tensor, list]:
         """One optimiser update on this rank's shard of the seed rows ``global_rows`` (a list: one
         tensor per pretext table): forward every objective, combine (gradients all-reduced across
         ranks first), step. ``built``: ``build_step``'s output, made ahead by the input pipeline
-        (else made here). A non-finite loss makes no update; the caller reports it."""
+        (else made here). Returns the (detached, 0-d) loss and the objectives' outputs.
+
+        A non-finite loss makes no update; the caller reports it. The fused optimizer skips the
+        update on the device (its ``found_inf``, as torch's gradient scaler uses it), so a step
+        never waits for its loss to reach the host; other optimizers, and a distributed run's
+        all-reduced loss, are read here."""
         global_rows = global_rows if isinstance(global_rows, list) else [global_rows]
         if built is None:
             t = self.clock()
@@ -403,14 +408,14 @@ class Pretrainer:
         loss, outputs = self.tables_step(batch_rows, TRAIN, gens, batches)
         t_forward = self.clock()
         losses = [out.loss for out in outputs]
+        loss = loss.detach()
         if self.world.enabled:
             scale = [shares[k] * self.world.size for k, tasks in enumerate(self.tables) for _ in tasks.objectives]
             losses = [value * s for value, s in zip(losses, scale)]
-            loss_value = float(self.world.all_reduce(sum(value.detach() for value in losses) * share))
-        else:
-            loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            return loss_value, outputs
+            loss = self.world.all_reduce(sum(value.detach() for value in losses) * share)
+        skip_on_device = self.scaler is None and not self.world.enabled and self.optimizer.param_groups[0].get("fused")
+        if self.scaler is None and not skip_on_device and not math.isfinite(loss.item()):
+            return loss, outputs
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:  # fp16: scaled losses, unscaled gradients (a step with inf ones is skipped)
             losses = [self.scaler.scale(value) for value in losses]
@@ -423,12 +428,15 @@ class Pretrainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
+            if skip_on_device:  # a non-finite loss's update is skipped by the fused kernel (its step count too)
+                self.optimizer.found_inf = (~torch.isfinite(loss)).float()
             self.optimizer.step()
+            self.optimizer.__dict__.pop("found_inf", None)
         t_end = self.clock()
         self.phase_seconds["forward"] += t_forward - t
         self.phase_seconds["backward"] += t_backward - t_forward
         self.phase_seconds["optimizer"] += t_end - t_backward
-        return loss_value, outputs
+        return loss, outputs
 
     def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, float]:
         cfg = self.cfg
@@ -446,17 +454,26 @@ class Pretrainer:
                               initializer=self.thread_device())
         bar = tqdm(pipeline, desc=f"epoch {epoch}", leave=False, disable=not progress or not self.world.is_main,
                    unit="batch")
-        waited = self.clock()
+        waited, previous = self.clock(), None
+
+        def check(step: int, loss: LaggedValue) -> None:
+            """A step's loss, read once the next step is queued: divergence stops the run."""
+            value = loss.read()
+            if not math.isfinite(value):
+                raise RelsslError(f"training diverged: loss is {value} at epoch {epoch}, step {step}; try a lower --lr")
+            report_step(self, epoch, step, value)
+            bar.set_postfix(loss=f"{value:.4f}")
+
         for step, built in enumerate(bar):
             self.phase_seconds["sampling"] += self.clock() - waited  # input not ready: the step waits
-            loss_value, outputs = self.train_step(batches[step], epoch, step, built)
-            if not math.isfinite(loss_value):
-                raise RelsslError(f"training diverged: loss is {loss_value} at epoch {epoch}, step {step}; "
-                                  f"try a lower --lr")
+            loss, outputs = self.train_step(batches[step], epoch, step, built)
             accumulate(sums, outputs)
-            report_step(self, epoch, step, loss_value)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if previous is not None:
+                check(*previous)
+            previous = step, LaggedValue(loss)
             waited = self.clock()
+        if previous is not None:
+            check(*previous)
         seconds = device_clock(self.device) - start
         metrics = self.summarize(reduce_sums(self.world, sums))
         # The combiner's current task weights (MoCo's λ, UW's exp(-s), ...), logged and plotted.
