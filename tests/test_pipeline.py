@@ -155,29 +155,38 @@ def test_input_threads_select_the_runs_gpu_by_its_index(monkeypatch):
     assert chosen == [3, 1]
 
 
-def test_a_non_finite_loss_makes_no_update_and_stops_the_epoch_naming_its_step():
-    """The fused optimizer skips a non-finite loss's update on the device (no host read inside the
-    step); the loop reads each loss a step late and stops at the one that diverged."""
+def poisoned_trainer(objectives: list[str], **kw):
+    """A toy trainer whose loss is NaN at the steps in its ``poisoned`` set (counted from 0 as
+    ``steps_seen``)."""
     from relssl.data.prepare import prepare
-    from relssl.errors import RelsslError
-    from relssl.data.splits import TRAIN
     from relssl.train.pretrain import Pretrainer
     from tests.test_objectives import community_toy, small_config
 
-    trainer = Pretrainer(small_config(["mcm"]), prepare(community_toy()))
-    assert trainer.optimizer.param_groups[0]["fused"]
-    tables_step, poisoned = trainer.tables_step, {2}
+    trainer = Pretrainer(small_config(objectives, **kw), prepare(community_toy()))
+    tables_step = trainer.tables_step
 
-    def step_with_nan_at_step_2(rows, split, gens, batches=None):
+    def step_with_nan(rows, split, gens, batches=None):
         loss, outputs = tables_step(rows, split, gens, batches)
-        if trainer.steps_seen in poisoned:
+        if trainer.steps_seen in trainer.poisoned:
             for out in outputs:
                 out.loss = out.loss * float("nan")
             loss = loss * float("nan")
         trainer.steps_seen += 1
         return loss, outputs
 
-    trainer.steps_seen, trainer.tables_step = 0, step_with_nan_at_step_2
+    trainer.steps_seen, trainer.poisoned, trainer.tables_step = 0, set(), step_with_nan
+    return trainer
+
+
+def test_a_non_finite_loss_makes_no_update_and_stops_the_epoch_naming_its_step():
+    """The fused optimizer skips a non-finite loss's update on the device (no host read inside the
+    step); the loop reads each loss a step late and stops at the one that diverged."""
+    from relssl.errors import RelsslError
+    from relssl.data.splits import TRAIN
+
+    trainer = poisoned_trainer(["mcm"])
+    assert trainer.optimizer.param_groups[0]["fused"]
+    trainer.poisoned = {2}
     rows = trainer.prep.rows(TRAIN)[:64]
     trainer.train_step(rows, 1, 0)
     trainer.train_step(rows, 1, 1)
@@ -191,7 +200,21 @@ def test_a_non_finite_loss_makes_no_update_and_stops_the_epoch_naming_its_step()
     trainer.train_step(rows, 1, 3)
     assert not all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # a finite one updates
 
-    trainer.steps_seen, poisoned = 0, {1}
+    trainer.steps_seen, trainer.poisoned = 0, {1}
     trainer.cfg.train_rows_per_epoch = 4 * trainer.cfg.batch_size
     with pytest.raises(RelsslError, match=r"^training diverged: loss is nan at epoch 2, step 1; try a lower --lr$"):
         trainer.train_epoch(2, progress=False)
+
+
+@pytest.mark.parametrize("combiner", ["moco", "pcgrad", "cagrad", "uw"])
+def test_every_combiner_stops_at_a_non_finite_loss_with_the_divergence_message(combiner):
+    """MoCo's simplex projection cannot take NaN gradients: combiners that read per-task
+    gradients check the loss before their backward, as before."""
+    from relssl.errors import RelsslError
+
+    trainer = poisoned_trainer(["mcm", "mv"], combiner=combiner)
+    trainer.poisoned = {1}
+    trainer.cfg.train_rows_per_epoch = 3 * trainer.cfg.batch_size
+    with pytest.raises(RelsslError, match=r"^training diverged: loss is nan at epoch 1, step 1"):
+        trainer.train_epoch(1, progress=False)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

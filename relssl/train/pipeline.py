@@ -71,7 +71,7 @@ class LaggedValue:
             self.value = torch.empty((), dtype=value.dtype, pin_memory=True)
             self.value.copy_(value, non_blocking=True)
             self.event = torch.cuda.Event()
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(value.device))  # the copy's device, not the current one
         else:
             self.value = value
 

@@ -389,10 +389,10 @@ class Pretrainer:
         ranks first), step. ``built``: ``build_step``'s output, made ahead by the input pipeline
         (else made here). Returns the (detached, 0-d) loss and the objectives' outputs.
 
-        A non-finite loss makes no update; the caller reports it. The fused optimizer skips the
-        update on the device (its ``found_inf``, as torch's gradient scaler uses it), so a step
-        never waits for its loss to reach the host; other optimizers, and a distributed run's
-        all-reduced loss, are read here."""
+        A non-finite loss makes no update; the caller reports it. With Sum, weighted or UW and the
+        fused optimizer the update is skipped on the device (its ``found_inf``, as torch's gradient
+        scaler uses it), so a step never waits for its loss to reach the host; otherwise (fp16,
+        per-task-gradient combiners, a distributed run's all-reduced loss) the loss is read here."""
         global_rows = global_rows if isinstance(global_rows, list) else [global_rows]
         if built is None:
             t = self.clock()
@@ -413,8 +413,12 @@ class Pretrainer:
             scale = [shares[k] * self.world.size for k, tasks in enumerate(self.tables) for _ in tasks.objectives]
             losses = [value * s for value, s in zip(losses, scale)]
             loss = self.world.all_reduce(sum(value.detach() for value in losses) * share)
-        skip_on_device = self.scaler is None and not self.world.enabled and self.optimizer.param_groups[0].get("fused")
-        if self.scaler is None and not skip_on_device and not math.isfinite(loss.item()):
+        # Sum, weighted and UW steps need nothing from the host: the fused kernel skips a non-finite
+        # loss's update. The others are read here: fp16's scaler judges gradients, not the loss; the
+        # per-task-gradient combiners read the host anyway and keep state a NaN would spoil.
+        skip_on_device = (self.scaler is None and not self.world.enabled and not self.combiner.uses_task_gradients
+                          and all(group.get("fused") for group in self.optimizer.param_groups))
+        if not skip_on_device and not math.isfinite(loss.item()):
             return loss, outputs
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:  # fp16: scaled losses, unscaled gradients (a step with inf ones is skipped)
@@ -430,8 +434,10 @@ class Pretrainer:
         else:
             if skip_on_device:  # a non-finite loss's update is skipped by the fused kernel (its step count too)
                 self.optimizer.found_inf = (~torch.isfinite(loss)).float()
-            self.optimizer.step()
-            self.optimizer.__dict__.pop("found_inf", None)
+            try:
+                self.optimizer.step()
+            finally:
+                self.optimizer.__dict__.pop("found_inf", None)
         t_end = self.clock()
         self.phase_seconds["forward"] += t_forward - t
         self.phase_seconds["backward"] += t_backward - t_forward
