@@ -26,8 +26,9 @@ def training_config(args: argparse.Namespace, raw: dict | None = None):
     inherited = {}
     if args.init != "scratch":
         pre = asdict(pretrained_config(args.init))
-        # and its neighbour sampling, unless the fine-tuning config says (or --no-time-aware) otherwise
-        inherited = {k: pre[k] for k in (*INHERITED, *(() if "time_aware" in (raw or {}) else ("time_aware",)))}
+        inherited = {k: pre[k] for k in INHERITED}
+        if "time_aware" not in (raw or {}):  # its neighbour sampling, unless the fine-tuning config says
+            inherited["time_aware"] = pre["time_aware"]
     if args.protocol is not None:  # the downstream name of sampling with or without a time bound
         if args.protocol == "causal" and args.time_aware is False:
             raise RelsslError("--protocol causal contradicts --no-time-aware (transductive sampling); give one")

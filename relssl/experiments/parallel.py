@@ -17,12 +17,14 @@ import sys
 import time
 import traceback
 from logging.handlers import QueueHandler, QueueListener
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from relssl.errors import RelsslError
 from relssl.logs import LOG
+from relssl.train.run_folder import RunFolder
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent exits
 RAISED_AS = {"RelsslError": RelsslError, "MemoryError": MemoryError, "KeyboardInterrupt": KeyboardInterrupt}
@@ -105,3 +107,10 @@ def run_parallel(jobs: int, calls: list[tuple[str, Callable, tuple]]) -> None:
         for process in running.values():
             process.join()
         listener.stop()
+
+
+def train_unfinished(jobs: int, train: Callable, runs: list[tuple[str, Path, object]]) -> None:
+    """``train(run, config, label)`` for each ``(label, run folder, config)`` not yet finished,
+    ``jobs`` at a time: an experiment's grid, before it reads every run back in order."""
+    run_parallel(jobs, [(label, train, (run, wanted, label)) for label, run, wanted in runs
+                        if not RunFolder(run).finished])

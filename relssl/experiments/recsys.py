@@ -12,9 +12,8 @@ import numpy as np
 from relssl.logs import info
 from relssl.experiments.report import (chosen_on_validation, mean_std, metric_table, plot_validation_curves,
                                       write_report)
-from relssl.experiments.parallel import run_parallel
+from relssl.experiments.parallel import train_unfinished
 from relssl.experiments.runner import reuse_or_train
-from relssl.train.run_folder import RunFolder
 from relssl.recsys.datasets import load_recsys_data
 from relssl.recsys.train import RecConfig, train_recsys
 
@@ -68,8 +67,8 @@ def run_recsys_experiment(base: RecConfig, seeds: list[int], variants: list[str]
     grid = [(label, seed, out / "runs" / f"{label}-seed{seed}", replace(base, seed=seed, **settings[label]))
             for label in [*variants, *swept] for seed in seeds]
     if jobs > 1:
-        run_parallel(jobs, [(f"{label}, seed {seed}", train_recsys_run, (run, wanted, f"{label}, seed {seed}"))
-                            for label, seed, run, wanted in grid if not RunFolder(run).finished])
+        train_unfinished(jobs, train_recsys_run, [(f"{label}, seed {seed}", run, wanted)
+                                                  for label, seed, run, wanted in grid])
     results: dict[str, list[dict]] = {label: [] for label, *_ in grid}
     for label, seed, run, wanted in grid:
         record = reuse_or_train(

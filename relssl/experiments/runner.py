@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from relssl.experiments.parallel import run_parallel
+from relssl.experiments.parallel import train_unfinished
 from relssl.logs import info
 from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
@@ -104,8 +104,8 @@ def run_grid(configs: dict[str, PretrainConfig], seeds: list[int], out: Path, pr
     for *_, wanted in grid:
         wanted.validate()
     if jobs > 1:
-        run_parallel(jobs, [(f"{label}, seed {seed}", train_pretrain_run, (run, wanted, f"{label}, seed {seed}"))
-                            for label, seed, run, wanted in grid if not RunFolder(run).finished])
+        train_unfinished(jobs, train_pretrain_run, [(f"{label}, seed {seed}", run, wanted)
+                                                    for label, seed, run, wanted in grid])
     results: dict[str, list[dict]] = {label: [] for label in configs}
     for label, seed, run, wanted in grid:
         record = reuse_or_train(run, wanted, lambda resume: pretrain(
