@@ -298,6 +298,11 @@ def test_a_finetune_runs_config_reruns_it_and_flags_override_it(aml, tmp_path, c
     saved = yaml.safe_load((tmp_path / "trees" / "config.yaml").read_text())
     assert (saved["mode"], saved["label_fraction"], saved["task"]) == ("gbdt", 1.0, "edge:Is Laundering")
     assert (saved["trees"], saved["train"]["time_aware"]) == ("tuned", True)
+    capsys.readouterr()
+    assert main(["finetune", "--config", config, "--protocol", "causal", "--no-time-aware", "--out",
+                 str(tmp_path / "contradiction")]) == 2
+    err = capsys.readouterr().err
+    assert "--protocol causal contradicts --no-time-aware" in err and len(err.strip().splitlines()) == 1
     # a fine-tuning key from the file is read as its type, or refused in one line naming the file and key
     for key, value, ok in [("label_fraction", "1e-1", True), ("label_fraction", None, False), ("init", None, False)]:
         edited = yaml.safe_load((first / "config.yaml").read_text()) | {key: value}

@@ -30,7 +30,7 @@ def training_config(args: argparse.Namespace, raw: dict | None = None):
         if "time_aware" not in (raw or {}):  # its neighbour sampling, unless the fine-tuning config says
             inherited["time_aware"] = pre["time_aware"]
     if args.protocol is not None:  # the downstream name of sampling with or without a time bound
-        if args.protocol == "causal" and args.time_aware is False:
+        if args.protocol == "causal" and args.time_aware is not None:  # the switch --no-time-aware was given
             raise RelsslError("--protocol causal contradicts --no-time-aware (transductive sampling); give one")
         inherited["time_aware"] = args.protocol == "causal"
     return config_from_args(args, raw, **inherited)
