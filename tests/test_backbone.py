@@ -103,3 +103,38 @@ def test_the_written_out_ft_transformer_is_pytorch_frames():
     for a, b in zip(gradients(got, inputs), gradients(expected, inputs)):
         assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), rtol=5e-2, atol=2e-2 * b.abs().max().item())
 
+
+
+def test_flat_row_encoder_sums_the_cells_pytorch_frame_encodes():
+    """The neighbour-row encoder sums cells without building them (relssl.nn.row_encoder.summed_cells):
+    values and gradients equal pytorch-frame's per-cell embeddings summed, for unknown categories,
+    missing numbers (the training mean), timestamps and vectors."""
+    import numpy as np
+    import pandas as pd
+    import torch_frame
+
+    from relssl.data.encoding import encode_table
+    from relssl.nn.row_encoder import FlatRowEncoder, column_encoder
+
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "c": rng.integers(0, 4, n).astype(str),
+                       "d": rng.integers(0, 3, n).astype(str),
+                       "t": pd.to_datetime(1_600_000_000 + rng.integers(0, 10**7, n), unit="s")})
+    df.loc[::7, "x"] = np.nan
+    df.loc[200:, "c"] = "unseen"  # not among the training rows' categories: unknown (-1)
+    stypes = {"x": torch_frame.numerical, "y": torch_frame.numerical, "c": torch_frame.categorical,
+              "d": torch_frame.categorical, "t": torch_frame.timestamp, "v": torch_frame.embedding}
+    enc = encode_table(df, stypes, np.arange(200), vectors={"v": rng.normal(size=(n, 3)).astype(np.float32)})
+    assert (enc.tf.feat_dict[torch_frame.categorical] < 0).any()
+    torch.manual_seed(0)
+    flat = FlatRowEncoder(column_encoder(enc, 16), 16)
+    for p in flat.parameters():  # weights away from their initial zeros and padding, so every path counts
+        p.data.normal_()
+    weight = torch.randn(n, 16)
+    got = flat(enc.tf)
+    expected = flat.proj(flat.cells(enc.tf)[0].sum(1))
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+    params = list(flat.parameters())
+    for a, b in zip(torch.autograd.grad((got * weight).sum(), params), torch.autograd.grad((expected * weight).sum(), params)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)

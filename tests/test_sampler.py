@@ -318,3 +318,20 @@ def test_keyed_draws_stay_uniform_over_a_star(until):
     counts = torch.bincount(sub.edge_id[from_centre], minlength=20).double()
     expected = num_seeds * fanout / len(allowed)
     assert ((counts[allowed] - expected) ** 2 / expected).sum().item() < 45.0
+
+
+@pytest.mark.parametrize("queries", [300, 5000])  # below and above the size searched in sorted order
+def test_list_ends_match_brute_force(graph_data, queries):
+    src, dst, time = graph_data
+    n = int(torch.maximum(src, dst).max()) + 2  # the last node has no events
+    g = IncidenceCSR(src, dst, n, time)
+    gen = torch.Generator().manual_seed(5)
+    node = torch.randint(0, n, (queries,), generator=gen)
+    until = torch.randint(-5, 420, (queries,), generator=gen)  # some before every event, some after all
+    end = g.end(node, until)
+    node_of_entry = torch.repeat_interleave(torch.arange(n), g.rowptr[1:] - g.rowptr[:-1])
+    for v, t, e in zip(node.tolist(), until.tolist(), end.tolist()):
+        start, stop = int(g.rowptr[v]), int(g.rowptr[v + 1])
+        assert (node_of_entry[start:stop] == v).all()
+        assert e == start + int((time[g.eid[start:stop]] <= t).sum())  # the prefix at or before t
+    assert torch.equal(g.end(node), g.rowptr[node + 1])

