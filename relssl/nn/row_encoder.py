@@ -183,9 +183,9 @@ class FlatRowEncoder(nn.Module):
 def summed_cells(encoder: nn.Module, feat) -> Tensor:
     """``encoder``'s cell embeddings of ``feat`` summed over the columns, [N, channels], without
     pytorch-frame's NaN clean-up of every cell embedding and the concatenation of all columns':
-    those, and their backward, made the flat encoder 40 % slower at a batch's 21,000 neighbour rows,
-    about a tenth of a CPU pre-training step (measured). Numbers are summed by one matrix product.
-    Same parameters, same values up to float rounding (tested)."""
+    with their backward those took 44 % of this encoder's time at a batch's 21,000 neighbour rows,
+    15 % of the bare backbone's CPU step (docs/benchmarks.md). Numbers are summed by one matrix
+    product. Same parameters, same values up to float rounding (tested)."""
     if getattr(encoder, "post_module", None) is None:
         if isinstance(encoder, EmbeddingEncoder):  # -1 (unknown) -> the zero padding row, as there
             index = torch.where(feat < 0, 0, feat + encoder.offset + 1)
