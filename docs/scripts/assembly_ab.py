@@ -11,7 +11,6 @@ import argparse
 import importlib.util
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,9 +18,7 @@ import torch
 
 import relssl.graph.batch as batch_module
 import relssl.nn.row_encoder as row_encoder
-from relssl.data.aml_generator import write_aml
-from relssl.data.ibm_aml import read_ibm_aml
-from relssl.data.prepare import prepare
+from relssl.bench import generated_prep
 from relssl.data.splits import TRAIN
 from relssl.train import seeding
 from relssl.train.pretrain import PretrainConfig, Pretrainer
@@ -41,9 +38,7 @@ before_sampler = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = before_sampler  # its dataclasses look their module up
 spec.loader.exec_module(before_sampler)
 
-with tempfile.TemporaryDirectory() as tmp:
-    transactions, _ = write_aml(Path(tmp), rows=args.rows, seed=0)
-    prep = prepare(read_ibm_aml(transactions), seed=0)
+prep = generated_prep(args.rows)
 trainer = Pretrainer(PretrainConfig(data="synthetic-aml", batch_size=512, seed=0, device="cpu", workers=0,
                                     objectives=args.objectives.split(",")), prep)
 builder = trainer.builders[TRAIN]

@@ -322,7 +322,7 @@ class NeighborSampler:
         num_nodes = 2 * num_seeds
         for hop, fanout in enumerate(self.fanouts, 1):
             lo = g.rowptr[ent]
-            hi = g.rowptr[ent + 1] if until_rank is None else g.end_at_rank(ent, until_rank[seed])
+            hi = g.end(ent) if until_rank is None else g.end_at_rank(ent, until_rank[seed])
             # entries of this frontier's lists that the seed excludes, as (frontier row, offset)
             start = torch.searchsorted(skip_key, seed * g.num_nodes + ent)
             count = torch.searchsorted(skip_key, seed * g.num_nodes + ent, right=True) - start
