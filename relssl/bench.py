@@ -417,18 +417,42 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_sizes(spec: str) -> list[int]:
+    """``--rows``: comma-separated data sizes, each a positive integer."""
+    try:
+        sizes = [int(s) for s in spec.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise RelsslError(f"--rows {spec}: expected comma-separated positive numbers of rows, e.g. 100000,1000000")
+    return sizes
+
+
+def run_single(argv: list[str]) -> dict:
+    """One measurement in a fresh process (``relssl bench ... --single``): its JSON figures, or its
+    own one-line error."""
+    proc = subprocess.run([sys.executable, "-m", "relssl", "bench", "--single", *argv], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise RelsslError(f"relssl bench {' '.join(argv)}: {lines[-1].removeprefix('relssl: error: ')}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
+    sizes = parse_sizes(args.rows)
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise RelsslError(f"{flag} {value}: expected a positive integer")
     if args.relational:
-        rows = int(args.rows.split(",")[0])
-        if args.steps < 1 or rows < 1000:
-            raise RelsslError(f"--steps {args.steps} --rows {rows}: expected at least 1 step and 1,000 rows")
+        rows = sizes[0]
+        if rows < 1000:
+            raise RelsslError(f"--rows {rows}: expected at least 1,000 rows")
         if args.single:
             print(json.dumps(bench_relational(rows, args.reading, args.steps, args.batch_size, device=args.device)))
             return
-        results = [json.loads(subprocess.run(
-            [sys.executable, "-m", "relssl", "bench", "--relational", "--single", "--reading", reading, "--rows", str(rows),
-             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device],
-            capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]) for reading in ("events", "database")]
+        results = [run_single(["--relational", "--reading", reading, "--rows", str(rows), "--steps", str(args.steps),
+                               "--batch-size", str(args.batch_size), "--device", args.device])
+                   for reading in ("events", "database")]
         print("| figure | orders as events | the database |\n|---|---|---|")
         for k in ("encode_rows_per_s", "pretrain_rows_per_s", "sampling_share_of_step", "peak_rss_mib"):
             print(f"| {k} | " + " | ".join(f"{r[k]:,.2f}" if r[k] < 10 else f"{r[k]:,.0f}" for r in results) + " |")
@@ -445,7 +469,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=2))
         return
-    sizes = [int(s) for s in args.rows.split(",")]
     if args.loop:
         if args.epoch:
             raise RelsslError("--loop and --epoch are two measurements: give one")
@@ -471,11 +494,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     for rows in sizes:
         extra = ["--epoch", *(["--max-steps", str(args.max_steps)] if args.max_steps else [])] if args.epoch else []
         pipeline = [*(["--workers", str(args.workers)] if args.workers is not None else []), "--precision", args.precision]
-        proc = subprocess.run([sys.executable, "-m", "relssl", "bench", "--single", "--rows", str(rows),
-                               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device,
-                               *pipeline, *extra],
-                              capture_output=True, text=True, check=True)
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results.append(run_single(["--rows", str(rows), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                                   "--device", args.device, *pipeline, *extra]))
         print(f"done: {rows:,} rows", file=sys.stderr)
     table = format_table(results)
     print(table)

@@ -235,6 +235,12 @@ for flag, value, needle in (
     option_case(f"{flag} {value}", [flag, value], needle or flag)
 
 
+for name, argv, needle in (("bench --rows -5", ["--rows", "-5"], "--rows -5"),
+                           ("bench --rows abc", ["--rows", "abc"], "--rows abc"),
+                           ("bench --steps 0", ["--steps", "0"], "--steps 0")):
+    c(name, "options")(lambda tmp, csv, argv=argv, needle=needle: expect_error(["bench", *argv], needle))
+
+
 @c("every row at one timestamp", "splits")
 def _(tmp, csv):
     lines = aml_lines(csv)
