@@ -134,7 +134,7 @@ def test_reverse_mp_has_separate_parameters_per_direction():
     edge_index, _, direction, e = tiny_tree()
     h = torch.randn(10, 8, generator=torch.Generator().manual_seed(4))
     inward = direction == 1
-    layer(h, edge_index[:, inward], e[inward], direction[inward], update_edges=False)[0].sum().backward()
+    layer(h, edge_index[:, inward], e[inward], direction[inward], keep_edges=0)[0].sum().backward()
     # only events entering the receiving node: their features reach conv's edge map, never conv_rev's
     assert layer.conv.lin.weight.grad.abs().sum() > 0
     assert layer.conv_rev.lin.weight.grad is None or layer.conv_rev.lin.weight.grad.abs().sum() == 0

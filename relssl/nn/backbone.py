@@ -12,7 +12,8 @@ from relssl.errors import RelsslError
 from relssl.graph.batch import Batch, RelationContext
 from relssl.graph.sampler import SampledSubgraph
 from relssl.nn.gnn import CONVS, TreeGNN, mlp
-from relssl.nn.row_encoder import DenseRowEncoder, FlatRowEncoder, RowEncoder, column_encoder, make_row_encoder
+from relssl.nn.row_encoder import (DenseRowEncoder, FlatRowEncoder, RowEncoder, column_encoder, embedding_rows,
+                                   make_row_encoder)
 from relssl.options import option
 
 
@@ -166,7 +167,7 @@ class Backbone(nn.Module):
                 h = h.index_add(0, context.history_nodes[t], rows.to(h.dtype))
         if self.cfg.node_age and context.age is not None:
             h = h + self.age(context.age)
-        h = self.gnn(h, tree.edge_index, self.relation(tree.edge_relation), tree.edge_hop)
+        h = self.gnn(h, tree.edge_index, embedding_rows(self.relation.weight, tree.edge_relation), tree.edge_hop)
         return h[:tree.num_seeds]
 
     def encode_graph(self, batch: Batch, ego_ids: bool = True) -> Tensor | None:
@@ -179,10 +180,12 @@ class Backbone(nn.Module):
             return self.encode_relations(batch.graph)
         g, sub = batch.graph, batch.graph.sub
         # index_select, not [] indexing: its backward is a fast index_add rather than index_put.
-        e = self.edge_rows(g.edge_tf).index_select(0, g.edge_inverse) + self.edge_direction(sub.edge_dir)
+        e = (self.edge_rows(g.edge_tf).index_select(0, g.edge_inverse)
+             + embedding_rows(self.edge_direction.weight, sub.edge_dir))
         if self.cfg.ports:
             bucket = port_bucket(sub.edge_port)
-            e = e + self.port_parent(bucket[:, 0]) + self.port_child(bucket[:, 1])
+            e = (e + embedding_rows(self.port_parent.weight, bucket[:, 0])
+                 + embedding_rows(self.port_child.weight, bucket[:, 1]))
         if g.node_tf is not None:
             h = self.node_rows(g.node_tf).index_select(0, g.node_inverse)
         else:
