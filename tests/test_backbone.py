@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from relssl.data.prepare import prepare
@@ -8,21 +9,29 @@ from relssl.graph.batch import BatchBuilder
 from tests.conftest import toy_relational
 
 
-def test_tree_gnn_roots_equal_full_message_passing():
+@pytest.mark.parametrize("kind,reverse", [("gine", False), ("gine", True), ("pna", False), ("pna", True)])
+def test_tree_gnn_roots_equal_full_message_passing(kind, reverse):
+    """TreeGNN computes each layer for the nodes and edges a later layer reads only (relssl.nn.gnn):
+    the roots' states and their gradients are those of every layer on every node and edge."""
     prep = prepare(toy_relational(2000))
     rows = prep.rows(TRAIN)[:32]
     batch = BatchBuilder(prep, TRAIN, [5, 3, 2])(rows, torch.Generator().manual_seed(0))
     sub = batch.graph.sub
     torch.manual_seed(0)
-    gnn = TreeGNN(8, 3)
-    h0 = torch.randn(sub.node_entity.numel(), 8)
-    e0 = torch.randn(sub.edge_id.numel(), 8)
-    pruned = gnn(h0, sub.edge_index, e0, sub.edge_hop)
+    gnn = TreeGNN(8, 3, kind, torch.tensor([3, 5, 2, 1]), reverse)
+    h0 = torch.randn(sub.node_entity.numel(), 8, requires_grad=True)
+    e0 = torch.randn(sub.edge_id.numel(), 8, requires_grad=True)
+    pruned = gnn(h0, sub.edge_index, e0, sub.edge_hop, sub.edge_dir)
     h, e = h0, e0
     for layer in gnn.layers:  # every layer on every edge
-        h, e = layer(h, sub.edge_index, e)
+        h, e = layer(h, sub.edge_index, e, sub.edge_dir)
     roots = torch.arange(2 * len(rows))
-    assert torch.allclose(pruned[roots], h[roots], atol=1e-5)
+    assert pruned.shape == (len(roots), 8)
+    assert torch.allclose(pruned, h[roots], atol=1e-5)
+    weight = torch.randn(len(roots), 8)
+    for a, b in zip(torch.autograd.grad((pruned * weight).sum(), [h0, e0]),
+                    torch.autograd.grad((h[roots] * weight).sum(), [h0, e0])):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_backbone_shapes_with_and_without_graph():
