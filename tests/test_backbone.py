@@ -117,7 +117,7 @@ def test_the_written_out_ft_transformer_is_pytorch_frames():
 def test_flat_row_encoder_sums_the_cells_pytorch_frame_encodes():
     """The neighbour-row encoder sums cells without building them (relssl.nn.row_encoder.summed_cells):
     values and gradients equal pytorch-frame's per-cell embeddings summed, for unknown categories,
-    missing numbers (the training mean), timestamps and vectors."""
+    missing numbers (the training mean), two timestamp columns and vectors."""
     import numpy as np
     import pandas as pd
     import torch_frame
@@ -129,11 +129,13 @@ def test_flat_row_encoder_sums_the_cells_pytorch_frame_encodes():
     n = 300
     df = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "c": rng.integers(0, 4, n).astype(str),
                        "d": rng.integers(0, 3, n).astype(str),
-                       "t": pd.to_datetime(1_600_000_000 + rng.integers(0, 10**7, n), unit="s")})
+                       "t": pd.to_datetime(1_600_000_000 + rng.integers(0, 10**7, n), unit="s"),
+                       "t2": pd.to_datetime(1_300_000_000 + rng.integers(0, 10**9, n), unit="s")})
     df.loc[::7, "x"] = np.nan
     df.loc[200:, "c"] = "unseen"  # not among the training rows' categories: unknown (-1)
     stypes = {"x": torch_frame.numerical, "y": torch_frame.numerical, "c": torch_frame.categorical,
-              "d": torch_frame.categorical, "t": torch_frame.timestamp, "v": torch_frame.embedding}
+              "d": torch_frame.categorical, "t": torch_frame.timestamp, "t2": torch_frame.timestamp,
+              "v": torch_frame.embedding}
     enc = encode_table(df, stypes, np.arange(200), vectors={"v": rng.normal(size=(n, 3)).astype(np.float32)})
     assert (enc.tf.feat_dict[torch_frame.categorical] < 0).any()
     torch.manual_seed(0)

