@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,30 +84,35 @@ def bench_one(rows: int, steps: int, batch_size: int, seed: int = 0, device: str
     out["sampler_edges_per_s"] = edges / (sample_s * len(batches))
     out["sampled_edges_per_batch"] = edges / len(batches)
 
-    # Bare backbone: forward + backward + optimiser step on prebuilt, unmasked batches.
+    # The bare backbone (forward, backward and optimiser step on prebuilt, unmasked batches) and the
+    # full pre-training step (sampling, masking, objective heads, optimiser), timed step by step in
+    # alternating order: a machine whose speed drifts between runs (this one's by ±15 %) then slows
+    # both alike, and their ratio does not depend on which ran first. Medians, the first step left out.
     built = [builder(b, seeding.generator(seed, seeding.BENCH_BUILD, i)).to(trainer.device) for i, b in enumerate(batches)]
     model, opt = trainer.model, trainer.optimizer
     model.train()
-    for i, batch in enumerate(built):
-        if i == 1:
-            t = clock()
+
+    def bare_backbone(i: int) -> None:
         opt.zero_grad()
         with trainer.autocast():
-            loss = model(batch).fused.float().square().mean()
+            loss = model(built[i]).fused.float().square().mean()
         loss.backward()
         opt.step()
-    backbone_s = (clock() - t) / steps
-    out["backbone_rows_per_s"] = batch_size / backbone_s
 
-    # Full pre-training step: sampling, masking, objective heads, optimiser.
-    for i, b in enumerate(batches):
-        if i == 1:
-            t = clock()
-        loss, _ = trainer.step(b, TRAIN, seeding.generator(seed, seeding.BENCH_STEP, i))
+    def full_step(i: int) -> None:
+        loss, _ = trainer.step(batches[i], TRAIN, seeding.generator(seed, seeding.BENCH_STEP, i))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    step_s = (clock() - t) / steps
+
+    seconds: dict = {bare_backbone: [], full_step: []}
+    for i in range(len(batches)):
+        for run in (bare_backbone, full_step) if i % 2 == 0 else (full_step, bare_backbone):
+            t = clock()
+            run(i)
+            seconds[run].append(clock() - t)
+    backbone_s, step_s = (statistics.median(seconds[run][1:]) for run in (bare_backbone, full_step))
+    out["backbone_rows_per_s"] = batch_size / backbone_s
     out["pretrain_rows_per_s"] = batch_size / step_s
     out["pretrain_vs_backbone"] = backbone_s / step_s
     out["sampling_share_of_step"] = sample_s / step_s

@@ -180,6 +180,19 @@ def test_the_relational_bench_database_and_both_readings():
         assert 0 <= out["sampling_share_of_step"] < 1
 
 
+def test_the_bench_times_backbone_and_step_on_the_same_batches():
+    """``relssl bench``'s figures for one size: the bare backbone and the full step are timed step
+    by step in alternating order (medians), the loop after them."""
+    from relssl.bench import bench_one
+
+    out = bench_one(3000, steps=3, batch_size=64)
+    for key in ("generate_rows_per_s", "read_rows_per_s", "encode_rows_per_s", "sampler_edges_per_s",
+                "backbone_rows_per_s", "pretrain_rows_per_s", "loop_rows_per_s", "peak_rss_mib"):
+        assert out[key] > 0, key
+    assert out["pretrain_vs_backbone"] == pytest.approx(out["pretrain_rows_per_s"] / out["backbone_rows_per_s"])
+    assert out["sampling_share_of_step"] > 0 and out["workers"] == 0  # a share of noisy timings: no upper bound
+
+
 def test_the_loop_bench_times_each_setting_on_one_data_set(tmp_path, capsys):
     out = tmp_path / "loop.json"
     assert main(["bench", "--loop", "64:0:fp32, 64:2:fp32, 128:1:bf16", "--rows", "3000", "--out", str(out)]) == 0
