@@ -54,8 +54,9 @@ def test_trees_match_brute_force(time_aware, seed_table):
     b = len(seeds)
     assert tree.node_row[:b].tolist() == seeds.tolist() and (tree.node_table[:b] == seed_table).all()
     child, parent = tree.edge_index.tolist()
-    assert sorted(child) == list(range(b, tree.num_nodes)) and all(p < c for c, p in zip(child, parent))
-    assert (tree.edge_hop[1:] >= tree.edge_hop[:-1]).all()  # grouped by hop, as the tree GNN expects
+    # edge j reaches node b + j, edges grouped by hop: the nodes up to a depth are a prefix, as the tree GNN expects
+    assert child == list(range(b, tree.num_nodes)) and all(p < c for c, p in zip(child, parent))
+    assert (tree.edge_hop[1:] >= tree.edge_hop[:-1]).all()
     taken = {}
     for e, (c, p) in enumerate(zip(child, parent)):
         assert tree.node_seed[c] == tree.node_seed[p]

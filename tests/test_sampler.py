@@ -50,7 +50,9 @@ def check_tree(
     assert ent[:B] == seed_src.tolist() and ent[B : 2 * B] == seed_dst.tolist()
     assert owner[: 2 * B] == list(range(B)) * 2
     child, parent = sub.edge_index.tolist()
-    assert sorted(child) == list(range(2 * B, sub.num_nodes)), "each non-seed node is reached once"
+    # edge j reaches node 2B + j and edges come hop by hop: the nodes up to a depth are a prefix (relssl.nn.gnn.TreeGNN)
+    assert child == list(range(2 * B, sub.num_nodes)), "each non-seed node is reached once, in edge order"
+    assert (sub.edge_hop[1:] >= sub.edge_hop[:-1]).all()
     depth = [0] * sub.num_nodes
     taken: dict[int, list[int]] = {}
     for i, (c, p) in enumerate(zip(child, parent)):
