@@ -190,12 +190,20 @@ def embedding_rows(weight: Tensor, index: Tensor) -> Tensor:
     return weight.index_select(0, index)
 
 
+def summed_embedding_rows(weight: Tensor, index: Tensor, padding_idx: int | None) -> Tensor:
+    """``F.embedding(index, weight, padding_idx=padding_idx).sum(1)`` for ``index`` [N, C]: on CPU
+    without embedding's backward (``_SummedEmbedding``), on CUDA as written."""
+    if index.device.type != "cpu":
+        return F.embedding(index, weight, padding_idx=padding_idx).sum(1)
+    return _SummedEmbedding.apply(weight, index, padding_idx)
+
+
 class _SummedEmbedding(torch.autograd.Function):
-    """``F.embedding(index, weight, padding_idx=padding_idx).sum(1)`` for ``index`` [N, C] on CPU,
-    without the [N, C, width] embeddings: an embedding bag forward, and a backward of one index_add
-    per column. At a batch's 21,000 neighbour rows x 5 columns that intermediate and its gradient
-    are 13 MB each way, and embedding's own backward is 4x slower than the index_adds (8.8 -> 2.2 ms).
-    First derivatives only (nothing differentiates the backbone twice)."""
+    """``F.embedding(index, weight, padding_idx=padding_idx).sum(1)`` on CPU without the
+    [N, C, width] embeddings: an embedding bag forward, and a backward of one index_add per column.
+    At a batch's 21,000 neighbour rows x 5 columns that intermediate and its gradient are 13 MB each
+    way, and embedding's own backward is 4x slower than the index_adds (8.8 -> 2.2 ms). First
+    derivatives only (nothing differentiates the backbone twice)."""
 
     @staticmethod
     def forward(ctx, weight: Tensor, index: Tensor, padding_idx: int | None) -> Tensor:
@@ -225,9 +233,7 @@ def summed_cells(encoder: nn.Module, feat) -> Tensor:
     if encoder.post_module is None:
         if isinstance(encoder, EmbeddingEncoder):  # -1 (unknown) -> the zero padding row, as there
             index = torch.where(feat < 0, 0, feat + encoder.offset + 1)
-            if index.device.type == "cpu":
-                return _SummedEmbedding.apply(encoder.emb.weight, index, encoder.emb.padding_idx)
-            return F.embedding(index, encoder.emb.weight, padding_idx=encoder.emb.padding_idx).sum(1)
+            return summed_embedding_rows(encoder.emb.weight, index, encoder.emb.padding_idx)
         if isinstance(encoder, LinearEncoder):  # missing -> the training mean (na_forward), then standardised
             x = (encoder.na_forward(feat) - encoder.mean) / encoder.std
             return x @ encoder.weight + encoder.bias.sum(0)
