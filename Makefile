@@ -15,11 +15,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/relssl demo
 
+# One test process per core (pytest-xdist), at most four: each holds its own torch (tests/conftest.py
+# splits two torch threads among them).
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4
 
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n auto --maxprocesses 4 -m "not slow"
 
 reliability: install  # the fault and bad-input suite's counts into docs/reliability.md
 	$(PY) -m tests.faults docs/reliability.md

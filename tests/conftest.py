@@ -18,7 +18,8 @@ TINY = ["--channels", "16", "--heads", "2", "--row-layers", "1", "--gnn-layers",
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("RELSSL_SHARED_DATA", str(SHARED_DATA))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two threads in all: under pytest-xdist (`make test` runs one process per core) each process takes its share.
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))))
 
 
 def toy_relational(n: int = 4000, seed: int = 0, graph: bool = True) -> RelationalData:

@@ -14,6 +14,7 @@ SMALL = dict(channels=16, heads=2, row_layers=1, gnn_layers=1, fanouts=[4, 2], b
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "notebook_flow.py"
 
 
+@pytest.mark.slow
 def test_the_notebook_flow_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [str(EXAMPLE), str(tmp_path)])
     runpy.run_path(str(EXAMPLE), run_name="__main__")

@@ -14,6 +14,7 @@ SMALL = dict(channels=16, heads=2, row_layers=1, gnn_layers=1, fanouts=[4, 2], b
              train_rows_per_epoch=600, eval_rows=300)
 
 
+@pytest.mark.slow
 def test_csv_logs_every_step_and_a_resume_keeps_the_earlier_ones(tmp_path, capsys):
     args = ["pretrain", "--epochs", "2", "--patience", "5", "--log", "csv", "--out", str(tmp_path / "r"), *TINY]
     assert main(args) == 0
@@ -45,6 +46,7 @@ class Recorder(Callback):
         self.events.append(("end", best_epoch, error))
 
 
+@pytest.mark.slow
 def test_a_callback_of_ones_own_hears_every_step_and_epoch(tmp_path):
     recorder = Recorder()
     relssl.pretrain("synthetic-aml", out=tmp_path / "r", epochs=2, patience=5, callbacks=[recorder], **SMALL)

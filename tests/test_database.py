@@ -379,6 +379,7 @@ def test_malformed_table_specs_get_one_line(tmp_path, capsys, spec, needle):
     assert len(err.splitlines()) == 1 and needle in err
 
 
+@pytest.mark.slow
 def test_a_task_on_a_database_table(ratdat, tmp_path):
     labelled = PORTAL.replace("columns: {sex: categorical, weight: numerical, hindfoot_length: numerical}",
                               "columns: {weight: numerical, hindfoot_length: numerical}\n    labels: [sex]")

@@ -234,6 +234,7 @@ def test_a_light_row_encoder_pretrains_finetunes_and_embeds(aml, tmp_path, encod
     assert len(pd.read_parquet(tmp_path / "e.parquet")) > 4000
 
 
+@pytest.mark.slow
 def test_the_downstream_experiment_on_one_table_without_keys_has_no_graph_features(tmp_path):
     """A single wide table (no keys): the trees get its row, no graph features, and the report says so."""
     import numpy as np
@@ -282,6 +283,7 @@ def test_resuming_a_run_that_predates_trees_reads_it_as_the_default(aml, tmp_pat
                  "--init", "scratch", "--label-fraction", "1"]) == 0
 
 
+@pytest.mark.slow
 def test_a_finetune_runs_config_reruns_it_and_flags_override_it(aml, tmp_path, capsys):
     csv, pre = aml
     first = tmp_path / "first"

@@ -118,6 +118,7 @@ def test_a_static_row_has_no_age():
     assert (out[0] == 0).all() and not torch.equal(out[1], out[2])
 
 
+@pytest.mark.slow
 def test_the_gnn_learns_churn_from_its_rows_ages(tmp_path):
     """Reference ROC-AUC is 0.5; the label is the user's recency, which only the rows' ages carry
     (four data seeds: 0.76-0.86 with ages, 0.42-0.52 without; one validation and one test cut-off)."""

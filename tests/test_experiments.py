@@ -92,6 +92,7 @@ def test_tuned_sum_shares_the_sums_runs_and_names_the_weight_it_chose(aml_csv, t
     assert f"(chosen w: MCM+LP {min(loss, key=loss.get):g})." in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_combo_experiment_objectives_narrow_the_pool_and_reuse_needs_the_same_data(aml_csv, tmp_path,  # noqa: F811
                                                                                      capsys):
     out, csv = tmp_path / "combos", tmp_path / "aml.csv"
@@ -193,6 +194,7 @@ def test_the_bench_times_backbone_and_step_on_the_same_batches():
     assert out["sampling_share_of_step"] > 0 and out["workers"] == 0  # a share of noisy timings: no upper bound
 
 
+@pytest.mark.slow
 def test_the_loop_bench_times_each_setting_on_one_data_set(tmp_path, capsys):
     out = tmp_path / "loop.json"
     assert main(["bench", "--loop", "64:0:fp32, 64:2:fp32, 128:1:bf16", "--rows", "3000", "--out", str(out)]) == 0

@@ -39,6 +39,7 @@ def test_unions_take_the_first_type_that_fits():
     assert coerce({"a": 1}, str | dict | None, "x") == {"a": 1} and coerce(5, str | dict | None, "x") == "5"
 
 
+@pytest.mark.slow
 def test_a_config_file_with_yaml_strings_trains(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("lr: 1e-3\nepochs: '1'\ntrain_rows_per_epoch: 300\neval_rows: 200\n"
                                      "model: {channels: 16, heads: 2, row_layers: 1, fanouts: '4,2'}\n")

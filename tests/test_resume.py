@@ -122,6 +122,7 @@ def test_a_never_finite_validation_metric_is_one_clear_error(tmp_path):
     assert [r["epoch"] for r in RunFolder(tmp_path).history() if r["split"] == "train"] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_run_folder_has_one_writer(tmp_path, capsys):
     import os
 
@@ -139,6 +140,7 @@ def test_a_run_folder_has_one_writer(tmp_path, capsys):
     assert not (out / "run.lock").exists() and (out / "final.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
     from relssl.cli import main
     from tests.conftest import TINY
@@ -174,6 +176,7 @@ def test_resume_refuses_changed_data_naming_the_file(data, tmp_path, capsys):
     assert json.loads(data_json.read_text())["code"] == ["0123456789ab", source_digest()]
 
 
+@pytest.mark.slow
 def test_every_trained_command_refuses_changed_flags_on_resume(tmp_path, capsys):
     from relssl.cli import main
     from tests.conftest import TINY
@@ -213,6 +216,7 @@ def per_column_layout(state: dict, prefix: str, numerical: list[int]) -> dict:
     return dict(rest[:first] + [(k, heads[k]) for k in ordered] + rest[first:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["two numbers", "one number", "a column without moments"])
 def test_a_run_saved_with_a_head_per_numerical_column_resumes_and_loads(data, tmp_path, case):
     """Checkpoints and weights written before the numerical cell heads were stacked still load: the

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import sys
 import warnings
@@ -116,7 +117,10 @@ def torch_version() -> str:
         return "not installed"
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """relssl's parser. Built once a process: it has hundreds of options (30 ms), and parsing leaves
+    it as it was."""
     parser = argparse.ArgumentParser(
         prog="relssl", description="Self-supervised representation learning on relational multimodal data.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -21,7 +21,12 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
         return
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    width, height = 4.2 * cols, 3.2 * rows
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    # Margins in inches rather than tight_layout, which draws the figure once more to measure it
+    # (0.5 of a run's 1.3 s plotting); the room is for tick labels of up to 8 characters.
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.5 / height,
+                        top=1 - 0.8 / height, wspace=0.3, hspace=0.45)
     for ax, name in zip(axes.flat, names):
         for split, key, style in (("train", name, "-o"), ("val", name, "-s"), ("val", reference_key(name), "--")):
             pts = [(r["epoch"], r[key]) for r in history if r["split"] == split and key in r]
@@ -35,6 +40,5 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
