@@ -6,7 +6,6 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GINEConv, PNAConv
 
 from relssl.errors import RelsslError
 
@@ -26,14 +25,23 @@ class Conv:
     takes_pair: bool = False  # called as conv((x_src, x_dst), edge_index, e, size): states for x_dst's rows only
 
 
-CONVS = {
-    "gine": Conv(lambda channels, deg: GINEConv(mlp(channels, channels), train_eps=True, edge_dim=channels),
-                 takes_pair=True),
-    "pna": Conv(lambda channels, deg: PNAConv(channels, channels, aggregators=["mean", "min", "max", "std"],
-                                              scalers=["identity", "amplification", "attenuation"], deg=deg,
-                                              edge_dim=channels, towers=1, divide_input=False),
-                needs_degree=True),
-}
+# PyG is imported where a layer is built: importing it costs 1.6 s (it loads torch._dynamo), 40 % of
+# the start of every relssl command, most of which never build a GNN (--help, schema, a bad flag).
+def gine(channels: int, deg: Tensor | None) -> nn.Module:
+    from torch_geometric.nn import GINEConv
+
+    return GINEConv(mlp(channels, channels), train_eps=True, edge_dim=channels)
+
+
+def pna(channels: int, deg: Tensor | None) -> nn.Module:
+    from torch_geometric.nn import PNAConv
+
+    return PNAConv(channels, channels, aggregators=["mean", "min", "max", "std"],
+                   scalers=["identity", "amplification", "attenuation"], deg=deg, edge_dim=channels, towers=1,
+                   divide_input=False)
+
+
+CONVS = {"gine": Conv(gine, takes_pair=True), "pna": Conv(pna, needs_degree=True)}
 
 
 def make_conv(channels: int, kind: str, deg: Tensor | None) -> nn.Module:
