@@ -27,6 +27,7 @@ from relssl.data.datasets import load_dataset
 from relssl.experiments.report import higher_is_better, mean_std, write_report
 from relssl.experiments.runner import reuse_or_train, run_grid
 from relssl.eval.finetune import GBDT_MODES, FinetuneConfig, finetune, prepare_for
+from relssl.train.plots import pyplot
 from relssl.train.pretrain import PretrainConfig
 
 # method -> (init from the pre-trained run?, finetune mode, report name)
@@ -303,11 +304,7 @@ def _ladder(finals, fraction: float, metric: str, title: str, names: dict[str, s
 
 def _plot(finals, fractions: list[float], columns: dict[str, str], names: dict[str, str], path: Path,
           title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(columns), figsize=(4.4 * len(columns), 3.4), squeeze=False)
     for ax, (metric, name) in zip(axes[0], columns.items()):
         for key, label in names.items():

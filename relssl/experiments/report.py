@@ -11,6 +11,7 @@ import numpy as np
 
 from relssl.files import write_text
 from relssl.objectives import metric_index, reference_key
+from relssl.train.plots import pyplot
 from relssl.train.run_folder import CONFIG, FINAL, RunFolder
 from relssl.version import source_digest
 
@@ -97,10 +98,7 @@ def plot_validation_curves(results: dict[str, list[dict]], metrics: list[str], p
                            groups: dict[str, dict[str, str]] | None = None) -> None:
     """Validation curves, mean over seeds (band: ± std). One panel per metric and group; a group
     maps run labels to legend names (default: one group with every label)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     groups = groups or {"": {label: label for label in results}}
