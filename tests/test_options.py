@@ -68,6 +68,9 @@ def test_version(capsys):
     (["--weight-decay", "-0.1"], "--weight-decay -0.1: expected a number >= 0"),
     (["--seed", "-3"], "--seed -3: expected an integer >= 0"),
     (["--channels", "0"], "--channels 0: expected a positive integer"),
+    (["--lr-schedule", "step"], "--lr-schedule step: expected one of constant, cosine"),
+    (["--warmup-epochs", "4", "--epochs", "3"], "--warmup-epochs 4.0: expected a number of epochs from 0 to --epochs (3)"),
+    (["--warmup-epochs", "nan"], "--warmup-epochs nan: expected a number of epochs from 0 to --epochs (10)"),
 ])
 def test_out_of_range_options_are_one_line(tmp_path, capsys, flags, needle):
     assert main(["pretrain", *flags, "--out", str(tmp_path / "r")]) == 2

@@ -35,10 +35,12 @@ def data(tmp_path_factory):
 
 
 COMMANDS = {
-    "pretrain": lambda d: ["pretrain", "--data", d["csv"], "--objectives", "mcm,lp", *TINY],
+    # cosine: the resumed run's learning rates continue the schedule (a function of the step alone)
+    "pretrain": lambda d: ["pretrain", "--data", d["csv"], "--objectives", "mcm,lp", "--lr-schedule", "cosine",
+                           "--warmup-epochs", "0.5", *TINY],
     "feat2vec": lambda d: ["feat2vec", "--data", d["csv"], "--eval-groups", "To Bank", "--batch-size", "256",
                            "--train-rows-per-epoch", "600", "--eval-rows", "300", "--no-progress"],
-    "finetune": lambda d: ["finetune", "--data", d["csv"], "--init", d["pre"], *TINY],
+    "finetune": lambda d: ["finetune", "--data", d["csv"], "--init", d["pre"], "--lr-schedule", "cosine", *TINY],
     "recsys": lambda d: ["recsys", "train", "--data", d["rec"], "--batch-size", "32", "--no-progress"],
 }
 

@@ -37,7 +37,7 @@ from relssl.eval.tasks import labelled_sets, parse_task, table_task
 from relssl.metrics.classification import selection_score, split_metrics
 from relssl.nn.backbone import Backbone
 from relssl.nn.gnn import mlp
-from relssl.nn.optim import adamw
+from relssl.nn.optim import adamw, set_lr
 from relssl.options import from_mapping
 from relssl.train import seeding
 from relssl.logs import info
@@ -326,8 +326,9 @@ class FinetuneTrainer(OneModel):
         order = torch.randperm(len(self.ids), generator=seeding.generator(t.seed, seeding.DOWNSTREAM_SHUFFLE, epoch))
         order = order[: t.train_rows_per_epoch] if t.train_rows_per_epoch else order
         start, total = time.perf_counter(), 0.0
-        for step, pos in enumerate(tqdm(order.split(t.batch_size), desc=f"epoch {epoch}", leave=False,
-                                        disable=not progress)):
+        batches = order.split(t.batch_size)
+        for step, pos in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress)):
+            lr = set_lr(self.optimizer, t, epoch, step, len(batches))
             gen = seeding.generator(t.seed, seeding.DOWNSTREAM_STEP, epoch, step)
             loss = self.loss_fn(self.model(rep.batch(self.ids[pos], TRAIN, gen).to(self.device)),
                                 self.target[pos].to(self.device))
@@ -338,7 +339,7 @@ class FinetuneTrainer(OneModel):
             report_step(self, epoch, step, value)
             total += value * len(pos)
         seconds = time.perf_counter() - start
-        return {"loss": total / len(order), "seconds": seconds, "rows_per_s": len(order) / seconds}
+        return {"loss": total / len(order), "lr": lr, "seconds": seconds, "rows_per_s": len(order) / seconds}
 
     def validate(self) -> dict[str, float]:
         tuner = self.tuner

@@ -31,7 +31,7 @@ from relssl.metrics.sums import add_sums
 from relssl.multitask import build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.nn.backbone import Backbone, ModelConfig, TableModel
-from relssl.nn.optim import adamw, load_optimizer
+from relssl.nn.optim import LR_SCHEDULES, adamw, load_optimizer, set_lr
 from relssl.nn.row_encoder import check_row_encoder
 from relssl.nn.gnn import CONVS
 from relssl.objectives import build_objectives, parse_objectives
@@ -67,6 +67,9 @@ class PretrainConfig:
     epochs: int = option(10, "maximum epochs (early stopping may end sooner)")
     batch_size: int = option(512, "seed rows per step")
     lr: float = option(1e-3, "AdamW learning rate")
+    lr_schedule: str = option("constant", "learning rate over the run: constant, or cosine (decays from --lr to 0 at "
+                                          "the end of --epochs; a resume with more --epochs stretches it)")
+    warmup_epochs: float = option(0.0, "epochs of linear learning-rate warm-up from 0 to --lr (fractions allowed)")
     weight_decay: float = option(1e-4, "AdamW weight decay")
     seed: int = option(0, "fixes splits, masks, negatives, neighbour draws and initialisation")
     split: str = option("60/20/20", "train/val/test percentages, split by time")
@@ -158,6 +161,11 @@ class PretrainConfig:
                 raise RelsslError(f"--{name.replace('_', '-')} {value}: expected an integer >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise RelsslError(f"--lr {self.lr}: expected a positive learning rate")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise RelsslError(f"--lr-schedule {self.lr_schedule}: expected one of {', '.join(LR_SCHEDULES)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise RelsslError(f"--warmup-epochs {self.warmup_epochs}: expected a number of epochs from 0 to --epochs "
+                              f"({self.epochs})")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise RelsslError(f"--weight-decay {self.weight_decay}: expected a number >= 0")
         if self.mask_prob is not None and not 0 < self.mask_prob <= 1:
@@ -472,6 +480,7 @@ class Pretrainer:
 
         for step, built in enumerate(bar):
             self.phase_seconds["sampling"] += self.clock() - waited  # input not ready: the step waits
+            lr = set_lr(self.optimizer, cfg, epoch, step, len(batches))
             loss, outputs = self.train_step(batches[step], epoch, step, built)
             accumulate(sums, outputs)
             if previous is not None:
@@ -484,7 +493,7 @@ class Pretrainer:
         metrics = self.summarize(reduce_sums(self.world, sums))
         # The combiner's current task weights (MoCo's λ, UW's exp(-s), ...), logged and plotted.
         metrics.update({f"weight/{name}": float(w) for name, w in zip(self.task_names(), self.combiner.weights())})
-        metrics.update(seconds=seconds, rows_per_s=num_rows / seconds)
+        metrics.update(lr=lr, seconds=seconds, rows_per_s=num_rows / seconds)  # lr: the epoch's last step's
         return metrics
 
     def thread_device(self):
