@@ -43,7 +43,8 @@ class Masker:
     """Draws masks per batch from a generator, so a seed fixes every mask of a run."""
 
     def __init__(self, enc: EncodedTable, train_rows: Tensor, mask_type: str = "replace",
-                 cells_per_row: int = 1, prob: float | None = None, groups: list[list[int]] = ()):
+                 cells_per_row: int = 1, prob: float | None = None, groups: list[list[int]] = (),
+                 exclude: list[int] = ()):
         if mask_type not in MASK_TYPES:
             raise RelsslError(f"--mask '{mask_type}': expected one of {', '.join(MASK_TYPES)}")
         if prob is not None and not 0 < prob <= 1:
@@ -83,8 +84,10 @@ class Masker:
                 if present.any():
                     lo, hi = int(feat.offset[col.index]), int(feat.offset[col.index + 1])
                     self.mean_vector[pos] = self.emb_values[self.emb_pool[col.index], lo:hi].float().mean(0)
+        self.maskable[list(exclude)] = False  # never chosen, so never a target: they stay inputs
         if not self.maskable.any():
-            raise RelsslError("no numerical, categorical, text or embedding column to mask")
+            raise RelsslError("no numerical, categorical, text or embedding column to mask"
+                              + (" besides --mask-exclude's" if len(exclude) else ""))
         # The numerical columns' pools end to end, so one draw replaces every chosen numerical cell of
         # a batch at once (a wide table has dozens of numerical columns; one draw each dominated).
         self.num_pos = torch.tensor([p for p, c in enumerate(enc.columns) if c.stype == torch_frame.numerical],

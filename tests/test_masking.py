@@ -1,3 +1,4 @@
+import json
 import warnings
 
 import numpy as np
@@ -183,3 +184,33 @@ def test_mask_groups_default_to_twins_and_warn_when_left_apart():
     for bad in ("x+nope", "x", "x+x2;x+a"):
         with pytest.raises(RelsslError, match="--mask-groups .*expected groups of two or more distinct"):
             resolve_mask_groups(bad, prep)
+
+
+@pytest.mark.parametrize("mask_type", ["replace", "bert", "remove"])
+def test_excluded_columns_are_never_hidden_nor_predicted(mask_type):
+    prep = prepare(toy_relational(3000))
+    exclude = cat_positions(Masker(prep.events, prep.rows(0), mask_type))[:1]
+    masker = Masker(prep.events, prep.rows(0), mask_type, prob=1.0, exclude=exclude)
+    tf = prep.events.tf[torch.arange(2000)]
+    masked = masker(tf, torch.Generator().manual_seed(0))
+    col = masker.columns[exclude[0]]
+    assert not masked.target[:, exclude].any() and not masked.remove[:, exclude].any()
+    assert torch.equal(masked.tf.feat_dict[col.stype][:, col.index], tf.feat_dict[col.stype][:, col.index])
+    others = [p for p in range(len(masker.columns)) if masker.maskable[p]]
+    assert masked.target[:, others].all()  # every other cell still masked at probability 1
+
+
+def test_mask_exclude_names_maskable_columns(tmp_path, capsys):
+    from relssl.cli import main
+    from tests.conftest import TINY
+
+    out = tmp_path / "r"
+    assert main(["pretrain", "--epochs", "1", "--mask-exclude", "From Bank,To Bank", "--out", str(out), *TINY]) == 0
+    final = json.loads((out / "final.json").read_text())
+    assert {k for k in final if k.startswith("mcm/acc/")} == {
+        "mcm/acc/Payment Currency", "mcm/acc/Receiving Currency", "mcm/acc/Payment Format"}
+    capsys.readouterr()
+    assert main(["pretrain", "--mask-exclude", "Timestamp", "--out", str(tmp_path / "bad"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--mask-exclude Timestamp: 'Timestamp' is not a maskable column; expected some of Amount Paid" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "bad").exists()

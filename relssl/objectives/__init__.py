@@ -72,12 +72,23 @@ def resolve_mask_groups(spec: str | None, prep: PreparedData) -> list[list[int]]
     return [[names.index(c) for c in g] for g in groups]
 
 
+def excluded_columns(names: list[str], prep: PreparedData) -> list[int]:
+    """Column positions of ``--mask-exclude``'s names, each a column a masking task could hide."""
+    maskable = [c.name for c in prep.events.columns if c.maskable]
+    unknown = [n for n in names if n not in maskable]
+    if unknown:
+        raise RelsslError(f"--mask-exclude {','.join(names)}: {', '.join(map(repr, unknown))} is not a maskable "
+                          f"column; expected some of {', '.join(maskable)}")
+    return [pos for pos, c in enumerate(prep.events.columns) if c.name in names]
+
+
 def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_type: str,
                      cells_per_row: int = 1, mask_prob: float | None = None,
-                     options: dict | None = None, mask_groups: str | None = None) -> list[Objective]:
+                     options: dict | None = None, mask_groups: str | None = None,
+                     mask_exclude: list[str] = ()) -> list[Objective]:
     """Each task from its ``build``: MCM, AM and MV share one masker (the run's --mask), hence one
     set of masks per batch; CTR and DAE corrupt with their own replace-type maskers. Every masker
-    keeps mask groups together."""
+    keeps mask groups together and leaves the ``mask_exclude`` columns alone."""
     unknown = set(options or {}) - set(OPTIONS)
     if unknown:
         raise RelsslError(f"objective_options: unknown {sorted(unknown)}; expected some of {sorted(OPTIONS)}")
@@ -88,7 +99,8 @@ def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_t
                               f"tables linked by keys)")
     masking = any(OBJECTIVES[name].masks_cells for name in names)
     groups = resolve_mask_groups(mask_groups, prep) if masking else []
-    ctx = BuildContext(prep, channels, opt, groups, mask_type, cells_per_row, mask_prob)
+    exclude = excluded_columns(mask_exclude, prep) if masking else []
+    ctx = BuildContext(prep, channels, opt, groups, mask_type, cells_per_row, mask_prob, exclude)
     return [OBJECTIVES[name].build(ctx) for name in names]
 
 

@@ -25,7 +25,7 @@ class TaskOutput:
 @dataclass
 class BuildContext:
     """What a task is built from: the prepared data, the width, every task option (defaults
-    filled), the mask groups, and the run's masker (``--mask``), made once and shared by the tasks
+    filled), the mask groups and excluded columns, and the run's masker (``--mask``), made once and shared by the tasks
     that mask cells under it, so that they see one set of masks per batch."""
 
     prep: PreparedData
@@ -35,6 +35,7 @@ class BuildContext:
     mask_type: str = "replace"
     cells_per_row: int = 1
     mask_prob: float | None = None
+    exclude: list[int] = field(default_factory=list)  # column positions no masker hides (--mask-exclude)
     _masker: Masker | None = field(default=None, repr=False)
 
     @property
@@ -45,7 +46,7 @@ class BuildContext:
     def run_masker(self) -> Masker:
         if self._masker is None:
             self._masker = Masker(self.prep.events, self.prep.rows(TRAIN), self.mask_type, self.cells_per_row,
-                                  self.mask_prob, self.groups)
+                                  self.mask_prob, self.groups, self.exclude)
         return self._masker
 
     def noise_masker(self, option: str) -> Masker:
@@ -53,7 +54,8 @@ class BuildContext:
         prob = self.options[option]
         if not 0 < prob <= 1:
             raise RelsslError(f"objective_options: {option} {prob}: expected a probability in (0, 1]")
-        return Masker(self.prep.events, self.prep.rows(TRAIN), "replace", prob=prob, groups=self.groups)
+        return Masker(self.prep.events, self.prep.rows(TRAIN), "replace", prob=prob, groups=self.groups,
+                      exclude=self.exclude)
 
 
 class Objective(nn.Module):

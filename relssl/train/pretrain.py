@@ -64,6 +64,9 @@ class PretrainConfig:
     mask_groups: str | None = option(
         None, "columns masked together, e.g. 'Amount Paid+Amount Received' ('A+B;C+D'; 'none': no groups; "
               "default: the schema's mask_groups plus columns equal in >95 %% of training rows)")
+    mask_exclude: list[str] = option(help="columns no masking task hides or predicts (comma-separated; they stay "
+                                          "inputs), e.g. IBM AML's 'From Bank,To Bank', which every other event of "
+                                          "the account shows (an account is a bank and a number)", factory=list)
     epochs: int = option(10, "maximum epochs (early stopping may end sooner)")
     batch_size: int = option(512, "seed rows per step")
     lr: float = option(1e-3, "AdamW learning rate")
@@ -136,8 +139,9 @@ class PretrainConfig:
         for name in ("reverse_mp", "ports", "ego_ids", "node_age"):  # a string such as "false" would read as on
             if not isinstance(getattr(self.model, name), bool):
                 raise RelsslError(f"model.{name} {getattr(self.model, name)!r}: expected true or false")
-        if isinstance(self.tables, str):  # the flag's comma-separated text
-            self.tables = [t.strip() for t in self.tables.split(",") if t.strip()]
+        for name in ("tables", "mask_exclude"):  # the flag's comma-separated text
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [t.strip() for t in getattr(self, name).split(",") if t.strip()])
         if self.table is not None and self.tables and self.table not in self.tables:
             raise RelsslError(f"--table {self.table}: not one of --tables {','.join(self.tables)}")
         build_combiner(self.combiner, len(self.objectives) * max(len(self.tables), 1),
@@ -289,7 +293,7 @@ class Pretrainer:
             check_splits(view, name or cfg.data)
             objectives = torch.nn.ModuleList(build_objectives(
                 cfg.objectives, view, cfg.model.channels, cfg.mask, cfg.cells_per_row, cfg.mask_prob,
-                cfg.objective_options, cfg.mask_groups))
+                cfg.objective_options, cfg.mask_groups, cfg.mask_exclude))
             if view is self.prep:
                 self.objectives = objectives
             else:
