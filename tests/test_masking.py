@@ -214,3 +214,12 @@ def test_mask_exclude_names_maskable_columns(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--mask-exclude Timestamp: 'Timestamp' is not a maskable column; expected some of Amount Paid" in err, err
     assert err.count("\n") == 1 and not (tmp_path / "bad").exists()
+    # checked whatever the tasks (LP masks nothing), and a mask group goes whole or not at all
+    assert main(["pretrain", "--objectives", "lp", "--mask-exclude", "Nope", "--out", str(tmp_path / "bad"), *TINY]) == 2
+    assert "--mask-exclude Nope: 'Nope' is not a maskable column" in capsys.readouterr().err
+    assert main(["pretrain", "--mask-exclude", "Payment Currency", "--out", str(tmp_path / "bad"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert ("--mask-exclude Payment Currency: Payment Currency shares a mask group with Receiving Currency, which "
+            "would be masked while Payment Currency stays visible (a copy task)") in err and err.count("\n") == 1, err
+    assert main(["pretrain", "--epochs", "1", "--mask-exclude", "Payment Currency", "--mask-groups", "none",
+                 "--out", str(tmp_path / "apart"), *TINY]) == 0

@@ -57,3 +57,14 @@ def test_a_cosine_run_logs_each_epochs_last_learning_rate(tmp_path):
                  "--out", str(out), *TINY]) == 0
     lrs = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
     assert lrs == pytest.approx([0.005 * (1 + math.cos(math.pi * (5 * e - 1) / 15)) for e in (1, 2, 3)])
+
+
+def test_finetuning_follows_the_schedule_too(tmp_path):
+    out = tmp_path / "f"  # laundering common enough that the validation rows hold positives
+    assert main(["generate", "aml", "--rows", "3000", "--seed", "1", "--laundering-rate", "0.05",
+                 "--out", str(tmp_path)]) == 0
+    assert main(["finetune", "--data", str(tmp_path / "Synthetic_Trans.csv"), "--init", "scratch", "--epochs", "2",
+                 "--patience", "5", "--lr", "0.01", "--lr-schedule", "cosine", "--out", str(out), *TINY]) == 0
+    lrs = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    steps = -(-600 // 128)  # --train-rows-per-epoch 600 in batches of 128
+    assert lrs == pytest.approx([0.005 * (1 + math.cos(math.pi * (steps * e - 1) / (2 * steps))) for e in (1, 2)])

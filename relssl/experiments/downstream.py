@@ -139,7 +139,9 @@ def run_downstream_experiment(recipes: list[PretrainConfig], task: str | None, f
         for fraction in fractions:
             for key, (method, protocol, _, recipe) in rows.items():
                 _, mode, _ = METHODS[method]
-                train = replace(recipe or base, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal")
+                # --lr-schedule and --warmup-epochs shape pre-training; fine-tuning, at its own epochs, runs constant
+                train = replace(recipe or base, seed=seed, epochs=finetune_epochs, time_aware=protocol == "causal",
+                                lr_schedule="constant", warmup_epochs=0.0)
                 run = out / "downstream" / f"{key}-f{fraction:g}-seed{seed}"
                 init = str(out / "runs" / f"{label(recipe)}-seed{seed}") if recipe else "scratch"
                 wanted = FinetuneConfig(task, init, mode, fraction, train, trees=trees if mode in GBDT_MODES else "default")

@@ -72,14 +72,27 @@ def resolve_mask_groups(spec: str | None, prep: PreparedData) -> list[list[int]]
     return [[names.index(c) for c in g] for g in groups]
 
 
-def excluded_columns(names: list[str], prep: PreparedData) -> list[int]:
-    """Column positions of ``--mask-exclude``'s names, each a column a masking task could hide."""
-    maskable = [c.name for c in prep.events.columns if c.maskable]
+def check_mask_exclude(names: list[str], views: list[PreparedData]) -> None:
+    """Each ``--mask-exclude`` name is a column some pretext table's masking tasks could hide."""
+    maskable = list(dict.fromkeys(c.name for view in views for c in view.events.columns if c.maskable))
     unknown = [n for n in names if n not in maskable]
     if unknown:
         raise RelsslError(f"--mask-exclude {','.join(names)}: {', '.join(map(repr, unknown))} is not a maskable "
                           f"column; expected some of {', '.join(maskable)}")
-    return [pos for pos, c in enumerate(prep.events.columns) if c.name in names]
+
+
+def excluded_columns(names: list[str], prep: PreparedData, groups: list[list[int]]) -> list[int]:
+    """Positions of this table's columns among ``names``. A mask group is excluded whole or not
+    at all: its other columns masked beside a visible one would be copied from it."""
+    columns = [c.name for c in prep.events.columns]
+    for group in groups:
+        kept = [columns[p] for p in group if columns[p] not in names]
+        if len(kept) < len(group) and kept:
+            shown = ", ".join(columns[p] for p in group if columns[p] in names)
+            raise RelsslError(f"--mask-exclude {','.join(names)}: {shown} shares a mask group with {', '.join(kept)}, "
+                              f"which would be masked while {shown} stays visible (a copy task); exclude the whole "
+                              f"group, or set the groups with --mask-groups")
+    return [pos for pos, name in enumerate(columns) if name in names]
 
 
 def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_type: str,
@@ -99,10 +112,10 @@ def build_objectives(names: list[str], prep: PreparedData, channels: int, mask_t
                               f"tables linked by keys)")
     masking = any(OBJECTIVES[name].masks_cells for name in names)
     groups = resolve_mask_groups(mask_groups, prep) if masking else []
-    exclude = excluded_columns(mask_exclude, prep) if masking else []
+    exclude = excluded_columns(mask_exclude, prep, groups) if masking else []
     ctx = BuildContext(prep, channels, opt, groups, mask_type, cells_per_row, mask_prob, exclude)
     return [OBJECTIVES[name].build(ctx) for name in names]
 
 
-__all__ = ["OBJECTIVES", "OPTIONS", "Objective", "TaskOutput", "build_objectives", "metric_index", "parse_objectives",
-           "reference_key"]
+__all__ = ["OBJECTIVES", "OPTIONS", "Objective", "TaskOutput", "build_objectives", "check_mask_exclude", "metric_index",
+           "parse_objectives", "reference_key"]

@@ -34,7 +34,7 @@ from relssl.nn.backbone import Backbone, ModelConfig, TableModel
 from relssl.nn.optim import LR_SCHEDULES, adamw, load_optimizer, set_lr
 from relssl.nn.row_encoder import check_row_encoder
 from relssl.nn.gnn import CONVS
-from relssl.objectives import build_objectives, parse_objectives
+from relssl.objectives import build_objectives, check_mask_exclude, parse_objectives
 from relssl.objectives.mcm import CellHeads, legacy_layout, stack_numerical_heads
 from relssl.options import from_mapping, option
 from relssl.train import seeding
@@ -289,6 +289,7 @@ class Pretrainer:
         views = self.prep.views if len(self.prep.views) > 1 else {None: self.prep}
         self.tables: list[TableTasks] = []
         self.table_objectives = torch.nn.ModuleDict()
+        check_mask_exclude(cfg.mask_exclude, list(views.values()))
         for name, view in sorted(views.items(), key=lambda item: item[1] is not self.prep):
             check_splits(view, name or cfg.data)
             objectives = torch.nn.ModuleList(build_objectives(
