@@ -14,45 +14,33 @@ args = parser.parse_args()
 epochs = [int(e) for e in args.epochs.split(",")]
 
 
-
 def number(value, spec: str = ".3f") -> str:
     """A table cell: '–' where a run has no such figure (no lr before schedules, no numerical column)."""
     return "–" if value is None else format(value, spec)
 
 
-curves = {}  # run -> metric -> [(epoch, value)]
+histories, metrics = {}, []  # run name -> its history; every run's accuracy metrics
 for run in args.runs:
     history = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     val = {r["epoch"]: r for r in history if r["split"] == "val"}
     lr = {r["epoch"]: r.get("lr") for r in history if r["split"] == "train"}
     columns = sorted(k.split("/", 2)[2] for k in val[min(val)] if k.startswith("mcm/acc/"))
-    metrics = ["mcm/acc", *(f"mcm/acc/{c}" for c in columns)]
-    curves[Path(run).name] = {m: [(e, val[e][m]) for e in sorted(val) if m in val[e]] for m in metrics}
+    run_metrics = ["mcm/acc", *(f"mcm/acc/{c}" for c in columns)]
+    metrics = list(dict.fromkeys([*metrics, *run_metrics]))
+    histories[Path(run).name] = history
     print(f"\n{run}\n")
     print("| epoch | lr | val MCM loss | ACC | " + " | ".join(columns) + " | RMSE |")
     print("|---" * (len(columns) + 5) + "|")
     for e in (e for e in epochs if e in val):
         r = val[e]
-        print(f"| {e} | {number(lr[e], '.2g')} | {r['mcm/loss']:.3f} | " + " | ".join(number(r.get(m)) for m in metrics)
+        print(f"| {e} | {number(lr[e], '.2g')} | {r['mcm/loss']:.3f} | " + " | ".join(number(r.get(m)) for m in run_metrics)
               + f" | {number(r.get('mcm/rmse'))} |")
     ref = val[min(val)]
-    print("| ref | | | " + " | ".join(number(ref.get(m.replace("mcm/acc", "mcm/acc_ref"))) for m in metrics)
+    print("| ref | | | " + " | ".join(number(ref.get(m.replace("mcm/acc", "mcm/acc_ref"))) for m in run_metrics)
           + f" | {number(ref.get('mcm/rmse_ref'))} |")
 
-if args.plot:
-    from relssl.train.plots import pyplot
+if args.plot:  # the experiments' own plot: one panel per metric, a curve per run
+    from relssl.experiments.report import plot_validation_curves
 
-    plt = pyplot()
-    metrics = list(dict.fromkeys(m for run in curves.values() for m in run))  # every run's columns
-    fig, axes = plt.subplots(-(-len(metrics) // 3), 3, figsize=(13, 3.5 * -(-len(metrics) // 3)), squeeze=False)
-    for ax, metric in zip(axes.flat, metrics):
-        for name, run in curves.items():
-            if run.get(metric):
-                ax.plot(*zip(*run[metric]), label=name)
-        ax.set_title(f"val {metric}")
-        ax.set_xlabel("epoch")
-    axes.flat[0].legend(fontsize=8)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(args.plot, dpi=100)
+    plot_validation_curves({name: [{"history": h}] for name, h in histories.items()}, metrics, Path(args.plot),
+                           "")
