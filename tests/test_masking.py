@@ -200,12 +200,16 @@ def test_excluded_columns_are_never_hidden_nor_predicted(mask_type):
     assert masked.target[:, others].all()  # every other cell still masked at probability 1
 
 
-def test_mask_exclude_names_maskable_columns(tmp_path, capsys):
+def test_mask_exclude_names_maskable_columns(tmp_path, capsys, monkeypatch):
     from relssl.cli import main
     from tests.conftest import TINY
 
     out = tmp_path / "r"
-    assert main(["pretrain", "--epochs", "1", "--mask-exclude", "From Bank,To Bank", "--out", str(out), *TINY]) == 0
+    args = ["pretrain", "--epochs", "1", "--mask-exclude", "From Bank,To Bank", "--out", str(out), *TINY]
+    monkeypatch.setattr("sys.argv", ["relssl", *args])  # as the shell gave them: the model card names the command
+    assert main(args) == 0
+    assert f"- **Command**: `relssl pretrain --epochs 1 --mask-exclude 'From Bank,To Bank' --out {out} " in (
+        out / "README.md").read_text()
     final = json.loads((out / "final.json").read_text())
     assert {k for k in final if k.startswith("mcm/acc/")} == {
         "mcm/acc/Payment Currency", "mcm/acc/Receiving Currency", "mcm/acc/Payment Format"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import shlex
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -58,7 +59,8 @@ def data_files(spec: str) -> list[tuple[str, str]]:
 def write_model_card(run_dir: str | Path, kind: str, data: str, final: dict, device: str, task: str | None = None) -> None:
     """README.md in ``run_dir`` for a finished ``kind`` ("pretrain" or "finetune") run."""
     run_dir = Path(run_dir)
-    command = (" ".join(["relssl", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("relssl", "__main__.py")
+    # quoted as a shell reads it: --mask-exclude 'From Bank,To Bank' pasted back is one argument
+    command = (shlex.join(["relssl", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("relssl", "__main__.py")
                else "the Python API")
     files = data_files(data)
     note = " (read from a package or generated; no file of its own)" if not files else (
