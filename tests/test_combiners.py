@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from relssl.errors import RelsslError
-from relssl.multitask import build_combiner
+from relssl.multitask import COMBINERS, build_combiner
 from relssl.multitask.base import combined_backward
 from relssl.multitask.moco import MoCo, project_simplex
 
@@ -125,20 +125,29 @@ def test_moco_weights_move_away_from_uniform_when_tasks_conflict():
     assert torch.all(y @ moco.direction(g, losses) > 0)
 
 
-def test_moco_with_one_task_is_exactly_sum():
-    torch.manual_seed(0)
-    trunk, head = nn.Linear(3, 4), nn.Linear(4, 1)
-    x = torch.randn(8, 3)
-    grads = []
-    for name in ("sum", "moco"):
-        for p in [*trunk.parameters(), *head.parameters()]:
-            p.grad = None
+def test_one_task_is_sum_bit_for_bit_exactly_where_a_combiner_says_so():
+    """Experiments share the sum's run for a lone task under a combiner that says it is the sum:
+    the claim must hold bit for bit, and a combiner that differs must not make it."""
+    def grads(name):
+        torch.manual_seed(0)
+        trunk, head = nn.Linear(3, 4), nn.Linear(4, 1)
         combiner = build_combiner(name, 1)
-        combined_backward(combiner, [head(trunk(x)).pow(2).mean()], list(trunk.parameters()),
-                          list(head.parameters()))
-        grads.append([p.grad.clone() for p in [*trunk.parameters(), *head.parameters()]])
-        assert combiner.weights().tolist() == [1.0]
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
+        params = [*trunk.parameters(), *head.parameters(), *combiner.parameters()]
+        optimizer = torch.optim.SGD(params, lr=0.1)
+        for _ in range(3):  # trained a few steps: UW's log-variance and MoCo's state move
+            optimizer.zero_grad()
+            combined_backward(combiner, [head(trunk(torch.randn(8, 3))).pow(2).mean()], list(trunk.parameters()),
+                              [*head.parameters(), *combiner.parameters()], torch.Generator().manual_seed(0))
+            optimizer.step()
+        return [p.grad.clone() for p in [*trunk.parameters(), *head.parameters()]]
+
+    reference = grads("sum")
+    for name, combiner in COMBINERS.items():
+        if name == "weighted":
+            continue
+        same = all(torch.equal(a, b) for a, b in zip(reference, grads(name)))
+        assert same == combiner.one_task_is_sum, name
+    assert {n for n, c in COMBINERS.items() if c.one_task_is_sum} == {"sum", "moco", "pcgrad"}
 
 
 @pytest.mark.parametrize("name", ["sum", "uw", "moco", "pcgrad", "cagrad"])

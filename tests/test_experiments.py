@@ -71,7 +71,9 @@ def test_combo_experiment_covers_every_subset_with_mcm(aml_csv, tmp_path):  # no
     for subset in ("MCM", "MCM+MV", "MCM+AM", "MCM+LP", "MCM+MV+AM", "MCM+MV+LP", "MCM+AM+LP", "MCM+MV+AM+LP"):
         assert f"| {subset} |" in report
     assert "moco MRR" in report and "std across subsets (moco)" in report
-    assert len(list((out / "runs").glob("*/final.json"))) == 16
+    # MCM alone under MoCo is the sum's run: 8 subsets x 2 combiners - 1
+    assert len(list((out / "runs").glob("*/final.json"))) == 15 and not (out / "runs" / "mcm-moco-seed0").exists()
+    assert "MCM alone under moco is the sum's run" in report
     # every MoCo run logs its task weights, which stay on the simplex
     weights = [json.loads(line) for line in (out / "runs" / "mcm+mv+am+lp-moco-seed0" / "metrics.jsonl").open()]
     lam = [v for k, v in weights[0].items() if k.startswith("weight/")]
@@ -145,6 +147,20 @@ def test_tuned_sum_sweeps_the_other_tasks_weight_and_keeps_the_best_on_validatio
     assert chosen[("mcm", "lp"), "sum"] == "mcm+lp-sum"
     results["mcm+lp-sum"] = [run(0.5, 0.4)]
     assert chosen_runs(results, subsets, ["tuned"])[("mcm", "lp"), "tuned"] == "mcm+lp-sum"
+
+
+def test_a_lone_task_shares_the_sums_run_under_combiners_that_reduce_to_it():
+    from relssl.experiments.combos import chosen_runs, grid_configs
+    from relssl.train.pretrain import PretrainConfig
+
+    subsets, combiners = [("mcm",), ("mcm", "lp")], ["moco", "pcgrad", "cagrad", "uw"]
+    configs = grid_configs(PretrainConfig(), subsets, combiners)
+    # MoCo and PCGrad with one task are the sum bit for bit; CAGrad rescales, UW learns a weight
+    assert set(configs) == {"mcm-sum", "mcm-cagrad", "mcm-uw", *(f"mcm+lp-{c}" for c in combiners)}
+    assert configs["mcm-sum"].combiner == "sum" and configs["mcm+lp-moco"].combiner == "moco"
+    chosen = chosen_runs({}, subsets, combiners)
+    assert chosen[("mcm",), "moco"] == chosen[("mcm",), "pcgrad"] == "mcm-sum"
+    assert chosen[("mcm",), "uw"] == "mcm-uw" and chosen[("mcm", "lp"), "pcgrad"] == "mcm+lp-pcgrad"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from relssl.logs import info
+from relssl.multitask import COMBINERS
 from relssl.objectives import reference_key
 from relssl.experiments.report import chosen_on_validation, plot_validation_curves, values_table, write_report
 from relssl.experiments.runner import run_grid
@@ -31,13 +32,24 @@ def tuned_labels(subset: tuple[str, ...]) -> dict[str, float]:
             for w in (TUNED_WEIGHTS if len(subset) > 1 else (1.0,))}
 
 
+def trained_combiner(subset: tuple[str, ...], combiner: str) -> str:
+    """The combiner a (non-"tuned") run trains with: a lone task under a combiner that reduces to the
+    sum shares the sum's run, as it would train the same model bit for bit."""
+    return "sum" if len(subset) == 1 and COMBINERS[combiner].one_task_is_sum else combiner
+
+
+def run_label(subset: tuple[str, ...], combiner: str) -> str:
+    return f"{'+'.join(subset)}-{trained_combiner(subset, combiner)}"
+
+
 def grid_configs(base: PretrainConfig, subsets, combiners: list[str]) -> dict[str, PretrainConfig]:
-    """Run label -> config: one per subset and combiner, and per weight of the "tuned" grid."""
+    """Run label -> config: one per subset and combiner (shared where they are the same model), and
+    per weight of the "tuned" grid."""
     configs = {}
     for s in subsets:
         for c in combiners:
             if c != "tuned":
-                configs[f"{'+'.join(s)}-{c}"] = replace(base, objectives=list(s), combiner=c)
+                configs[run_label(s, c)] = replace(base, objectives=list(s), combiner=trained_combiner(s, c))
                 continue
             for label, w in tuned_labels(s).items():
                 configs[label] = replace(base, objectives=list(s), combiner="sum") if w == 1 else replace(
@@ -49,7 +61,7 @@ def chosen_runs(results: dict[str, list[dict]], subsets, combiners: list[str]) -
     """(subset, combiner) -> the run label reported: for "tuned", the weight with the lowest mean
     validation MCM loss."""
     return {(s, c): chosen_on_validation(results, list(tuned_labels(s)), "mcm/loss") if c == "tuned"
-            else f"{'+'.join(s)}-{c}" for s in subsets for c in combiners}
+            else run_label(s, c) for s in subsets for c in combiners}
 
 
 def subsets_with_mcm(tasks=TASKS) -> list[tuple[str, ...]]:
@@ -98,6 +110,7 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
 
     tuned_choice = ", ".join(f"{'+'.join(t.upper() for t in s)} {tuned_labels(s)[chosen[s, 'tuned']]:g}"
                              for s in subsets if len(s) > 1 and "tuned" in combiners)
+    shared = [c for c in combiners if c not in ("sum", "tuned") and trained_combiner(("mcm",), c) == "sum"]
     report = [
         f"# Objective subsets × combiners on `{base.data}`",
         "",
@@ -111,7 +124,9 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
         + (f" tuned: a static weighted sum, MCM 1 and the subset's other tasks one weight w from "
            f"{{{', '.join(f'{w:g}' for w in TUNED_WEIGHTS)}}}, chosen per subset on the mean validation MCM loss "
            f"(chosen w: {tuned_choice})."
-           if tuned_choice else ""),
+           if tuned_choice else "")
+        + (f" MCM alone under {', '.join(shared)} is the sum's run: with one task "
+           f"{'they are' if len(shared) > 1 else 'it is'} the sum bit for bit." if shared else ""),
         "",
         table,
         "",

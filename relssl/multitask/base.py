@@ -18,6 +18,9 @@ class Combiner(nn.Module):
     """
 
     uses_task_gradients = False
+    # True where one task's update is the plain sum's bit for bit (tested), so an experiment may
+    # share the sum's run instead of training the same model again.
+    one_task_is_sum = False
     OPTION_HELP: dict[str, str] = {}  # keyword options of __init__ (flag --<combiner>-<option>) -> help
 
     def __init__(self, num_tasks: int):

@@ -36,6 +36,7 @@ def project_simplex(v: Tensor) -> Tensor:
 
 class MoCo(Combiner):
     uses_task_gradients = True
+    one_task_is_sum = True
     OPTION_HELP = {"beta": "MoCo: step size of the tracked gradients, beta_t = beta / t^beta_sigma",
                    "beta_sigma": "MoCo: decay exponent of beta", "gamma": "MoCo: step size of the task weights "
                    "lambda, gamma_t = gamma / t^gamma_sigma", "gamma_sigma": "MoCo: decay exponent of gamma",

@@ -9,6 +9,7 @@ from relssl.multitask.base import Combiner
 
 class PCGrad(Combiner):
     uses_task_gradients = True
+    one_task_is_sum = True  # nothing to project a lone gradient off
 
     def __init__(self, num_tasks: int):
         super().__init__(num_tasks)

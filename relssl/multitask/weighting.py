@@ -8,6 +8,8 @@ from relssl.multitask.base import Combiner
 
 
 class SumCombiner(Combiner):
+    one_task_is_sum = True
+
     def combine(self, losses: Tensor) -> Tensor:
         return losses.sum()
 
