@@ -61,7 +61,7 @@ def cli(*argv: str) -> tuple[int, str]:
         warnings.simplefilter("always")
         try:
             code = main([str(a) for a in argv])
-        except SystemExit as exit_:  # argparse: usage and one error line
+        except SystemExit as exit_:  # argparse: a badly typed flag (one error line)
             code = exit_.code if isinstance(exit_.code, int) else 2
     return code, "".join(f"relssl: warning: {w.message}\n" for w in caught) + err.getvalue()
 
@@ -77,8 +77,7 @@ def expect_error(argv, needle: str = "") -> None:
         raise Failed(f"silent: exit 0 ({err.strip()[:200]!r})")
     if "Traceback" in err:
         raise Failed(f"traceback: exit {code}, {err.strip()[-300:]!r}")
-    if code != 2 or not lines or "error:" not in lines[-1] or (
-            len(lines) > 1 and not lines[0].startswith("usage:")):
+    if code != 2 or len(lines) != 1 or "error:" not in lines[0]:
         raise Failed(f"unclear: exit {code}, {err.strip()[:300]!r}")
     if needle not in lines[-1]:
         raise Failed(f"unclear: the error does not say {needle!r}: {lines[-1]!r}")

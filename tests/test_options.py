@@ -50,6 +50,19 @@ def test_a_config_file_with_yaml_strings_trains(tmp_path, capsys):
     assert "config: epochs: expected an integer, got 'ten'" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["pretrain", "--epochs", "ten"], "relssl pretrain: error: argument --epochs: invalid int value: 'ten'"),
+    (["finetune", "--trees", "many"], "relssl finetune: error: argument --trees: invalid choice: 'many'"),
+    (["pretrian"], "relssl: error: argument command: invalid choice: 'pretrian'"),
+    (["pretrain", "--out", "r", "--bogus", "3"], "relssl: error: unrecognized arguments: --bogus 3"),
+])
+def test_a_flag_argparse_refuses_is_one_line_too(argv, needle, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith(needle) and err.count("\n") == 1, err
+
+
 def test_version(capsys):
     import relssl
 

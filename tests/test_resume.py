@@ -155,6 +155,21 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
     assert ("the run was trained with other settings: --objectives ['lp'] (the run has ['mcm']); --lr 0.5 (the run "
             "has 0.001); --channels 32 (the run has 16)") in err and err.count("\n") == 1, err
     assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--lr", "0.001", "--no-progress"]) == 0
+    # objective and combiner options too: a run without the task or combiner, or with another value
+    assert main(["pretrain", "--out", out, "--resume", "--lp-negatives", "4", "--moco-beta", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert ("other settings: --moco-beta 0.5 (the run's combiner is sum); --lp-negatives 4 (the run has no lp)"
+            in err and err.count("\n") == 1), err
+    out = str(tmp_path / "lp")
+    assert main(["pretrain", "--objectives", "mcm,lp", "--combiner", "moco", "--lp-negatives", "4", "--epochs", "1",
+                 "--patience", "5", "--out", out, *TINY]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--out", out, "--resume", "--lp-negatives", "8", "--moco-beta", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings: --moco-beta 0.5 (the run has 0.999); --lp-negatives 8 (the run has 4)" in err, err
+    # the values it has, given or left to their defaults, are no change
+    assert main(["pretrain", "--out", out, "--resume", "--epochs", "2", "--lp-negatives", "4", "--moco-beta",
+                 "0.999", "--no-progress"]) == 0
 
 
 def test_resume_refuses_changed_data_naming_the_file(data, tmp_path, capsys):
@@ -193,6 +208,8 @@ def test_every_trained_command_refuses_changed_flags_on_resume(tmp_path, capsys)
     capsys.readouterr()
     assert main(["finetune", "--out", ft, "--resume", "--lr", "0.5"]) == 2
     assert "--lr 0.5 (the run has 0.001)" in capsys.readouterr().err
+    assert main(["finetune", "--out", ft, "--resume", "--moco-beta", "0.5"]) == 2
+    assert "--moco-beta 0.5 (the run's combiner is sum)" in capsys.readouterr().err
     assert main(["finetune", "--out", ft, "--resume", "--epochs", "2", "--no-progress"]) == 0
     f2v = str(tmp_path / "f2v")
     assert main(["feat2vec", "--epochs", "1", "--patience", "5", "--train-rows-per-epoch", "500", "--eval-rows", "300",

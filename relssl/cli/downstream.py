@@ -73,7 +73,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                                                   "mode": args.mode, "label_fraction": args.label_fraction,
                                                   **({"train.time_aware": args.protocol == "causal"}
                                                      if args.protocol else {})},
-                           FinetuneConfig)
+                           FinetuneConfig, options_at="train")
         cfg = None
     else:
         train = finetune_file(args)

@@ -145,12 +145,39 @@ def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:
     return {f"{prefix}{k}": v for k, v in given.items()}
 
 
+def option_differences(args: argparse.Namespace, run: dict) -> list[str]:
+    """The objective and combiner option flags given (--lp-negatives, --moco-beta) that differ from
+    ``run``, a pre-training config as saved: an option it does not list had its default."""
+    differ = []
+    combiner = run.get("combiner", "sum")
+    for name, (owner, option, default, _) in COMBINER_FLAGS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if owner != combiner:
+            differ.append(f"--{name.replace('_', '-')} {value} (the run's combiner is {combiner})")
+        elif (old := (run.get("combiner_options") or {}).get(option, default)) != value:
+            differ.append(f"--{name.replace('_', '-')} {value} (the run has {old})")
+    objectives = parse_objectives(run.get("objectives", "mcm"))
+    for name, (objective, _, default, _) in OBJECTIVE_FLAGS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if objective not in objectives:
+            differ.append(f"--{name.replace('_', '-')} {value} (the run has no {objective})")
+        elif (old := (run.get("objective_options") or {}).get(name, default)) != value:
+            differ.append(f"--{name.replace('_', '-')} {value} (the run has {old})")
+    return differ
+
+
 def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | None = None,
-                       config_class: type = PretrainConfig) -> None:
+                       config_class: type = PretrainConfig, options_at: str | None = None) -> None:
     """``--resume`` continues with the run's own settings: a flag that would change one is refused
     with one line naming each difference (silently ignoring it trained with the old value).
     ``given``: dotted config key -> flag value (default: the pre-training flags); a setting the run
-    predates counts as its default in ``config_class``, as experiments' reuse check reads it."""
+    predates counts as its default in ``config_class``, as experiments' reuse check reads it.
+    ``options_at``: where the run's config holds the pre-training config whose objective and
+    combiner option flags the command takes ("": it is the whole config; None: no such flags)."""
     if not (run_dir / "config.yaml").exists():
         return  # RunFolder.check says what is missing
     saved = read_yaml(run_dir / "config.yaml") or {}
@@ -158,7 +185,8 @@ def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | No
     defaults = asdict(config_class())
     if getattr(args, "config", None):
         raise RelsslError("--resume continues with the run's own config.yaml; drop --config")
-    differ = []
+    run = saved if options_at == "" else saved.get(options_at) or {}
+    differ = [] if options_at is None else option_differences(args, run)
     for name, value in given.items():
         key = name.rsplit(".", 1)[-1]
         if key in RESUMABLE or value is None:

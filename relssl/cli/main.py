@@ -51,7 +51,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     if args.out is None:
         raise RelsslError("--out: a run folder is required, e.g. --out runs/mcm")
     if args.resume:
-        check_resume_flags(args, Path(args.out))
+        check_resume_flags(args, Path(args.out), options_at="")
     cfg = None if args.resume else config_from_args(args)
     final = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress, epochs=args.epochs)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
@@ -117,11 +117,20 @@ def torch_version() -> str:
         return "not installed"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A badly typed or unknown flag reads as every other bad input: one line naming the option, exit
+    2 (argparse's own error prints the whole usage, dozens of lines, before it). Subcommands'
+    parsers are of this class too (argparse builds them with their parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
 @functools.cache
 def build_parser() -> argparse.ArgumentParser:
     """relssl's parser. Built once a process: it has hundreds of options (30 ms), and parsing leaves
     it as it was."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="relssl", description="Self-supervised representation learning on relational multimodal data.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="progress messages off: results and warnings only")

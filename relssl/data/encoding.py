@@ -53,10 +53,6 @@ class EncodedTable:
     col_stats: dict
     columns: list[ColumnInfo]  # in the column order of the stype-wise encoder's output
 
-    @property
-    def maskable_columns(self) -> list[int]:
-        return [i for i, c in enumerate(self.columns) if c.maskable]
-
 
 def encode_table(
     df: pd.DataFrame,

@@ -56,7 +56,6 @@ class CellHeads(nn.Module):
             setattr(self, name, nn.Parameter(torch.stack([stackable(name, heads[pos].get_parameter(part))
                                                           for pos in self.numerical]).detach()))
         self._register_load_state_dict_pre_hook(self._stack_numerical_heads)
-        self.has_embedding = any(c.maskable and c.stype == torch_frame.embedding for c in self.columns)
         for name, values in (("num_pos", self.numerical), ("num_index", [self.columns[p].index for p in self.numerical]),
                              ("num_mean", [self.columns[p].mean for p in self.numerical]),
                              ("num_std", [self.columns[p].std for p in self.numerical])):
