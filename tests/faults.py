@@ -195,7 +195,7 @@ def schema_case(name: str, text: str, needle: str = "", csv_text: str | None = E
 schema_case("malformed YAML", "events: {path: t.csv\n", "malformed YAML")
 schema_case("alias bomb", "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "aliases")
 schema_case("duplicate key", EVENTS + "events: {}\n", "appears twice")
-schema_case("path outside the folder", EVENTS.replace("t.csv", "../../etc/passwd"), "")
+schema_case("path outside the folder", EVENTS.replace("t.csv", "../../etc/passwd"), "leads out of the schema's folder")
 schema_case("unknown top-level key", EVENTS + "tables2: {}\n", "unknown")
 schema_case("unknown events key", EVENTS.replace("columns:", "transforms: {x: log1p}, columns:"), "unknown key")
 schema_case("text in a numerical column", EVENTS, "'x' holds 'heavy'", EVENTS_CSV.replace("\n5,0.714,", "\n5,heavy,"))

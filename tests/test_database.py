@@ -90,7 +90,7 @@ def test_dropping_orphans_cascades_and_keeps_rows_aligned():
 TRAINABLE = PORTAL.replace("species: text", "species: categorical") + "on_orphans: drop\n"
 
 
-def test_a_database_pretrains_on_the_rows_of_one_table(ratdat, tmp_path):
+def test_a_database_pretrains_on_the_rows_of_one_table(ratdat, tmp_path, capsys):
     data = load_schema(schema(ratdat, TRAINABLE))
     assert isinstance(data, Database)  # surveys link two tables with features: not one event table
     run = tmp_path / "run"
@@ -98,8 +98,11 @@ def test_a_database_pretrains_on_the_rows_of_one_table(ratdat, tmp_path):
                  "--epochs", "1", "--out", str(run), *TINY]) == 0
     final = yaml.safe_load((run / "final.json").read_text())
     assert {"mcm/acc/sex", "mcm/rmse/weight", "am/acc/sex"} <= set(final)
+    capsys.readouterr()
     assert main(["pretrain", "--data", str(ratdat / "schema.yaml"), "--table", "plot", "--epochs", "1",
                  "--out", str(tmp_path / "bad"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("relssl: error: --table plot: ") and err.count("\n") == 1, err
 
 
 def test_several_tables_pretrain_and_embed_from_the_cli(ratdat, tmp_path, capsys):

@@ -143,9 +143,9 @@ def test_label_times_survive_the_cache(tmp_path):
                                      "label_time: {after: [lag], unit: min}, foreign_keys: {g: g}}\n"
                                      "  g: {path: g.csv, primary_key: g}\n")
     expected = np.arange(n) * 60 + np.arange(n) % 5 * 60
-    for _ in range(2):  # built, then read back
-        prep, _ = load_prepared(str(tmp_path / "s.yaml"), cache_dir=tmp_path / "cache")
-        assert prep.database.label_times[0].tolist() == expected.tolist()
+    for i in range(2):  # built, then read back
+        prep, hit = load_prepared(str(tmp_path / "s.yaml"), cache_dir=tmp_path / "cache")
+        assert hit == (i == 1) and prep.database.label_times[0].tolist() == expected.tolist()
 
 
 def test_label_time_goes_with_labels_as_history():
@@ -415,8 +415,10 @@ def test_a_database_written_as_files_reads_back_the_same(tmp_path):
         assert u.col_stypes == t.col_stypes and u.primary_key == t.primary_key and u.label_cols == t.label_cols
         assert [str(fk) for fk in u.foreign_keys] == [str(fk) for fk in t.foreign_keys]
         assert (u.time is None) == (t.time is None) and (t.time is None or (u.time == t.time).all())
-        pd.testing.assert_frame_equal(u.df[list(t.col_stypes)].reset_index(drop=True),
-                                      t.df[list(t.col_stypes)].reset_index(drop=True), check_dtype=False)
+        kept = [*t.col_stypes, *t.label_cols]  # features and labels both
+        pd.testing.assert_frame_equal(u.df[kept].reset_index(drop=True), t.df[kept].reset_index(drop=True),
+                                      check_dtype=False)
+    assert db.tables["ratings"].label_cols
     assert (back.tables["ratings"].label_time == db.tables["ratings"].label_time).all()
     assert all((back.links[k] == v).all() for k, v in db.links.items())
 

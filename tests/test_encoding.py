@@ -27,10 +27,12 @@ def test_max_categories_keeps_the_most_frequent():
 
 
 def test_log1p_transform_and_raw_values_kept():
-    df = pd.DataFrame({"amount": [0.0, np.e - 1, 99.0]})
-    enc = encode_table(df, {"amount": torch_frame.numerical}, np.arange(3), {"amount": "log1p"})
+    df = pd.DataFrame({"amount": [0.0, np.e - 1, 99.0, -99.0]})
+    enc = encode_table(df, {"amount": torch_frame.numerical}, np.arange(4), {"amount": "log1p"})
     vals = enc.tf.feat_dict[torch_frame.numerical][:, 0]
-    assert torch.allclose(vals, torch.tensor([0.0, 1.0, np.log(100.0)], dtype=vals.dtype), atol=1e-5)
+    # signed: a negative amount (a refund) maps to -log1p(|x|)
+    assert torch.allclose(vals, torch.tensor([0.0, 1.0, np.log(100.0), -np.log(100.0)], dtype=vals.dtype), atol=1e-5)
+    assert df["amount"].tolist() == [0.0, np.e - 1, 99.0, -99.0]  # the caller's frame keeps its raw values
 
 
 def test_temporal_split_orders_splits_in_time():

@@ -190,9 +190,9 @@ def test_tasks_survive_the_cache(tmp_path):
     from relssl.data.cache import load_prepared
 
     data = shop(tmp_path)
-    for _ in range(2):  # built, then read back
-        prep, _ = load_prepared(data, cache_dir=tmp_path / "cache")
-        assert prep.database.tasks == {"churn": EntityTask("churn", "users", "visits", "user -> users", 20 * DAY,
+    for i in range(2):  # built, then read back
+        prep, hit = load_prepared(data, cache_dir=tmp_path / "cache")
+        assert hit == (i == 1) and prep.database.tasks == {"churn": EntityTask("churn", "users", "visits", "user -> users", 20 * DAY,
                                                            10 * DAY, "churn")}
 
 

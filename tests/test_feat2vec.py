@@ -184,7 +184,7 @@ def test_bad_options_are_named(table):
 
 
 @pytest.mark.slow
-def test_pretrain_cli_takes_feat2vec_options(aml_csv, tmp_path):
+def test_pretrain_cli_takes_feat2vec_options(aml_csv, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["pretrain", "--data", aml_csv, "--objectives", "mcm,feat2vec", "--combiner", "moco",
                  "--feat2vec-target", "Receiving Currency", "--feat2vec-negatives", "3", "--channels", "8",
@@ -192,7 +192,9 @@ def test_pretrain_cli_takes_feat2vec_options(aml_csv, tmp_path):
                  "--train-rows-per-epoch", "300", "--eval-rows", "200", "--no-progress", "--out", str(run)]) == 0
     final = json.loads((run / "final.json").read_text())
     assert {"feat2vec/loss", "feat2vec/pair_acc", "feat2vec/mpr", "mcm/acc"} <= set(final)
+    capsys.readouterr()
     assert main(["pretrain", "--data", aml_csv, "--feat2vec-alpha1", "0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "--feat2vec-alpha1 needs feat2vec in --objectives" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +219,7 @@ def test_cli_feat2vec_writes_a_run_folder(aml_csv, tmp_path, capsys):
     assert final["rows_per_s"] > 0
     assert "feat2vec/mpr/To Bank" in capsys.readouterr().out
     assert main(["feat2vec", "--data", aml_csv, "--out", str(run), *TINY]) == 2  # never overwrites a run
+    assert "a run already exists there" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, message", [

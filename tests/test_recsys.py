@@ -334,7 +334,7 @@ def test_cli_experiment_writes_report_and_curves(tiny_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_experiment_sweeps_the_adversarial_weight_and_compares_its_best_with_no_adversary(tiny_dir, tmp_path):
+def test_experiment_sweeps_the_adversarial_weight_and_compares_its_best_with_no_adversary(tiny_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
     args = ["experiment", "recsys", "--data", str(tiny_dir), "--models", "bprmf", "--seeds", "2", "--epochs", "1",
             "--batch-size", "64", "--sweep", "adv_weight=1e-4,1e-1", "--out", str(out), "--no-progress"]
@@ -345,7 +345,9 @@ def test_experiment_sweeps_the_adversarial_weight_and_compares_its_best_with_no_
     assert "Swept adv_weight in {0.0001, 0.1}; chosen on validation Recall@20: `mmssl-adv_weight=" in report
     config = (out / "runs" / "mmssl-adv_weight=0.1-seed1" / "config.yaml").read_text()
     assert "adv_weight: 0.1" in config
+    capsys.readouterr()
     assert main([*args[:-3], "--sweep", "nope=1", "--out", str(out)]) == 2
+    assert "--sweep 'nope=1': expected NAME=V1,V2 with NAME one of" in capsys.readouterr().err
     # --jobs 2: the same runs in two processes (one thread each, as here), the same results
     assert main([*args[:-3], "--jobs", "2", "--out", str(tmp_path / "parallel"), "--no-progress"]) == 0
     for run in sorted(p.name for p in (out / "runs").iterdir()):

@@ -55,7 +55,7 @@ class Killed(BaseException):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch, command):
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch, command, capsys):
     args = COMMANDS[command](data)
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main([*args, "--epochs", "3", "--out", str(full)]) == 0
@@ -71,7 +71,9 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, mo
         main([*args, "--epochs", "3", "--out", str(cut)])
     monkeypatch.undo()
     assert not (cut / "final.json").exists()
+    capsys.readouterr()
     assert main([*args, "--epochs", "3", "--out", str(cut)]) == 2  # never trains over a run
+    assert "a run already exists there; pass --resume to continue it" in capsys.readouterr().err
     assert main([*COMMANDS[command](data)[:2 if command == "recsys" else 1], "--out", str(cut), "--resume",
                  "--no-progress"]) == 0
     assert strip(RunFolder(cut).history()) == strip(RunFolder(full).history())
