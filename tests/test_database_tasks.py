@@ -103,6 +103,22 @@ def test_a_label_informs_only_seeds_after_it_is_known():
     assert (earlier & ~known).any() and torch.equal(torch.sort(at).values, known.nonzero().squeeze(1))
 
 
+def test_label_history_statistics_come_from_labels_known_by_the_end_of_training():
+    """A training row whose label becomes known only after the training period ends is not part of
+    the history encoding's statistics (it informs no training row)."""
+    db = ratings_database()
+    ratings = db.tables["ratings"]
+    ratings.label_time = ratings.time + np.where(np.arange(len(ratings)) % 4 == 0, 10_000, 20)
+    ratings.df.loc[np.arange(len(ratings)) % 4 == 0, "rating"] = 1_000.0  # late labels: far from the rest
+    prep = prepare_database(db, "ratings")
+    cut = prep.database.cuts[0]
+    known = (prep.split == TRAIN) & (ratings.label_time <= cut)
+    stats = prep.database.history[prep.database.seed_table].col_stats["rating"]
+    mean = stats[torch_frame.data.stats.StatType.MEAN]
+    assert (prep.split == TRAIN).sum() > known.sum() > 0 and ratings.df["rating"][known].max() < 100
+    assert mean == pytest.approx(ratings.df["rating"][known].mean(), rel=1e-5)
+
+
 @pytest.mark.parametrize("spec,needle", [
     ("{after: [lag], unit: min}", None),
     ("{after: [lag, 5], unit: h}", None),

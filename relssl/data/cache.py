@@ -39,7 +39,7 @@ from relssl.errors import RelsslError
 from relssl.files import check_free, pid_alive, write_text
 from relssl.version import __version__
 
-FORMAT = 4  # bump when the encoding or the entry layout changes: old entries are then never read
+FORMAT = 5  # bump when the encoding or the entry layout changes: old entries are then never read
 _STYPES = {s.value: s for s in (torch_frame.numerical, torch_frame.categorical, torch_frame.timestamp)}
 
 

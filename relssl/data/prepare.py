@@ -188,7 +188,12 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
             train_rows = _linked_to(db, name, pretext, splits)
         tables.append(encode_table(t.df, t.col_stypes, train_rows, t.transforms, max_categories, name, t.vectors,
                                    text) if t.col_stypes else None)
-        history.append(label_history(t, train_rows, max_categories) if t.labels_as_history else None)
+        if t.labels_as_history:  # statistics of the labels known by the end of training (label_time)
+            known = train_rows if t.label_time is None or cuts is None else \
+                train_rows[t.label_time[train_rows] <= cuts[0]]
+            history.append(label_history(t, known, max_categories))
+        else:
+            history.append(None)
 
     index = {n: i for i, n in enumerate(names)}
     links = {(index[name], str(fk)): (index[fk.table], long_tensor(db.links[name, i]))
