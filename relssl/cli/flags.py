@@ -147,26 +147,19 @@ def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:
 
 def option_differences(args: argparse.Namespace, run: dict) -> list[str]:
     """The objective and combiner option flags given (--lp-negatives, --moco-beta) that differ from
-    ``run``, a pre-training config as saved: an option it does not list had its default."""
+    ``run``, a pre-training config as saved: an option it does not list had its default. Apart from
+    ``given``'s dotted keys: an option is kept under its owner's name and only applies with it."""
+    combiner, objectives = run.get("combiner", "sum"), parse_objectives(run.get("objectives", "mcm"))
+    saved_combiner, saved_objective = run.get("combiner_options") or {}, run.get("objective_options") or {}
+    options = [(name, owner == combiner, f"the run's combiner is {combiner}", saved_combiner.get(option, default))
+               for name, (owner, option, default, _) in COMBINER_FLAGS.items()]
+    options += [(name, objective in objectives, f"the run has no {objective}", saved_objective.get(name, default))
+                for name, (objective, _, default, _) in OBJECTIVE_FLAGS.items()]
     differ = []
-    combiner = run.get("combiner", "sum")
-    for name, (owner, option, default, _) in COMBINER_FLAGS.items():
+    for name, applies, otherwise, old in options:
         value = getattr(args, name, None)
-        if value is None:
-            continue
-        if owner != combiner:
-            differ.append(f"--{name.replace('_', '-')} {value} (the run's combiner is {combiner})")
-        elif (old := (run.get("combiner_options") or {}).get(option, default)) != value:
-            differ.append(f"--{name.replace('_', '-')} {value} (the run has {old})")
-    objectives = parse_objectives(run.get("objectives", "mcm"))
-    for name, (objective, _, default, _) in OBJECTIVE_FLAGS.items():
-        value = getattr(args, name, None)
-        if value is None:
-            continue
-        if objective not in objectives:
-            differ.append(f"--{name.replace('_', '-')} {value} (the run has no {objective})")
-        elif (old := (run.get("objective_options") or {}).get(name, default)) != value:
-            differ.append(f"--{name.replace('_', '-')} {value} (the run has {old})")
+        if value is not None and (not applies or old != value):
+            differ.append(f"--{name.replace('_', '-')} {value} ({otherwise if not applies else f'the run has {old}'})")
     return differ
 
 

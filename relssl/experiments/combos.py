@@ -110,7 +110,7 @@ def run_combo_experiment(base: PretrainConfig, combiners: list[str], seeds: list
 
     tuned_choice = ", ".join(f"{'+'.join(t.upper() for t in s)} {tuned_labels(s)[chosen[s, 'tuned']]:g}"
                              for s in subsets if len(s) > 1 and "tuned" in combiners)
-    shared = [c for c in combiners if c not in ("sum", "tuned") and trained_combiner(("mcm",), c) == "sum"]
+    shared = [c for c in combiners if c not in ("sum", "tuned") and COMBINERS[c].one_task_is_sum]
     report = [
         f"# Objective subsets × combiners on `{base.data}`",
         "",
