@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch_frame
 import yaml
+from torch import Tensor
 from torch_frame import TensorFrame
 
 from relssl.cli import main
@@ -139,22 +140,29 @@ def test_link_prediction_scores_a_seeded_share_of_training_seeds(community):
         Pretrainer(small_config(["lp"], objective_options={"lp_seed_share": 0.0}), community)
 
 
-def test_link_prediction_candidates_are_past_entities_and_never_connected(community):
+def test_link_prediction_candidates_are_past_entities_and_not_yet_connected(community):
     lp = Pretrainer(small_config(["lp"]), community).objectives[0]
     builder, rows = Pretrainer(small_config(["lp"]), community).builders[TRAIN], community.rows(TRAIN)[100:612]
     cand, ok_source, ok_target = lp.sample_candidates(builder, rows, torch.Generator().manual_seed(0))
-    n = community.num_entities
-    existing = torch.cat([community.src * n + community.dst, community.dst * n + community.src])
-    u, v = community.src[rows].unsqueeze(1), community.dst[rows].unsqueeze(1)
-    assert not torch.isin((cand * n + v)[ok_source], existing).any()
-    assert not torch.isin((u * n + cand)[ok_target], existing).any()
+    u, v, t = (x[rows].unsqueeze(1) for x in (community.src, community.dst, community.time))
+
+    def linked(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, M] whether (a, b) is linked, in either direction, by an event at or before t; and by any event."""
+        one = ((community.src == a.unsqueeze(-1)) & (community.dst == b.unsqueeze(-1))) | \
+              ((community.src == b.unsqueeze(-1)) & (community.dst == a.unsqueeze(-1)))
+        return (one & (community.time <= t.unsqueeze(-1))).any(-1), one.any(-1)
+
+    (past_s, ever_s), (past_t, ever_t) = linked(cand, v), linked(u, cand)
+    assert not past_s[ok_source].any() and not past_t[ok_target].any()  # never linked by the seed's time
     assert ok_source.float().mean() > 0.9 and ok_target.float().mean() > 0.9  # collisions are redrawn
+    # a pair that links only later is a negative at the seed's time: the future chooses nothing
+    assert ever_s[ok_source].sum() + ever_t[ok_target].sum() > 20
     # each candidate took part in a training event at or before the seed's time
     train = community.rows(TRAIN)
-    first = torch.full((n,), torch.iinfo(torch.long).max)
+    first = torch.full((community.num_entities,), torch.iinfo(torch.long).max)
     for side in (community.src, community.dst):
         first.scatter_reduce_(0, side[train], community.time[train], "amin")
-    assert (first[cand] <= community.time[rows].unsqueeze(1)).all()
+    assert (first[cand] <= t).all()
 
 
 def timed_toy(n: int = 3000, seed: int = 0) -> RelationalData:

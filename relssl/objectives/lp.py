@@ -13,9 +13,11 @@ chance on time-sorted batches.
 
 Candidates are endpoints of random events at or before t (each event equally likely, so entities
 by activity up to t, as positives' endpoints are), never the future. A corrupted pair that is
-connected, in either direction, by any event of the data (any split, any time) is not a negative:
-its candidate is redrawn a few times, and pairs that still collide are left out of loss and
-ranking. The trees carry no ego marks: the states score pairs other than their trees' own.
+connected, in either direction, by an event at or before t (of any split) is not a negative: its
+candidate is redrawn a few times, and pairs that still collide are left out of loss and ranking.
+A pair that links only after t is a negative at t (time-aware filtering, in training and in
+evaluation alike): filtering with later links would let the future choose a row's negatives.
+The trees carry no ego marks: the states score pairs other than their trees' own.
 
 Cost: 2 + M trees per scored seed instead of the shared view's 2 (``lp_negatives`` K = 2M). In
 training LP scores a seeded share of each batch's seeds (``lp_seed_share``, 1/8 by default), so an
@@ -35,10 +37,15 @@ from relssl.objectives.base import BuildContext, Objective, TaskOutput, ranking_
 from relssl.objectives.fk_lp import ForeignKeyPrediction
 
 
-def pair_keys(prep: PreparedData) -> Tensor:
-    """Sorted unique ``u * num_entities + v`` of every connected pair, both directions, all events."""
+def pair_keys(prep: PreparedData) -> tuple[Tensor, Tensor | None]:
+    """Sorted unique ``u * num_entities + v`` of every connected pair, both directions, all events,
+    and the time of each pair's first event (None for data without time)."""
     n = prep.num_entities
-    return torch.unique(torch.cat([prep.src * n + prep.dst, prep.dst * n + prep.src]))
+    keys, at = torch.unique(torch.cat([prep.src * n + prep.dst, prep.dst * n + prep.src]), return_inverse=True)
+    if prep.time is None:
+        return keys, None
+    first = torch.full((len(keys),), torch.iinfo(torch.long).max)
+    return keys, first.scatter_reduce_(0, at, torch.cat([prep.time, prep.time]), "amin")
 
 
 class LinkPrediction(Objective):
@@ -60,24 +67,29 @@ class LinkPrediction(Objective):
         if ctx.prep.database is not None:
             return ForeignKeyPrediction(ctx.prep.database, ctx.options["lp_relation"], ctx.channels,
                                         ctx.options["lp_negatives"], ctx.options["lp_seed_share"])
-        return cls(pair_keys(ctx.prep), ctx.prep.num_entities, ctx.channels, ctx.options["lp_negatives"],
+        pairs, first_linked = pair_keys(ctx.prep)
+        return cls(pairs, first_linked, ctx.prep.num_entities, ctx.channels, ctx.options["lp_negatives"],
                    ctx.options["lp_seed_share"])
 
-    def __init__(self, pairs: Tensor, num_entities: int, channels: int, negatives: int = 8, seed_share: float = 1.0):
+    def __init__(self, pairs: Tensor, first_linked: Tensor | None, num_entities: int, channels: int,
+                 negatives: int = 8, seed_share: float = 1.0):
         super().__init__()
         if negatives < 2 or negatives % 2:
             raise RelsslError(f"lp_negatives {negatives}: expected an even number of negatives per edge (>= 2): "
                               f"each candidate entity replaces the source once and the target once")
         if not 0 < seed_share <= 1:
             raise RelsslError(f"lp_seed_share {seed_share}: expected a share in (0, 1]")
-        self.pairs = pairs  # candidates are drawn on the CPU, next to the sampler; never saved
+        # candidates are drawn on the CPU, next to the sampler; never saved
+        self.pairs, self.first_linked = pairs, first_linked
         self.num_entities, self.candidates, self.seed_share = num_entities, negatives // 2, seed_share
         self.score = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
 
-    def connected(self, u: Tensor, v: Tensor) -> Tensor:
+    def connected(self, u: Tensor, v: Tensor, time: Tensor | None) -> Tensor:
+        """Whether (u, v) is linked by an event at or before ``time`` (by any event when None)."""
         key = u * self.num_entities + v
         at = torch.searchsorted(self.pairs, key).clamp(max=len(self.pairs) - 1)
-        return self.pairs[at] == key
+        linked = self.pairs[at] == key
+        return linked if time is None or self.first_linked is None else linked & (self.first_linked[at] <= time)
 
     def sample_candidates(self, builder: BatchBuilder, rows: Tensor,
                           generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -87,9 +99,10 @@ class LinkPrediction(Objective):
         u, v = prep.src[rows], prep.dst[rows]
         events, times = builder.events_by_time
         if times is None or not builder.sampler.time_aware:
-            history = torch.full((len(rows),), len(events))
+            history, seed_time = torch.full((len(rows),), len(events)), None
         else:  # events at or before each seed's time (its own among them)
             history = torch.searchsorted(times, prep.time[rows], right=True)
+            seed_time = prep.time[rows].unsqueeze(1)
         has = (history > 0).unsqueeze(1)
 
         def draw() -> Tensor:
@@ -98,7 +111,8 @@ class LinkPrediction(Objective):
             return torch.where(torch.rand(len(rows), m, generator=generator) < 0.5, prep.src[event], prep.dst[event])
 
         def usable(c: Tensor) -> tuple[Tensor, Tensor]:
-            return has & ~self.connected(c, v.unsqueeze(1)), has & ~self.connected(u.unsqueeze(1), c)
+            return (has & ~self.connected(c, v.unsqueeze(1), seed_time),
+                    has & ~self.connected(u.unsqueeze(1), c, seed_time))
 
         cand = draw()
         for _ in range(self.redraws):
