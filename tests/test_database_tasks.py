@@ -200,6 +200,30 @@ def test_lp_trees_hide_the_answer_and_the_seed_row():
     assert others.num_seeds == len(rows) * (cand.shape[1] + 1)
 
 
+def test_lp_never_asks_for_nor_offers_a_row_from_the_seed_future():
+    """Inconsistent data: twelve movies appear (their rows' time) only after ratings of them. Such
+    a rating is not asked (its answer's tree would be the only one rooted in the future), and no
+    rating is offered a movie later than itself as a negative."""
+    db = ratings_database(history=False)
+    movies = db.tables["movies"]
+    release = np.where(movies.df["movie"].to_numpy() < 12, 600, 0).astype(np.int64)  # ratings run to t = 1199
+    db.tables["movies"] = Table("movies", movies.df, movies.col_stypes, primary_key=("movie",), time=release)
+    trainer = trainer_for(db.check())
+    lp, prep = trainer.objectives[0], trainer.prep
+    lp.eval()
+    rows = prep.rows(TRAIN)
+    movie, time = lp.target[rows], prep.time[rows]
+    early = (movie < 12) & (time < 600)
+    assert early.sum() > 50  # the case is there to test
+    asked = lp.scored_rows(rows, torch.Generator())
+    assert torch.equal(asked, rows[~early])
+    late = rows[time >= 600][:200]  # seeds that may be offered those movies, and seeds that may not
+    cand, valid = lp.sample_candidates(trainer.builders[TRAIN], torch.cat([asked[:200], late]), torch.Generator().manual_seed(0))
+    seed_time = prep.time[torch.cat([asked[:200], late])].unsqueeze(1)
+    assert not ((cand < 12) & valid & (seed_time < 600)).any()
+    assert ((cand < 12) & valid & (seed_time >= 600)).any()  # once released, a movie is a negative like any
+
+
 def test_lp_drops_every_key_sharing_a_column_with_the_answer():
     """Predicting a flight's origin: its weather key (origin + hour) leads to the other flights of
     that origin and hour, whose origin is the answer; the root follows neither."""

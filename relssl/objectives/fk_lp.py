@@ -6,8 +6,10 @@ column with it (the answer is not in its context); its own cells are features of
 cut off at the seed's time and without the seed row (a movie's tree would otherwise hold the
 very rating that links it), its own cells features too. Candidates are rows referenced by random
 rows of the seed's split at or before its time (rows by activity up to then, as positives are),
-never the future; a candidate equal to the answer, or no row, is redrawn a few times and left out
-of loss and ranking if it still is. Positive and negatives share the seed's time, so nothing
+never the future; a candidate equal to the answer, no row, or a row whose own time is later than
+the seed's, is redrawn a few times and left out of loss and ranking if it still is. A seed whose
+answer is later than itself (a key into the future, found only in inconsistent data) is not
+asked: its answer's tree would be the only one rooted in the future (a negative age at the root). Positive and negatives share the seed's time, so nothing
 about when a state was computed tells them apart, and each seed's trees are its own: batch
 composition cannot change a score.
 
@@ -59,6 +61,8 @@ class ForeignKeyPrediction(Objective):
             raise RelsslError(f"lp_seed_share {seed_share}: expected a share in (0, 1]")
         self.link, self.key_name = predicted_key(db, relation)
         self.target_table, self.target = db.links[list(db.links)[self.link]]
+        # Each seed row's time and its referenced table's row times (either None: nothing to check).
+        self.seed_time, self.target_time = db.times[db.seed_table], db.times[self.target_table]
         # The seed's root follows neither the key nor any other key sharing a column with it (flights'
         # weather key, origin + hour, leads to the other flights of that origin: the answer).
         # RelationGraph lists each key forward, then reversed.
@@ -69,12 +73,22 @@ class ForeignKeyPrediction(Objective):
         self.score = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
 
     def scored_rows(self, rows: Tensor, generator: torch.Generator) -> Tensor:
-        """The seeds LP scores: linked ones; in training a seeded ``seed_share`` of them (at least one)."""
+        """The seeds LP scores: linked ones, to a row not later than themselves; in training a seeded
+        ``seed_share`` of them (at least one)."""
         rows = rows[self.target[rows] >= 0]
+        rows = rows[~self.later(self.target[rows], rows)]
         if not self.training or self.seed_share >= 1 or not len(rows):
             return rows
         keep = max(1, round(self.seed_share * len(rows)))
         return rows[torch.randperm(len(rows), generator=generator)[:keep].sort().values]
+
+    def later(self, target_rows: Tensor, seed_rows: Tensor) -> Tensor:
+        """Whether each row of the referenced table is later than the seed row beside it (never
+        when either table has no time)."""
+        if self.seed_time is None or self.target_time is None:
+            return torch.zeros(target_rows.shape, dtype=torch.bool)
+        seed_time = self.seed_time[seed_rows]
+        return self.target_time[target_rows.clamp(min=0)] > (seed_time.unsqueeze(1) if target_rows.dim() > 1 else seed_time)
 
     def sample_candidates(self, builder: BatchBuilder, rows: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """[B, K] candidate rows of the referenced table and which of them are usable negatives."""
@@ -89,13 +103,16 @@ class ForeignKeyPrediction(Objective):
             pick = (torch.rand(len(rows), self.negatives, generator=generator) * history.unsqueeze(1)).long()
             return self.target[visible[pick.clamp(max=max(len(visible) - 1, 0))]]
 
+        def bad(c: Tensor) -> Tensor:
+            return (c == answer) | (c < 0) | self.later(c, rows)
+
         cand = draw()
         for _ in range(self.redraws):
-            bad = (cand == answer) | (cand < 0)
-            if not bad.any():
+            taken = bad(cand)
+            if not taken.any():
                 break
-            cand = torch.where(bad, draw(), cand)
-        return cand.clamp(min=0), (cand != answer) & (cand >= 0) & (history > 0).unsqueeze(1)
+            cand = torch.where(taken, draw(), cand)
+        return cand.clamp(min=0), ~bad(cand) & (history > 0).unsqueeze(1)
 
     def trees(self, builder: BatchBuilder, rows: Tensor, cand: Tensor, generator: torch.Generator):
         """The seed rows' trees without the predicted key, and the answer's and the candidates'
