@@ -9,9 +9,9 @@ rows of the seed's split at or before its time (rows by activity up to then, as 
 never the future; a candidate equal to the answer, no row, or a row whose own time is later than
 the seed's, is redrawn a few times and left out of loss and ranking if it still is. A seed whose
 answer is later than itself (a key into the future, found only in inconsistent data) is not
-asked: its answer's tree would be the only one rooted in the future (a negative age at the root). Positive and negatives share the seed's time, so nothing
-about when a state was computed tells them apart, and each seed's trees are its own: batch
-composition cannot change a score.
+asked: its answer's tree would be the only one rooted in the future (a negative age at the
+root). Positive and negatives share the seed's time, so nothing about when a state was computed
+tells them apart, and each seed's trees are its own: batch composition cannot change a score.
 
 Cost: 2 + K trees per scored seed; training scores a seeded share of each batch's seeds
 (``lp_seed_share``), evaluation all of them.
@@ -88,7 +88,9 @@ class ForeignKeyPrediction(Objective):
         if self.seed_time is None or self.target_time is None:
             return torch.zeros(target_rows.shape, dtype=torch.bool)
         seed_time = self.seed_time[seed_rows]
-        return self.target_time[target_rows.clamp(min=0)] > (seed_time.unsqueeze(1) if target_rows.dim() > 1 else seed_time)
+        if target_rows.dim() > 1:  # [B, K] candidates of B seeds
+            seed_time = seed_time.unsqueeze(1)
+        return self.target_time[target_rows.clamp(min=0)] > seed_time
 
     def sample_candidates(self, builder: BatchBuilder, rows: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """[B, K] candidate rows of the referenced table and which of them are usable negatives."""
