@@ -52,6 +52,16 @@ def test_ranking_metrics_by_hand():
     assert sums["ndcg@4"] == pytest.approx(dcg_rank2 / (1 + dcg_rank2) + 1.0)
 
 
+def test_ndcg_ideal_dcg_counts_min_k_relevant_not_only_the_hits():
+    # Three relevant items, one hit at rank 2, K = 2: the ideal list has two hits (ranks 1 and 2).
+    # (HKUDS/MMSSL's code normalises by the hits it found, 1/log2(3) here, and would give 1.0.)
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5]])
+    relevant = torch.tensor([[False, True, False, True, True]])
+    sums = ranking_sums(scores, relevant, ks=(2,))
+    assert sums["ndcg@2"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))  # 0.387
+    assert sums["recall@2"] == pytest.approx(1 / 3)
+
+
 def test_training_items_never_count_as_hits():
     n_items = 30
     scores = torch.arange(n_items, 0, -1, dtype=torch.float).repeat(2, 1)  # item 0 scores highest
@@ -81,7 +91,10 @@ def test_reader_loads_real_amazon_baby(shared_data):
     assert (data.n_users, data.n_items) == (19_445, 7_050)
     assert data.counts() == {"train": 119_674, "val": 20_559, "test": 20_559}
     assert data.features == {}  # interactions only: no image/text matrices here
-    assert read_lattice(shared_data / "amazon_baby_mmssl").counts() == data.counts()
+    raw = json.loads((shared_data / "amazon_baby_mmssl" / "test.json").read_text())
+    users, items = data.interactions["test"]
+    for user in ("0", "7", str(max(map(int, raw)))):  # the file's lists, user by user
+        assert sorted(items[users == int(user)].tolist()) == sorted(set(raw[user]))
 
 
 def test_amazon_baby_missing_is_a_clear_error(tmp_path, monkeypatch):
@@ -99,6 +112,18 @@ def test_malformed_json_names_the_file(tmp_path, text, why):
     with pytest.raises(RelsslError, match=why) as err:
         read_lattice(tmp_path)
     assert "val.json" in str(err.value)
+
+
+def test_lattice_pairs_repeated_in_a_later_split_are_dropped_there(tmp_path):
+    # A pair already in training is excluded from validation's and test's rankings: counted as
+    # relevant there, it would be a hit no model could make.
+    write_lattice(make_synthetic(n_users=20, n_items=30), tmp_path)
+    (tmp_path / "train.json").write_text(json.dumps({"0": [1, 2, 2], "1": [3]}))
+    (tmp_path / "val.json").write_text(json.dumps({"0": [2, 4], "1": [5]}))
+    (tmp_path / "test.json").write_text(json.dumps({"0": [1, 4, 6], "1": [5, 7]}))
+    data = read_lattice(tmp_path)
+    pairs = {s: sorted(zip(*(x.tolist() for x in data.interactions[s]))) for s in data.interactions}
+    assert pairs == {"train": [(0, 1), (0, 2), (1, 3)], "val": [(0, 4), (1, 5)], "test": [(0, 6), (1, 7)]}
 
 
 def test_lattice_round_trip_and_modality_selection(tmp_path):
@@ -135,6 +160,17 @@ def trained(sparse_synthetic):
         losses = [trainer.train_epoch(epoch)["loss/bpr"] for epoch in range(1, 5)]
         runs[name] = (trainer, losses, trainer.evaluate("val"))
     return runs
+
+
+def test_testing_excludes_training_and_validation_items_validating_training_items_only(sparse_synthetic):
+    trainer = RecTrainer(RecConfig(model="bprmf", **FAST), sparse_synthetic)
+    data = sparse_synthetic
+    for split, seen, unseen in (("val", ["train"], "val"), ("test", ["train", "val"], "test")):
+        for s in seen:  # every pair known before the split is out of its ranking
+            users, items = (torch.from_numpy(x) for x in data.interactions[s])
+            assert trainer.exclude[split].contains(users, items).all()
+        users, items = (torch.from_numpy(x) for x in data.interactions[unseen])
+        assert not trainer.exclude[split].contains(users, items).any()  # the split's own items are ranked
 
 
 @pytest.mark.slow

@@ -110,10 +110,14 @@ def read_lattice(folder: str | Path, name: str | None = None) -> RecData:
     audio, ...) and item2id.json / user2id.json (used only for the counts of items and users)."""
     folder = Path(folder)
     splits = {s: read_split(folder / f"{s}.json") for s in SPLITS}
-    # Drop repeated (user, item) pairs within a split.
-    for s, (users, items) in splits.items():
+    # Drop repeated (user, item) pairs within a split, and a later split's pairs that an earlier one
+    # holds: they are excluded from its ranking (relssl.recsys.train), so they could never be hits.
+    seen = np.zeros(0, np.int64)
+    for s in SPLITS:
+        users, items = splits[s]
         keys = np.unique(users * (1 << 32) + items)
-        splits[s] = (keys >> 32, keys & ((1 << 32) - 1))
+        keys = keys[~np.isin(keys, seen)]
+        splits[s], seen = (keys >> 32, keys & ((1 << 32) - 1)), np.concatenate([seen, keys])
     max_user = max((u.max() for u, _ in splits.values() if len(u)), default=-1)
     max_item = max((i.max() for _, i in splits.values() if len(i)), default=-1)
     n_users, n_items = max_user + 1, None
