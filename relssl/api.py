@@ -15,7 +15,7 @@ FinetuneConfig), checked and coerced as a YAML config's are; a model option (``c
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +26,7 @@ from relssl.eval.finetune import FinetuneConfig
 from relssl.nn.backbone import ModelConfig
 from relssl.train.callbacks import Callback
 from relssl.train.pretrain import PretrainConfig
-from relssl.train.run_folder import RunFolder
+from relssl.train.run_folder import RESUMABLE, RunFolder
 
 MODEL_OPTIONS = {f.name for f in fields(ModelConfig)}
 
@@ -53,13 +53,14 @@ class Pretrained(_Run):
     """A pre-training run folder: its settings, test metrics, and embeddings of any rows."""
 
     def embed(self, data: str | pd.DataFrame | dict | None = None, table: str | None = None,
-              device: str = "auto") -> pd.DataFrame:
+              device: str = "auto", on_bad_values: str | None = None) -> pd.DataFrame:
         """Embeddings of the run's rows, or of the rows of ``data`` (a file of the run's format, or
-        DataFrames: ``new_rows``), encoded with the run's saved preprocessing (relssl.embed)."""
+        DataFrames: ``new_rows``), encoded with the run's saved preprocessing (relssl.embed);
+        ``on_bad_values``: error or missing for a bad number in ``data`` (default: the run's policy)."""
         from relssl.embed import export_embeddings
 
         with new_rows(data, self.config.data) as path:
-            return export_embeddings(self.path, None, path, device, table)
+            return export_embeddings(self.path, None, path, device, table, on_bad_values)
 
 
 class Finetuned(_Run):
@@ -67,13 +68,14 @@ class Finetuned(_Run):
 
     _config = FinetuneConfig
 
-    def predict(self, data: str | pd.DataFrame | dict, device: str = "auto") -> pd.DataFrame:
+    def predict(self, data: str | pd.DataFrame | dict, device: str = "auto",
+                on_bad_values: str | None = None) -> pd.DataFrame:
         """Predictions for the rows of ``data`` (a file of the run's format, or DataFrames:
-        ``new_rows``; relssl.predict)."""
+        ``new_rows``; relssl.predict); ``on_bad_values`` as for ``Pretrained.embed``."""
         from relssl.predict import predict
 
         with new_rows(data, self.config.train.data) as path:
-            return predict(self.path, path, None, device)
+            return predict(self.path, path, None, device, on_bad_values)
 
 
 @contextmanager
@@ -120,7 +122,13 @@ def new_rows(data, run_data: str):
             for entity in (spec.get("entities") or {}).values():  # entity tables: the run's own files
                 entity["path"] = str((Path(run_data).parent / entity["path"]).resolve())
         (Path(folder) / "new.yaml").write_text(dump_yaml(spec))
-        yield str(Path(folder) / "new.yaml")
+        try:
+            yield str(Path(folder) / "new.yaml")
+        except RelsslError as err:  # name the frame given, not the temporary file it went through
+            message = str(err).replace(str(Path(folder) / "events.parquet"), "the new rows' DataFrame")
+            for name in (frames or {}):
+                message = message.replace(str(Path(folder) / f"{name}.parquet"), f"the DataFrame of table '{name}'")
+            raise RelsslError(message.replace(str(Path(folder) / "new.yaml"), "the new rows")) from None
 
 
 def _split(options: dict) -> dict:
@@ -130,18 +138,40 @@ def _split(options: dict) -> dict:
     return {**options, "model": model}
 
 
-def pretrain(data: str = "synthetic-aml", out: str | Path = "runs/pretrain", resume: bool = False,
+def pretrain(data: str | None = None, out: str | Path = "runs/pretrain", resume: bool = False,
              progress: bool = False, callbacks: list[Callback] = (), **options) -> Pretrained:
-    """Pre-train on ``data`` (a built-in name or a path) into the folder ``out``; ``options`` are
-    PretrainConfig's and ModelConfig's fields (``objectives=["mcm", "lp"]``, ``epochs=3``,
-    ``log=["csv"]``, ...); ``callbacks`` (relssl.train.callbacks.Callback) hear every step and epoch.
+    """Pre-train on ``data`` (a built-in name or a path; default synthetic-aml) into the folder
+    ``out``; ``options`` are PretrainConfig's and ModelConfig's fields (``objectives=["mcm", "lp"]``,
+    ``epochs=3``, ``log=["csv"]``, ...); ``callbacks`` (relssl.train.callbacks.Callback) hear every
+    step and epoch. ``resume=True`` continues the run in ``out`` with its own settings: more
+    ``epochs``, another ``device`` and the like apply, any other option that differs is refused.
     Progress goes to the "relssl" logger (``logging.basicConfig(level=logging.INFO)`` shows it)."""
     from relssl.train.pretrain import pretrain as run_pretrain
 
-    cfg = PretrainConfig.from_dict({"data": data, **_split(options)})
+    given = _split({**options, **({"data": data} if data is not None else {})})
+    if resume:
+        run_pretrain(None, out, resume=True, progress=progress, changes=_resume_changes(Path(out), given),
+                     callbacks=callbacks)
+        return Pretrained(Path(out))
+    cfg = PretrainConfig.from_dict({"data": "synthetic-aml", **given})
     cfg.validate()
-    run_pretrain(None if resume else cfg, out, resume=resume, progress=progress, callbacks=callbacks)
+    run_pretrain(cfg, out, progress=progress, callbacks=callbacks)
     return Pretrained(Path(out))
+
+
+def _resume_changes(out: Path, given: dict) -> dict:
+    """The options a resumed pre-training run takes (RESUMABLE: more epochs, another device, ...);
+    any other that differs from the run's own is refused, in one line, as the command line's
+    --resume refuses a flag (silently ignoring it trained with the old value)."""
+    from relssl.experiments.runner import setting_differences
+
+    saved = RunFolder(out, writer=False).config()
+    wanted = PretrainConfig.from_dict({**saved, **given, "model": {**(saved.get("model") or {}), **given["model"]}})
+    differ = setting_differences(saved, asdict(wanted), asdict(PretrainConfig()), RESUMABLE)
+    if differ:
+        raise RelsslError(f"resume {out}: the run was trained with other settings ({'; '.join(differ)}); "
+                          f"resume without them, or start a new run")
+    return {key: value for key, value in given.items() if key in RESUMABLE}
 
 
 def finetune(data: str | None = None, out: str | Path = "runs/finetune", init: Pretrained | str | None = None,
@@ -214,4 +244,7 @@ def load(path: str | Path) -> Pretrained | Finetuned:
     run = RunFolder(path, writer=False)
     if not run.finished:
         raise RelsslError(f"{path}: not a finished run folder (no final.json)")
-    return Finetuned(Path(path)) if "label_fraction" in run.config() else Pretrained(Path(path))
+    kind = run.trained_by()
+    if kind not in ("relssl pretrain", "relssl finetune"):
+        raise RelsslError(f"{path}: a run folder of `{kind}`; load() takes those of pretrain and finetune")
+    return Finetuned(Path(path)) if kind == "relssl finetune" else Pretrained(Path(path))

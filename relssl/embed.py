@@ -35,18 +35,19 @@ from relssl.train.pretrain import resolve_device
 
 
 def export_embeddings(run_dir: str | Path, out: str | Path | None, data: str | None = None,
-                      device: str = "auto", table: str | None = None) -> pd.DataFrame:
+                      device: str = "auto", table: str | None = None, on_bad_values: str | None = None) -> pd.DataFrame:
     """Embed every entity and event of the run's data, or every row of a database's table; or,
     with ``data`` another file of the run's format, its rows encoded with the run's saved
-    preprocessing (relssl.data.fitted). Write ``out`` (None: only return the table)."""
+    preprocessing (relssl.data.fitted; ``on_bad_values``: its policy for bad numbers, default the
+    run's). Write ``out`` (None: only return the table)."""
     out = None if out is None else Path(out)
     if out is not None and out.suffix != ".parquet":
         raise RelsslError(f"--out {out}: expected a .parquet file name")
-    cfg = pretrained_config(run_dir)
+    cfg = pretrained_config(run_dir, "--run")
     new = data is not None and not same_data(data, cfg.data)
     if new:
         saved = load_preprocessing(run_dir)
-        prep = prepare_new(load_new(data, cfg), saved, TextEmbedder(cfg.text_model))
+        prep = prepare_new(load_new(data, cfg, on_bad_values), saved, TextEmbedder(cfg.text_model))
         if table is not None:
             if table not in prep.views:
                 raise RelsslError(f"--table {table}: the run was pre-trained on the rows of "

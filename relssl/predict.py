@@ -31,14 +31,18 @@ from relssl.train.pretrain import resolve_device
 from relssl.train.run_folder import RunFolder
 
 
-def predict(run_dir: str | Path, data: str, out: str | Path | None = None, device: str = "auto") -> pd.DataFrame:
+def predict(run_dir: str | Path, data: str, out: str | Path | None = None, device: str = "auto",
+            on_bad_values: str | None = None) -> pd.DataFrame:
     """Predict the rows (events or entities, as the run's task) of ``data``; write ``out`` (None:
-    only return the table)."""
+    only return the table). ``on_bad_values``: the policy for bad numbers in ``data`` (default: the run's)."""
     out, run = None if out is None else Path(out), RunFolder(run_dir, writer=False)
     if out is not None and out.suffix != ".parquet":
         raise RelsslError(f"--out {out}: expected a .parquet file name")
     if not run.finished:
         raise RelsslError(f"--run {run_dir}: not a finished finetune run folder (no final.json)")
+    if run.trained_by() != "relssl finetune":
+        raise RelsslError(f"--run {run_dir}: a run folder of `{run.trained_by()}`; expected the --out folder of "
+                          f"`relssl finetune` (`relssl embed` takes a pretrain run's)")
     cfg, final = FinetuneConfig.from_dict(run.config()), run.final()
     if cfg.mode in NO_BACKBONE or "target_mean" not in final:
         raise RelsslError(f"--run {run_dir}: a {cfg.mode} run" + (" keeps no model to apply" if cfg.mode in NO_BACKBONE
@@ -48,7 +52,7 @@ def predict(run_dir: str | Path, data: str, out: str | Path | None = None, devic
         raise RelsslError(f"--run {run_dir}: an entity task's examples come from its cut-off times, which new rows "
                           f"do not have; predict a table's rows (a TABLE.COLUMN task) instead")
     t = cfg.train
-    prep = prepare_new(load_new(data, t), load_preprocessing(run_dir), TextEmbedder(t.text_model))
+    prep = prepare_new(load_new(data, t, on_bad_values), load_preprocessing(run_dir), TextEmbedder(t.text_model))
     if final["target"] == "node" and not prep.has_graph:
         raise RelsslError(f"--data {data}: the run predicts entities; the new data has no keys linking them")
     dev = resolve_device(device)

@@ -75,6 +75,10 @@ def test_new_rows_as_a_dataframe(tmp_path):
     assert np.allclose(own[emb].to_numpy(), new[emb].to_numpy(), atol=1e-5) and set(new["split"]) == {"new"}
     with pytest.raises(RelsslError, match="expected one DataFrame"):
         model.embed({"a": frame})
+    # a bad frame is named as the frame, not as the temporary file it went through
+    with pytest.raises(RelsslError, match=r"^the new rows' DataFrame: missing column\(s\) \['amount'\]") as err:
+        model.embed(frame.drop(columns=["amount"]))
+    assert "relssl-new-" not in str(err.value)
 
 
 def test_a_relbench_database_becomes_data(tmp_path):

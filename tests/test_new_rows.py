@@ -74,6 +74,34 @@ def test_a_new_file_of_another_shape_is_one_line(run, capsys, change, schema_cha
     assert needle in err and err.count("\n") == 1, err
 
 
+def test_a_bad_number_in_new_rows_stops_or_reads_as_missing_as_asked(run, capsys):
+    folder, _ = run
+    frame = ratings(50).astype({"x": object})
+    frame.loc[7, "x"] = "n/a?"
+    schema(folder, "badx.csv", frame)
+    args = ["embed", "--run", str(folder / "run"), "--data", str(folder / "badx.csv.yaml")]
+    assert main([*args, "--out", str(folder / "x1.parquet")]) == 2  # the run's policy: error
+    err = capsys.readouterr().err
+    assert "column 'x'" in err and "--on-bad-values" in err and err.count("\n") == 1, err
+    assert main([*args, "--out", str(folder / "x2.parquet"), "--on-bad-values", "missing"]) == 0
+    assert main([*args, "--out", str(folder / "x3.parquet"), "--on-bad-values", "drop"]) == 0  # new rows are kept
+    kept, also = events(folder / "x2.parquet"), events(folder / "x3.parquet")
+    assert len(kept) == 50 and kept.equals(also)
+    assert main([*args, "--out", str(folder / "x4.parquet"), "--on-bad-values", "skip"]) == 2
+    assert "--on-bad-values skip: expected one of error, drop, missing" in capsys.readouterr().err
+
+
+def test_predict_on_a_pretrain_run_names_the_folder_and_the_run_it_needs(run, capsys):
+    folder, data = run
+    assert main(["predict", "--run", str(folder / "run"), "--data", data, "--out", str(folder / "p.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert (f"--run {folder / 'run'}: a run folder of `relssl pretrain`; expected the --out folder of `relssl "
+            f"finetune`") in err and err.count("\n") == 1, err
+    import relssl
+
+    assert isinstance(relssl.load(folder / "run"), relssl.Pretrained)
+
+
 def labelled(n: int, start: int = 0, seed: int = 0) -> pd.DataFrame:
     """x decides the label: a fine-tuned head learns it."""
     frame = ratings(n, start, seed)
@@ -98,9 +126,18 @@ def test_a_fine_tuned_run_predicts_new_rows(tmp_path, capsys):
     assert ((pred["prediction"] == "fraud") == (pred["score"] >= final["threshold"])).all()
     accuracy = float((pred["prediction"].to_numpy() == later["y"].to_numpy()).mean())
     assert accuracy > 0.85, accuracy
+    later.assign(y="ok").to_csv(tmp_path / "new.csv", index=False)  # the label column is read, never used
+    assert main(["predict", "--run", str(tmp_path / "ft"), "--data", str(tmp_path / "new.yaml"),
+                 "--out", str(tmp_path / "p2.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "p2.parquet")["score"].equals(pred["score"])
     assert main(["predict", "--run", str(tmp_path / "nope"), "--data", str(tmp_path / "new.yaml"),
                  "--out", str(tmp_path / "q.parquet")]) == 2
     assert "not a finished finetune run folder" in capsys.readouterr().err
+    # the other kind of run folder, either way round, is one line naming it and what was expected
+    assert main(["embed", "--run", str(tmp_path / "ft"), "--out", str(tmp_path / "e.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert (f"--run {tmp_path / 'ft'}: a run folder of `relssl finetune`; expected the --out folder of "
+            f"`relssl pretrain`") in err and err.count("\n") == 1, err
 
 
 def test_an_integer_category_with_a_gap_keeps_its_vocabulary(run):

@@ -174,6 +174,30 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
                  "0.999", "--no-progress"]) == 0
 
 
+def test_resume_takes_more_epochs_and_another_device_or_log_from_cli_and_python(data, tmp_path, capsys):
+    import yaml
+
+    import relssl
+
+    out = tmp_path / "r"
+    assert main(["pretrain", "--data", data["csv"], "--epochs", "1", "--patience", "5", "--out", str(out), *TINY]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["device"] == "auto"
+    assert main(["pretrain", "--out", str(out), "--resume", "--epochs", "2", "--device", "cpu", "--log", "csv",
+                 "--no-progress"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["epochs"], saved["device"], saved["log"]) == (2, "cpu", ["csv"])  # taken, not ignored
+    assert (out / "steps.csv").exists()
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(epochs) == 2
+    # Python: more epochs apply; another setting is refused in one line, as the flag is
+    model = relssl.pretrain(out=out, resume=True, epochs=3)
+    assert model.config.epochs == 3
+    assert max(json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(RelsslError, match=r"resume .*: the run was trained with other settings \(lr 0.001 there, "
+                                          r"0.5 now; model.channels 16 there, 32 now\)"):
+        relssl.pretrain(out=out, resume=True, epochs=4, lr=0.5, channels=32)
+
+
 def test_resume_refuses_changed_data_naming_the_file(data, tmp_path, capsys):
     csv, out = tmp_path / "aml.csv", str(tmp_path / "r")
     csv.write_text(open(data["csv"]).read())

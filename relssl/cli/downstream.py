@@ -68,7 +68,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     if args.resume:
         init = None if args.init is None else portable(args.init)  # as the run saved it
-        check_resume_flags(args, Path(args.out), {**run_flag_values(args, "train."), "task": args.task,
+        changes = check_resume_flags(args, Path(args.out), {**run_flag_values(args, "train."), "task": args.task,
                                                   "task_type": args.task_type, "trees": args.trees, "init": init,
                                                   "mode": args.mode, "label_fraction": args.label_fraction,
                                                   **({"train.time_aware": args.protocol == "causal"}
@@ -76,17 +76,18 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                            FinetuneConfig, options_at="train")
         cfg = None
     else:
+        changes = None
         train = finetune_file(args)
         cfg = FinetuneConfig(task=args.task, init=args.init, mode=args.mode, label_fraction=args.label_fraction,
                              train=training_config(args, train), task_type=args.task_type, trees=args.trees)
-    final = finetune(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
+    final = finetune(cfg, args.out, progress=not args.no_progress, resume=args.resume, changes=changes)
     print_metrics(final, f"downstream metrics ({args.out}/final.json)")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from relssl.embed import export_embeddings
 
-    table = export_embeddings(args.run, args.out, args.data, args.device, args.table)
+    table = export_embeddings(args.run, args.out, args.data, args.device, args.table, args.on_bad_values)
     counts = table["kind"].value_counts()
     dims = sum(c.startswith("emb_") for c in table.columns)
     if "row" in counts:
@@ -215,13 +216,14 @@ def add_embed_parser(sub) -> None:
     p.add_argument("--table", help="a database's table whose rows to embed, one of the run's --tables "
                                    "(default: the run's table)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_new_rows_bad_values_flag(p)
     p.set_defaults(func=cmd_embed)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from relssl.predict import predict
 
-    table = predict(args.run, args.data, args.out, args.device)
+    table = predict(args.run, args.data, args.out, args.device, args.on_bad_values)
     print(f"wrote {args.out}: {len(table):,} predictions ({table['kind'].iloc[0] if len(table) else 'none'})")
 
 
@@ -232,7 +234,14 @@ def add_predict_parser(sub) -> None:
                                                  "encoded with the run's saved preprocessing")
     p.add_argument("--out", required=True, help="output .parquet file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_new_rows_bad_values_flag(p)
     p.set_defaults(func=cmd_predict)
+
+
+def add_new_rows_bad_values_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-bad-values", help="a bad number in the new rows (text, inf): error, or missing (an empty "
+                                          "cell); drop reads it as missing too, since every new row is kept "
+                                          "(default: the run's policy)")
 
 
 def add_downstream_experiment_parser(exp_sub) -> None:

@@ -22,10 +22,10 @@ def feat2vec_config(args: argparse.Namespace) -> Feat2VecConfig:
 def cmd_feat2vec(args: argparse.Namespace) -> None:
     from relssl.train.feat2vec import Feat2VecConfig, train_feat2vec
 
-    if args.resume:
-        check_resume_flags(args, Path(args.out), flag_values(args, FLAGS), Feat2VecConfig)
+    changes = check_resume_flags(args, Path(args.out), flag_values(args, FLAGS), Feat2VecConfig) \
+        if args.resume else None
     cfg = None if args.resume else feat2vec_config(args)
-    final = train_feat2vec(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
+    final = train_feat2vec(cfg, args.out, progress=not args.no_progress, resume=args.resume, changes=changes)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
 
 

@@ -17,6 +17,7 @@ from relssl.multitask import COMBINERS
 from relssl.nn.backbone import ModelConfig
 from relssl.objectives import OBJECTIVES, metric_index, parse_objectives, reference_key
 from relssl.train.pretrain import PretrainConfig
+from relssl.train.run_folder import RESUMABLE
 
 def _flag_type(hint) -> type:
     """The argparse type of a config field: its own for int, float, str and bool; lists are given
@@ -136,7 +137,6 @@ def read_config(path: str | None) -> dict:
 
 
 # What a resumed run may change: how long it trains and where (and how) it runs.
-RESUMABLE = {"epochs", "device", "workers", "cache", "cache_dir", "log"}
 
 
 def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:
@@ -164,17 +164,21 @@ def option_differences(args: argparse.Namespace, run: dict) -> list[str]:
 
 
 def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | None = None,
-                       config_class: type = PretrainConfig, options_at: str | None = None) -> None:
+                       config_class: type = PretrainConfig, options_at: str | None = None) -> dict:
     """``--resume`` continues with the run's own settings: a flag that would change one is refused
-    with one line naming each difference (silently ignoring it trained with the old value).
+    with one line naming each difference (silently ignoring it trained with the old value). Returns
+    the flags it may change (RESUMABLE: more epochs, another device, ...), as dotted config keys,
+    for the training function's ``changes``.
     ``given``: dotted config key -> flag value (default: the pre-training flags); a setting the run
     predates counts as its default in ``config_class``, as experiments' reuse check reads it.
     ``options_at``: where the run's config holds the pre-training config whose objective and
     combiner option flags the command takes ("": it is the whole config; None: no such flags)."""
-    if not (run_dir / "config.yaml").exists():
-        return  # RunFolder.check says what is missing
-    saved = read_yaml(run_dir / "config.yaml") or {}
     given = run_flag_values(args) if given is None else given
+    changes = {name: value for name, value in given.items()
+               if name.rsplit(".", 1)[-1] in RESUMABLE and value is not None}
+    if not (run_dir / "config.yaml").exists():
+        return changes  # RunFolder.check says what is missing
+    saved = read_yaml(run_dir / "config.yaml") or {}
     defaults = asdict(config_class())
     if getattr(args, "config", None):
         raise RelsslError("--resume continues with the run's own config.yaml; drop --config")
@@ -198,6 +202,7 @@ def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | No
     if differ:
         raise RelsslError(f"--resume {run_dir}: the run was trained with other settings: {'; '.join(differ)}; "
                           f"resume without them, or start a new run")
+    return changes
 
 
 def config_from_args(args: argparse.Namespace, raw: dict | None = None, **overrides) -> PretrainConfig:

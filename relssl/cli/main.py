@@ -50,10 +50,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     if args.out is None:
         raise RelsslError("--out: a run folder is required, e.g. --out runs/mcm")
-    if args.resume:
-        check_resume_flags(args, Path(args.out), options_at="")
+    changes = check_resume_flags(args, Path(args.out), options_at="") if args.resume else None
     cfg = None if args.resume else config_from_args(args)
-    final = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress, epochs=args.epochs)
+    final = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress, changes=changes)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
 
 

@@ -38,10 +38,10 @@ def config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> None:
     from relssl.recsys.train import RecConfig, train_recsys
 
-    if args.resume:
-        check_resume_flags(args, Path(args.out), flag_values(args, rec_flags()), RecConfig)
+    changes = check_resume_flags(args, Path(args.out), flag_values(args, rec_flags()), RecConfig) \
+        if args.resume else None
     cfg = None if args.resume else config_from_args(args)
-    final = train_recsys(cfg, args.out, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
+    final = train_recsys(cfg, args.out, progress=not args.no_progress, resume=args.resume, changes=changes)
     print_metrics(final, f"test metrics of the best validation epoch ({args.out}/final.json)")
 
 

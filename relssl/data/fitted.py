@@ -21,6 +21,7 @@ from relssl.data.database import Database
 from relssl.data.prepare import DatabaseGraph, PreparedData, database_view, label_history, label_stypes, long_tensor
 from relssl.data.relational import RelationalData
 from relssl.data.splits import TEST
+from relssl.data.values import check_policy
 from relssl.errors import RelsslError
 
 FILE = "preprocessing.json"
@@ -78,15 +79,16 @@ def _check_columns(saved: dict, stypes: dict, where: str) -> None:
         raise RelsslError(f"{where}: {'; '.join(differ)}")
 
 
-def load_new(data: str, cfg):
+def load_new(data: str, cfg, on_bad_values: str | None = None):
     """A new file read as the run (``cfg``, a PretrainConfig) read its data, except that a row whose
     foreign key links nowhere stays, unlinked (with a warning counting them), and a bad number is
     missing where the run dropped its row: no row is dropped, so every output ``id`` is a row of
-    the file, in its order."""
+    the file, in its order. ``on_bad_values`` replaces the run's policy (drop reads as missing too)."""
     from relssl.data.datasets import load_dataset
 
-    loaded = load_dataset(data, cfg.skip_bad_rows, "keep-null", "missing" if cfg.on_bad_values == "drop" else
-                          cfg.on_bad_values)
+    policy = on_bad_values or cfg.on_bad_values
+    check_policy(policy)
+    loaded = load_dataset(data, cfg.skip_bad_rows, "keep-null", "missing" if policy == "drop" else policy)
     if isinstance(loaded, Database) and sum(loaded.orphans.values()):
         warnings.warn(f"--data {data}: {sum(loaded.orphans.values()):,} foreign-key value(s) link no row; those rows "
                       f"are kept, unlinked")

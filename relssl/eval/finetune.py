@@ -95,13 +95,17 @@ class FinetuneConfig:
             check_compatible(self.train, pretrained_config(self.init), self.init)
 
 
-def pretrained_config(run_dir: str | Path) -> PretrainConfig:
+def pretrained_config(run_dir: str | Path, flag: str = "--init") -> PretrainConfig:
+    """The settings of the pre-training run in ``run_dir`` (given as ``flag``)."""
     run = Path(run_dir)
+    expected = ("expected 'scratch' or " if flag == "--init" else "expected ") + "the --out folder of `relssl pretrain`"
     for name in ("config.yaml", "model.safetensors"):
         if not (run / name).exists():
-            raise RelsslError(f"--init {run}: not a pretrain run folder (no {name}); expected 'scratch' or "
-                              f"the --out folder of `relssl pretrain`")
-    return PretrainConfig.from_dict(RunFolder(run, writer=False).config())
+            raise RelsslError(f"{flag} {run}: not a pretrain run folder (no {name}); {expected}")
+    folder = RunFolder(run, writer=False)
+    if folder.trained_by() != "relssl pretrain":
+        raise RelsslError(f"{flag} {run}: a run folder of `{folder.trained_by()}`; {expected}")
+    return PretrainConfig.from_dict(folder.config())
 
 
 def same_data(a: str, b: str) -> bool:
@@ -348,15 +352,13 @@ class FinetuneTrainer(OneModel):
 
 
 def finetune(cfg: FinetuneConfig | None, out: str | Path, prep: PreparedData | None = None, progress: bool = True,
-             log=info, resume: bool = False, epochs: int | None = None, callbacks: list[Callback] = ()) -> dict:
+             log=info, resume: bool = False, changes: dict | None = None, callbacks: list[Callback] = ()) -> dict:
     """Run one downstream configuration into the folder ``out``; returns final.json's content.
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
-    is given (``epochs`` may extend it); probe and tree modes simply run again."""
+    is given (``changes``: the settings it may change, such as more ``epochs``); probe and tree modes simply run again."""
     run = RunFolder(out)
-    cfg = run.settings(cfg, resume, FinetuneConfig.from_dict)
+    cfg = run.settings(cfg, resume, FinetuneConfig.from_dict, changes)
     run.check_data(data_digests(cfg.train.data, cfg.train.cache_dir), resume)
-    if resume and epochs:
-        cfg.train.epochs = epochs
     start = time.perf_counter()
     tuner = Finetuner(cfg, prep)
     run.start({**asdict(cfg), "task": tuner.spec.name})

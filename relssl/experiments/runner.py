@@ -12,11 +12,8 @@ from relssl.logs import info
 from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
 from relssl.train.pretrain import PretrainConfig, pretrain
-from relssl.train.run_folder import CONFIG, RunFolder
+from relssl.train.run_folder import CONFIG, RUNTIME_KEYS, RunFolder
 from relssl.version import source_digest
-
-# Settings that change where or how fast a run trains, not what it computes.
-RUNTIME_KEYS = frozenset({"device", "workers", "cache", "cache_dir", "log"})
 
 
 def plain(value):

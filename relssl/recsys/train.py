@@ -200,15 +200,13 @@ def describe(trainer: RecTrainer) -> str:
 
 
 def train_recsys(cfg: RecConfig | None, out: str | Path, data: RecData | None = None, progress: bool = False,
-                 log=info, resume: bool = False, epochs: int | None = None, callbacks: list[Callback] = ()) -> dict:
+                 log=info, resume: bool = False, changes: dict | None = None, callbacks: list[Callback] = ()) -> dict:
     """Train, validate each epoch, keep the best-validation weights, report their test metrics.
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
-    is given (``epochs`` may extend it)."""
+    is given (``changes``: the settings it may change, such as more ``epochs``)."""
     run = RunFolder(out)
-    cfg = run.settings(cfg, resume, RecConfig.from_dict)
+    cfg = run.settings(cfg, resume, RecConfig.from_dict, changes)
     run.check_data(data_digests(cfg.data), resume)
-    if resume and epochs:
-        cfg.epochs = epochs
     trainer = RecTrainer(cfg, data)
     log(describe(trainer))
     resolved = {**asdict(cfg), "modalities": ",".join(trainer.modalities) or "none"}

@@ -204,15 +204,13 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
 
 def train_feat2vec(cfg: Feat2VecConfig | None, out: str | Path, progress: bool = True, log=info,
                    prep: PreparedData | None = None, resume: bool = False,
-                   epochs: int | None = None, callbacks: list[Callback] = ()) -> dict[str, float]:
+                   changes: dict | None = None, callbacks: list[Callback] = ()) -> dict[str, float]:
     """Train with early stopping on the validation NCE loss; test metrics of the best epoch.
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
-    is given (``epochs`` may extend it)."""
+    is given (``changes``: the settings it may change, such as more ``epochs``)."""
     run = RunFolder(out)
-    cfg = run.settings(cfg, resume, Feat2VecConfig.from_dict)
+    cfg = run.settings(cfg, resume, Feat2VecConfig.from_dict, changes)
     run.check_data(data_digests(cfg.data), resume)
-    if resume and epochs:
-        cfg.epochs = epochs
     trainer = Feat2VecTrainer(cfg, prep)
     run.start(asdict(cfg))
     result = fit(trainer, run, cfg.epochs, cfg.patience, "feat2vec/loss", resume=resume, log=log, progress=progress,

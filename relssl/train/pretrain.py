@@ -646,17 +646,15 @@ def accumulate(sums: list[dict], outputs) -> None:
 
 
 def pretrain(cfg: PretrainConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
-             log=info, epochs: int | None = None, callbacks: list[Callback] = ()) -> dict[str, float]:
+             log=info, changes: dict | None = None, callbacks: list[Callback] = ()) -> dict[str, float]:
     """Train, validate each epoch, keep the best model, and report its test metrics.
 
     With ``resume`` the run continues from its checkpoint, with its own config.yaml unless ``cfg``
-    is given (``epochs`` may extend it).
+    is given (``changes``: the settings it may change, such as more ``epochs``).
     """
     run = RunFolder(out)
-    cfg = run.settings(cfg, resume, PretrainConfig.from_dict)
+    cfg = run.settings(cfg, resume, PretrainConfig.from_dict, changes)
     run.check_data(data_digests(cfg.data, cfg.cache_dir), resume)
-    if resume and epochs:
-        cfg.epochs = epochs
     trainer = Pretrainer(cfg, log=log, progress=progress)
     run.writer = trainer.world.is_main  # in a torchrun job only rank 0 writes the run folder and logs
     run.start(asdict(trainer.cfg))

@@ -28,6 +28,10 @@ from relssl.version import source_digest
 CONFIG, METRICS, FINAL, DATA = "config.yaml", "metrics.jsonl", "final.json", "data.json"
 WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
 LOCK = "run.lock"
+# Settings that change where or how fast a run trains, not what it computes (an experiment reuses a
+# run whatever they were); a resumed run may change them, and its epochs.
+RUNTIME_KEYS = frozenset({"device", "workers", "cache", "cache_dir", "log"})
+RESUMABLE = RUNTIME_KEYS | {"epochs"}
 _HELD: set[Path] = set()  # the run locks this process holds, released at exit if a run never finished
 
 
@@ -102,11 +106,22 @@ class RunFolder:
             raise RelsslError(f"--out {self.path}: a run already exists there; pass --resume to continue it or "
                               f"choose another folder")
 
-    def settings(self, cfg, resume: bool, from_dict):
+    def settings(self, cfg, resume: bool, from_dict, changes: dict | None = None):
         """The run's config: ``cfg`` for a new run (a folder holding a run is refused); with
-        ``resume``, ``cfg`` or else the run's own config.yaml read by ``from_dict``."""
+        ``resume``, ``cfg`` or else the run's own config.yaml read by ``from_dict``, with ``changes``
+        applied (dotted keys such as ``train.epochs``: the settings a resumed run may change, its
+        epochs and where it runs: RESUMABLE)."""
         self.check(resume)
-        return from_dict(self.config()) if resume and cfg is None else cfg
+        if not resume or cfg is not None:
+            return cfg
+        saved = self.config()
+        for key, value in (changes or {}).items():
+            *parents, last = key.split(".")
+            node = saved
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return from_dict(saved)
 
     def check_data(self, digests: dict[str, str], resume: bool, refusal: str | None = None) -> None:
         """A resumed (or reused) run continues on the data it started on: a file whose content
@@ -170,6 +185,15 @@ class RunFolder:
         if path in _HELD:
             path.unlink(missing_ok=True)
             _HELD.discard(path)
+
+    def trained_by(self) -> str:
+        """The command whose settings the folder's config.yaml holds."""
+        config = self.config()
+        for key, command in (("label_fraction", "relssl finetune"), ("alpha1", "relssl feat2vec"),
+                             ("interactions", "relssl recsys train")):
+            if key in config:
+                return command
+        return "relssl pretrain"
 
     def config(self) -> dict:
         """The saved settings (``--resume`` continues with exactly these)."""
