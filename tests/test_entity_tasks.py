@@ -207,3 +207,17 @@ def test_cutoff_features_of_a_key_that_links_nothing():
     graph.links[(0, "user -> users")] = (1, torch.full((7,), -1))
     x, _ = cutoff_matrix(SimpleNamespace(database=graph), CHURN, rows)
     assert (x[:, :2] == 0).all() and np.isnan(x[:, 2]).all()
+
+
+def test_a_backbone_pretrained_on_the_default_table_fine_tunes_a_task_naming_it(tmp_path, capsys):
+    """Pre-trained without --table (visits, the only timed table), a task may still say visits.big."""
+    shop(tmp_path, SCHEMA.split("tasks:")[0].replace("columns: {amount: numerical}}",
+                                                      "columns: {amount: numerical}, labels: [big]}"))
+    visits = pd.read_csv(tmp_path / "visits.csv")
+    visits.assign(big=(visits["amount"] > 0).astype(int)).to_csv(tmp_path / "visits.csv", index=False)
+    data, pre = str(tmp_path / "shop.yaml"), str(tmp_path / "pre")
+    assert main(["pretrain", "--data", data, "--epochs", "1", "--out", pre, *TINY]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--init", pre, "--task", "visits.big", "--epochs", "1", "--out", str(tmp_path / "ft"),
+                 *TINY]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "ft" / "final.json").read_text())["task"] == "edge:big"  # the table's own rows

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from relssl.data.cache import data_digests
 from relssl.data.entity_tasks import task_rows
-from relssl.data.fitted import save_preprocessing
+from relssl.data.fitted import load_preprocessing, save_preprocessing
 from relssl.data.prepare import PreparedData
 from relssl.data.splits import TEST, TRAIN, VAL, parse_fractions
 from relssl.errors import RelsslError, out_of_memory
@@ -120,8 +120,10 @@ def check_compatible(train: PretrainConfig, run: PretrainConfig, run_dir: str | 
         return {**flat, **{f"model.{k}": v for k, v in asdict(cfg.model).items()}}
 
     ours, theirs = settings(train), settings(run)
-    # Pre-trained on several tables: a task may take the rows of any of them.
-    same = {"data": same_data(ours["data"], theirs["data"]), "table": ours["table"] in (run.tables or [])}
+    # Pre-trained on several tables, a task may take the rows of any of them; pre-trained on the
+    # default table, a task may name it (preprocessing.json says which one that was).
+    tables = run.tables or ([_pretrained_table(run_dir)] if run.table is None else [])
+    same = {"data": same_data(ours["data"], theirs["data"]), "table": ours["table"] in tables}
     differ = [k for k in ours if ours[k] != theirs[k] and not same.get(k)]
     if differ:
         raise RelsslError(f"--init {run_dir}: the backbone was pre-trained with "
@@ -129,6 +131,16 @@ def check_compatible(train: PretrainConfig, run: PretrainConfig, run_dir: str | 
                           f"{', '.join(f'{k}={ours[k]}' for k in differ)}; a pre-trained backbone needs the same "
                           f"prepared data (data, split, max_categories) and model: drop those options or "
                           f"pre-train anew")
+
+
+def _pretrained_table(run_dir: str | Path) -> str | None:
+    """The table a database run pre-trained on by default (None: not a database run, or one saved
+    before preprocessing.json)."""
+    try:
+        saved = load_preprocessing(run_dir)
+    except RelsslError:
+        return None
+    return saved.get("seed") if saved.get("kind") == "database" else None
 
 
 def load_backbone(backbone: Backbone, run_dir: str | Path) -> None:
