@@ -165,3 +165,39 @@ def test_the_docs_portal_example_checks_on_the_real_tables(tmp_path, capsys):
     (tmp_path / "portal.yaml").write_text(example)
     assert main(["schema", "check", str(tmp_path / "portal.yaml")]) == 0, capsys.readouterr().err
     assert "34,786 of 35,549 rows linked; 763 unlinked" in capsys.readouterr().out
+
+
+def test_a_written_draft_reads_its_tables_from_where_it_is(tmp_path, monkeypatch, capsys):
+    """`schema infer DIR --out FILE` names the tables as FILE's folder reads them: relative inside
+    it, absolute outside it; printed, relative to DIR."""
+    import sqlite3
+
+    import yaml
+
+    from relssl.cli import main
+
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    (tmp_path / "proj" / "data" / "users.csv").write_text("user_id,age\n1,30\n2,40\n")
+    (tmp_path / "proj" / "data" / "orders.csv").write_text(
+        "order_id,user_id,t,amount\n" + "".join(f"{i},{i % 2 + 1},2022-01-{i + 1:02d},{i}.5\n" for i in range(9)))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main(["schema", "infer", "data", "--out", "s.yaml"]) == 0
+    assert main(["schema", "infer", "data", "--out", str(tmp_path / "elsewhere" / "s.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["schema", "infer", "data"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])
+    assert printed["tables"]["orders"]["path"] == "orders.csv"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    near, far = yaml.safe_load((tmp_path / "proj" / "s.yaml").read_text()), yaml.safe_load(open("s.yaml"))
+    assert near["tables"]["orders"]["path"] == "data/orders.csv"
+    assert far["tables"]["orders"]["path"] == str(tmp_path / "proj" / "data" / "orders.csv")
+    assert main(["schema", "check", str(tmp_path / "proj" / "s.yaml")]) == 0
+    assert main(["schema", "check", "s.yaml"]) == 0
+    con = sqlite3.connect(tmp_path / "proj" / "data" / "shop.db")
+    con.executescript("CREATE TABLE users (id INTEGER PRIMARY KEY, age REAL); INSERT INTO users VALUES (1, 30);")
+    con.commit()
+    con.close()
+    assert main(["schema", "infer", str(tmp_path / "proj" / "data" / "shop.db"), "--out", "db.yaml"]) == 0
+    assert yaml.safe_load(open("db.yaml"))["sqlite"] == str(tmp_path / "proj" / "data" / "shop.db")
+    assert main(["schema", "check", "db.yaml"]) == 0

@@ -20,6 +20,7 @@ Example (paths are relative to the YAML file)::
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -108,6 +109,15 @@ def named_path(base: Path, name, where: str) -> Path:
         raise RelsslError(f"{where}: path {str(name)!r} leads out of the schema's folder ({base}); give an "
                           f"absolute path to read a file elsewhere")
     return full
+
+
+def schema_name(folder: Path, file: Path) -> str:
+    """How a schema in ``folder`` names ``file`` so that named_path finds it there: relative where
+    the file lies inside the folder, else absolute (named_path refuses a way out by ``../``)."""
+    file, folder = Path(os.path.abspath(file)), Path(os.path.abspath(folder))
+    if file.is_relative_to(folder) and file.resolve().is_relative_to(folder.resolve()):
+        return file.relative_to(folder).as_posix()
+    return str(file)
 
 
 def schema_files(path: Path, base: Path) -> list[Path]:
