@@ -122,6 +122,8 @@ def schema(tmp: Path, text: str, csv_text: str | None = None) -> Path:
 
 EVENTS_CSV = "t,x,k\n" + "".join(f"{i},{i / 7:.3f},{i % 3}\n" for i in range(200))
 EVENTS = "events: {path: t.csv, time: {column: t, unit: s}, columns: {x: numerical, k: categorical}}\n"
+EDGES = ("events: {path: t.csv, time: {column: t, unit: s}, columns: {x: numerical}, "
+         "source: {column: k, entity: nodes}, target: {column: k, entity: nodes}}\n")
 
 
 # --- the cases -----------------------------------------------------------------------------------
@@ -204,6 +206,13 @@ schema_case("missing column", EVENTS.replace("k: categorical", "kk: categorical"
 schema_case("unknown stype", EVENTS.replace("k: categorical", "k: colour"), "stype 'colour'")
 schema_case("unparsable time", EVENTS.replace("unit: s", "format: '%Y'"), "column 't'")
 schema_case("not a mapping", "- a\n- b\n", "expected a mapping")
+schema_case("typo under events.time", EVENTS.replace("unit: s", "unit: s, fromat: '%Y'"),
+            "events.time: unknown key(s) ['fromat']; expected column, format, origin, unit")
+schema_case("unknown key under events.source", EDGES.replace("entity: nodes}, target", "entity: nodes, colour: red}, "
+                                                             "target"),
+            "events.source: unknown key(s) ['colour']; expected column, columns, entity")
+schema_case("entities without source and target", EVENTS + "entities: {nodes: {path: t.csv, key: k}}\n",
+            "entities: an entity table needs events.source and events.target")
 
 
 @c("orphan foreign key", "schemas")

@@ -162,6 +162,40 @@ def read_yaml(path: Path):
 
 EVENT_KEYS = {"path", "time", "columns", "labels", "mask_groups", "source", "target"}
 ENTITY_KEYS = {"path", "key", "columns", "labels"}
+TIME_KEYS = {"column", "format", "unit", "origin"}
+END_KEYS = {"column", "columns", "entity"}  # events.source and events.target
+
+
+def _unknown(spec: dict, allowed: set, where: str) -> None:
+    """A typo (``fromat:``) would silently fall back to a default: name it and what is allowed."""
+    unknown = set(spec) - allowed
+    if unknown:
+        raise RelsslError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; expected {', '.join(sorted(allowed))}")
+
+
+def _check_event_form(spec: dict, path: Path) -> None:
+    """The ``events:``/``entities:`` mappings' shapes, before any file is read."""
+    ev = spec["events"]
+    _unknown(ev, EVENT_KEYS, f"{path}: events")
+    if "path" not in ev:
+        raise RelsslError(f"{path}: events: missing 'path'")
+    if isinstance(ev.get("time"), dict):
+        _unknown(ev["time"], TIME_KEYS, f"{path}: events.time")
+        if not isinstance(ev["time"].get("column"), str):
+            raise RelsslError(f"{path}: events.time: expected a column name in 'column', got {ev['time']!r}")
+    for side in ("source", "target"):
+        if isinstance(ev.get(side), dict):
+            _unknown(ev[side], END_KEYS, f"{path}: events.{side}")
+            if ("column" in ev[side]) == ("columns" in ev[side]):
+                raise RelsslError(f"{path}: events.{side}: expected 'column' (a name) or 'columns' (a list), "
+                                  f"one of them, got {ev[side]!r}")
+    entities = spec.get("entities")
+    if entities and "source" not in ev and "target" not in ev:
+        raise RelsslError(f"{path}: entities: an entity table needs events.source and events.target (the event "
+                          f"columns holding its keys); the events have neither")
+    for name, espec in entities.items() if isinstance(entities, dict) else ():
+        if isinstance(espec, dict):
+            _unknown(espec, ENTITY_KEYS, f"{path}: entities.{name}")
 
 
 def load_schema(path: str | Path, base_dir: str | Path | None = None,
@@ -179,12 +213,8 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
     unknown = set(spec) - {"name", "events", "entities"}
     if unknown:
         raise RelsslError(f"{path}: unknown top-level keys {sorted(unknown)}; expected name, events, entities")
+    _check_event_form(spec, path)
     ev = spec["events"]
-    unknown = set(ev) - EVENT_KEYS
-    if unknown:
-        raise RelsslError(f"{path}: events: unknown key(s) {sorted(unknown)}; expected {', '.join(sorted(EVENT_KEYS))}")
-    if "path" not in ev:
-        raise RelsslError(f"{path}: events: missing 'path'")
     ev_path = named_path(base, ev["path"], f"{path}: events")
     events = read_table(ev_path)
     stypes, transforms, time_opts, vector_specs = _columns(ev, f"{path}: events")
@@ -245,10 +275,6 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
                               f"the same entity type (got '{src_entity}' and '{dst_entity}')")
         if table_name is not None:
             espec = ent_specs[table_name]
-            unknown = set(espec) - ENTITY_KEYS if isinstance(espec, dict) else set()
-            if unknown:
-                raise RelsslError(f"{path}: entities.{table_name}: unknown key(s) {sorted(unknown)}; expected "
-                                  f"{', '.join(sorted(ENTITY_KEYS))}")
             e_path = named_path(base, espec["path"], f"{path}: entities.{table_name}")
             entities = read_table(e_path)
             entity_stypes, _, e_time_opts, e_vectors = _columns(espec, f"{path}: entities.{table_name}")
