@@ -213,6 +213,9 @@ schema_case("unknown key under events.source", EDGES.replace("entity: nodes}, ta
             "events.source: unknown key(s) ['colour']; expected column, columns, entity")
 schema_case("entities without source and target", EVENTS + "entities: {nodes: {path: t.csv, key: k}}\n",
             "entities: an entity table needs events.source and events.target")
+schema_case("an entity given as a file name", EDGES + "entities: {nodes: n.csv}\n",
+            "entities.nodes: expected a mapping {path: FILE, key: COLUMN, columns, labels}, got 'n.csv'")
+schema_case("an entity without a path", EDGES + "entities: {nodes: {key: k}}\n", "entities.nodes: missing 'path'")
 
 
 @c("orphan foreign key", "schemas")

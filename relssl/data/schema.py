@@ -190,12 +190,22 @@ def _check_event_form(spec: dict, path: Path) -> None:
                 raise RelsslError(f"{path}: events.{side}: expected 'column' (a name) or 'columns' (a list), "
                                   f"one of them, got {ev[side]!r}")
     entities = spec.get("entities")
+    if entities is None:
+        return
+    if not isinstance(entities, dict):
+        raise RelsslError(f"{path}: entities: expected a mapping of entity name to {{path, key, columns, labels}}, "
+                          f"got {entities!r}")
     if entities and "source" not in ev and "target" not in ev:
         raise RelsslError(f"{path}: entities: an entity table needs events.source and events.target (the event "
                           f"columns holding its keys); the events have neither")
-    for name, espec in entities.items() if isinstance(entities, dict) else ():
-        if isinstance(espec, dict):
-            _unknown(espec, ENTITY_KEYS, f"{path}: entities.{name}")
+    for name, espec in entities.items():
+        where = f"{path}: entities.{name}"
+        if not isinstance(espec, dict):
+            raise RelsslError(f"{where}: expected a mapping {{path: FILE, key: COLUMN, columns, labels}}, got {espec!r}")
+        _unknown(espec, ENTITY_KEYS, where)
+        for key in ("path", "key"):
+            if key not in espec:
+                raise RelsslError(f"{where}: missing '{key}' (expected {{path: FILE, key: COLUMN, columns, labels}})")
 
 
 def load_schema(path: str | Path, base_dir: str | Path | None = None,
