@@ -215,6 +215,11 @@ schema_case("entities without source and target", EVENTS + "entities: {nodes: {p
             "entities: an entity table needs events.source and events.target")
 schema_case("an entity given as a file name", EDGES + "entities: {nodes: n.csv}\n",
             "entities.nodes: expected a mapping {path: FILE, key: COLUMN, columns, labels}, got 'n.csv'")
+schema_case("unknown transform", EVENTS.replace("x: numerical", "x: {stype: numerical, transform: sqrt}"),
+            "column 'x': transform 'sqrt' unknown; expected one of log1p")
+schema_case("transform of a categorical column", EVENTS.replace("k: categorical", "k: {stype: categorical, "
+                                                                "transform: log1p}"),
+            "column 'k': transform 'log1p' applies to numerical columns only, not categorical")
 schema_case("an entity without a path", EDGES + "entities: {nodes: {key: k}}\n", "entities.nodes: missing 'path'")
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 import torch_frame
 
 from relssl.data.entity_tasks import parse_tasks
+from relssl.data.encoding import TRANSFORMS
 from relssl.data.database import NEVER, STYPE_NAMES, Database, ForeignKey, Table, event_graph_or_database, key_strings
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
@@ -55,8 +56,15 @@ def _columns(spec: dict, where: str) -> tuple[dict, dict, dict, dict]:
         if stype not in STYPES:
             raise RelsslError(f"{where}: column '{col}': stype '{stype}' unknown; expected one of {sorted(STYPES)}")
         stypes[col] = STYPES[stype]
-        if "transform" in cspec:
-            transforms[col] = cspec.pop("transform")
+        if "transform" in cspec:  # checked here, so that `schema check` finds what pretrain would refuse
+            transform = cspec.pop("transform")
+            if not isinstance(transform, str) or transform not in TRANSFORMS:
+                raise RelsslError(f"{where}: column '{col}': transform {transform!r} unknown; expected one of "
+                                  f"{', '.join(sorted(TRANSFORMS))}")
+            if stypes[col] != torch_frame.numerical:
+                raise RelsslError(f"{where}: column '{col}': transform {transform!r} applies to numerical columns "
+                                  f"only, not {stype}")
+            transforms[col] = transform
         time_opts[col] = {k: cspec.pop(k) for k in ("unit", "format", "origin") if k in cspec}
         if stypes[col] == torch_frame.embedding:
             vector_specs[col] = {k: cspec.pop(k) for k in VECTOR_KEYS if k in cspec}
