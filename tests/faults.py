@@ -253,6 +253,14 @@ for flag, value, needle in (
     option_case(f"{flag} {value}", [flag, value], needle or flag)
 
 
+@c("--tables naming an unknown table", "options")
+def _(tmp, csv):
+    (tmp / "k.csv").write_text("k,n\n0,a\n1,b\n2,c\n")
+    data = schema(tmp, "tables:\n  kinds: {path: k.csv, primary_key: k, columns: {n: categorical}}\n  items: {path: "
+                  "t.csv, time: {column: t, unit: s}, foreign_keys: {k: kinds}, columns: {x: numerical}}\n", EVENTS_CSV)
+    expect_error(pretrain(data, tmp / "r", "--tables", "items,nope"), "--tables items,nope: table 'nope': not a table")
+
+
 for name, argv, needle in (("bench --rows -5", ["--rows", "-5"], "--rows -5"),
                            ("bench --rows abc", ["--rows", "abc"], "--rows abc"),
                            ("bench --steps 0", ["--steps", "0"], "--steps 0")):
