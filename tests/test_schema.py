@@ -211,3 +211,20 @@ def test_distinct_names_a_composite_key_as_the_file_has_it(tmp_path):
                                      "columns: {title: categorical}}}\n")
     with pytest.raises(RelsslError, match=r"column 'title' varies within primary key \('s1', 2\); one row"):
         load_database(tmp_path / "s.yaml")
+
+
+def test_links_in_the_schema_folder_must_resolve_inside_it(tmp_path, capsys):
+    from relssl.cli import main
+
+    (tmp_path / "s" / "raw").mkdir(parents=True)
+    (tmp_path / "s" / "raw" / "e.csv").write_text("a,t\n1,1\n")
+    (tmp_path / "outside.csv").write_text("a,t\n1,1\n")
+    (tmp_path / "s" / "inside.csv").symlink_to(tmp_path / "s" / "raw" / "e.csv")
+    (tmp_path / "s" / "away.csv").symlink_to(tmp_path / "outside.csv")
+    text = "events: {path: NAME, time: {column: t, unit: s}, columns: {a: numerical}}\n"
+    (tmp_path / "s" / "s.yaml").write_text(text.replace("NAME", "inside.csv"))
+    assert main(["schema", "check", str(tmp_path / "s" / "s.yaml")]) == 0
+    (tmp_path / "s" / "s.yaml").write_text(text.replace("NAME", "away.csv"))
+    assert main(["schema", "check", str(tmp_path / "s" / "s.yaml")]) == 2
+    assert (f"path 'away.csv' is a link to {(tmp_path / 'outside.csv').resolve()}, outside the schema's folder"
+            in capsys.readouterr().err)

@@ -107,13 +107,16 @@ def _key_columns(spec, where: str) -> list[str]:
 
 def named_path(base: Path, name, where: str) -> Path:
     """A file a schema names: a relative path resolves inside the schema's folder, and one that
-    leads out of it (``../``) is refused, so a schema never reads a file elsewhere by accident; an
-    absolute path is taken as given."""
+    leads out of it (``../``, or a link to a file elsewhere) is refused, so a schema never reads a
+    file elsewhere by accident; an absolute path is taken as given."""
     given = Path(str(name))
     if given.is_absolute():
         return given
     full = (base / given).resolve()
     if not full.is_relative_to(base.resolve()):
+        if Path(os.path.abspath(base / given)).is_relative_to(os.path.abspath(base)):  # no ../: a link
+            raise RelsslError(f"{where}: path {str(name)!r} is a link to {full}, outside the schema's folder "
+                              f"({base}); links must resolve inside it: give the absolute path to read a file elsewhere")
         raise RelsslError(f"{where}: path {str(name)!r} leads out of the schema's folder ({base}); give an "
                           f"absolute path to read a file elsewhere")
     return full
