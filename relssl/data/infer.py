@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from relssl.data.database import STYPE_NAMES, key_strings
+from relssl.data.schema import schema_name
 from relssl.data.sqlite import is_sqlite, read_sqlite, read_sqlite_frames
 from relssl.data.tables import guess_stype, read_table
 from relssl.errors import RelsslError
@@ -66,8 +67,8 @@ def read_tables(path: Path) -> dict[str, tuple[str, pd.DataFrame]]:
     return {re.sub(r"\.(csv|tsv|parquet)(\.gz)?$", "", f.name): (f.name, read_table(f)) for f in files}
 
 
-def declared_schema(path: Path) -> dict:
-    """A SQLite file's declared keys and types, as a schema over it."""
+def declared_schema(path: Path, folder: Path) -> dict:
+    """A SQLite file's declared keys and types, as a schema in ``folder`` over it."""
     db = read_sqlite(path, on_orphans="keep-null")
     raw = read_sqlite_frames(path)
     out = {}
@@ -86,15 +87,18 @@ def declared_schema(path: Path) -> dict:
             if stype.value == "timestamp" and pd.api.types.is_numeric_dtype(raw[name][col]):
                 spec["columns"][col] = {"stype": "timestamp", "unit": "s"}
         out[name] = spec
-    return {"name": path.stem, "sqlite": path.name, "tables": out}
+    return {"name": path.stem, "sqlite": schema_name(folder, path), "tables": out}
 
 
-def draft_schema(path: str | Path) -> dict:
+def draft_schema(path: str | Path, folder: str | Path | None = None) -> dict:
     """The draft schema of ``path`` as a YAML-ready mapping (``relssl schema infer``): a SQLite
-    file's declarations, or guesses over a folder of files."""
+    file's declarations, or guesses over a folder of files. Its file paths are as a schema in
+    ``folder`` (the one it is written to; default: the data's) reads them."""
     path = Path(path)
-    if path.is_file() and is_sqlite(path):
-        return declared_schema(path)
+    sqlite = path.is_file() and is_sqlite(path)
+    folder = Path(folder) if folder is not None else path.parent if sqlite else path
+    if sqlite:
+        return declared_schema(path, folder)
     tables = read_tables(path)
     keys = {}
     for name, (_, df) in tables.items():
@@ -103,7 +107,7 @@ def draft_schema(path: str | Path) -> dict:
             keys[name] = (pk, df)
     out = {}
     for name, (file, df) in tables.items():
-        spec: dict = {"path": file}
+        spec: dict = {"path": schema_name(folder, path / file)}
         pk = keys.get(name, (None,))[0]
         fks = guess_foreign_keys(name, df, keys)
         if pk is not None:

@@ -162,12 +162,14 @@ def prepare_database(db: Database, table: str | None, fractions=(0.6, 0.2, 0.2),
     if table is None:
         timed = [n for n in featured if db.tables[n].time is not None]
         table = (pretext or [None])[0] or max(timed or featured or names, key=lambda n: len(db.tables[n]))
+    given = ",".join(pretext) if pretext else None  # --tables, named as given in its errors
     pretext = list(dict.fromkeys(pretext or [table]))
     for name in pretext:
+        where = f"--tables {given}: table '{name}'" if given else f"--table {name}"
         if name not in db.tables:
-            raise RelsslError(f"--table {name}: not a table of '{db.name}' ({', '.join(names)})")
+            raise RelsslError(f"{where}: not a table of '{db.name}' ({', '.join(names)})")
         if not db.tables[name].col_stypes:
-            raise RelsslError(f"--table {name}: the table has no feature columns to pre-train on")
+            raise RelsslError(f"{where}: the table has no feature columns to pre-train on")
     if table not in pretext:
         raise RelsslError(f"--table {table}: not one of --tables {','.join(pretext)}")
     times = [db.tables[n].time for n in pretext if db.tables[n].time is not None]

