@@ -281,6 +281,15 @@ cache_case("missing manifest", lambda p: (p / "manifest.json").unlink())
 cache_case("truncated array", lambda p: next(p.glob("*.npy")).write_bytes(b"\x93NUMPY"))
 
 
+def overwrite_index(path: Path) -> None:
+    with open(path / "dst.npy", "r+b") as f:  # size kept: an account id far beyond the table
+        f.seek(-8, os.SEEK_END)
+        f.write((2**60).to_bytes(8, "little"))
+
+
+cache_case("8 bytes overwritten inside an index array", overwrite_index)
+
+
 @c("same-size edit, mtime restored", "caches", "ok")
 def _(tmp, csv):
     data = tmp / "M_Trans.csv"
