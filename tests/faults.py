@@ -432,6 +432,30 @@ def _(tmp, csv):
     expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "config.yaml")
 
 
+@c("config.yaml cut at a line on --resume", "run folders")
+def _(tmp, csv):
+    out = trained(tmp, csv)  # without its settings: the default model, not TINY's
+    (out / "config.yaml").write_text("".join((out / "config.yaml").read_text().splitlines(True)[:3]))
+    expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "config.yaml: empty or damaged")
+
+
+@c("empty config.yaml on --resume", "run folders")
+def _(tmp, csv):
+    data = tmp / "E_Trans.csv"  # not the default data
+    data.write_bytes(csv.read_bytes())
+    out = trained(tmp, data)
+    (out / "config.yaml").write_text("")
+    expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "config.yaml: empty or damaged")
+
+
+@c("checkpoint.pt of another model than config.yaml's", "run folders")
+def _(tmp, csv):
+    out = trained(tmp, csv)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("channels: 16", "channels: 32"))
+    expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "checkpoint.pt does not match")
+
+
 @c("damaged model.safetensors for embed", "run folders")
 def _(tmp, csv):
     out = trained(tmp, csv)
