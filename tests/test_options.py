@@ -56,7 +56,8 @@ def test_a_config_file_with_yaml_strings_trains(tmp_path, capsys):
     (["pretrian"], "relssl: error: argument command: invalid choice: 'pretrian'"),
     (["pretrain", "--out", "r", "--bogus", "3"], "relssl pretrain: error: unrecognized arguments: --bogus 3 "
                                                  "(options: relssl pretrain --help)"),
-    (["experiment", "masks", "--out", "x", "--bogus"], "relssl experiment masks: error: unrecognized arguments: --bogus"),
+    (["experiment", "masks", "--out", "x", "--bogus"],
+     "relssl experiment masks: error: unrecognized arguments: --bogus"),
     (["--bogus", "pretrain"], "relssl: error: unrecognized arguments: --bogus"),
 ])
 def test_a_flag_argparse_refuses_is_one_line_too(argv, needle, capsys):

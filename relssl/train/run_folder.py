@@ -1,14 +1,16 @@
 """A run folder: the files one training run leaves, each written atomically.
 
 Every trained command (pretrain, feat2vec, finetune, recsys) writes the same files:
-config.yaml (every setting; its last line, CONFIG_END, shows it was not cut short), metrics.jsonl (one line per epoch and split), model.safetensors (the
-best-validation weights), checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with
-``weights_only=True``), data.json (the SHA-256 of every data file the run read, ``--resume``
-refusing changed data; and ``code``, the digest of the relssl source that trained it, one more
-for each resumption by other code) and final.json (test metrics of the best weights; its presence marks a
-finished run); pre-training and fine-tuning runs also their fitted preprocessing,
-preprocessing.json (relssl.data.fitted), and a model card, README.md (relssl.train.model_card). A file is written to a temporary name and renamed over the old one, so a kill or
-a full disk leaves either the old file or the new one, never half of one.
+config.yaml (every setting; its last line, CONFIG_END, shows it was not cut short),
+metrics.jsonl (one line per epoch and split), model.safetensors (the best-validation weights),
+checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with ``weights_only=True``),
+data.json (the SHA-256 of every data file the run read, ``--resume`` refusing changed data;
+``code``, the digest of the relssl source that trained it, one more for each resumption by other
+code; ``config_end``, the line config.yaml ends with) and final.json (test metrics of the best
+weights; its presence marks a finished run); pre-training and fine-tuning runs also their fitted
+preprocessing, preprocessing.json (relssl.data.fitted), and a model card, README.md
+(relssl.train.model_card). A file is written to a temporary name and renamed over the old one, so
+a kill or a full disk leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
