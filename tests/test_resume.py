@@ -396,3 +396,36 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_named_on_resume(data, tmp_
     err = capsys.readouterr().err
     assert err.startswith(f"relssl: error: {out / 'checkpoint.pt'} does not match {config} (size mismatch for ")
     assert "the run folder is damaged or was edited" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_last_checkpoint_releases_the_lock_and_resumes(data, tmp_path):
+    """A real SIGINT, as Ctrl-C sends it, to a run past its first checkpoint: one line, exit 130,
+    run.lock removed at exit, the checkpoint whole, and --resume continues from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "relssl", "pretrain", "--data", data["csv"], "--epochs", "1000",
+                             "--patience", "1000", "--out", str(out), *TINY], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint.pt").exists():  # in the epoch loop: no race with start-up
+            if proc.poll() is not None:
+                pytest.fail(f"exit {proc.returncode} before its first checkpoint: {proc.stderr.read()}")
+            assert time.monotonic() < deadline, "no checkpoint in 5 minutes"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "relssl: interrupted", err
+    assert "Traceback" not in err and not (out / "run.lock").exists() and not (out / "final.json").exists()
+    epoch = RunFolder(out).load_checkpoint("cpu")["epoch"]
+    assert epoch >= 1
+    assert main(["pretrain", "--out", str(out), "--resume", "--epochs", str(epoch + 1), "--no-progress"]) == 0
+    assert [r["epoch"] for r in RunFolder(out).history() if r["split"] == "train"] == list(range(1, epoch + 2))
