@@ -308,6 +308,15 @@ cache_case("missing manifest", lambda p: (p / "manifest.json").unlink())
 cache_case("truncated array", lambda p: next(p.glob("*.npy")).write_bytes(b"\x93NUMPY"))
 
 
+def overwrite_index(path: Path) -> None:
+    with open(path / "dst.npy", "r+b") as f:  # size kept: an account id far beyond the table
+        f.seek(-8, os.SEEK_END)
+        f.write((2**60).to_bytes(8, "little"))
+
+
+cache_case("8 bytes overwritten inside an index array", overwrite_index)
+
+
 @c("same-size edit, mtime restored", "caches", "ok")
 def _(tmp, csv):
     data = tmp / "M_Trans.csv"
@@ -448,6 +457,30 @@ def _(tmp, csv):
     out = trained(tmp, csv)
     (out / "config.yaml").write_text("data: [unclosed\n")
     expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "config.yaml")
+
+
+@c("config.yaml cut at a line on --resume", "run folders")
+def _(tmp, csv):
+    out = trained(tmp, csv)  # without its settings: the default model, not TINY's
+    (out / "config.yaml").write_text("".join((out / "config.yaml").read_text().splitlines(True)[:3]))
+    expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "config.yaml: empty or damaged")
+
+
+@c("empty config.yaml on --resume", "run folders")
+def _(tmp, csv):
+    data = tmp / "E_Trans.csv"  # not the default data
+    data.write_bytes(csv.read_bytes())
+    out = trained(tmp, data)
+    (out / "config.yaml").write_text("")
+    expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "config.yaml: empty or damaged")
+
+
+@c("checkpoint.pt of another model than config.yaml's", "run folders")
+def _(tmp, csv):
+    out = trained(tmp, csv)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("channels: 16", "channels: 32"))
+    expect_error(["pretrain", "--out", out, "--resume", "--epochs", "2"], "checkpoint.pt does not match")
 
 
 @c("damaged model.safetensors for embed", "run folders")

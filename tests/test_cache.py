@@ -161,6 +161,14 @@ def test_a_database_is_cached_with_its_tables_and_views(tmp_path):
     assert not load_prepared(str(schema), cache_dir=cache, table="ratings")[1]  # another --tables: another entry
 
 
+def overwrite_last_index(path) -> None:
+    """8 bytes written inside an index array, its size kept: an account id far beyond the table
+    (read, it made the run allocate petabytes)."""
+    with open(path, "r+b") as f:
+        f.seek(-8, os.SEEK_END)
+        f.write((2**60).to_bytes(8, "little"))
+
+
 @pytest.mark.parametrize("damage,problem", [
     (lambda e: (e / "manifest.json").unlink(), "no manifest.json"),
     (lambda e: (e / "manifest.json").write_text((e / "manifest.json").read_text()[:200]), "manifest.json is unreadable"),
@@ -168,6 +176,7 @@ def test_a_database_is_cached_with_its_tables_and_views(tmp_path):
      "does not match its checksum"),
     (lambda e: (e / "split.npy").unlink(), "array split.npy is missing or unreadable"),
     (lambda e: np.save(e / "split.npy", np.zeros(5, dtype=np.int8)), "array split.npy is int8 [5], the manifest says"),
+    (lambda e: overwrite_last_index(e / "dst.npy"), "array dst.npy does not match its SHA-256"),
 ])
 def test_a_damaged_entry_is_rebuilt_with_a_warning(aml, tmp_path, damage, problem):
     load_prepared(str(aml), cache_dir=tmp_path)
@@ -179,6 +188,21 @@ def test_a_damaged_entry_is_rebuilt_with_a_warning(aml, tmp_path, damage, proble
     assert_same_prepared(prepare(read_ibm_aml(aml)), again)  # the in-memory path (a map of the damaged file moved)
     _, hit = load_prepared(str(aml), cache_dir=tmp_path)
     assert hit and not [p for p in tmp_path.iterdir() if p.name.endswith("-stale")]
+
+
+def test_an_array_changed_after_its_entry_was_verified_is_found(aml, tmp_path):
+    """A hit re-hashes only arrays whose stat changed since the digest memo hashed them: a write
+    into one changes its ctime, even with its mtime set back."""
+    load_prepared(str(aml), cache_dir=tmp_path)
+    assert load_prepared(str(aml), cache_dir=tmp_path)[1]  # verified once: the memo holds the arrays
+    entry = next(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    stat = (entry / "src.npy").stat()
+    overwrite_last_index(entry / "src.npy")
+    os.utime(entry / "src.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.warns(UserWarning, match="array src.npy does not match its SHA-256"):
+        again, hit = load_prepared(str(aml), cache_dir=tmp_path)
+    assert not hit and int(again.src.max()) < again.num_entities
+    assert_same_prepared(prepare(read_ibm_aml(aml)), again)
 
 
 def test_an_edit_with_its_mtime_restored_is_not_served_stale(aml, tmp_path):

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from relssl.cli import main
+from relssl.train.run_folder import CONFIG_END
 from tests.conftest import TINY
 from relssl.experiments.report import mean_std
 
@@ -270,7 +271,7 @@ def test_resuming_a_run_that_predates_trees_reads_it_as_the_default(aml, tmp_pat
     assert main(["finetune", "--data", str(csv), "--mode", "gbdt", "--out", str(out), *TINY]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     del saved["trees"]
-    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    (out / "config.yaml").write_text(yaml.safe_dump(saved) + CONFIG_END + "\n")  # whole, as relssl writes it
     assert main(["finetune", "--resume", "--out", str(out), "--trees", "tuned"]) == 2
     assert "--trees tuned (the run has default)" in capsys.readouterr().err
     # the fine-tuning flags, too, are the run's: one that differs is refused, not ignored

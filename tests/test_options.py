@@ -54,13 +54,25 @@ def test_a_config_file_with_yaml_strings_trains(tmp_path, capsys):
     (["pretrain", "--epochs", "ten"], "relssl pretrain: error: argument --epochs: invalid int value: 'ten'"),
     (["finetune", "--trees", "many"], "relssl finetune: error: argument --trees: invalid choice: 'many'"),
     (["pretrian"], "relssl: error: argument command: invalid choice: 'pretrian'"),
-    (["pretrain", "--out", "r", "--bogus", "3"], "relssl: error: unrecognized arguments: --bogus 3"),
+    (["pretrain", "--out", "r", "--bogus", "3"], "relssl pretrain: error: unrecognized arguments: --bogus 3 "
+                                                 "(options: relssl pretrain --help)"),
+    (["experiment", "masks", "--out", "x", "--bogus"],
+     "relssl experiment masks: error: unrecognized arguments: --bogus"),
+    (["--bogus", "pretrain"], "relssl: error: unrecognized arguments: --bogus"),
 ])
 def test_a_flag_argparse_refuses_is_one_line_too(argv, needle, capsys):
     with pytest.raises(SystemExit) as done:
         main(argv)
     err = capsys.readouterr().err
     assert done.value.code == 2 and err.startswith(needle) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_before_or_after_the_subcommand(where, tmp_path, capsys):
+    argv = ["pretrain", "--data", str(tmp_path / "none_Trans.csv"), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2 and "none_Trans.csv: file not found" in capsys.readouterr().err
+    with pytest.raises(RelsslError, match="none_Trans.csv: file not found"):
+        main(["--debug", *argv] if where == "before" else [*argv, "--debug"])
 
 
 def test_version(capsys):

@@ -362,3 +362,70 @@ def test_only_a_resumed_run_keeps_the_code_digests_of_its_earlier_sessions(tmp_p
     assert start(True) == ["0123456789ab", source_digest()]
     assert start(True) == ["0123456789ab", source_digest()]  # the same code again: not repeated
     assert start(False) == [source_digest()]  # a new run in a folder a killed one left: its own code only
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda text: "\n".join(text.splitlines()[:3]) + "\n", "config.yaml: empty or damaged (cut short: its last line"),
+    (lambda text: "", "config.yaml: empty or damaged (no settings)"),
+])
+def test_a_config_cut_short_or_empty_is_named_on_resume(data, tmp_path, damage, needle, capsys):
+    """Read, the settings a cut config.yaml lacks would be defaults: another model (a traceback from
+    the checkpoint's shapes) or other data ("the data changed")."""
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(data["pre"], out)
+    (out / "config.yaml").write_text(damage((out / "config.yaml").read_text()))
+    for argv in (["pretrain", "--out", str(out), "--resume", "--epochs", "2"], ["embed", "--run", str(out), "--out",
+                                                                               str(tmp_path / "e.parquet")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"relssl: error: {out / needle}") and err.count("\n") == 1, err
+
+
+def test_a_checkpoint_that_does_not_fit_the_config_is_named_on_resume(data, tmp_path, capsys):
+    """A config.yaml edited, or cut short in a run from before its end line was written: its model
+    is not the checkpoint's."""
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(data["pre"], out)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("channels: 16", "channels: 32"))
+    assert main(["pretrain", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"relssl: error: {out / 'checkpoint.pt'} does not match {config} (size mismatch for ")
+    assert "the run folder is damaged or was edited" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_last_checkpoint_releases_the_lock_and_resumes(data, tmp_path):
+    """A real SIGINT, as Ctrl-C sends it, to a run past its first checkpoint: one line, exit 130,
+    run.lock removed at exit, the checkpoint whole, and --resume continues from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "relssl", "pretrain", "--data", data["csv"], "--epochs", "1000",
+                             "--patience", "1000", "--out", str(out), *TINY], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint.pt").exists():  # in the epoch loop: no race with start-up
+            if proc.poll() is not None:
+                pytest.fail(f"exit {proc.returncode} before its first checkpoint: {proc.stderr.read()}")
+            assert time.monotonic() < deadline, "no checkpoint in 5 minutes"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "relssl: interrupted", err
+    assert "Traceback" not in err and not (out / "run.lock").exists() and not (out / "final.json").exists()
+    epoch = RunFolder(out).load_checkpoint("cpu")["epoch"]
+    assert epoch >= 1
+    assert main(["pretrain", "--out", str(out), "--resume", "--epochs", str(epoch + 1), "--no-progress"]) == 0
+    assert [r["epoch"] for r in RunFolder(out).history() if r["split"] == "train"] == list(range(1, epoch + 2))

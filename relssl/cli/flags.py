@@ -17,7 +17,7 @@ from relssl.multitask import COMBINERS
 from relssl.nn.backbone import ModelConfig
 from relssl.objectives import OBJECTIVES, metric_index, parse_objectives, reference_key
 from relssl.train.pretrain import PretrainConfig
-from relssl.train.run_folder import RESUMABLE
+from relssl.train.run_folder import RESUMABLE, RunFolder
 
 def _flag_type(hint) -> type:
     """The argparse type of a config field: its own for int, float, str and bool; lists are given
@@ -178,7 +178,7 @@ def check_resume_flags(args: argparse.Namespace, run_dir: Path, given: dict | No
                if name.rsplit(".", 1)[-1] in RESUMABLE and value is not None}
     if not (run_dir / "config.yaml").exists():
         return changes  # RunFolder.check says what is missing
-    saved = read_yaml(run_dir / "config.yaml") or {}
+    saved = RunFolder(run_dir, writer=False).config()
     defaults = asdict(config_class())
     if getattr(args, "config", None):
         raise RelsslError("--resume continues with the run's own config.yaml; drop --config")

@@ -117,12 +117,33 @@ def torch_version() -> str:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """A badly typed or unknown flag reads as every other bad input: one line naming the option, exit
-    2 (argparse's own error prints the whole usage, dozens of lines, before it). Subcommands'
-    parsers are of this class too (argparse builds them with their parent's class)."""
+    """A badly typed or unknown flag reads as every other bad input: one line naming the option and
+    the (sub)command, exit 2 (argparse's own error prints the whole usage, dozens of lines, before
+    it). Subcommands' parsers are of this class too (argparse builds them with their parent's
+    class), so each takes ``--debug`` as well: it works before or after the subcommand."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: a subcommand's parser sets it only when given, never over the top parser's
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse hands a subcommand's unknown flags up to the top parser, whose error would name
+        ``relssl``: the innermost parser that left some is noted for parse_args to name."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(namespace, "_refused_by"):
+            namespace._refused_by = self.prog
+        return namespace, extras
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        prog = vars(namespace).pop("_refused_by", self.prog)
+        if extras:
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (options: {prog} --help)\n")
+        return namespace
 
 
 @functools.cache
@@ -131,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     it as it was."""
     parser = OneLineParser(
         prog="relssl", description="Self-supervised representation learning on relational multimodal data.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(debug=False)  # --debug: OneLineParser's, on every parser
     parser.add_argument("-q", "--quiet", action="store_true", help="progress messages off: results and warnings only")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     parser.add_argument("--version", action="version", version=f"relssl {__version__} (torch {torch_version()})",

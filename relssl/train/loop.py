@@ -15,12 +15,12 @@ from typing import Protocol
 
 import torch
 
-from relssl.errors import RelsslError
+from relssl.errors import RelsslError, out_of_memory
 from relssl.logs import LOG, info
 from relssl.nn.optim import load_optimizer
 from relssl.train.callbacks import Callback
 from relssl.train.distributed import World
-from relssl.train.run_folder import CHECKPOINT, RunFolder
+from relssl.train.run_folder import CHECKPOINT, CONFIG, RunFolder
 
 
 class Trainer(Protocol):
@@ -80,7 +80,15 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
     first, best, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
     if resume and (run / CHECKPOINT).exists():
         ckpt = run.load_checkpoint(trainer.device)
-        trainer.load_state(ckpt["state"])
+        try:
+            trainer.load_state(ckpt["state"])
+        except RelsslError:
+            raise
+        except Exception as err:  # the model config.yaml builds is not the one the checkpoint holds
+            if out_of_memory(err):
+                raise
+            raise RelsslError(f"{run / CHECKPOINT} does not match {run / CONFIG} ({mismatch(err)}); the run folder is "
+                              f"damaged or was edited; start the run anew in another folder") from None
         first, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"]
         history = [r for r in run.history() if r["epoch"] <= ckpt["epoch"]]
     run.write_history(history)
@@ -130,6 +138,14 @@ def fit(trainer: Trainer, run: RunFolder, epochs: int, patience: int, metric: st
         raise RelsslError(f"validation {metric} was never a finite number ({history[-1].get(metric) if history else 'no epoch ran'}); "
                           f"the training diverged (try a lower --lr) or the validation rows cannot score it")
     return FitResult(best_epoch, history)
+
+
+def mismatch(err: Exception) -> str:
+    """The first difference torch names ("size mismatch for fuse.0.bias: ..."), not its header."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    return (lines[0].rstrip(".") if lines else type(err).__name__)[:160]
 
 
 def epoch_line(epoch: int, train: dict, metric: str, value: float, improved: bool) -> str:

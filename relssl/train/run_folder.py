@@ -1,14 +1,16 @@
 """A run folder: the files one training run leaves, each written atomically.
 
 Every trained command (pretrain, feat2vec, finetune, recsys) writes the same files:
-config.yaml (every setting), metrics.jsonl (one line per epoch and split), model.safetensors (the
-best-validation weights), checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with
-``weights_only=True``), data.json (the SHA-256 of every data file the run read, ``--resume``
-refusing changed data; and ``code``, the digest of the relssl source that trained it, one more
-for each resumption by other code) and final.json (test metrics of the best weights; its presence marks a
-finished run); pre-training and fine-tuning runs also their fitted preprocessing,
-preprocessing.json (relssl.data.fitted), and a model card, README.md (relssl.train.model_card). A file is written to a temporary name and renamed over the old one, so a kill or
-a full disk leaves either the old file or the new one, never half of one.
+config.yaml (every setting; its last line, CONFIG_END, shows it was not cut short),
+metrics.jsonl (one line per epoch and split), model.safetensors (the best-validation weights),
+checkpoint.pt (the last epoch's full state, for ``--resume``; loaded with ``weights_only=True``),
+data.json (the SHA-256 of every data file the run read, ``--resume`` refusing changed data;
+``code``, the digest of the relssl source that trained it, one more for each resumption by other
+code; ``config_end``, the line config.yaml ends with) and final.json (test metrics of the best
+weights; its presence marks a finished run); pre-training and fine-tuning runs also their fitted
+preprocessing, preprocessing.json (relssl.data.fitted), and a model card, README.md
+(relssl.train.model_card). A file is written to a temporary name and renamed over the old one, so
+a kill or a full disk leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from relssl.version import source_digest
 CONFIG, METRICS, FINAL, DATA = "config.yaml", "metrics.jsonl", "final.json", "data.json"
 WEIGHTS, CHECKPOINT, CURVES = "model.safetensors", "checkpoint.pt", "curves.png"
 LOCK = "run.lock"
+# config.yaml's last line: a copy without it was cut short (data.json's config_end says the run writes it;
+# runs from before it are not checked so)
+CONFIG_END = "# end of config.yaml"
 # Settings that change where or how fast a run trains, not what it computes (an experiment reuses a
 # run whatever they were); a resumed run may change them, and its epochs.
 RUNTIME_KEYS = frozenset({"device", "workers", "cache", "cache_dir", "log"})
@@ -151,9 +156,10 @@ class RunFolder:
             code = self.code() if self.resuming else []
             if source_digest() not in code[-1:]:
                 code.append(source_digest())
-            write_text(self.path / CONFIG, dump_yaml(config))
+            write_text(self.path / CONFIG, dump_yaml(config) + CONFIG_END + "\n")
             if self.digests is not None:
-                write_text(self.path / DATA, json.dumps({"files": self.digests, "code": code}, indent=1))
+                write_text(self.path / DATA, json.dumps({"files": self.digests, "code": code, "config_end": CONFIG_END},
+                                                        indent=1))
 
     def lock(self) -> None:
         """run.lock names the process writing the folder: a second writer is refused while that
@@ -196,21 +202,37 @@ class RunFolder:
         return "relssl pretrain"
 
     def config(self) -> dict:
-        """The saved settings (``--resume`` continues with exactly these)."""
-        if not (self.path / CONFIG).exists():
+        """The saved settings (``--resume`` continues with exactly these). An empty config.yaml, or
+        one cut short (without its CONFIG_END line, where data.json says the run writes it), is
+        refused: read, its missing settings would be defaults, a model the checkpoint does not fit
+        or other data."""
+        path = self.path / CONFIG
+        if not path.exists():
             raise RelsslError(f"{self.path}: no {CONFIG}")
-        saved = read_yaml(self.path / CONFIG) or {}
-        if not isinstance(saved, dict):
-            raise RelsslError(f"{self.path / CONFIG}: expected a mapping of settings")
-        return saved
+        saved = read_yaml(path)
+        if saved is not None and not isinstance(saved, dict):
+            raise RelsslError(f"{path}: expected a mapping of settings")
+        if not saved:
+            problem = "no settings"
+        elif (self.recorded().get("config_end") == CONFIG_END
+              and path.read_text().rstrip("\n").rpartition("\n")[2] != CONFIG_END):
+            problem = f"cut short: its last line, {CONFIG_END!r}, is missing"
+        else:
+            return saved
+        raise RelsslError(f"{path}: empty or damaged ({problem}); restore it, or start the run anew in another folder")
+
+    def recorded(self) -> dict:
+        """data.json's content ({} for a new folder; a damaged one is check_data's to refuse)."""
+        try:
+            data = json.loads((self.path / DATA).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def code(self) -> list[str]:
         """The digests of the relssl source that trained the run (relssl.version.source_digest), in
         order; empty for a new folder or one from before they were recorded."""
-        try:
-            code = json.loads((self.path / DATA).read_text()).get("code", [])
-        except (OSError, ValueError, AttributeError):
-            return []  # no data.json yet; a damaged one is check_data's to refuse
+        code = self.recorded().get("code", [])
         return [c for c in code if isinstance(c, str)] if isinstance(code, list) else []
 
     def history(self) -> list[dict]:
