@@ -26,7 +26,7 @@ from relssl.eval.finetune import FinetuneConfig
 from relssl.nn.backbone import ModelConfig
 from relssl.train.callbacks import Callback
 from relssl.train.pretrain import PretrainConfig
-from relssl.train.run_folder import RESUMABLE, RunFolder
+from relssl.train.run_folder import RESUMABLE, RunFolder, setting_differences
 
 MODEL_OPTIONS = {f.name for f in fields(ModelConfig)}
 
@@ -163,8 +163,6 @@ def _resume_changes(out: Path, given: dict) -> dict:
     """The options a resumed pre-training run takes (RESUMABLE: more epochs, another device, ...);
     any other that differs from the run's own is refused, in one line, as the command line's
     --resume refuses a flag (silently ignoring it trained with the old value)."""
-    from relssl.experiments.runner import setting_differences
-
     saved = RunFolder(out, writer=False).config()
     wanted = PretrainConfig.from_dict({**saved, **given, "model": {**(saved.get("model") or {}), **given["model"]}})
     differ = setting_differences(saved, asdict(wanted), asdict(PretrainConfig()), RESUMABLE)

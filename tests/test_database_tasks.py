@@ -371,7 +371,7 @@ def test_several_tables_take_one_time_cut():
     first_val = min(db.tables["ratings"].time[ratings_split == VAL].min(),
                     db.tables["movies"].time[movies_split == VAL].min())
     assert last_train == graph.cuts[0] < first_val
-    with pytest.raises(RelsslError, match="--table users: the table has no feature columns"):
+    with pytest.raises(RelsslError, match="--tables ratings,users: table 'users': the table has no feature columns"):
         prepare_database(db, "ratings", pretext=["ratings", "users"])
 
 

@@ -12,43 +12,8 @@ from relssl.logs import info
 from relssl.data.cache import data_digests
 from relssl.errors import RelsslError
 from relssl.train.pretrain import PretrainConfig, pretrain
-from relssl.train.run_folder import CONFIG, RUNTIME_KEYS, RunFolder
+from relssl.train.run_folder import CONFIG, RUNTIME_KEYS, RunFolder, setting_differences
 from relssl.version import source_digest
-
-
-def plain(value):
-    """Tuples as lists, recursively: a config as YAML saves it."""
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
-
-
-def same_value(saved, wanted) -> bool:
-    """Equal, or two spellings of one existing file (``data/x.csv`` and its absolute path)."""
-    if plain(saved) == plain(wanted):
-        return True
-    return (isinstance(saved, str) and isinstance(wanted, str) and Path(saved).exists() and Path(wanted).exists()
-            and Path(saved).resolve() == Path(wanted).resolve())
-
-
-def setting_differences(saved: dict, wanted: dict, defaults: dict, ignore: set[str], prefix: str = "") -> list[str]:
-    """'key saved there, wanted now' for each setting that differs. A nested config (a non-empty
-    default mapping: ``train``, ``model``) is compared setting by setting, and a setting the saved run
-    predates counts as its default there; an option mapping (``combiner_options``, default empty) is
-    compared whole. Settings the saved run has and ``wanted`` lacks (removed since) are not compared."""
-    out = []
-    for key, value in wanted.items():
-        if key in ignore:
-            continue
-        default = defaults.get(key)
-        old = saved.get(key, default)
-        if isinstance(default, dict) and default and isinstance(old, dict):
-            out += setting_differences(old, value, default, ignore, f"{prefix}{key}.")
-        elif not same_value(old, value):
-            out.append(f"{prefix}{key} {plain(old)!r} there, {plain(value)!r} now")
-    return out
 
 
 def check_same_settings(run: Path, wanted, resolved: tuple[str, ...] = ()) -> None:

@@ -87,6 +87,41 @@ def tensor_bytes(obj) -> int:
     return 0
 
 
+def plain(value):
+    """Tuples as lists, recursively: a config as YAML saves it."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def same_value(saved, wanted) -> bool:
+    """Equal, or two spellings of one existing file (``data/x.csv`` and its absolute path)."""
+    if plain(saved) == plain(wanted):
+        return True
+    return (isinstance(saved, str) and isinstance(wanted, str) and Path(saved).exists() and Path(wanted).exists()
+            and Path(saved).resolve() == Path(wanted).resolve())
+
+
+def setting_differences(saved: dict, wanted: dict, defaults: dict, ignore: set[str], prefix: str = "") -> list[str]:
+    """'key saved there, wanted now' for each setting that differs. A nested config (a non-empty
+    default mapping: ``train``, ``model``) is compared setting by setting, and a setting the saved run
+    predates counts as its default there; an option mapping (``combiner_options``, default empty) is
+    compared whole. Settings the saved run has and ``wanted`` lacks (removed since) are not compared."""
+    out = []
+    for key, value in wanted.items():
+        if key in ignore:
+            continue
+        default = defaults.get(key)
+        old = saved.get(key, default)
+        if isinstance(default, dict) and default and isinstance(old, dict):
+            out += setting_differences(old, value, default, ignore, f"{prefix}{key}.")
+        elif not same_value(old, value):
+            out.append(f"{prefix}{key} {plain(old)!r} there, {plain(value)!r} now")
+    return out
+
+
 class RunFolder:
     """The files of one run in ``path``; only the main process of a distributed run writes."""
 
