@@ -40,8 +40,8 @@ def predict(run_dir: str | Path, data: str, out: str | Path | None = None, devic
         raise RelsslError(f"--out {out}: expected a .parquet file name")
     if not run.finished:
         raise RelsslError(f"--run {run_dir}: not a finished finetune run folder (no final.json)")
-    if run.trained_by() != "relssl finetune":
-        raise RelsslError(f"--run {run_dir}: a run folder of `{run.trained_by()}`; expected the --out folder of "
+    if (kind := run.trained_by()) != "relssl finetune":
+        raise RelsslError(f"--run {run_dir}: a run folder of `{kind}`; expected the --out folder of "
                           f"`relssl finetune` (`relssl embed` takes a pretrain run's)")
     cfg, final = FinetuneConfig.from_dict(run.config()), run.final()
     if cfg.mode in NO_BACKBONE or "target_mean" not in final:

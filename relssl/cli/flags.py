@@ -136,9 +136,6 @@ def read_config(path: str | None) -> dict:
     return raw
 
 
-# What a resumed run may change: how long it trains and where (and how) it runs.
-
-
 def run_flag_values(args: argparse.Namespace, prefix: str = "") -> dict:
     """The pre-training flags given on the command line, as dotted config keys (``model.channels``)."""
     given = {**flag_values(args, RUN_FLAGS), **{f"model.{k}": v for k, v in flag_values(args, MODEL_FLAGS).items()}}

@@ -103,8 +103,8 @@ def pretrained_config(run_dir: str | Path, flag: str = "--init") -> PretrainConf
         if not (run / name).exists():
             raise RelsslError(f"{flag} {run}: not a pretrain run folder (no {name}); {expected}")
     folder = RunFolder(run, writer=False)
-    if folder.trained_by() != "relssl pretrain":
-        raise RelsslError(f"{flag} {run}: a run folder of `{folder.trained_by()}`; {expected}")
+    if (kind := folder.trained_by()) != "relssl pretrain":
+        raise RelsslError(f"{flag} {run}: a run folder of `{kind}`; {expected}")
     return PretrainConfig.from_dict(folder.config())
 
 
